@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/BurntSushi/toml"
+)
+
+const defaultConfigPath = "/etc/crivet/crivet.toml"
+
+// Config is the daemon's whole configuration: every key of the TOML file
+// is also a flag of the same name with '_' spelled '-'.
+type Config struct {
+	// Listen is the CRI unix socket, created with mode 0660.
+	Listen string `toml:"listen"`
+	// Root holds persistent state: images, container records.
+	Root string `toml:"root"`
+	// RunRoot holds state that must not survive a reboot.
+	RunRoot string `toml:"runroot"`
+	// StorageDriver is the containers/storage graph driver.
+	StorageDriver string `toml:"storage_driver"`
+	// SignaturePolicy is the node-wide containers-policy.json(5).
+	SignaturePolicy string `toml:"signature_policy"`
+	// SignaturePolicyDir holds per-namespace policies, <namespace>.json.
+	SignaturePolicyDir string `toml:"signature_policy_dir"`
+	// RegistriesConf is containers-registries.conf(5); drop-ins in <file>.d.
+	RegistriesConf string `toml:"registries_conf"`
+	// RegistriesD is the containers-registries.d(5) directory.
+	RegistriesD string `toml:"registries_d"`
+	// GlobalAuthFile is used for pulls that carry no credentials ("" = none).
+	GlobalAuthFile string `toml:"global_auth_file"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `toml:"log_format"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Listen:             "/run/crivet/crivet.sock",
+		Root:               "/var/lib/crivet",
+		RunRoot:            "/run/crivet",
+		StorageDriver:      "overlay",
+		SignaturePolicy:    "/etc/containers/policy.json",
+		SignaturePolicyDir: "/etc/crivet/policies.d",
+		RegistriesConf:     "/etc/containers/registries.conf",
+		RegistriesD:        "/etc/containers/registries.d",
+		LogLevel:           "info",
+		LogFormat:          "text",
+	}
+}
+
+func bindFlags(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.Listen, "listen", c.Listen, "CRI unix socket")
+	fs.StringVar(&c.Root, "root", c.Root, "persistent state directory")
+	fs.StringVar(&c.RunRoot, "runroot", c.RunRoot, "runtime state directory (tmpfs)")
+	fs.StringVar(&c.StorageDriver, "storage-driver", c.StorageDriver, "containers/storage graph driver (overlay, vfs)")
+	fs.StringVar(&c.SignaturePolicy, "signature-policy", c.SignaturePolicy, "global signature policy, containers-policy.json(5)")
+	fs.StringVar(&c.SignaturePolicyDir, "signature-policy-dir", c.SignaturePolicyDir, "directory of per-namespace policies <namespace>.json")
+	fs.StringVar(&c.RegistriesConf, "registries-conf", c.RegistriesConf, "containers-registries.conf(5) file")
+	fs.StringVar(&c.RegistriesD, "registries-d", c.RegistriesD, "containers-registries.d(5) directory")
+	fs.StringVar(&c.GlobalAuthFile, "global-auth-file", c.GlobalAuthFile, "auth.json used when a pull carries no credentials")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text, json")
+}
+
+// loadConfig applies, in order: defaults, the config file, explicit flags.
+func loadConfig(args []string, name string) (Config, error) {
+	probe := defaultConfig()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	configPath := fs.String("config", defaultConfigPath, "configuration file (TOML)")
+	bindFlags(fs, &probe)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+
+	cfg := defaultConfig()
+	data, err := os.ReadFile(*configPath)
+	switch {
+	case err == nil:
+		md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
+		if err != nil {
+			return Config{}, fmt.Errorf("config %s: %w", *configPath, err)
+		}
+		if und := md.Undecoded(); len(und) > 0 {
+			return Config{}, fmt.Errorf("config %s: unknown keys %v", *configPath, und)
+		}
+	case errors.Is(err, fs_ErrNotExist) && !explicit:
+		// No file at the default path: defaults.
+	default:
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	// Flags given on the command line win over the file.
+	final := flag.NewFlagSet(name, flag.ContinueOnError)
+	bindFlags(final, &cfg)
+	var setErr error
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "config" || setErr != nil {
+			return
+		}
+		setErr = final.Set(f.Name, f.Value.String())
+	})
+	return cfg, setErr
+}
+
+var fs_ErrNotExist = fs.ErrNotExist
+
+func (c Config) validate() error {
+	for k, v := range map[string]string{"listen": c.Listen, "root": c.Root, "runroot": c.RunRoot} {
+		if v == "" {
+			return fmt.Errorf("config: %s must be set", k)
+		}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
+	}
+	return nil
+}

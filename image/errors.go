@@ -1,0 +1,45 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"syscall"
+)
+
+var (
+	// ErrNotFound: no image matches the reference.
+	ErrNotFound = errors.New("image not found")
+	// ErrInvalidReference: the reference cannot be parsed.
+	ErrInvalidReference = errors.New("invalid image reference")
+	// ErrRegistryUnavailable: the registry could not be reached at all.
+	ErrRegistryUnavailable = errors.New("registry unavailable")
+	// ErrInUse: a container still uses the image.
+	ErrInUse = errors.New("image in use")
+)
+
+// unreachable reports whether err means the registry could not be reached
+// (as opposed to answering with an error): connection refused or reset,
+// DNS failure, timeouts on dial.
+func unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return true
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return true
+	}
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) && urlErr.Timeout() {
+		return true
+	}
+	return false
+}

@@ -1,0 +1,226 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/storage"
+)
+
+// Image is the CRI-facing view of a stored image.
+type Image struct {
+	// ID is the image's config digest, "sha256:<hex>"; it is what
+	// PullImage returns, ListImages lists and containers report.
+	ID          string
+	RepoTags    []string
+	RepoDigests []string
+	Size        uint64
+	// User is the image config's User ("1000", "www-data:1004", "").
+	User   string
+	Record *Record
+}
+
+// StorageID is the id of the image inside containers/storage.
+func (i *Image) StorageID() string { return strings.TrimPrefix(i.ID, "sha256:") }
+
+func (s *Service) view(img *storage.Image, rec *Record) (*Image, error) {
+	size, err := s.store.ImageSize(img.ID)
+	if err != nil {
+		if errors.Is(err, storage.ErrImageUnknown) {
+			return nil, fmt.Errorf("image %s: %w", img.ID, ErrNotFound)
+		}
+		return nil, fmt.Errorf("image %s: size: %w", img.ID, err)
+	}
+	v := &Image{ID: "sha256:" + img.ID, Size: uint64(size), User: rec.User, Record: rec}
+	repos := map[string]bool{}
+	for _, n := range img.Names {
+		named, err := reference.ParseNormalizedNamed(n)
+		if err != nil {
+			continue
+		}
+		repos[named.Name()] = true
+		if _, ok := named.(reference.NamedTagged); ok {
+			v.RepoTags = append(v.RepoTags, named.String())
+		}
+	}
+	digests := slices.Clone(img.Digests)
+	if rec.IndexDigest != "" {
+		digests = append(digests, rec.IndexDigest)
+	}
+	for repo := range repos {
+		for _, d := range digests {
+			v.RepoDigests = append(v.RepoDigests, repo+"@"+d.String())
+		}
+	}
+	slices.Sort(v.RepoTags)
+	slices.Sort(v.RepoDigests)
+	v.RepoDigests = slices.Compact(v.RepoDigests)
+	return v, nil
+}
+
+// List returns every stored image.
+func (s *Service) List() ([]*Image, error) {
+	imgs, err := s.store.Images()
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	out := make([]*Image, 0, len(imgs))
+	for i := range imgs {
+		rec, err := s.record(imgs[i].ID)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue // removed while listing
+			}
+			return nil, err
+		}
+		v, err := s.view(&imgs[i], rec)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Get finds an image by ID ("sha256:<hex>" or "<hex>"), by a reference it
+// is tagged or digested as, or by a reference a user pulled it by.
+func (s *Service) Get(ref string) (*Image, error) {
+	img, err := s.find(ref)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.record(img.ID)
+	if err != nil {
+		return nil, err
+	}
+	return s.view(img, rec)
+}
+
+func isHexID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Service) find(ref string) (*storage.Image, error) {
+	ref = strings.TrimSpace(ref)
+	if ref == "" {
+		return nil, fmt.Errorf("%w: empty", ErrInvalidReference)
+	}
+	notFound := fmt.Errorf("image %q: %w", ref, ErrNotFound)
+	if id := strings.TrimPrefix(ref, "sha256:"); isHexID(id) {
+		img, err := s.store.Image(id)
+		if err == nil {
+			return img, nil
+		}
+		if errors.Is(err, storage.ErrImageUnknown) {
+			return nil, notFound
+		}
+		return nil, err
+	}
+	// A name a user pulled by (a short name resolved through an alias,
+	// say) finds the image it was resolved to.
+	if img := s.findByUserReference(ref); img != nil {
+		return img, nil
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %w", ErrInvalidReference, ref, err)
+	}
+	if d, ok := named.(reference.Digested); ok {
+		return s.findByDigest(named.Name(), d.Digest(), notFound)
+	}
+	named = reference.TagNameOnly(named)
+	img, err := s.store.Image(named.String())
+	if err == nil {
+		return img, nil
+	}
+	if errors.Is(err, storage.ErrImageUnknown) {
+		return nil, notFound
+	}
+	return nil, err
+}
+
+func (s *Service) findByDigest(repo string, d digest.Digest, notFound error) (*storage.Image, error) {
+	imgs, err := s.store.Images()
+	if err != nil {
+		return nil, err
+	}
+	for i := range imgs {
+		img := &imgs[i]
+		if !hasRepo(img, repo) {
+			continue
+		}
+		if slices.Contains(img.Digests, d) || img.Digest == d {
+			return img, nil
+		}
+		if rec, err := s.record(img.ID); err == nil && rec.IndexDigest == d {
+			return img, nil
+		}
+	}
+	return nil, notFound
+}
+
+func hasRepo(img *storage.Image, repo string) bool {
+	for _, n := range img.Names {
+		if named, err := reference.ParseNormalizedNamed(n); err == nil && named.Name() == repo {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) findByUserReference(ref string) *storage.Image {
+	imgs, err := s.store.Images()
+	if err != nil {
+		return nil
+	}
+	for i := range imgs {
+		rec, err := s.record(imgs[i].ID)
+		if err != nil {
+			continue
+		}
+		for _, r := range rec.References {
+			if r.User == ref {
+				return &imgs[i]
+			}
+		}
+	}
+	return nil
+}
+
+// Remove deletes the image ref names, with all its tags. A missing image
+// is ErrNotFound; one a container still uses is ErrInUse.
+func (s *Service) Remove(ref string) error {
+	img, err := s.find(ref)
+	if err != nil {
+		return err
+	}
+	unlock := s.locks.Lock(img.ID)
+	defer unlock()
+	if _, err := s.store.DeleteImage(img.ID, true); err != nil {
+		switch {
+		case errors.Is(err, storage.ErrImageUnknown):
+			return fmt.Errorf("remove image %s: %w", ref, ErrNotFound)
+		case errors.Is(err, storage.ErrImageUsedByContainer):
+			return fmt.Errorf("remove image %s: %w: %w", ref, ErrInUse, err)
+		}
+		return fmt.Errorf("remove image %s: %w", ref, err)
+	}
+	s.forgetRecord(img.ID)
+	s.log.Info("image removed", "image", "sha256:"+img.ID, "names", img.Names)
+	return nil
+}

@@ -1,0 +1,295 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/crivet/crivet/policy"
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/image"
+	"go.podman.io/image/v5/manifest"
+	"go.podman.io/image/v5/pkg/shortnames"
+	"go.podman.io/image/v5/signature"
+	istorage "go.podman.io/image/v5/storage"
+	"go.podman.io/image/v5/types"
+	"go.podman.io/storage"
+)
+
+// PullRequest is one CRI PullImage.
+type PullRequest struct {
+	// Ref is the image as the client wrote it.
+	Ref string
+	// Namespace is the pod's namespace, "" when the pull has no pod.
+	Namespace string
+	Auth      *Auth
+}
+
+// Auth carries CRI AuthConfig credentials.
+type Auth struct {
+	Username, Password string
+	// Auth is base64("user:password"), used when Username is empty.
+	Auth          string
+	IdentityToken string
+	RegistryToken string
+}
+
+func (a *Auth) key() string {
+	if a == nil {
+		return ""
+	}
+	h := sha256.Sum256([]byte(strings.Join([]string{a.Username, a.Password, a.Auth, a.IdentityToken, a.RegistryToken}, "\x00")))
+	return hex.EncodeToString(h[:])
+}
+
+func (a *Auth) apply(sys *types.SystemContext) error {
+	if a == nil {
+		return nil
+	}
+	user, pass := a.Username, a.Password
+	if user == "" && a.Auth != "" {
+		raw, err := base64.StdEncoding.DecodeString(a.Auth)
+		if err != nil {
+			return fmt.Errorf("auth: decode: %w", err)
+		}
+		var ok bool
+		if user, pass, ok = strings.Cut(string(raw), ":"); !ok {
+			return errors.New("auth: not user:password")
+		}
+	}
+	if user != "" || a.IdentityToken != "" {
+		sys.DockerAuthConfig = &types.DockerAuthConfig{Username: user, Password: pass, IdentityToken: a.IdentityToken}
+	}
+	if a.RegistryToken != "" {
+		sys.DockerBearerRegistryToken = a.RegistryToken
+	}
+	return nil
+}
+
+// Pull verifies the image against the effective policy of the request's
+// namespace and stores it. Identical concurrent pulls (same reference,
+// namespace and credentials) are done once.
+func (s *Service) Pull(ctx context.Context, req PullRequest) (*Image, error) {
+	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
+	}
+	key := strings.Join([]string{req.Ref, req.Namespace, req.Auth.key(), string(pol.Digest)}, "\x00")
+	v, err, _ := s.pulls.Do(key, func() (any, error) { return s.pull(ctx, req, pol) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Image), nil
+}
+
+func (s *Service) pull(ctx context.Context, req PullRequest, pol *policy.Policy) (*Image, error) {
+	sys := s.systemContext()
+	if err := req.Auth.apply(sys); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
+	}
+	candidates, err := s.candidates(sys, req.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
+	}
+	var errs []error
+	for _, named := range candidates {
+		img, err := s.pullCandidate(ctx, sys, req, pol, named)
+		if err == nil {
+			return img, nil
+		}
+		errs = append(errs, err)
+		// A registry that has the image decides: a rejection or an
+		// unreachable registry ends the search rather than trying the
+		// same name elsewhere.
+		var rej *policy.Rejection
+		if errors.As(err, &rej) || len(candidates) == 1 {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("pull %s: no candidate succeeded: %w", req.Ref, errors.Join(errs...))
+}
+
+// candidates turns the user's reference into fully qualified ones:
+// registries.conf aliases and unqualified-search registries for short
+// names, docker.io (as kubelet and containerd assume) when none is set.
+func (s *Service) candidates(sys *types.SystemContext, ref string) ([]reference.Named, error) {
+	if !shortnames.IsShortName(ref) {
+		named, err := reference.ParseNormalizedNamed(ref)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidReference, err)
+		}
+		return []reference.Named{reference.TagNameOnly(named)}, nil
+	}
+	resolved, err := shortnames.Resolve(sys, ref)
+	if err == nil {
+		var out []reference.Named
+		for _, c := range resolved.PullCandidates {
+			out = append(out, c.Value)
+		}
+		if len(out) > 0 {
+			return out, nil
+		}
+	}
+	named, perr := reference.ParseNormalizedNamed(ref)
+	if perr != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidReference, perr)
+	}
+	return []reference.Named{reference.TagNameOnly(named)}, nil
+}
+
+func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, req PullRequest, pol *policy.Policy, named reference.Named) (*Image, error) {
+	fail := func(stage string, err error) error {
+		if unreachable(err) {
+			return fmt.Errorf("pull %s: %w: %w", named, ErrRegistryUnavailable, err)
+		}
+		if stage == "" {
+			return fmt.Errorf("pull %s: %w", named, err)
+		}
+		return fmt.Errorf("pull %s: %s: %w", named, stage, err)
+	}
+	srcRef, err := docker.NewReference(named)
+	if err != nil {
+		return nil, fail("", err)
+	}
+	src, err := srcRef.NewImageSource(ctx, sys)
+	if err != nil {
+		return nil, fail("", err)
+	}
+	defer src.Close()
+
+	top, topMIME, err := src.GetManifest(ctx, nil)
+	if err != nil {
+		return nil, fail("manifest", err)
+	}
+	topDigest, err := manifest.Digest(top)
+	if err != nil {
+		return nil, fail("manifest", err)
+	}
+	if d, ok := named.(reference.Digested); ok && d.Digest() != topDigest {
+		return nil, fail("manifest", fmt.Errorf("registry returned manifest %s, not %s", topDigest, d.Digest()))
+	}
+	unparsed := image.UnparsedInstance(src, nil)
+	var indexDigest digest.Digest
+	if manifest.MIMETypeIsMultiImage(topMIME) {
+		list, err := manifest.ListFromBlob(top, topMIME)
+		if err != nil {
+			return nil, fail("index", err)
+		}
+		inst, err := list.ChooseInstance(sys)
+		if err != nil {
+			return nil, fail("index", err)
+		}
+		indexDigest = topDigest
+		// The policy applies to the manifest that will run; the index's
+		// own signatures do not vouch for it.
+		unparsed = image.UnparsedInstance(src, &inst)
+	}
+	instBytes, instMIME, err := unparsed.Manifest(ctx)
+	if err != nil {
+		return nil, fail("manifest", err)
+	}
+	instDigest, err := manifest.Digest(instBytes)
+	if err != nil {
+		return nil, fail("manifest", err)
+	}
+	m, err := manifest.FromBlob(instBytes, instMIME)
+	if err != nil {
+		return nil, fail("manifest", err)
+	}
+	configDigest := m.ConfigInfo().Digest
+
+	checkErr := pol.Check(ctx, unparsed)
+	s.logDecision(req, named, instDigest, pol, checkErr)
+	if checkErr != nil {
+		if unreachable(checkErr) {
+			// Fetching signatures failed on the network, not on content.
+			return nil, fail("signatures", checkErr)
+		}
+		return nil, fmt.Errorf("pull %s: %w", named, checkErr)
+	}
+
+	// Copy exactly what was verified: the top-level manifest pinned by the
+	// digest just checked, so a tag moved meanwhile cannot swap content.
+	pinned, err := reference.WithDigest(reference.TrimNamed(named), topDigest)
+	if err != nil {
+		return nil, fail("", err)
+	}
+	pinnedRef, err := docker.NewReference(pinned)
+	if err != nil {
+		return nil, fail("", err)
+	}
+	destNamed := named
+	destRef, err := istorage.Transport.NewStoreReference(s.store, destNamed, "")
+	if err != nil {
+		return nil, fail("", err)
+	}
+	unlock := s.locks.Lock(configDigest.Encoded())
+	defer unlock()
+	if _, err := copy.Image(ctx, acceptVerified(), destRef, pinnedRef, &copy.Options{
+		SourceCtx:          sys,
+		DestinationCtx:     sys,
+		ImageListSelection: copy.CopySystemImage,
+	}); err != nil {
+		return nil, fail("copy", err)
+	}
+	simg, err := s.storedImage(destRef, configDigest)
+	if err != nil {
+		return nil, fail("", err)
+	}
+	rec, err := s.record(simg.ID)
+	if err != nil {
+		return nil, fail("", err)
+	}
+	now := time.Now().UTC()
+	rec.ManifestDigest = instDigest
+	if indexDigest != "" {
+		rec.IndexDigest = indexDigest
+	}
+	rec.addReference(Reference{User: req.Ref, Resolved: named.String(), Pulled: now})
+	rec.addDecision(Decision{Namespace: req.Namespace, PolicyPath: pol.Path, PolicyDigest: pol.Digest, Reference: named.String(), Allowed: true, Time: now})
+	if cfg, err := s.store.ImageBigData(simg.ID, configDigest.String()); err == nil {
+		var c struct {
+			Config struct{ User string } `json:"config"`
+		}
+		if json.Unmarshal(cfg, &c) == nil {
+			rec.User = c.Config.User
+		}
+	}
+	if err := s.saveRecord(simg.ID, rec); err != nil {
+		return nil, fail("", err)
+	}
+	return s.view(simg, rec)
+}
+
+// acceptVerified is the policy of the copy step: the manifest it copies is
+// pinned to the digest the namespace policy has just admitted.
+func acceptVerified() *signature.PolicyContext {
+	pc, _ := signature.NewPolicyContext(&signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
+	return pc
+}
+
+func (s *Service) storedImage(ref types.ImageReference, configDigest digest.Digest) (*storage.Image, error) {
+	if img, err := s.store.Image(configDigest.Encoded()); err == nil {
+		return img, nil
+	}
+	return istorage.Transport.GetStoreImage(s.store, ref)
+}
+
+func (s *Service) logDecision(req PullRequest, named reference.Named, d digest.Digest, pol *policy.Policy, err error) {
+	attrs := []any{"namespace", req.Namespace, "reference", req.Ref, "resolved", named.String(), "digest", d.String(),
+		"policy", pol.Path, "policy_digest", pol.Digest.String()}
+	if err != nil {
+		s.log.Warn("signature policy decision", append(attrs, "outcome", "rejected", "reason", err.Error())...)
+		return
+	}
+	s.log.Info("signature policy decision", append(attrs, "outcome", "allowed")...)
+}

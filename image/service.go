@@ -1,0 +1,221 @@
+// Package image is crivet's image store: it pulls images through
+// go.podman.io/image/v5 after the signature policy admitted them, keeps
+// them in a containers/storage store under the daemon's root (layers shared
+// between images, signatures kept with the image), and records for every
+// image who pulled it, by which reference and under which policy.
+package image
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/crivet/crivet/policy"
+	"go.podman.io/image/v5/types"
+	"go.podman.io/storage"
+	storagetypes "go.podman.io/storage/types"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config says where the store lives and how registries are reached.
+type Config struct {
+	// Root holds persistent data (<Root>/storage, <Root>/tmp, <Root>/cache).
+	Root string
+	// RunRoot holds state that does not survive a reboot.
+	RunRoot string
+	// Driver is the containers/storage graph driver ("overlay", "vfs").
+	Driver string
+	// RegistriesConf is a registries.conf(5) file; its drop-in directory
+	// is RegistriesConf + ".d".
+	RegistriesConf string
+	// RegistriesD is the registries.d(5) directory (sigstore attachments, lookaside).
+	RegistriesD string
+	// AuthFile is an optional containers-auth.json(5) used when a pull carries no credentials.
+	AuthFile string
+	// Policies decides which images may be pulled.
+	Policies *policy.Store
+	Logger   *slog.Logger
+}
+
+// Service is the only owner of the image store.
+type Service struct {
+	cfg   Config
+	store storage.Store
+	log   *slog.Logger
+
+	pulls singleflight.Group
+	// locks serialises the write phase of a pull with removals of the
+	// same image, so a removal never interleaves with a half-written record.
+	locks keyedMutex
+
+	recMu   sync.Mutex
+	records map[string]*Record // by storage image ID; a cache of what is on disk
+}
+
+// Open opens (or creates) the store, cleaning what an interrupted pull left.
+func Open(cfg Config) (*Service, error) {
+	if cfg.Driver == "" {
+		cfg.Driver = "overlay"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Policies == nil {
+		return nil, errors.New("image service: no policy store")
+	}
+	for _, d := range []string{cfg.Root, cfg.RunRoot} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+	}
+	// Temporary pull data lives under our root, not /var/tmp, so a crash
+	// mid-pull leaves it where the next start can find and remove it.
+	tmp := filepath.Join(cfg.Root, "tmp")
+	if err := os.RemoveAll(tmp); err != nil {
+		return nil, fmt.Errorf("image store: clean %s: %w", tmp, err)
+	}
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	store, err := storage.GetStore(storagetypes.StoreOptions{
+		GraphRoot:       filepath.Join(cfg.Root, "storage"),
+		RunRoot:         filepath.Join(cfg.RunRoot, "storage"),
+		GraphDriverName: cfg.Driver,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open image store in %s (driver %s): %w", cfg.Root, cfg.Driver, err)
+	}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger, records: map[string]*Record{}}
+	if err := s.removeOrphanLayers(); err != nil {
+		_, _ = store.Shutdown(true)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Storage exposes the underlying store to the runtime side (container
+// root filesystems are created from the same layers).
+func (s *Service) Storage() storage.Store { return s.store }
+
+// Close unmounts what the store mounted and releases it.
+func (s *Service) Close() error {
+	_, err := s.store.Shutdown(false)
+	return err
+}
+
+// removeOrphanLayers deletes layers no image or container uses. containers/
+// storage already drops layers still flagged incomplete; a pull killed
+// after some layers were committed but before its image was created leaves
+// complete but unowned layers, which only this start-up sweep can find.
+// It runs before the service accepts calls, so no pull is in flight.
+func (s *Service) removeOrphanLayers() error {
+	layers, err := s.store.Layers()
+	if err != nil {
+		return fmt.Errorf("list layers: %w", err)
+	}
+	byID := make(map[string]storage.Layer, len(layers))
+	for _, l := range layers {
+		byID[l.ID] = l
+	}
+	used := map[string]bool{}
+	markChain := func(id string) {
+		for id != "" && !used[id] {
+			used[id] = true
+			id = byID[id].Parent
+		}
+	}
+	images, err := s.store.Images()
+	if err != nil {
+		return fmt.Errorf("list images: %w", err)
+	}
+	for _, img := range images {
+		markChain(img.TopLayer)
+		for _, m := range img.MappedTopLayers {
+			markChain(m)
+		}
+	}
+	containers, err := s.store.Containers()
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range containers {
+		markChain(c.LayerID)
+	}
+	// Delete children before parents: repeat until nothing more goes.
+	for {
+		removed := 0
+		children := map[string]int{}
+		for id, l := range byID {
+			if !used[id] && l.Parent != "" {
+				children[l.Parent]++
+			}
+		}
+		for id := range byID {
+			if used[id] || children[id] > 0 {
+				continue
+			}
+			if err := s.store.DeleteLayer(id); err != nil {
+				return fmt.Errorf("remove orphan layer %s: %w", id, err)
+			}
+			s.log.Info("removed layer left by an interrupted pull", "layer", id)
+			delete(byID, id)
+			removed++
+		}
+		if removed == 0 {
+			return nil
+		}
+	}
+}
+
+// keyedMutex is a set of mutexes created on demand, one per key.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) Lock(key string) func() {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedEntry{}
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// systemContext is the library context of one operation.
+func (s *Service) systemContext() *types.SystemContext {
+	mode := types.ShortNameModePermissive
+	return &types.SystemContext{
+		SystemRegistriesConfPath:    s.cfg.RegistriesConf,
+		SystemRegistriesConfDirPath: s.cfg.RegistriesConf + ".d",
+		RegistriesDirPath:           s.cfg.RegistriesD,
+		AuthFilePath:                s.cfg.AuthFile,
+		BigFilesTemporaryDir:        filepath.Join(s.cfg.Root, "tmp"),
+		BlobInfoCacheDir:            filepath.Join(s.cfg.Root, "cache"),
+		// Short names that need a prompt cannot get one in a daemon.
+		ShortNameMode: &mode,
+	}
+}
