@@ -143,11 +143,14 @@ func (s *Store) Global() (*Policy, error) { return s.load(s.globalPath, "") }
 // but unreadable or malformed namespace file is an error, never a silent
 // fallback to the (possibly looser) global policy.
 func (s *Store) ForNamespace(ns string) (*Policy, error) {
-	if ns == "" || s.dir == "" {
+	if ns == "" {
 		return s.Global()
 	}
 	if err := ValidateNamespace(ns); err != nil {
 		return nil, err
+	}
+	if s.dir == "" {
+		return s.Global()
 	}
 	path := filepath.Join(s.dir, ns+".json")
 	if _, err := os.Lstat(path); err != nil {
