@@ -1,0 +1,179 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/crivet/crivet/policy"
+	"github.com/crivet/crivet/test/fixtures"
+)
+
+// env is a node: a real registry, the files an operator configures, and
+// an image service over a real overlay store.
+type env struct {
+	t         *testing.T
+	reg       *fixtures.Registry
+	dir       string
+	global    string
+	nsDir     string
+	regConf   string
+	regD      string
+	lookaside string
+	root      string
+	svc       *Service
+	decisions *decisionLog
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	e := &env{
+		t: t, reg: fixtures.StartRegistry(t), dir: dir,
+		global:    filepath.Join(dir, "policy.json"),
+		nsDir:     filepath.Join(dir, "policies.d"),
+		regConf:   filepath.Join(dir, "registries.conf"),
+		regD:      filepath.Join(dir, "registries.d"),
+		lookaside: filepath.Join(dir, "lookaside"),
+		root:      filepath.Join(dir, "root"),
+		decisions: &decisionLog{},
+	}
+	fixtures.WriteRegistriesConf(t, e.regConf, e.reg)
+	fixtures.WriteRegistriesD(t, e.regD, e.lookaside)
+	e.setGlobal(`{"default":[{"type":"insecureAcceptAnything"}]}`)
+	e.open()
+	return e
+}
+
+func (e *env) open() {
+	e.t.Helper()
+	svc, err := Open(Config{
+		Root: e.root, RunRoot: filepath.Join(e.dir, "run"),
+		RegistriesConf: e.regConf, RegistriesD: e.regD,
+		Policies: policy.NewStore(e.global, e.nsDir),
+		Logger:   slog.New(e.decisions),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.svc = svc
+	e.t.Cleanup(func() { _ = svc.Close() })
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Write and rename, as an operator's config management would.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) setGlobal(js string)        { writeFile(e.t, e.global, js) }
+func (e *env) setNamespace(ns, js string) { writeFile(e.t, filepath.Join(e.nsDir, ns+".json"), js) }
+func (e *env) ref(repoTag string) string  { return e.reg.Ref(repoTag) }
+func (e *env) pull(ref, ns string) (*Image, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return e.svc.Pull(ctx, PullRequest{Ref: ref, Namespace: ns})
+}
+
+func (e *env) mustPull(ref, ns string) *Image {
+	e.t.Helper()
+	img, err := e.pull(ref, ns)
+	if err != nil {
+		e.t.Fatalf("pull %s (namespace %q): %v", ref, ns, err)
+	}
+	return img
+}
+
+// mustReject pulls and requires a policy rejection whose text contains want.
+func (e *env) mustReject(ref, ns, want string) {
+	e.t.Helper()
+	before := e.storeFiles()
+	_, err := e.pull(ref, ns)
+	var rej *policy.Rejection
+	if !errorsAs(err, &rej) {
+		e.t.Fatalf("pull %s (namespace %q): want a policy rejection, got %v", ref, ns, err)
+	}
+	if !strings.HasPrefix(rej.Error(), "Source image rejected: ") || !strings.Contains(rej.Error(), want) {
+		e.t.Fatalf("pull %s (namespace %q): rejection %q does not contain %q", ref, ns, rej.Error(), want)
+	}
+	if after := e.storeFiles(); !slices.Equal(before, after) {
+		e.t.Fatalf("rejected pull changed the store:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// storeFiles lists every path under the root with its size, except lock
+// files whose content is bookkeeping of the lock itself.
+func (e *env) storeFiles() []string {
+	var out []string
+	_ = filepath.WalkDir(e.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(e.root, p)
+		if strings.HasSuffix(rel, ".lock") || strings.HasSuffix(rel, "/lock") {
+			return nil
+		}
+		size := info.Size()
+		if d.IsDir() {
+			size = 0
+		}
+		out = append(out, fmt.Sprintf("%s:%d", rel, size))
+		return nil
+	})
+	slices.Sort(out)
+	return out
+}
+
+// decisionLog captures the structured decision records.
+type decisionLog struct {
+	mu      sync.Mutex
+	records []map[string]string
+}
+
+func (d *decisionLog) Enabled(context.Context, slog.Level) bool { return true }
+func (d *decisionLog) WithAttrs([]slog.Attr) slog.Handler       { return d }
+func (d *decisionLog) WithGroup(string) slog.Handler            { return d }
+func (d *decisionLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "signature policy decision" {
+		return nil
+	}
+	m := map[string]string{}
+	r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.String(); return true })
+	d.mu.Lock()
+	d.records = append(d.records, m)
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *decisionLog) all() []map[string]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.records)
+}
+
+func (d *decisionLog) String() string {
+	b, _ := json.Marshal(d.all())
+	return string(b)
+}
