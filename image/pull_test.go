@@ -247,6 +247,9 @@ func TestIndexPolicyAppliesToTheNodesPlatform(t *testing.T) {
 	// Only the other platform is signed: this node (amd64) must refuse.
 	key.Sign(t, per["linux/arm64"].DigestRef())
 	e.mustReject(idxRef, "", noSignature)
+	// The index's own signature does not vouch for the instance either.
+	key.Sign(t, idxRef, fixtures.IndexOnly())
+	e.mustReject(idxRef, "", noSignature)
 
 	key.Sign(t, per["linux/amd64"].DigestRef())
 	img := e.mustPull(idxRef, "")
