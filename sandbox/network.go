@@ -1,0 +1,127 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	cni "github.com/containerd/go-cni"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// network attaches pods to the node's CNI network, as described by the
+// first configuration in the CNI config directory (the kubelet convention).
+type network struct {
+	confDir    string
+	pluginDirs []string
+
+	mu  sync.Mutex
+	cni cni.CNI
+}
+
+func newNetwork(confDir string, pluginDirs []string) *network {
+	return &network{confDir: confDir, pluginDirs: pluginDirs}
+}
+
+// load (re)reads the configuration: a node's CNI config is often written
+// after the runtime starts (by a network add-on), so it is read lazily and
+// again while it is missing.
+func (n *network) load() (cni.CNI, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cni != nil {
+		if err := n.cni.Status(); err == nil {
+			return n.cni, nil
+		}
+	}
+	c, err := cni.New(cni.WithMinNetworkCount(2), cni.WithPluginConfDir(n.confDir), cni.WithPluginDir(n.pluginDirs), cni.WithInterfacePrefix("eth"))
+	if err != nil {
+		return nil, fmt.Errorf("cni: %w", err)
+	}
+	if err := c.Load(cni.WithLoNetwork, cni.WithDefaultConf); err != nil {
+		return nil, fmt.Errorf("cni: no network configuration in %s: %w", n.confDir, err)
+	}
+	n.cni = c
+	return c, nil
+}
+
+// Ready reports whether pods can be attached.
+func (n *network) Ready() error {
+	if _, err := os.Stat(n.confDir); err != nil {
+		return fmt.Errorf("cni config dir: %w", err)
+	}
+	_, err := n.load()
+	return err
+}
+
+func podLabels(id string, md *runtimeapi.PodSandboxMetadata) map[string]string {
+	return map[string]string{
+		"K8S_POD_NAMESPACE":          md.GetNamespace(),
+		"K8S_POD_NAME":               md.GetName(),
+		"K8S_POD_INFRA_CONTAINER_ID": id,
+		"K8S_POD_UID":                md.GetUid(),
+		"IgnoreUnknown":              "1",
+	}
+}
+
+func portMappings(cfg *runtimeapi.PodSandboxConfig) []cni.PortMapping {
+	var out []cni.PortMapping
+	for _, p := range cfg.GetPortMappings() {
+		if p.HostPort <= 0 {
+			continue // not published on the node
+		}
+		out = append(out, cni.PortMapping{
+			HostPort: p.HostPort, ContainerPort: p.ContainerPort,
+			Protocol: strings.ToLower(p.Protocol.String()), HostIP: p.HostIp,
+		})
+	}
+	return out
+}
+
+// Attach runs the CNI ADD of every network for the pod and returns the
+// pod's IPs, the first being its primary IP.
+func (n *network) Attach(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) ([]string, error) {
+	c, err := n.load()
+	if err != nil {
+		return nil, err
+	}
+	opts := []cni.NamespaceOpts{cni.WithLabels(podLabels(id, cfg.GetMetadata())), cni.WithCapabilityPortMap(portMappings(cfg))}
+	if cg := cfg.GetLinux().GetCgroupParent(); cg != "" {
+		opts = append(opts, cni.WithCapabilityCgroupPath(cg))
+	}
+	res, err := c.Setup(ctx, id, netns, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cni add: %w", err)
+	}
+	var ips []string
+	for name, iface := range res.Interfaces {
+		if name == "lo" {
+			continue
+		}
+		for _, ipc := range iface.IPConfigs {
+			if ipc.IP.To4() != nil {
+				ips = append([]string{ipc.IP.String()}, ips...) // IPv4 first, as kubelet expects
+			} else {
+				ips = append(ips, ipc.IP.String())
+			}
+		}
+	}
+	return ips, nil
+}
+
+// Detach runs the CNI DEL; it is safe to repeat and to call for a
+// namespace that is already gone.
+func (n *network) Detach(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) error {
+	c, err := n.load()
+	if err != nil {
+		return err
+	}
+	err = c.Remove(ctx, id, netns, cni.WithLabels(podLabels(id, cfg.GetMetadata())), cni.WithCapabilityPortMap(portMappings(cfg)))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cni del: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,450 @@
+// Package sandbox owns pod sandboxes: their records, their pinned
+// network/IPC/UTS namespaces, their CNI attachment and the per-pod files
+// (resolv.conf, hostname, hosts, /dev/shm) that containers bind in.
+//
+// Pods are infra-less: namespaces are kept alive by bind mounts rather
+// than by a pause process, so starting a pod costs a few syscalls plus
+// the CNI ADD. Only a pod that shares one PID namespace between its
+// containers needs a process to own that namespace; the server starts
+// one and records it here (InfraID).
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+var (
+	// ErrNotFound: no pod has that ID (or prefix).
+	ErrNotFound = errors.New("pod sandbox not found")
+	// ErrNameReserved: a pod with the same metadata exists.
+	ErrNameReserved = errors.New("pod sandbox name is reserved")
+	// ErrAmbiguous: a prefix matches several pods.
+	ErrAmbiguous = errors.New("pod sandbox ID prefix is ambiguous")
+)
+
+// State of a pod, as CRI knows it.
+type State string
+
+const (
+	Ready    State = "ready"
+	NotReady State = "notready"
+)
+
+// Pod is one sandbox's record.
+type Pod struct {
+	ID             string                       `json:"id"`
+	Config         *runtimeapi.PodSandboxConfig `json:"-"`
+	RuntimeHandler string                       `json:"runtimeHandler,omitempty"`
+	CreatedAt      time.Time                    `json:"createdAt"`
+	State          State                        `json:"state"`
+	// IPs are the pod's addresses, primary first; empty on the host network.
+	IPs []string `json:"ips,omitempty"`
+	// Namespace pins (bind mounts under Dir); "" when the host's is used.
+	NetNS string `json:"netns,omitempty"`
+	IPCNS string `json:"ipcns,omitempty"`
+	UTSNS string `json:"utsns,omitempty"`
+	// Dir holds the pod's runtime files (under the run root).
+	Dir string `json:"dir"`
+	// InfraID is the container owning the pod's shared PID namespace, if any.
+	InfraID string `json:"infraID,omitempty"`
+}
+
+// Namespace is the Kubernetes namespace of the pod, from the config crivet
+// stored when the pod was created.
+func (p *Pod) Namespace() string { return p.Config.GetMetadata().GetNamespace() }
+
+// HostNetwork reports whether the pod uses the node's network namespace.
+func (p *Pod) HostNetwork() bool {
+	return p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
+}
+
+// Files are the per-pod files for containers to bind in ("" = absent).
+func (p *Pod) Files() (hostname, hosts, resolv, shm string) {
+	f := func(name string) string {
+		path := filepath.Join(p.Dir, name)
+		if _, err := os.Stat(path); err != nil {
+			return ""
+		}
+		return path
+	}
+	return f("hostname"), f("hosts"), f("resolv.conf"), f("shm")
+}
+
+func (p *Pod) clone() *Pod {
+	c := *p
+	c.IPs = slices.Clone(p.IPs)
+	return &c
+}
+
+// record is the on-disk form: the CRI config as protobuf JSON.
+type record struct {
+	Pod
+	Config json.RawMessage `json:"config"`
+}
+
+// Config locates the manager's state and the CNI network.
+type Config struct {
+	Root, RunRoot string
+	CNIConfDir    string
+	CNIPluginDirs []string
+	Logger        *slog.Logger
+}
+
+// Manager is the only owner of pod records and pod namespaces.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+	net *network
+
+	mu    sync.RWMutex
+	pods  map[string]*Pod
+	names map[string]string // reserved name → ID
+	locks map[string]*sync.Mutex
+}
+
+func (m *Manager) recordDir() string { return filepath.Join(m.cfg.Root, "sandboxes") }
+
+// New loads the pods recorded under Root.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger, net: newNetwork(cfg.CNIConfDir, cfg.CNIPluginDirs),
+		pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{}}
+	if err := os.MkdirAll(m.recordDir(), 0o700); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(m.recordDir())
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue // temp files of a write interrupted by a crash
+		}
+		p, err := m.load(filepath.Join(m.recordDir(), e.Name()))
+		if err != nil {
+			// A record we cannot read is kept for an operator to inspect,
+			// never silently deleted.
+			m.log.Error("unreadable pod sandbox record", "file", e.Name(), "error", err)
+			continue
+		}
+		// A pod whose network namespace vanished (reboot: the run root is
+		// a tmpfs) cannot be ready.
+		if p.State == Ready && p.NetNS != "" {
+			if _, err := os.Stat(p.NetNS); err != nil {
+				p.State = NotReady
+			}
+		}
+		m.pods[p.ID] = p
+		m.names[nameKey(p.Config.GetMetadata())] = p.ID
+		m.locks[p.ID] = &sync.Mutex{}
+	}
+	return m, nil
+}
+
+func (m *Manager) load(path string) (*Pod, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	cfg := &runtimeapi.PodSandboxConfig{}
+	if err := protojson.Unmarshal(r.Config, cfg); err != nil {
+		return nil, err
+	}
+	p := r.Pod
+	p.Config = cfg
+	return &p, nil
+}
+
+func (m *Manager) save(p *Pod) error {
+	cfg, err := protojson.Marshal(p.Config)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(record{Pod: *p, Config: cfg})
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(m.recordDir(), p.ID+".json"), data, 0o600)
+}
+
+func nameKey(md *runtimeapi.PodSandboxMetadata) string {
+	return fmt.Sprintf("%s_%s_%s_%d", md.GetName(), md.GetNamespace(), md.GetUid(), md.GetAttempt())
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// lock serialises operations on one pod.
+func (m *Manager) lock(id string) func() {
+	m.mu.Lock()
+	l := m.locks[id]
+	if l == nil {
+		l = &sync.Mutex{}
+		m.locks[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// NetworkReady reports whether pods can get a network.
+func (m *Manager) NetworkReady() error { return m.net.Ready() }
+
+// Run creates a pod: its namespaces, files and network. On any failure
+// everything done so far is undone.
+func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ *Pod, err error) {
+	md := cfg.GetMetadata()
+	if md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "" {
+		return nil, fmt.Errorf("run pod sandbox: metadata needs name, namespace and uid")
+	}
+	key := nameKey(md)
+	id := newID()
+	m.mu.Lock()
+	if other, ok := m.names[key]; ok {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("run pod sandbox %s: %w by %s", key, ErrNameReserved, other)
+	}
+	m.names[key] = id
+	m.locks[id] = &sync.Mutex{}
+	m.mu.Unlock()
+	unlock := m.lock(id)
+	defer unlock()
+
+	p := &Pod{ID: id, Config: cfg, RuntimeHandler: handler, CreatedAt: time.Now(), State: Ready,
+		Dir: filepath.Join(m.cfg.RunRoot, "sandboxes", id)}
+	defer func() {
+		if err != nil {
+			m.teardown(context.WithoutCancel(ctx), p, true)
+			m.mu.Lock()
+			delete(m.names, key)
+			delete(m.locks, id)
+			m.mu.Unlock()
+		}
+	}()
+	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
+	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	var kinds []string
+	if nsOpts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
+		kinds = append(kinds, NetNS, UTSNS)
+	}
+	if nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
+		kinds = append(kinds, IPCNS)
+	}
+	pins, err := pinNamespaces(filepath.Join(p.Dir, "ns"), kinds, cfg.GetHostname())
+	if err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
+	p.NetNS, p.IPCNS, p.UTSNS = pins[NetNS], pins[IPCNS], pins[UTSNS]
+
+	if err := m.writeFiles(p, nil); err != nil {
+		return nil, err
+	}
+	if p.IPCNS != "" {
+		if err := mountShm(filepath.Join(p.Dir, "shm"), 0); err != nil {
+			return nil, fmt.Errorf("run pod sandbox: /dev/shm: %w", err)
+		}
+	}
+	// Record before attaching the network: a crash from here on leaves a
+	// record whose Stop/Remove undoes the attachment.
+	if err := m.save(p); err != nil {
+		return nil, fmt.Errorf("run pod sandbox: save: %w", err)
+	}
+	if p.NetNS != "" {
+		ips, err := m.net.Attach(ctx, id, p.NetNS, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("run pod sandbox: %w", err)
+		}
+		p.IPs = ips
+		if err := m.writeFiles(p, ips); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.save(p); err != nil {
+		return nil, fmt.Errorf("run pod sandbox: save: %w", err)
+	}
+	m.mu.Lock()
+	m.pods[id] = p
+	m.mu.Unlock()
+	m.log.Info("pod sandbox ready", "id", id, "pod", md.GetName(), "namespace", md.GetNamespace(), "ips", p.IPs)
+	return p.clone(), nil
+}
+
+func (m *Manager) writeFiles(p *Pod, ips []string) error {
+	cfg := p.Config
+	if p.NetNS == "" {
+		// Host network: the node's own files.
+		return nil
+	}
+	hostname := cfg.GetHostname()
+	if hostname == "" {
+		hostname = cfg.GetMetadata().GetName()
+	}
+	resolv, err := resolvConf(cfg.GetDnsConfig())
+	if err != nil {
+		return fmt.Errorf("run pod sandbox: resolv.conf: %w", err)
+	}
+	for name, data := range map[string][]byte{"hostname": []byte(hostname + "\n"), "hosts": hostsFile(hostname, ips), "resolv.conf": resolv} {
+		if data == nil {
+			continue
+		}
+		if err := writeFileAtomic(filepath.Join(p.Dir, name), data, 0o644); err != nil {
+			return fmt.Errorf("run pod sandbox: %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// teardown releases what a pod holds on the node. With all, also the
+// IPC/UTS namespaces and the pod's files (removal); without, only what
+// stopping releases (network, netns, shm). Each step is idempotent.
+func (m *Manager) teardown(ctx context.Context, p *Pod, all bool) error {
+	var errs []error
+	if p.NetNS != "" {
+		if err := m.net.Detach(ctx, p.ID, p.NetNS, p.Config); err != nil {
+			errs = append(errs, err)
+		}
+		if err := unpin(p.NetNS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unmountAll(filepath.Join(p.Dir, "shm")); err != nil {
+		errs = append(errs, err)
+	}
+	if all {
+		for _, pin := range []string{p.IPCNS, p.UTSNS} {
+			if err := unpin(pin); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) == 0 {
+			if err := os.RemoveAll(p.Dir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop releases the pod's network and shm; its record stays (NotReady).
+// Stopping a missing pod succeeds (CRI idempotence).
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	p, err := m.Get(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	unlock := m.lock(p.ID)
+	defer unlock()
+	if err := m.teardown(ctx, p, false); err != nil {
+		return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
+	}
+	return m.update(p.ID, func(q *Pod) { q.State = NotReady; q.IPs = nil })
+}
+
+// Remove stops the pod if needed and deletes everything of it. Removing a
+// missing pod succeeds.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	p, err := m.Get(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	unlock := m.lock(p.ID)
+	defer unlock()
+	if err := m.teardown(ctx, p, true); err != nil {
+		return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
+	}
+	if err := os.Remove(filepath.Join(m.recordDir(), p.ID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
+	}
+	m.mu.Lock()
+	delete(m.pods, p.ID)
+	delete(m.names, nameKey(p.Config.GetMetadata()))
+	m.mu.Unlock()
+	m.log.Info("pod sandbox removed", "id", p.ID)
+	return nil
+}
+
+// Update changes a pod's record durably.
+func (m *Manager) Update(id string, f func(*Pod)) error { return m.update(id, f) }
+
+func (m *Manager) update(id string, f func(*Pod)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.pods[id]
+	if !ok {
+		return fmt.Errorf("pod sandbox %s: %w", id, ErrNotFound)
+	}
+	c := p.clone()
+	f(c)
+	if err := m.save(c); err != nil {
+		return err
+	}
+	m.pods[id] = c
+	return nil
+}
+
+// Get finds a pod by ID or unique ID prefix.
+func (m *Manager) Get(id string) (*Pod, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if p, ok := m.pods[id]; ok {
+		return p.clone(), nil
+	}
+	var found *Pod
+	if id != "" {
+		for pid, p := range m.pods {
+			if strings.HasPrefix(pid, id) {
+				if found != nil {
+					return nil, fmt.Errorf("%q: %w", id, ErrAmbiguous)
+				}
+				found = p
+			}
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%q: %w", id, ErrNotFound)
+	}
+	return found.clone(), nil
+}
+
+// List returns every pod.
+func (m *Manager) List() []*Pod {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*Pod, 0, len(m.pods))
+	for _, p := range m.pods {
+		out = append(out, p.clone())
+	}
+	return out
+}

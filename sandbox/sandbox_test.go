@@ -1,0 +1,209 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// A real CNI network: Debian's bridge, host-local and portmap plugins on
+// a bridge of the test's own.
+const testBridge = "crivettest0"
+
+func cniPluginDirs(t *testing.T) []string {
+	for _, d := range []string{"/usr/lib/cni", "/opt/cni/bin"} {
+		if _, err := os.Stat(filepath.Join(d, "bridge")); err == nil {
+			return []string{d}
+		}
+	}
+	t.Fatal("CNI plugins not installed (apt-get install containernetworking-plugins)")
+	return nil
+}
+
+func newManager(t *testing.T, root string) *Manager {
+	t.Helper()
+	conf := filepath.Join(root, "net.d")
+	os.MkdirAll(conf, 0o755)
+	os.WriteFile(filepath.Join(conf, "10-test.conflist"), []byte(fmt.Sprintf(`{
+  "cniVersion": "1.0.0", "name": "crivet-test",
+  "plugins": [
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.199.0.0/24"}]], "dataDir": %q}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]}`, testBridge, filepath.Join(root, "ipam"))), 0o644)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", testBridge).Run() })
+	m, err := New(Config{Root: filepath.Join(root, "root"), RunRoot: filepath.Join(root, "run"), CNIConfDir: conf, CNIPluginDirs: cniPluginDirs(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func podConfig(name string, hostPort int32) *runtimeapi.PodSandboxConfig {
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "ns1", Uid: "uid-" + name},
+		Hostname: name + "-host",
+		DnsConfig: &runtimeapi.DNSConfig{Servers: []string{"10.0.0.10"}, Searches: []string{"ns1.svc.cluster.local"}, Options: []string{"ndots:5"}},
+	}
+	if hostPort > 0 {
+		cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 8080, HostPort: hostPort}}
+	}
+	return cfg
+}
+
+func mountsUnder(t *testing.T, dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir) {
+			out = append(out, fields[4])
+		}
+	}
+	return out
+}
+
+func TestPodLifecycleOnRealCNI(t *testing.T) {
+	root := t.TempDir()
+	m := newManager(t, root)
+	ctx := context.Background()
+	p, err := m.Run(ctx, podConfig("web", 38080), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Remove(ctx, p.ID) })
+	if len(p.IPs) != 1 || !strings.HasPrefix(p.IPs[0], "10.199.0.") {
+		t.Fatalf("pod IPs %v", p.IPs)
+	}
+	// The pinned namespaces are what they claim to be.
+	if out, err := exec.Command("nsenter", "--net="+p.NetNS, "ip", "-4", "-o", "addr", "show", "eth0").CombinedOutput(); err != nil || !strings.Contains(string(out), p.IPs[0]) {
+		t.Fatalf("eth0 in the pod netns: %v %s", err, out)
+	}
+	if out, err := exec.Command("nsenter", "--uts="+p.UTSNS, "hostname").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "web-host" {
+		t.Fatalf("hostname in the pod UTS namespace: %v %q", err, out)
+	}
+	_, hosts, resolv, shm := p.Files()
+	if b, _ := os.ReadFile(resolv); string(b) != "search ns1.svc.cluster.local\nnameserver 10.0.0.10\noptions ndots:5\n" {
+		t.Errorf("resolv.conf %q", b)
+	}
+	if b, _ := os.ReadFile(hosts); !strings.Contains(string(b), p.IPs[0]+"\tweb-host") {
+		t.Errorf("hosts %q", b)
+	}
+	if shm == "" || len(mountsUnder(t, shm)) != 1 {
+		t.Errorf("pod /dev/shm not mounted: %q", shm)
+	}
+
+	// hostPort: a server inside the pod is reachable on the node's 127.0.0.1.
+	var lis net.Listener
+	if err := ns.WithNetNSPath(p.NetNS, func(ns.NetNS) error {
+		var err error
+		lis, err = net.Listen("tcp", ":8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "hello from the pod\n")
+			c.Close()
+		}
+	}()
+	for _, addr := range []string{"127.0.0.1:38080", p.IPs[0] + ":8080"} {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if string(b) != "hello from the pod\n" {
+			t.Fatalf("%s answered %q", addr, b)
+		}
+	}
+
+	// A second pod with the same metadata is refused.
+	if _, err := m.Run(ctx, podConfig("web", 0), ""); err == nil {
+		t.Fatal("duplicate pod name accepted")
+	}
+
+	// A restarted manager finds the pod as it was.
+	m2 := newManager(t, root)
+	p2, err := m2.Get(p.ID[:12])
+	if err != nil || p2.State != Ready || p2.IPs[0] != p.IPs[0] || p2.Namespace() != "ns1" {
+		t.Fatalf("after restart: %+v %v", p2, err)
+	}
+
+	if err := m2.Stop(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Stop(ctx, p.ID); err != nil {
+		t.Fatalf("second stop: %v", err)
+	}
+	p3, _ := m2.Get(p.ID)
+	if p3.State != NotReady || len(p3.IPs) != 0 {
+		t.Fatalf("after stop: %+v", p3)
+	}
+	if _, err := os.Stat(p.NetNS); !os.IsNotExist(err) {
+		t.Errorf("netns pin left after stop: %v", err)
+	}
+	if err := m2.Remove(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Remove(ctx, p.ID); err != nil {
+		t.Fatalf("second remove: %v", err)
+	}
+	if left := mountsUnder(t, root); len(left) != 0 {
+		t.Errorf("mounts left after remove: %v", left)
+	}
+	if _, err := os.Stat(p.Dir); !os.IsNotExist(err) {
+		t.Errorf("pod dir left: %v", err)
+	}
+	// No veth of the pod left on the bridge.
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", testBridge).CombinedOutput(); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("veth left on %s: %s", testBridge, out)
+	}
+	if _, err := m2.Get(p.ID); err == nil {
+		t.Error("removed pod still listed")
+	}
+}
+
+func TestHostNetworkPodHasNoNetns(t *testing.T) {
+	root := t.TempDir()
+	m := newManager(t, root)
+	cfg := podConfig("hostnet", 0)
+	cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}}
+	p, err := m.Run(context.Background(), cfg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.NetNS != "" || p.UTSNS != "" || len(p.IPs) != 0 || p.IPCNS == "" {
+		t.Fatalf("host-network pod: %+v", p)
+	}
+	if err := m.Remove(context.Background(), p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if left := mountsUnder(t, root); len(left) != 0 {
+		t.Errorf("mounts left: %v", left)
+	}
+}
