@@ -21,7 +21,7 @@ import (
 // env is a node: a real registry, the files an operator configures, and
 // an image service over a real overlay store.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	reg       *fixtures.Registry
 	dir       string
 	global    string
@@ -34,7 +34,7 @@ type env struct {
 	decisions *decisionLog
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{
@@ -69,7 +69,7 @@ func (e *env) open() {
 	e.t.Cleanup(func() { _ = svc.Close() })
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

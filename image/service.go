@@ -53,6 +53,8 @@ type Service struct {
 
 	recMu   sync.Mutex
 	records map[string]*Record // by storage image ID; a cache of what is on disk
+
+	admitted admitCache
 }
 
 // Open opens (or creates) the store, cleaning what an interrupted pull left.

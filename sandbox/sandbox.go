@@ -113,8 +113,10 @@ type Manager struct {
 
 	mu    sync.RWMutex
 	pods  map[string]*Pod
-	names map[string]string // reserved name → ID
+	names map[string]string // reserved pod and container names → ID
 	locks map[string]*sync.Mutex
+
+	containers map[string]*Container
 }
 
 func (m *Manager) recordDir() string { return filepath.Join(m.cfg.Root, "sandboxes") }
@@ -125,7 +127,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Logger = slog.Default()
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, net: newNetwork(cfg.CNIConfDir, cfg.CNIPluginDirs),
-		pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{}}
+		pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{}, containers: map[string]*Container{}}
 	if err := os.MkdirAll(m.recordDir(), 0o700); err != nil {
 		return nil, err
 	}
@@ -154,6 +156,9 @@ func New(cfg Config) (*Manager, error) {
 		m.pods[p.ID] = p
 		m.names[nameKey(p.Config.GetMetadata())] = p.ID
 		m.locks[p.ID] = &sync.Mutex{}
+	}
+	if err := m.loadContainers(); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,0 +1,201 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ErrContainerNotFound: no container has that ID (or prefix).
+var ErrContainerNotFound = errors.New("container not found")
+
+// Container is what crivet recorded when a container was created; its
+// process state is the OCI runtime's to report.
+type Container struct {
+	ID        string                      `json:"id"`
+	PodID     string                      `json:"podID"`
+	Config    *runtimeapi.ContainerConfig `json:"-"`
+	CreatedAt time.Time                   `json:"createdAt"`
+	// ImageID is the image's ID ("sha256:…"), what ContainerStatus reports.
+	ImageID string `json:"imageID"`
+	// ImageRef is the reference the image was verified as at creation.
+	ImageRef string `json:"imageRef"`
+	LogPath  string `json:"logPath,omitempty"`
+	Bundle   string `json:"bundle"`
+	// Mounts as resolved at creation (for ContainerStatus).
+	Mounts []*runtimeapi.Mount `json:"-"`
+	// User is the process user as resolved from the image.
+	UID          int64   `json:"uid"`
+	GID          int64   `json:"gid"`
+	Supplemental []int64 `json:"supplemental,omitempty"`
+	StopSignal   string  `json:"stopSignal,omitempty"`
+}
+
+type containerRecord struct {
+	Container
+	Config json.RawMessage   `json:"config"`
+	Mounts []json.RawMessage `json:"mounts,omitempty"`
+}
+
+func (m *Manager) containerDir() string { return filepath.Join(m.cfg.Root, "containers") }
+
+func containerKey(c *runtimeapi.ContainerConfig, pod *Pod) string {
+	md := pod.Config.GetMetadata()
+	return fmt.Sprintf("%s_%d_%s_%s_%s_%d", c.GetMetadata().GetName(), c.GetMetadata().GetAttempt(), md.GetName(), md.GetNamespace(), md.GetUid(), md.GetAttempt())
+}
+
+func (m *Manager) loadContainers() error {
+	if err := os.MkdirAll(m.containerDir(), 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(m.containerDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(m.containerDir(), e.Name()))
+		if err != nil {
+			return err
+		}
+		var r containerRecord
+		if err := json.Unmarshal(data, &r); err != nil {
+			m.log.Error("unreadable container record", "file", e.Name(), "error", err)
+			continue
+		}
+		c := r.Container
+		c.Config = &runtimeapi.ContainerConfig{}
+		if err := protojson.Unmarshal(r.Config, c.Config); err != nil {
+			m.log.Error("unreadable container record", "file", e.Name(), "error", err)
+			continue
+		}
+		for _, raw := range r.Mounts {
+			mnt := &runtimeapi.Mount{}
+			if protojson.Unmarshal(raw, mnt) == nil {
+				c.Mounts = append(c.Mounts, mnt)
+			}
+		}
+		m.containers[c.ID] = &c
+		if p, ok := m.pods[c.PodID]; ok {
+			m.names[containerKey(c.Config, p)] = c.ID
+		}
+	}
+	return nil
+}
+
+func (m *Manager) saveContainer(c *Container) error {
+	cfg, err := protojson.Marshal(c.Config)
+	if err != nil {
+		return err
+	}
+	r := containerRecord{Container: *c, Config: cfg}
+	for _, mnt := range c.Mounts {
+		raw, err := protojson.Marshal(mnt)
+		if err != nil {
+			return err
+		}
+		r.Mounts = append(r.Mounts, raw)
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(m.containerDir(), c.ID+".json"), data, 0o600)
+}
+
+// ReserveContainer claims the container's name in its pod and an ID; the
+// returned release undoes the claim if creation fails.
+func (m *Manager) ReserveContainer(pod *Pod, cfg *runtimeapi.ContainerConfig) (id string, release func(), err error) {
+	key := containerKey(cfg, pod)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if other, ok := m.names[key]; ok {
+		return "", nil, fmt.Errorf("container %s: name is reserved by %s", key, other)
+	}
+	id = newID()
+	m.names[key] = id
+	return id, func() {
+		m.mu.Lock()
+		if m.names[key] == id {
+			delete(m.names, key)
+		}
+		m.mu.Unlock()
+	}, nil
+}
+
+// AddContainer records a created container durably.
+func (m *Manager) AddContainer(c *Container) error {
+	if err := m.saveContainer(c); err != nil {
+		return fmt.Errorf("record container %s: %w", c.ID, err)
+	}
+	m.mu.Lock()
+	cc := *c
+	m.containers[c.ID] = &cc
+	m.mu.Unlock()
+	return nil
+}
+
+// RemoveContainer forgets a container; a missing one is not an error.
+func (m *Manager) RemoveContainer(id string) error {
+	if err := os.Remove(filepath.Join(m.containerDir(), id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove container record %s: %w", id, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.containers[id]; ok {
+		if p, ok := m.pods[c.PodID]; ok {
+			delete(m.names, containerKey(c.Config, p))
+		}
+		delete(m.containers, id)
+	}
+	return nil
+}
+
+// GetContainer finds a container by ID or unique ID prefix.
+func (m *Manager) GetContainer(id string) (*Container, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if c, ok := m.containers[id]; ok {
+		cc := *c
+		return &cc, nil
+	}
+	var found *Container
+	if id != "" {
+		for cid, c := range m.containers {
+			if strings.HasPrefix(cid, id) {
+				if found != nil {
+					return nil, fmt.Errorf("%q: %w", id, ErrAmbiguous)
+				}
+				found = c
+			}
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%q: %w", id, ErrContainerNotFound)
+	}
+	cc := *found
+	return &cc, nil
+}
+
+// Containers lists containers, of one pod when podID is not empty.
+func (m *Manager) Containers(podID string) []*Container {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []*Container
+	for _, c := range m.containers {
+		if podID == "" || c.PodID == podID {
+			cc := *c
+			out = append(out, &cc)
+		}
+	}
+	return out
+}
