@@ -52,8 +52,8 @@ func newManager(t *testing.T, root string) *Manager {
 
 func podConfig(name string, hostPort int32) *runtimeapi.PodSandboxConfig {
 	cfg := &runtimeapi.PodSandboxConfig{
-		Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "ns1", Uid: "uid-" + name},
-		Hostname: name + "-host",
+		Metadata:  &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "ns1", Uid: "uid-" + name},
+		Hostname:  name + "-host",
 		DnsConfig: &runtimeapi.DNSConfig{Servers: []string{"10.0.0.10"}, Searches: []string{"ns1.svc.cluster.local"}, Options: []string{"ndots:5"}},
 	}
 	if hostPort > 0 {
