@@ -1,0 +1,331 @@
+package spec
+
+import (
+	"fmt"
+	"maps"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Image is what the spec needs from the image config (OCI image-spec
+// config fields). StopSignal is not used by the spec; it travels with the
+// rest for the runtime's StopContainer.
+type Image struct {
+	Env, Entrypoint, Cmd []string
+	WorkingDir, User     string
+	StopSignal           string
+}
+
+// Namespace says how a container gets one kind of namespace: Path joins an
+// existing one ("/proc/123/ns/net" or a bind-mounted pin file); Host uses
+// the host's (no namespace entry in the spec); neither means a new private
+// namespace. Setting both is an error.
+type Namespace struct {
+	Path string
+	Host bool
+}
+
+// Namespaces of a container. The mount namespace is always new; a cgroup
+// namespace is added on cgroup v2 for unprivileged containers (as
+// containerd; on v1 it would hide nothing useful and break tools that read
+// /proc/self/cgroup).
+type Namespaces struct {
+	Network, IPC, UTS, PID Namespace
+}
+
+// SandboxFiles are host paths bound into every container of the pod at
+// /etc/hostname, /etc/hosts, /etc/resolv.conf and /dev/shm. "" means none:
+// the image's file stays (or, for /dev/shm, a private tmpfs is mounted). A
+// CRI mount at the same container path wins.
+type SandboxFiles struct {
+	Hostname, Hosts, ResolvConf, Shm string
+}
+
+// ContainerInput is everything Container needs.
+type ContainerInput struct {
+	ID      string
+	Sandbox *runtimeapi.PodSandboxConfig
+	Config  *runtimeapi.ContainerConfig
+	Image   Image
+	// Rootfs is the host path of the mounted root filesystem.
+	Rootfs     string
+	Namespaces Namespaces
+	Files      SandboxFiles
+	// CgroupParent is the pod's cgroup parent (sandbox
+	// linux.cgroup_parent, used when this is ""; DefaultCgroupParent when
+	// both are empty). The container goes to CgroupsPath(parent, ID).
+	CgroupParent string
+	// SeccompProfileRoot resolves Localhost profiles given as relative
+	// paths (kubelet sends absolute ones).
+	SeccompProfileRoot string
+	// Rlimits from crivet's configuration; nil means none set, so the
+	// container inherits crivet's limits. Hard limits above crivet's own
+	// are lowered when crivet may not raise them.
+	Rlimits []specs.POSIXRlimit
+	// Host facts; nil means CurrentHost().
+	Host *Host
+}
+
+// defaultPath is the PATH a container gets when neither its image nor its
+// config sets one (docker's and containerd's).
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Container builds the OCI spec of a CRI container. Errors wrap ErrInvalid,
+// ErrUnsupported or ErrUserNotFound when the request is at fault.
+func Container(in ContainerInput) (*specs.Spec, error) {
+	s, err := container(in)
+	if err != nil {
+		return nil, fmt.Errorf("spec for container %s: %w", in.ID, err)
+	}
+	return s, nil
+}
+
+func container(in ContainerInput) (*specs.Spec, error) {
+	h, err := hostOf(in.Host)
+	if err != nil {
+		return nil, err
+	}
+	cfg := in.Config
+	if in.ID == "" || cfg == nil {
+		return nil, fmt.Errorf("%w: missing ID or config", ErrInvalid)
+	}
+	if !filepath.IsAbs(in.Rootfs) {
+		return nil, fmt.Errorf("%w: rootfs %q is not an absolute path", ErrInvalid, in.Rootfs)
+	}
+	sc := cfg.GetLinux().GetSecurityContext()
+	privileged := sc.GetPrivileged()
+	if privileged && !in.Sandbox.GetLinux().GetSecurityContext().GetPrivileged() {
+		return nil, fmt.Errorf("%w: privileged container in a pod that is not privileged", ErrInvalid)
+	}
+	if err := checkUserns(sc.GetNamespaceOptions()); err != nil {
+		return nil, err
+	}
+	args, err := processArgs(cfg.GetCommand(), cfg.GetArgs(), in.Image)
+	if err != nil {
+		return nil, err
+	}
+	cwd, err := workingDir(cfg.GetWorkingDir(), in.Image.WorkingDir)
+	if err != nil {
+		return nil, err
+	}
+	usr, err := ResolveUser(in.Rootfs, in.Image.User, sc)
+	if err != nil {
+		return nil, err
+	}
+	caps, err := capabilities(sc.GetCapabilities(), privileged, h)
+	if err != nil {
+		return nil, err
+	}
+	rl, err := rlimits(in.Rlimits, h)
+	if err != nil {
+		return nil, err
+	}
+	mounts, rootProp, err := buildMounts(cfg, in.Files, privileged, sc.GetReadonlyRootfs())
+	if err != nil {
+		return nil, err
+	}
+	res, err := resources(cfg.GetLinux().GetResources(), h)
+	if err != nil {
+		return nil, err
+	}
+	devs, rules, err := configDevices(cfg.GetDevices())
+	if err != nil {
+		return nil, err
+	}
+	if privileged {
+		host, err := hostDevices()
+		if err != nil {
+			return nil, err
+		}
+		// A device the config names explicitly wins over the host's node.
+		for _, d := range host {
+			if !slices.ContainsFunc(devs, func(c specs.LinuxDevice) bool { return c.Path == d.Path }) {
+				devs = append(devs, d)
+			}
+		}
+		res.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+	} else {
+		res.Devices = append([]specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}, rules...)
+	}
+	nss, err := namespaces(in.Namespaces, h.CgroupV2 && !privileged)
+	if err != nil {
+		return nil, err
+	}
+
+	env := []string{defaultPath}
+	hostname := in.Sandbox.GetHostname()
+	if hostname == "" {
+		hostname = h.Hostname
+	}
+	env = setEnv(env, "HOSTNAME="+hostname)
+	if cfg.GetTty() {
+		env = setEnv(env, "TERM=xterm")
+	}
+	for _, e := range in.Image.Env {
+		env = setEnv(env, e)
+	}
+	for _, kv := range cfg.GetEnvs() {
+		// CRI carries values as bytes; execve cannot pass a NUL in one.
+		if strings.ContainsRune(kv.GetKey(), 0) || slices.Contains(kv.GetValue(), 0) || kv.GetKey() == "" || strings.Contains(kv.GetKey(), "=") {
+			return nil, fmt.Errorf("%w: environment variable %q", ErrInvalid, kv.GetKey())
+		}
+		env = setEnv(env, kv.GetKey()+"="+string(kv.GetValue()))
+	}
+
+	parent := in.CgroupParent
+	if parent == "" {
+		parent = in.Sandbox.GetLinux().GetCgroupParent()
+	}
+	s := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			// stdin and stdin_once have no spec field: they are how the
+			// runtime wires runc's stdio.
+			Terminal:        cfg.GetTty(),
+			User:            usr,
+			Args:            args,
+			Env:             env,
+			Cwd:             cwd,
+			Capabilities:    caps,
+			Rlimits:         rl,
+			NoNewPrivileges: sc.GetNoNewPrivs(),
+			ApparmorProfile: apparmorProfile(sc.GetApparmor(), sc.GetApparmorProfile(), privileged, h), //nolint:staticcheck // the deprecated field is still sent by older kubelets
+		},
+		Root:   &specs.Root{Path: in.Rootfs, Readonly: sc.GetReadonlyRootfs()},
+		Mounts: mounts,
+		Linux: &specs.Linux{
+			Sysctl:            maps.Clone(in.Sandbox.GetLinux().GetSysctls()),
+			Resources:         res,
+			CgroupsPath:       CgroupsPath(parent, in.ID),
+			Namespaces:        nss,
+			Devices:           devs,
+			RootfsPropagation: rootProp,
+		},
+	}
+	if uts := in.Namespaces.UTS; !uts.Host && uts.Path == "" {
+		s.Hostname = in.Sandbox.GetHostname()
+	}
+	if r := cfg.GetLinux().GetResources(); r != nil {
+		adj := oomScoreAdj(int(r.GetOomScoreAdj()), h)
+		s.Process.OOMScoreAdj = &adj
+	}
+	if !privileged {
+		s.Linux.MaskedPaths = pathsOr(sc.GetMaskedPaths(), DefaultMaskedPaths)
+		s.Linux.ReadonlyPaths = pathsOr(sc.GetReadonlyPaths(), DefaultReadonlyPaths)
+	}
+	//nolint:staticcheck // the deprecated path is what older kubelets send
+	if s.Linux.Seccomp, err = seccompProfile(sc.GetSeccomp(), sc.GetSeccompProfilePath(), in.SeccompProfileRoot, privileged, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// pathsOr returns given when the caller set it, even to an empty list
+// (kubelet's Unmasked procMount), and def when it is nil. Over gRPC an empty
+// repeated field arrives as nil, so only in-process callers can ask for
+// none; Unmasked needs a user namespace, which crivet does not offer.
+func pathsOr(given, def []string) []string {
+	if given != nil {
+		return slices.Clone(given)
+	}
+	return slices.Clone(def)
+}
+
+func hostOf(h *Host) (*Host, error) {
+	if h != nil {
+		return h, nil
+	}
+	return CurrentHost()
+}
+
+// checkUserns refuses pod user namespaces: crivet does not set up ID
+// mappings, and silently running the pod in the host's user namespace would
+// remove the isolation the pod asked for.
+func checkUserns(o *runtimeapi.NamespaceOption) error {
+	if m := o.GetUsernsOptions().GetMode(); o.GetUsernsOptions() != nil && m != runtimeapi.NamespaceMode_NODE {
+		return fmt.Errorf("%w: user namespaces (mode %s)", ErrUnsupported, m)
+	}
+	return nil
+}
+
+// processArgs applies Kubernetes' rules: command replaces the image
+// entrypoint (and then the image cmd is dropped too); args replace the
+// image cmd.
+func processArgs(command, args []string, img Image) ([]string, error) {
+	var out []string
+	if len(command) > 0 {
+		out = append(slices.Clone(command), args...)
+	} else {
+		// docker writes an entrypoint of [""] to mean "reset".
+		if !(len(img.Entrypoint) == 1 && img.Entrypoint[0] == "") {
+			out = slices.Clone(img.Entrypoint)
+		}
+		if len(args) > 0 {
+			out = append(out, args...)
+		} else {
+			out = append(out, img.Cmd...)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no command specified (neither the config nor the image has one)", ErrInvalid)
+	}
+	return out, nil
+}
+
+// workingDir: the config's, else the image's, else "/". runc needs an
+// absolute path; a relative image WORKDIR is taken from "/" as docker does,
+// a relative one in the config is refused.
+func workingDir(cfg, img string) (string, error) {
+	switch {
+	case cfg != "":
+		if !path.IsAbs(cfg) {
+			return "", fmt.Errorf("%w: working dir %q is not absolute", ErrInvalid, cfg)
+		}
+		return path.Clean(cfg), nil
+	case img != "":
+		return path.Join("/", img), nil
+	}
+	return "/", nil
+}
+
+// setEnv replaces the entry with kv's key in place, or appends kv.
+func setEnv(env []string, kv string) []string {
+	key, _, _ := strings.Cut(kv, "=")
+	for i, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k == key {
+			env[i] = kv
+			return env
+		}
+	}
+	return append(env, kv)
+}
+
+func namespaces(ns Namespaces, cgroupNS bool) ([]specs.LinuxNamespace, error) {
+	out := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
+	for _, n := range []struct {
+		typ specs.LinuxNamespaceType
+		ns  Namespace
+	}{
+		{specs.PIDNamespace, ns.PID},
+		{specs.NetworkNamespace, ns.Network},
+		{specs.IPCNamespace, ns.IPC},
+		{specs.UTSNamespace, ns.UTS},
+	} {
+		switch {
+		case n.ns.Host && n.ns.Path != "":
+			return nil, fmt.Errorf("%w: %s namespace is both host and %s", ErrInvalid, n.typ, n.ns.Path)
+		case n.ns.Host:
+		default:
+			out = append(out, specs.LinuxNamespace{Type: n.typ, Path: n.ns.Path})
+		}
+	}
+	if cgroupNS {
+		out = append(out, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	}
+	return out, nil
+}
