@@ -1,6 +1,7 @@
 package image
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -223,4 +224,37 @@ func (s *Service) Remove(ref string) error {
 	s.forgetRecord(img.ID)
 	s.log.Info("image removed", "image", "sha256:"+img.ID, "names", img.Names)
 	return nil
+}
+
+// RunConfig is the image's OCI config (entrypoint, env, user, ...), as
+// the container spec needs it.
+type RunConfig struct {
+	Env, Entrypoint, Cmd         []string
+	WorkingDir, User, StopSignal string
+	Volumes                      []string
+}
+
+// RunConfig reads the stored image config.
+func (s *Service) RunConfig(img *Image) (RunConfig, error) {
+	data, err := s.store.ImageBigData(img.StorageID(), img.ID)
+	if err != nil {
+		return RunConfig{}, fmt.Errorf("image %s: config: %w", img.ID, err)
+	}
+	var c struct {
+		Config struct {
+			Env, Entrypoint, Cmd         []string
+			WorkingDir, User, StopSignal string
+			Volumes                      map[string]struct{}
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(data, &c); err != nil {
+		return RunConfig{}, fmt.Errorf("image %s: config: %w", img.ID, err)
+	}
+	out := RunConfig{Env: c.Config.Env, Entrypoint: c.Config.Entrypoint, Cmd: c.Config.Cmd,
+		WorkingDir: c.Config.WorkingDir, User: c.Config.User, StopSignal: c.Config.StopSignal}
+	for v := range c.Config.Volumes {
+		out.Volumes = append(out.Volumes, v)
+	}
+	slices.Sort(out.Volumes)
+	return out, nil
 }

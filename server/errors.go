@@ -1,11 +1,15 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
+	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	crierrors "k8s.io/cri-api/pkg/errors"
@@ -22,16 +26,33 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
+	if _, ok := status.FromError(err); ok {
+		return err // already a status (e.g. FailedPrecondition from this package)
+	}
 	var rej *policy.Rejection
 	switch {
 	case errors.As(err, &rej):
 		return fmt.Errorf("%s: %s", crierrors.ErrSignatureValidationFailed, rej.Error())
 	case errors.Is(err, image.ErrRegistryUnavailable):
 		return fmt.Errorf("%s: %s", crierrors.ErrRegistryUnavailable, err.Error())
-	case errors.Is(err, policy.ErrInvalidNamespace), errors.Is(err, image.ErrInvalidReference):
+	case errors.Is(err, policy.ErrInvalidNamespace), errors.Is(err, image.ErrInvalidReference), errors.Is(err, spec.ErrInvalid), errors.Is(err, spec.ErrUserNotFound):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, image.ErrNotFound):
+	case errors.Is(err, spec.ErrUnsupported):
+		return status.Error(codes.Unimplemented, err.Error())
+	case errors.Is(err, image.ErrNotFound), errors.Is(err, sandbox.ErrNotFound), errors.Is(err, sandbox.ErrContainerNotFound), errors.Is(err, runtime.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, sandbox.ErrNameReserved):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, sandbox.ErrAmbiguous):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, runtime.ErrAlreadyExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, runtime.ErrNotRunning):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, runtime.ErrInvalidArgument):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, image.ErrInUse):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}

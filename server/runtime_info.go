@@ -18,14 +18,36 @@ func (s *Server) Version(ctx context.Context, req *runtimeapi.VersionRequest) (*
 }
 
 func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
-	// Pods cannot be run yet: the runtime service (sandboxes, CNI) is not
-	// implemented, so the network is honestly reported as not ready.
-	return &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
-		{Type: runtimeapi.RuntimeReady, Status: true},
-		{Type: runtimeapi.NetworkReady, Status: false, Reason: "NetworkPluginNotReady", Message: "crivet: pod networking is not implemented yet"},
-	}}}, nil
+	runtimeReady := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
+	networkReady := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
+	if s.pods == nil {
+		networkReady.Status, networkReady.Reason, networkReady.Message = false, "NetworkPluginNotReady", "crivet: no pod sandbox service"
+	} else if err := s.pods.NetworkReady(); err != nil {
+		networkReady.Status, networkReady.Reason, networkReady.Message = false, "NetworkPluginNotReady", err.Error()
+	}
+	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}}}
+	resp.RuntimeHandlers = []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{}}, {Name: defaultHandler, Features: &runtimeapi.RuntimeHandlerFeatures{}}}
+	return resp, nil
 }
 
 func (s *Server) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
 	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: s.info.CgroupDriver}}, nil
+}
+
+// UpdateRuntimeConfig: the pod CIDR kubelet sends is for CNI plugins that
+// template it; crivet's CNI configuration is the node's files, so there
+// is nothing to apply, and it is logged for the operator.
+func (s *Server) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
+	s.log.Info("runtime config update", "pod_cidr", req.GetRuntimeConfig().GetNetworkConfig().GetPodCidr())
+	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
+}
+
+// UpdatePodSandboxResources: the pod-level cgroup is kubelet's (it is the
+// sandbox's cgroup_parent and kubelet resizes it itself); crivet has no
+// pod-level resources of its own to change.
+func (s *Server) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	if _, err := s.pods.Get(req.GetPodSandboxId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil
 }

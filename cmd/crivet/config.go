@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 )
@@ -34,6 +35,19 @@ type Config struct {
 	RegistriesD string `toml:"registries_d"`
 	// GlobalAuthFile is used for pulls that carry no credentials ("" = none).
 	GlobalAuthFile string `toml:"global_auth_file"`
+	// CNIConfigDir holds the node's CNI network configuration.
+	CNIConfigDir string `toml:"cni_config_dir"`
+	// CNIPluginDirs are searched, in order, for CNI plugin binaries.
+	CNIPluginDirs []string `toml:"cni_plugin_dirs"`
+	// Runtime is the OCI runtime binary (runc).
+	Runtime string `toml:"runtime"`
+	// PauseBinary is the static infra program for pods sharing a PID
+	// namespace; "" = crivet-pause next to the crivet binary.
+	PauseBinary string `toml:"pause_binary"`
+	// StreamAddress is where exec/attach/port-forward are served.
+	StreamAddress string `toml:"stream_address"`
+	// SeccompProfileRoot resolves relative Localhost seccomp profiles.
+	SeccompProfileRoot string `toml:"seccomp_profile_root"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
 	// LogFormat is text or json.
@@ -50,6 +64,11 @@ func defaultConfig() Config {
 		SignaturePolicyDir: "/etc/crivet/policies.d",
 		RegistriesConf:     "/etc/containers/registries.conf",
 		RegistriesD:        "/etc/containers/registries.d",
+		CNIConfigDir:       "/etc/cni/net.d",
+		CNIPluginDirs:      []string{"/opt/cni/bin", "/usr/lib/cni"},
+		Runtime:            "runc",
+		StreamAddress:      "127.0.0.1:0",
+		SeccompProfileRoot: "/var/lib/kubelet/seccomp",
 		LogLevel:           "info",
 		LogFormat:          "text",
 	}
@@ -65,6 +84,12 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.RegistriesConf, "registries-conf", c.RegistriesConf, "containers-registries.conf(5) file")
 	fs.StringVar(&c.RegistriesD, "registries-d", c.RegistriesD, "containers-registries.d(5) directory")
 	fs.StringVar(&c.GlobalAuthFile, "global-auth-file", c.GlobalAuthFile, "auth.json used when a pull carries no credentials")
+	fs.StringVar(&c.CNIConfigDir, "cni-config-dir", c.CNIConfigDir, "CNI network configuration directory")
+	fs.Var((*listFlag)(&c.CNIPluginDirs), "cni-plugin-dir", "CNI plugin directories, comma-separated, searched in order")
+	fs.StringVar(&c.Runtime, "runtime", c.Runtime, "OCI runtime binary")
+	fs.StringVar(&c.PauseBinary, "pause-binary", c.PauseBinary, "static infra program for pods sharing a PID namespace (default: crivet-pause beside crivet)")
+	fs.StringVar(&c.StreamAddress, "stream-address", c.StreamAddress, "host:port of the exec/attach/port-forward server")
+	fs.StringVar(&c.SeccompProfileRoot, "seccomp-profile-root", c.SeccompProfileRoot, "directory for relative Localhost seccomp profiles")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text, json")
 }
@@ -125,6 +150,20 @@ func (c Config) validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
+	}
+	return nil
+}
+
+// listFlag is a comma-separated list flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	*l = nil
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
 	}
 	return nil
 }

@@ -18,7 +18,10 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/monitor"
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/policy"
+	"github.com/crivet/crivet/sandbox"
 	"github.com/crivet/crivet/server"
 	"github.com/sirupsen/logrus"
 	"go.podman.io/storage/pkg/reexec"
@@ -45,6 +48,9 @@ func main() {
 	switch cmd {
 	case "serve":
 		err = serve(args)
+	case "monitor":
+		// Hidden: the per-container monitor, started by the daemon.
+		os.Exit(monitor.Main(args))
 	case "version":
 		fmt.Printf("crivet %s\nCRI API v1 (k8s.io/cri-api v0.37)\n", version)
 	case "config":
@@ -127,6 +133,43 @@ func serve(args []string) error {
 	}
 	defer images.Close()
 
+	pods, err := sandbox.New(sandbox.Config{
+		Root: cfg.Root, RunRoot: cfg.RunRoot,
+		CNIConfDir: cfg.CNIConfigDir, CNIPluginDirs: cfg.CNIPluginDirs, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	rt, err := runtime.New(runtime.Config{
+		Runc: cfg.Runtime, Root: filepath.Join(cfg.RunRoot, "runc"),
+		StateDir: filepath.Join(cfg.RunRoot, "containers"), MonitorCmd: []string{self, "monitor"},
+	})
+	if err != nil {
+		return err
+	}
+	pause := cfg.PauseBinary
+	if pause == "" {
+		pause = filepath.Join(filepath.Dir(self), "crivet-pause")
+	}
+	if _, err := os.Stat(pause); err != nil {
+		log.Warn("no pause binary: pods that share a PID namespace cannot start", "pause_binary", pause, "error", err)
+		pause = ""
+	}
+	srv, err := server.New(server.Options{
+		Info:   server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS},
+		Images: images, Policies: policies, Pods: pods, Runtime: rt,
+		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot,
+		StreamAddress: cfg.StreamAddress, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
 	lis, err := listen(cfg.Listen)
 	if err != nil {
 		return err
@@ -134,7 +177,7 @@ func serve(args []string) error {
 	defer os.Remove(cfg.Listen)
 
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
-	server.New(images, server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS}, log).Register(g)
+	srv.Register(g)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

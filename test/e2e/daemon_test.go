@@ -22,6 +22,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
+// e2eBridge is the CNI bridge of the end-to-end tests' nodes.
+const e2eBridge = "crivete2e0"
+
 const buildTags = "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
 
 var (
@@ -49,6 +52,13 @@ func setup(m *testing.M) (int, error) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build crivet: %w", err)
+	}
+	// The static infra program sits beside crivet, where the daemon looks by default.
+	pause := exec.Command("go", "build", "-o", filepath.Join(dir, "crivet-pause"), "github.com/crivet/crivet/cmd/crivet-pause")
+	pause.Env = append(os.Environ(), "CGO_ENABLED=0")
+	pause.Stdout, pause.Stderr = os.Stderr, os.Stderr
+	if err := pause.Run(); err != nil {
+		return 0, fmt.Errorf("build crivet-pause: %w", err)
 	}
 	if crictlBin, err = findCrictl(); err != nil {
 		return 0, err
@@ -120,9 +130,18 @@ func newNode(t *testing.T) *node {
 	}
 	fixtures.WriteRegistriesConf(t, n.regConf, n.reg)
 	fixtures.WriteRegistriesD(t, n.regD, n.lookaside)
+	writeFile(t, filepath.Join(dir, "net.d", "10-crivet-e2e.conflist"), fmt.Sprintf(`{
+  "cniVersion": "1.0.0", "name": "crivet-e2e",
+  "plugins": [
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.198.0.0/24"}]], "dataDir": %q}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]}`, e2eBridge, filepath.Join(dir, "ipam")))
 	n.setGlobal(`{"default":[{"type":"insecureAcceptAnything"}]}`)
 	t.Cleanup(func() {
+		n.cleanupPods()
 		n.stop()
+		exec.Command("ip", "link", "del", e2eBridge).Run()
 		os.RemoveAll(dir)
 	})
 	return n
@@ -134,6 +153,7 @@ func (n *node) args() []string {
 		"--listen", n.sock, "--root", n.root, "--runroot", filepath.Join(n.dir, "run"),
 		"--signature-policy", n.global, "--signature-policy-dir", n.nsDir,
 		"--registries-conf", n.regConf, "--registries-d", n.regD, "--log-format", "json",
+		"--cni-config-dir", filepath.Join(n.dir, "net.d"), "--cni-plugin-dir", "/usr/lib/cni,/opt/cni/bin",
 	}
 }
 

@@ -93,7 +93,7 @@ func TestCrictlImageLifecycleWithSignedImage(t *testing.T) {
 	var fsinfo struct {
 		Status struct {
 			ImageFilesystems []struct {
-				UsedBytes struct{ Value string } `json:"usedBytes"`
+				UsedBytes struct{ Value string }      `json:"usedBytes"`
 				FsID      struct{ Mountpoint string } `json:"fsId"`
 			} `json:"imageFilesystems"`
 		} `json:"status"`
@@ -191,16 +191,27 @@ func TestRuntimeServiceAnswersHonestly(t *testing.T) {
 		t.Fatalf("Version: %v %v", v, err)
 	}
 	st, err := rc.Status(ctx(t), &runtimeapi.StatusRequest{})
-	if err != nil || len(st.Status.Conditions) != 2 || !st.Status.Conditions[0].Status {
-		t.Fatalf("Status: %v %v", st, err)
+	if err != nil || len(st.Status.Conditions) != 2 || !st.Status.Conditions[0].Status || !st.Status.Conditions[1].Status {
+		t.Fatalf("Status (runtime and network ready with a CNI config): %v %v", st, err)
 	}
 	cfg, err := rc.RuntimeConfig(ctx(t), &runtimeapi.RuntimeConfigRequest{})
 	if err != nil || cfg.Linux.CgroupDriver != runtimeapi.CgroupDriver_CGROUPFS {
 		t.Fatalf("RuntimeConfig: %v %v", cfg, err)
 	}
-	_, err = rc.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+	// What crivet does not do is said, not faked.
+	_, err = rc.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: "x"})
 	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("ListPodSandbox: %v, want Unimplemented", err)
+		t.Fatalf("CheckpointContainer: %v, want Unimplemented", err)
+	}
+	// Idempotence: stopping and removing what is not there succeeds.
+	if _, err := rc.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: "missing"}); err != nil {
+		t.Fatalf("StopPodSandbox of a missing pod: %v", err)
+	}
+	if _, err := rc.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: "missing"}); err != nil {
+		t.Fatalf("StopContainer of a missing container: %v", err)
+	}
+	if _, err := rc.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: "missing"}); err != nil {
+		t.Fatalf("RemovePodSandbox of a missing pod: %v", err)
 	}
 }
 

@@ -1,0 +1,195 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	runc "github.com/containerd/go-runc"
+	"github.com/crivet/crivet/oci/monitor"
+)
+
+// CreateOptions describe one container; Bundle holds its config.json.
+type CreateOptions struct {
+	ID, Bundle, LogPath   string
+	Tty, Stdin, StdinOnce bool
+}
+
+// Create starts the container's monitor, which runs `runc create`. It
+// returns once the container is "created" (CRI's CreateContainer; Start
+// runs it), or with runc's error text, leaving nothing behind.
+func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
+	dir, err := r.dir(o.ID)
+	if err != nil {
+		return err
+	}
+	if o.Bundle == "" {
+		return fmt.Errorf("create container %s: no bundle: %w", o.ID, ErrInvalidArgument)
+	}
+	bundle, err := filepath.Abs(o.Bundle)
+	if err != nil {
+		return err
+	}
+	// runc keeps <root>/<id>; one there without our directory is not ours
+	// to clean up after a failure, so refuse before touching anything.
+	if _, err := os.Stat(filepath.Join(r.cfg.Root, o.ID)); err == nil {
+		return fmt.Errorf("create container %s: %w", o.ID, ErrAlreadyExists)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create container %s: %w", o.ID, ErrAlreadyExists)
+		}
+		return fmt.Errorf("create container %s: %w", o.ID, err)
+	}
+	err = monitor.WriteConfig(dir, monitor.Config{
+		ID:        o.ID,
+		Bundle:    bundle,
+		LogPath:   o.LogPath,
+		Tty:       o.Tty,
+		Stdin:     o.Stdin,
+		StdinOnce: o.StdinOnce,
+		Runc:      r.cfg.Runc,
+		RuncRoot:  r.cfg.Root,
+	})
+	if err == nil {
+		_, err = monitor.Launch(ctx, r.cfg.MonitorCmd, dir)
+	}
+	if err != nil {
+		// A failed runc create cleans up after itself, but a launch cut
+		// short by ctx may have left a created container.
+		r.runc.Delete(context.WithoutCancel(ctx), o.ID, &runc.DeleteOpts{Force: true})
+		os.RemoveAll(dir)
+		return fmt.Errorf("create container %s: %w", o.ID, err)
+	}
+	return nil
+}
+
+// Start runs the created container's process (`runc start`).
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	dir, err := r.existing(id)
+	if err != nil {
+		return err
+	}
+	// Written first: a crash right after runc start must not lose the time.
+	// Status only shows it once runc says the container left "created".
+	if err := os.WriteFile(filepath.Join(dir, startedFile), []byte(time.Now().Format(time.RFC3339Nano)), 0o600); err != nil {
+		return fmt.Errorf("start container %s: %w", id, err)
+	}
+	if err := r.runc.Start(ctx, id); err != nil {
+		os.Remove(filepath.Join(dir, startedFile))
+		return fmt.Errorf("start container %s: %w", id, runcErr(err))
+	}
+	return nil
+}
+
+// stopKillWait bounds the wait for an exit after SIGKILL; only a process
+// stuck in uninterruptible sleep takes longer.
+const stopKillWait = 10 * time.Second
+
+// Stop sends sig (SIGTERM when 0) and, if the container has not exited
+// after timeout, SIGKILL to all its processes; it returns once the exit is
+// recorded. A zero timeout kills at once (CRI StopContainer). An exited
+// container is not an error.
+func (r *Runtime) Stop(ctx context.Context, id string, sig syscall.Signal, timeout time.Duration) error {
+	dir, err := r.existing(id)
+	if err != nil {
+		return err
+	}
+	if _, ok, _ := monitor.ReadExit(dir); ok {
+		return nil
+	}
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	if timeout > 0 {
+		err := runcErr(r.runc.Kill(ctx, id, int(sig), nil))
+		if err != nil && !errors.Is(err, ErrNotRunning) {
+			return fmt.Errorf("stop container %s: %w", id, err)
+		}
+		if _, err := r.waitExit(ctx, id, dir, timeout); err == nil {
+			return nil
+		} else if ctx.Err() != nil {
+			return fmt.Errorf("stop container %s: %w", id, ctx.Err())
+		}
+	}
+	// --all: a container sharing the host pid namespace does not die with its init.
+	if err := runcErr(r.runc.Kill(ctx, id, int(syscall.SIGKILL), &runc.KillOpts{All: true})); err != nil && !errors.Is(err, ErrNotRunning) {
+		return fmt.Errorf("stop container %s: %w", id, err)
+	}
+	if _, err := r.waitExit(ctx, id, dir, stopKillWait); err != nil {
+		return fmt.Errorf("stop container %s: exit not recorded after SIGKILL: %w", id, err)
+	}
+	return nil
+}
+
+// Kill signals the container's init, or all its processes.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
+	if _, err := r.existing(id); err != nil {
+		return err
+	}
+	if err := r.runc.Kill(ctx, id, int(sig), &runc.KillOpts{All: all}); err != nil {
+		return fmt.Errorf("kill container %s: %w", id, runcErr(err))
+	}
+	return nil
+}
+
+// monitorExitWait bounds how long Delete lets a monitor finish on its own
+// (it records the exit, flushes attach clients, then ends).
+const monitorExitWait = 5 * time.Second
+
+// Delete removes the container whatever its state: its processes, runc's
+// state and cgroup, its monitor and state directory. Deleting a container
+// that does not exist succeeds.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	dir, err := r.dir(id)
+	if err != nil {
+		return err
+	}
+	if _, recorded, _ := monitor.ReadExit(dir); !recorded && monitor.Alive(dir) {
+		// runc delete --force polls a killed init in 100 ms steps; the
+		// monitor reports the exit as soon as it happens.
+		if r.runc.Kill(ctx, id, int(syscall.SIGKILL), &runc.KillOpts{All: true}) == nil {
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			monitor.Wait(wctx, dir)
+			cancel()
+		}
+	}
+	if err := runcErr(r.runc.Delete(ctx, id, &runc.DeleteOpts{Force: true})); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	r.forget(id)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if monitor.Alive(dir) {
+		wctx, cancel := context.WithTimeout(ctx, monitorExitWait)
+		monitor.Wait(wctx, dir)
+		cancel()
+		if !waitGone(dir, time.Second) {
+			// It outlived its container (a stuck drain); do not leave it behind.
+			if pid := monitor.Pid(dir); pid > 0 && monitor.Alive(dir) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				waitGone(dir, time.Second)
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	return nil
+}
+
+func waitGone(dir string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for delay := time.Millisecond; monitor.Alive(dir); delay = min(2*delay, 50*time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(delay)
+	}
+	return true
+}

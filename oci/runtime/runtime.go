@@ -1,0 +1,244 @@
+// Package runtime runs containers with runc, one monitor process per
+// container (package monitor) owning its stdio, log and exit status, so that
+// containers and their records survive the daemon.
+//
+// State lives in two places: runc's (Config.Root) and the monitor's, one
+// directory per container under Config.StateDir. Every answer is derived
+// from those two, so a restarted daemon, or a second Runtime on the same
+// directories, sees exactly what the first one saw.
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	runc "github.com/containerd/go-runc"
+	"github.com/crivet/crivet/oci/monitor"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Sentinel errors; the CRI server maps them to gRPC codes.
+var (
+	ErrNotFound        = errors.New("not found")
+	ErrAlreadyExists   = errors.New("already exists")
+	ErrNotRunning      = errors.New("container is not running")
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrTimeout is returned (together with context.DeadlineExceeded) when
+	// ExecSync's timeout fires; kubelet's exec probes want DeadlineExceeded.
+	ErrTimeout = errors.New("timed out")
+)
+
+// Config locates runc, its state, the monitors' state and the monitor command.
+type Config struct {
+	// Runc is the runc binary, looked up on PATH when not absolute (default "runc").
+	Runc string
+	// Root is runc's --root, under the daemon's run root.
+	Root string
+	// StateDir holds one directory per container for its monitor,
+	// e.g. <runroot>/containers.
+	StateDir string
+	// MonitorCmd is the argv prefix that runs monitor.Main; the container's
+	// state directory is appended. Default: {"/proc/self/exe", "monitor"},
+	// i.e. the running crivet binary's hidden `monitor` subcommand.
+	MonitorCmd []string
+}
+
+// Runtime runs containers. It keeps no state of its own beyond a cache, so
+// any number of Runtimes may share the same directories.
+type Runtime struct {
+	cfg  Config
+	runc *runc.Runc
+
+	mu    sync.Mutex
+	procs map[string]*specs.Process // exec template per container: its config.json process
+}
+
+// New checks cfg and prepares its directories.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Runc == "" {
+		cfg.Runc = "runc"
+	}
+	bin, err := exec.LookPath(cfg.Runc)
+	if err != nil {
+		return nil, fmt.Errorf("runtime: runc: %w", err)
+	}
+	// Monitors run runc long after this process's PATH stopped mattering.
+	if cfg.Runc, err = filepath.Abs(bin); err != nil {
+		return nil, err
+	}
+	if cfg.Root == "" || cfg.StateDir == "" {
+		return nil, fmt.Errorf("runtime: Root and StateDir are required: %w", ErrInvalidArgument)
+	}
+	for _, d := range []*string{&cfg.Root, &cfg.StateDir} {
+		if *d, err = filepath.Abs(*d); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(*d, 0o700); err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
+		}
+	}
+	if len(cfg.MonitorCmd) == 0 {
+		cfg.MonitorCmd = []string{"/proc/self/exe", "monitor"}
+	}
+	return &Runtime{
+		cfg: cfg,
+		runc: &runc.Runc{
+			Command: cfg.Runc,
+			Root:    cfg.Root,
+			// JSON so runcErr can pull runc's message out of its stderr.
+			LogFormat: runc.JSON,
+		},
+		procs: map[string]*specs.Process{},
+	}, nil
+}
+
+// runc's own rule for container IDs; it also keeps IDs safe as file names.
+var validID = regexp.MustCompile(`^[\w+\-.]+$`)
+
+func (r *Runtime) dir(id string) (string, error) {
+	if !validID.MatchString(id) || id == "." || id == ".." {
+		return "", fmt.Errorf("container id %q: %w", id, ErrInvalidArgument)
+	}
+	return filepath.Join(r.cfg.StateDir, id), nil
+}
+
+// existing returns the state directory of a container this runtime created.
+func (r *Runtime) existing(id string) (string, error) {
+	dir, err := r.dir(id)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("container %s: %w", id, ErrNotFound)
+		}
+		return "", err
+	}
+	return dir, nil
+}
+
+// startedFile records when Start ran runc start. It is the runtime's; the
+// monitor's files are listed in package monitor.
+const startedFile = "started"
+
+func readStarted(dir string) time.Time {
+	b, err := os.ReadFile(filepath.Join(dir, startedFile))
+	if err != nil {
+		return time.Time{}
+	}
+	t, _ := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+	return t
+}
+
+// runcErr turns go-runc's "exit status 1: <runc stderr>" into runc's own
+// message, with a sentinel where the CRI server needs one.
+func runcErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := runcMessage(err.Error())
+	switch {
+	case strings.Contains(msg, "does not exist"):
+		return fmt.Errorf("%s: %w", msg, ErrNotFound)
+	case strings.Contains(msg, "not running"), strings.Contains(msg, "stopped"):
+		return fmt.Errorf("%s: %w", msg, ErrNotRunning)
+	}
+	return errors.New(msg)
+}
+
+func runcMessage(s string) string {
+	var msgs []string
+	for _, line := range strings.Split(s, "\n") {
+		if i := strings.IndexByte(line, '{'); i >= 0 {
+			var e struct{ Level, Msg string }
+			if json.Unmarshal([]byte(line[i:]), &e) == nil && e.Level == "error" {
+				msgs = append(msgs, e.Msg)
+			}
+		}
+	}
+	if len(msgs) > 0 {
+		return strings.Join(msgs, "; ")
+	}
+	return strings.TrimSpace(s)
+}
+
+// processTemplate is the container's process from its bundle: exec'd
+// processes run with its user, environment, capabilities and cwd, as in
+// containerd and CRI-O.
+func (r *Runtime) processTemplate(id, dir string) (*specs.Process, error) {
+	r.mu.Lock()
+	p := r.procs[id]
+	r.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	cfg, err := monitor.ReadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.Bundle, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(cfg.Bundle, "config.json"), err)
+	}
+	if spec.Process == nil {
+		return nil, fmt.Errorf("%s has no process", filepath.Join(cfg.Bundle, "config.json"))
+	}
+	r.mu.Lock()
+	r.procs[id] = spec.Process
+	r.mu.Unlock()
+	return spec.Process, nil
+}
+
+func (r *Runtime) forget(id string) {
+	r.mu.Lock()
+	delete(r.procs, id)
+	r.mu.Unlock()
+}
+
+// lostExitCode is what a container whose exit status could not be collected
+// reports (containerd uses the same value for the same case).
+const lostExitCode = 255
+
+// waitExit waits up to d for the container's exit to be recorded. When its
+// monitor is gone without a record (killed), it waits for runc to see the
+// init gone and records the exit as lost, once, so every later Status agrees.
+func (r *Runtime) waitExit(ctx context.Context, id, dir string, d time.Duration) (monitor.Exit, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	e, err := monitor.Wait(ctx, dir)
+	if !errors.Is(err, monitor.ErrGone) {
+		return e, err
+	}
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		c, err := r.runc.State(ctx, id)
+		if err != nil || c.Status == "stopped" {
+			if err != nil && !errors.Is(runcErr(err), ErrNotFound) {
+				return e, runcErr(err)
+			}
+			return monitor.RecordLostExit(dir, monitor.Exit{
+				Code:       lostExitCode,
+				FinishedAt: time.Now(),
+				Reason:     monitor.ReasonError,
+				Message:    "exit status lost: the container's monitor died before the container",
+			})
+		}
+		select {
+		case <-ctx.Done():
+			return e, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}

@@ -1,0 +1,621 @@
+package runtime
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/crivet/crivet/oci/monitor"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	utilexec "k8s.io/utils/exec"
+)
+
+func TestCreateLeavesContainerCreatedAndStartRunsIt(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := create(t, rt, e, []string{"sh", "-c", "echo started; sleep 100"}, CreateOptions{}, bundleOpts{})
+
+	st, err := rt.Status(t.Context(), c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != StateCreated || !alive(st.Pid) || !st.StartedAt.IsZero() {
+		t.Fatalf("after Create: %+v, want created with a live init and no start time", st)
+	}
+	if recs := readLog(t, c.log); len(recs) != 0 {
+		t.Fatalf("a created container must not have run its process yet: %v", recs)
+	}
+
+	if err := rt.Start(t.Context(), c.id); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := rt.Status(t.Context(), c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.State != StateRunning || st2.Pid != st.Pid || st2.StartedAt.IsZero() {
+		t.Fatalf("after Start: %+v, want running with the same init (%d) and a start time", st2, st.Pid)
+	}
+	eventually(t, 5*time.Second, "the process's output in the log", func() bool {
+		return logText(t, c.log) == "started\n"
+	})
+	pids, err := rt.Pids(t.Context(), c.id)
+	if err != nil || !slices.Contains(pids, st.Pid) {
+		t.Fatalf("Pids = %v, %v; want the init %d among them", pids, err, st.Pid)
+	}
+}
+
+func TestLogsAreCRIRecordsWithFullAndPartialLines(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	// 20000 bytes on one line: more than the 16 KiB a record carries.
+	script := `echo out1; echo err1 >&2; head -c 20000 /dev/zero | tr '\0' x; echo; printf tail`
+	c := run(t, rt, e, []string{"sh", "-c", script}, CreateOptions{}, bundleOpts{})
+	st := waitExited(t, rt, c.id)
+	if st.ExitCode != 0 || st.Reason != monitor.ReasonCompleted {
+		t.Errorf("status %+v, want exit 0, Completed", st)
+	}
+
+	var stdout, stderr []logRecord
+	for _, r := range readLog(t, c.log) {
+		if r.stream == "stdout" {
+			stdout = append(stdout, r)
+		} else {
+			stderr = append(stderr, r)
+		}
+	}
+	x := strings.Repeat("x", 16384)
+	want := []struct{ tag, content string }{{"F", "out1"}, {"P", x}, {"F", strings.Repeat("x", 20000-16384)}, {"P", "tail"}}
+	if len(stdout) != len(want) {
+		t.Fatalf("stdout records: got %d, want %d", len(stdout), len(want))
+	}
+	for i, w := range want {
+		if stdout[i].tag != w.tag || stdout[i].content != w.content {
+			t.Errorf("stdout record %d: %s with %d bytes, want %s with %d bytes", i, stdout[i].tag, len(stdout[i].content), w.tag, len(w.content))
+		}
+	}
+	if len(stderr) != 1 || stderr[0].tag != "F" || stderr[0].content != "err1" {
+		t.Errorf("stderr records: %+v, want one F err1", stderr)
+	}
+}
+
+func TestExitCodeAndTimesAreRecorded(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sh", "-c", "exit 3"}, CreateOptions{}, bundleOpts{})
+	st := waitExited(t, rt, c.id)
+	if st.ExitCode != 3 || st.Reason != monitor.ReasonError || st.Pid != 0 {
+		t.Errorf("status %+v, want exit 3, reason Error, no pid", st)
+	}
+	if st.StartedAt.IsZero() || st.FinishedAt.Before(st.StartedAt) {
+		t.Errorf("started %v, finished %v", st.StartedAt, st.FinishedAt)
+	}
+}
+
+func TestKilledInitReports128PlusSignal(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	if err := rt.Kill(t.Context(), c.id, syscall.SIGKILL, false); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitExited(t, rt, c.id); st.ExitCode != 137 {
+		t.Errorf("status %+v, want exit code 137", st)
+	}
+}
+
+func TestExecSyncReturnsOutputAndExitCode(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+
+	out, errOut, code, err := rt.ExecSync(t.Context(), c.id, []string{"sh", "-c", "echo out; echo err >&2; exit 5"}, 0)
+	if err != nil || string(out) != "out\n" || string(errOut) != "err\n" || code != 5 {
+		t.Errorf("ExecSync = %q, %q, %d, %v; want out, err, 5", out, errOut, code, err)
+	}
+	_, _, _, err = rt.ExecSync(t.Context(), c.id, []string{"no-such-binary"}, 0)
+	if err == nil || !strings.Contains(err.Error(), "executable file not found") {
+		t.Errorf("ExecSync of a missing binary: %v, want runc's error", err)
+	}
+}
+
+func TestExecSyncTimeoutKillsTheProcess(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	before, err := rt.Pids(t.Context(), c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	begin := time.Now()
+	out, _, _, err := rt.ExecSync(t.Context(), c.id, []string{"sh", "-c", "echo $$ > /tmp/pid; echo begun; exec sleep 100"}, 500*time.Millisecond)
+	took := time.Since(begin)
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ExecSync past its timeout: %v, want ErrTimeout and DeadlineExceeded", err)
+	}
+	if took < 500*time.Millisecond || took > 3*time.Second {
+		t.Errorf("ExecSync returned after %s for a 500ms timeout", took)
+	}
+	if string(out) != "begun\n" {
+		t.Errorf("output before the timeout: %q", out)
+	}
+	after, err := rt.Pids(t.Context(), c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, after) {
+		t.Errorf("pids before %v, after the timeout %v: the exec'd process survived", before, after)
+	}
+	if _, _, code, err := rt.ExecSync(t.Context(), c.id, []string{"sh", "-c", "kill -0 $(cat /tmp/pid)"}, 0); err != nil || code == 0 {
+		t.Errorf("the timed-out process still exists in the container (code %d, %v)", code, err)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuf) Close() error { return nil }
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestExecWithoutTtyStreamsAndReportsExitCodeTheWayCRIStreamingReadsIt(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+
+	var out, errOut syncBuf
+	err := rt.Exec(t.Context(), c.id, []string{"sh", "-c", "cat; echo e >&2"}, strings.NewReader("hello\n"), &out, &errOut, false, nil)
+	if err != nil || out.String() != "hello\n" || errOut.String() != "e\n" {
+		t.Errorf("Exec = %v, stdout %q, stderr %q", err, out.String(), errOut.String())
+	}
+
+	err = rt.Exec(t.Context(), c.id, []string{"sh", "-c", "exit 7"}, nil, &out, &errOut, false, nil)
+	// cri-streaming's ServeExec does exactly this type assertion.
+	if ee, ok := err.(utilexec.ExitError); !ok || !ee.Exited() || ee.ExitStatus() != 7 {
+		t.Errorf("Exec of exit 7: %#v, want a utilexec.ExitError with status 7", err)
+	}
+}
+
+func TestExecWithTtyRunsOnARealTerminal(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+
+	resize := make(chan remotecommand.TerminalSize, 1)
+	resize <- remotecommand.TerminalSize{Width: 100, Height: 40}
+	var out syncBuf
+	err := rt.Exec(t.Context(), c.id, []string{"sh", "-c", "tty; stty size; read l; echo got:$l"}, strings.NewReader("abc\n"), &out, nil, true, resize)
+	if err != nil {
+		t.Fatalf("Exec: %v (output %q)", err, out.String())
+	}
+	for _, want := range []string{"/dev/pts/", "40 100", "got:abc"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tty output %q lacks %q", out.String(), want)
+		}
+	}
+
+	err = rt.Exec(t.Context(), c.id, []string{"sh", "-c", "exit 4"}, nil, &out, nil, true, nil)
+	if ee, ok := err.(utilexec.ExitError); !ok || ee.ExitStatus() != 4 {
+		t.Errorf("tty Exec of exit 4: %#v", err)
+	}
+}
+
+type attachment struct {
+	stdin       *io.PipeWriter
+	out, errOut syncBuf
+	cancel      context.CancelFunc
+	done        chan error
+}
+
+func attach(t *testing.T, rt *Runtime, id string, tty bool, resize chan remotecommand.TerminalSize) *attachment {
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(t.Context())
+	a := &attachment{stdin: pw, cancel: cancel, done: make(chan error, 1)}
+	var errw io.WriteCloser = &a.errOut
+	if tty {
+		errw = nil
+	}
+	go func() { a.done <- rt.Attach(ctx, id, pr, &a.out, errw, tty, resize) }()
+	t.Cleanup(cancel)
+	return a
+}
+
+func TestAttachReceivesOutputFromNowOnAndDeliversStdin(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	script := `echo before; while read l; do echo got:$l; echo err:$l >&2; done; echo eof`
+	c := run(t, rt, e, []string{"sh", "-c", script}, CreateOptions{Stdin: true}, bundleOpts{})
+	eventually(t, 5*time.Second, "the first line", func() bool { return logText(t, c.log) == "before\n" })
+
+	a := attach(t, rt, c.id, false, nil)
+	io.WriteString(a.stdin, "one\n")
+	eventually(t, 5*time.Second, "the echo of stdin", func() bool {
+		return a.out.String() == "got:one\n" && a.errOut.String() == "err:one\n"
+	})
+	a.cancel()
+	if err := <-a.done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Attach after cancel: %v", err)
+	}
+
+	// Without StdinOnce, stdin outlives an attach session.
+	b := attach(t, rt, c.id, false, nil)
+	io.WriteString(b.stdin, "two\n")
+	eventually(t, 5*time.Second, "the second session's echo", func() bool { return b.out.String() == "got:two\n" })
+	b.stdin.Close()
+	time.Sleep(200 * time.Millisecond)
+	if st, _ := rt.Status(t.Context(), c.id); st.State != StateRunning {
+		t.Errorf("ending a session closed stdin without StdinOnce: %+v", st)
+	}
+}
+
+func TestStdinOnceClosesStdinWhenTheFirstAttachEnds(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	script := `while read l; do echo got:$l; done; echo eof; exit 9`
+	c := run(t, rt, e, []string{"sh", "-c", script}, CreateOptions{Stdin: true, StdinOnce: true}, bundleOpts{})
+
+	a := attach(t, rt, c.id, false, nil)
+	io.WriteString(a.stdin, "x\n")
+	eventually(t, 5*time.Second, "the echo", func() bool { return a.out.String() == "got:x\n" })
+	a.stdin.Close()
+	select {
+	case err := <-a.done:
+		if err != nil {
+			t.Fatalf("Attach: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Attach did not return when the container exited")
+	}
+	if a.out.String() != "got:x\neof\n" {
+		t.Errorf("attach output %q", a.out.String())
+	}
+	if st := waitExited(t, rt, c.id); st.ExitCode != 9 {
+		t.Errorf("status %+v, want exit 9", st)
+	}
+}
+
+func TestAttachToTtyContainerTypesAndResizes(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	script := `read l; stty size; echo got:$l; sleep 100`
+	c := run(t, rt, e, []string{"sh", "-c", script}, CreateOptions{Stdin: true}, bundleOpts{tty: true})
+
+	resize := make(chan remotecommand.TerminalSize, 1)
+	a := attach(t, rt, c.id, true, resize)
+	resize <- remotecommand.TerminalSize{Width: 120, Height: 50}
+	time.Sleep(200 * time.Millisecond)
+	io.WriteString(a.stdin, "hi\n")
+	eventually(t, 5*time.Second, "the terminal's answer", func() bool {
+		s := a.out.String()
+		return strings.Contains(s, "50 120") && strings.Contains(s, "got:hi")
+	})
+	if !strings.Contains(logText(t, c.log), "got:hi") {
+		t.Errorf("tty output missing from the log: %q", logText(t, c.log))
+	}
+}
+
+func TestReopenLogAfterRotationLosesNoLine(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	script := `i=0; while true; do i=$((i+1)); echo $i; sleep 0.02; done`
+	c := run(t, rt, e, []string{"sh", "-c", script}, CreateOptions{}, bundleOpts{})
+	eventually(t, 5*time.Second, "some lines", func() bool { return len(readLog(t, c.log)) >= 3 })
+
+	if err := os.Rename(c.log, c.log+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.ReopenLog(t.Context(), c.id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "lines in the new file", func() bool { return len(readLog(t, c.log)) >= 3 })
+	if err := rt.Stop(t.Context(), c.id, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	old, cur := readLog(t, c.log+".1"), readLog(t, c.log)
+	last, _ := strconv.Atoi(old[len(old)-1].content)
+	first, _ := strconv.Atoi(cur[0].content)
+	if first != last+1 {
+		t.Errorf("rotated file ends at %d, new file starts at %d", last, first)
+	}
+}
+
+func TestStopKillsAProcessIgnoringSIGTERMAfterTheTimeout(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sh", "-c", `trap "" TERM; while true; do sleep 0.1; done`}, CreateOptions{}, bundleOpts{})
+	begin := time.Now()
+	if err := rt.Stop(t.Context(), c.id, 0, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(begin); took < time.Second || took > 3*time.Second {
+		t.Errorf("Stop with a 1s timeout took %s", took)
+	}
+	st, err := rt.Status(t.Context(), c.id)
+	if err != nil || st.State != StateExited || st.ExitCode != 137 {
+		t.Errorf("status %+v, %v; want exited with 137", st, err)
+	}
+	if err := rt.Stop(t.Context(), c.id, 0, time.Second); err != nil {
+		t.Errorf("Stop of an exited container: %v", err)
+	}
+}
+
+func TestStopReturnsAsSoonAsTheProcessHandlesSIGTERM(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sh", "-c", `trap "exit 0" TERM; while true; do sleep 0.1; done`}, CreateOptions{}, bundleOpts{})
+	time.Sleep(100 * time.Millisecond) // let sh install the trap
+	begin := time.Now()
+	if err := rt.Stop(t.Context(), c.id, 0, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(begin); took > 3*time.Second {
+		t.Errorf("Stop took %s", took)
+	}
+	if st, _ := rt.Status(t.Context(), c.id); st.ExitCode != 0 || st.Reason != monitor.ReasonCompleted {
+		t.Errorf("status %+v, want exit 0 Completed", st)
+	}
+}
+
+func TestOOMKillIsReported(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	// The shell keeps 200 MB of command output in memory under a 32 MiB limit.
+	script := `x=$(head -c 200000000 /dev/zero | tr '\0' x); echo ${#x}`
+	c := run(t, rt, e, []string{"sh", "-c", script}, CreateOptions{}, bundleOpts{memoryLimit: 32 << 20})
+	if st := waitExited(t, rt, c.id); st.Reason != monitor.ReasonOOMKilled {
+		t.Errorf("status %+v, want reason OOMKilled", st)
+	}
+}
+
+func TestStatusLogsAndExitSurviveANewRuntime(t *testing.T) {
+	e := newEnv(t)
+	a := e.runtime(t)
+	script := `echo hello-from-a; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo bye; exit 3`
+	c := run(t, a, e, []string{"sh", "-c", script}, CreateOptions{}, bundleOpts{})
+	stA, err := a.Status(t.Context(), c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = nil // dropped: B must manage with the directories alone
+
+	b := e.runtime(t)
+	stB, err := b.Status(t.Context(), c.id)
+	if err != nil || stB.State != StateRunning || stB.Pid != stA.Pid || !stB.StartedAt.Equal(stA.StartedAt) {
+		t.Fatalf("B sees %+v, %v; A saw %+v", stB, err, stA)
+	}
+	eventually(t, 5*time.Second, "A's container's log", func() bool { return logText(t, c.log) == "hello-from-a\n" })
+	if _, _, code, err := b.ExecSync(t.Context(), c.id, []string{"touch", "/tmp/go"}, 5*time.Second); err != nil || code != 0 {
+		t.Fatalf("ExecSync through B: %d, %v", code, err)
+	}
+	if st := waitExited(t, b, c.id); st.ExitCode != 3 {
+		t.Errorf("B reads %+v, want exit 3", st)
+	}
+	if got := logText(t, c.log); got != "hello-from-a\nbye\n" {
+		t.Errorf("log %q", got)
+	}
+}
+
+// launcherMain is the "daemon" of TestContainerOutlivesItsKilledLauncher: it
+// creates and starts a container, says so, and waits to be killed.
+func launcherMain() int {
+	rt, err := New(Config{Root: os.Getenv("L_ROOT"), StateDir: os.Getenv("L_STATE"), MonitorCmd: []string{os.Args[0], "monitor"}})
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	o := CreateOptions{ID: os.Getenv("L_ID"), Bundle: os.Getenv("L_BUNDLE"), LogPath: os.Getenv("L_LOG")}
+	if err := rt.Create(context.Background(), o); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	if err := rt.Start(context.Background(), o.ID); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println("started")
+	time.Sleep(time.Hour)
+	return 0
+}
+
+func TestContainerOutlivesItsKilledLauncher(t *testing.T) {
+	e := newEnv(t)
+	id := newID(t)
+	logPath := filepath.Join(e.logs, id+".log")
+	script := `i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); echo tick $i; sleep 0.05; done; exit 3`
+	bundle := writeBundle(t, id, []string{"sh", "-c", script}, bundleOpts{})
+	// The launcher runs in its own process group, like a daemon would, so
+	// killing it is all that happens to it.
+	cmd := exec.Command(testBinary)
+	cmd.Env = append(os.Environ(), launcherEnv+"=1", "L_ROOT="+e.root, "L_STATE="+e.state, "L_ID="+id, "L_BUNDLE="+bundle, "L_LOG="+logPath)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rt := e.runtime(t)
+	t.Cleanup(func() { rt.Delete(context.Background(), id) })
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if line != "started\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("launcher: %q", line)
+	}
+	monitorPid := monitor.Pid(filepath.Join(e.state, id))
+	st, err := rt.Status(t.Context(), id)
+	if err != nil || st.State != StateRunning {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	eventually(t, 5*time.Second, "the monitor to be re-parented", func() bool {
+		return parentOf(monitorPid) == os.Getpid()
+	})
+	if !alive(st.Pid) || !alive(monitorPid) {
+		t.Fatalf("after kill -9 of the launcher: init alive %v, monitor alive %v", alive(st.Pid), alive(monitorPid))
+	}
+	n := len(readLog(t, logPath))
+	eventually(t, 5*time.Second, "the log to keep growing", func() bool { return len(readLog(t, logPath)) >= n+5 })
+
+	if _, _, code, err := rt.ExecSync(t.Context(), id, []string{"touch", "/tmp/stop"}, 5*time.Second); err != nil || code != 0 {
+		t.Fatalf("ExecSync: %d, %v", code, err)
+	}
+	if st := waitExited(t, rt, id); st.ExitCode != 3 {
+		t.Errorf("exit recorded after the launcher died: %+v, want 3", st)
+	}
+	if err := rt.Delete(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	// It is our child now (we are a subreaper); it must have ended.
+	var ws unix.WaitStatus
+	if pid, err := unix.Wait4(monitorPid, &ws, 0, nil); pid != monitorPid {
+		t.Errorf("reaping the monitor: %d, %v", pid, err)
+	}
+}
+
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
+}
+
+func TestDeleteLeavesNoProcessStateOrCgroup(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	st, err := rt.Status(t.Context(), c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(e.state, c.id)
+	monitorPid := monitor.Pid(dir)
+	if !alive(monitorPid) || len(cgroupDirs(c.id)) == 0 {
+		t.Fatalf("before Delete: monitor %d alive %v, cgroups %v", monitorPid, alive(monitorPid), cgroupDirs(c.id))
+	}
+
+	if err := rt.Delete(t.Context(), c.id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "the monitor to be reaped", func() bool { return !alive(monitorPid) })
+	if alive(st.Pid) {
+		t.Errorf("init %d still runs", st.Pid)
+	}
+	if _, err := os.Stat(filepath.Join(e.root, c.id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("runc state left: %v", err)
+	}
+	if d := cgroupDirs(c.id); len(d) != 0 {
+		t.Errorf("cgroups left: %v", d)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state directory left: %v", err)
+	}
+	if _, err := rt.Status(t.Context(), c.id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Status after Delete: %v, want ErrNotFound", err)
+	}
+	if err := rt.Delete(t.Context(), c.id); err != nil {
+		t.Errorf("second Delete: %v", err)
+	}
+	if err := rt.Delete(t.Context(), "never-existed"); err != nil {
+		t.Errorf("Delete of an unknown container: %v", err)
+	}
+}
+
+func TestCreateFailureReportsRuncErrorAndLeavesNothing(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	id := newID(t)
+	err := rt.Create(t.Context(), CreateOptions{ID: id, Bundle: writeBundle(t, id, []string{"/no/such/binary"}, bundleOpts{})})
+	if err == nil || !strings.Contains(err.Error(), "no such file or directory") {
+		t.Fatalf("Create: %v, want runc's error", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.state, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state directory left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.root, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("runc state left: %v", err)
+	}
+	if d := cgroupDirs(id); len(d) != 0 {
+		t.Errorf("cgroups left: %v", d)
+	}
+}
+
+func TestCreateRefusesADuplicateID(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := create(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	err := rt.Create(t.Context(), CreateOptions{ID: c.id, Bundle: writeBundle(t, c.id, []string{"true"}, bundleOpts{})})
+	if !errors.Is(err, ErrAlreadyExists) {
+		t.Errorf("second Create: %v, want ErrAlreadyExists", err)
+	}
+}
+
+func TestUnknownContainerIsNotFound(t *testing.T) {
+	rt := newEnv(t).runtime(t)
+	if _, err := rt.Status(t.Context(), "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Status: %v", err)
+	}
+	if err := rt.Stop(t.Context(), "nope", 0, time.Second); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Stop: %v", err)
+	}
+	if _, _, _, err := rt.ExecSync(t.Context(), "nope", []string{"true"}, 0); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ExecSync: %v", err)
+	}
+	if err := rt.Start(t.Context(), "../x"); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("Start with a path as id: %v", err)
+	}
+}
+
+func TestUpdateSetsLimitsAndSkipsHugepagesWithoutTheController(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	limit := int64(64 << 20)
+	res := &specs.LinuxResources{
+		Memory:         &specs.LinuxMemory{Limit: &limit},
+		HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 0}},
+	}
+	if err := rt.Update(t.Context(), c.id, res); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", cgroupParent, c.id, "memory.limit_in_bytes"))
+	if err == nil && strings.TrimSpace(string(b)) != strconv.FormatInt(limit, 10) {
+		t.Errorf("memory.limit_in_bytes = %s", b)
+	}
+}

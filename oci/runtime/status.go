@@ -1,0 +1,83 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/crivet/crivet/oci/monitor"
+)
+
+// Container states, as CRI names them.
+const (
+	StateCreated = "created"
+	StateRunning = "running"
+	StateExited  = "exited"
+	StateUnknown = "unknown"
+)
+
+// Status is a container's state as far as processes go.
+type Status struct {
+	State                 string // StateCreated, StateRunning, StateExited or StateUnknown
+	Pid                   int    // the init's host pid while created or running
+	ExitCode              int32
+	StartedAt, FinishedAt time.Time
+	Reason, Message       string
+}
+
+// exitRecordWait bounds how long Status waits for a monitor that has just
+// seen its init die to record the exit, rather than report a half state.
+const exitRecordWait = 2 * time.Second
+
+// Status reads the container's state from the monitor's exit record and
+// runc's state, so it needs nothing from the process that created it.
+func (r *Runtime) Status(ctx context.Context, id string) (Status, error) {
+	dir, err := r.existing(id)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{StartedAt: readStarted(dir)}
+	if e, ok, err := monitor.ReadExit(dir); err != nil {
+		return st, fmt.Errorf("status of container %s: %w", id, err)
+	} else if ok {
+		return exited(st, e), nil
+	}
+	c, err := r.runc.State(ctx, id)
+	if err := runcErr(err); err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			return st, fmt.Errorf("status of container %s: %w", id, err)
+		}
+		// Deleted from runc behind our back, or a create that crashed half way.
+		if e, ok, _ := monitor.ReadExit(dir); ok {
+			return exited(st, e), nil
+		}
+		st.State, st.Message = StateUnknown, "runc has no state for the container"
+		return st, nil
+	}
+	switch c.Status {
+	case "created":
+		return Status{State: StateCreated, Pid: c.Pid}, nil
+	case "running", "paused":
+		st.State, st.Pid = StateRunning, c.Pid
+		return st, nil
+	case "stopped":
+		e, err := r.waitExit(ctx, id, dir, exitRecordWait)
+		if err != nil {
+			st.State, st.Message = StateUnknown, "the init has exited but its exit is not recorded yet"
+			return st, nil
+		}
+		return exited(st, e), nil
+	}
+	st.State, st.Message = StateUnknown, "runc reports state "+c.Status
+	return st, nil
+}
+
+func exited(st Status, e monitor.Exit) Status {
+	st.State = StateExited
+	st.ExitCode = e.Code
+	st.FinishedAt = e.FinishedAt
+	st.Reason = e.Reason
+	st.Message = e.Message
+	return st
+}

@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/oci/spec"
+	"github.com/crivet/crivet/policy"
+	"github.com/crivet/crivet/sandbox"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	cfg := req.GetConfig()
+	if cfg.GetMetadata().GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "create container: config.metadata.name is required")
+	}
+	// The pod, and so its namespace, come from what crivet stored at
+	// RunPodSandbox; req.SandboxConfig is the client's word and is ignored
+	// for every decision.
+	pod, err := s.pods.Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if pod.State != sandbox.Ready {
+		return nil, status.Errorf(codes.FailedPrecondition, "create container: pod sandbox %s is not ready", pod.ID)
+	}
+	img, err := s.images.Get(cfg.GetImage().GetImage())
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("create container %s: image %q: %w", cfg.GetMetadata().GetName(), cfg.GetImage().GetImage(), err))
+	}
+	identity, err := s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	// Image volumes (KEP-4639) run code from the same node store: the same
+	// namespace policy applies to each.
+	for _, m := range cfg.GetMounts() {
+		if m.GetImage() == nil {
+			continue
+		}
+		vimg, err := s.images.Get(m.GetImage().GetImage())
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("create container: image volume %q: %w", m.GetImage().GetImage(), err))
+		}
+		if _, err := s.admit(ctx, pod, vimg, m.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName()); err != nil {
+			return nil, toStatus(err)
+		}
+		return nil, status.Errorf(codes.Unimplemented, "create container: image volumes are verified but not mounted yet")
+	}
+
+	id, release, err := s.pods.ReserveContainer(pod, cfg)
+	if err != nil {
+		return nil, status.Error(codes.AlreadyExists, err.Error())
+	}
+	c, err := s.createContainer(ctx, id, pod, img, identity, cfg)
+	if err != nil {
+		release()
+		return nil, toStatus(err)
+	}
+	s.events.publish(c.ID, pod.ID, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
+}
+
+// admit applies the pod namespace's effective policy (its own file, else
+// the global one: always evaluated) to a stored image, offline.
+func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, userRef, container string) (string, error) {
+	ns := pod.Namespace()
+	pol, err := s.policies.ForNamespace(ns)
+	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", container, err)
+	}
+	start := time.Now()
+	adm, err := s.images.Admit(ctx, img, userRef, pol)
+	attrs := []any{"namespace", ns, "pod", pod.ID, "container", container, "image", img.ID, "user_specified_image", userRef,
+		"policy", pol.Path, "policy_digest", pol.Digest.String(), "duration", time.Since(start)}
+	var rej *policy.Rejection
+	if errors.As(err, &rej) {
+		s.log.Warn("create-time signature check", append(attrs, "outcome", "rejected", "reason", rej.Error())...)
+		return "", err
+	}
+	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", container, err)
+	}
+	if adm.FromRecord {
+		attrs = append(attrs, "identity_from_record", adm.Identity)
+	}
+	s.log.Info("create-time signature check", append(attrs, "outcome", "allowed", "identity", adm.Identity, "cached", adm.Cached)...)
+	return adm.Identity, nil
+}
+
+func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Pod, img *image.Image, identity string, cfg *runtimeapi.ContainerConfig) (_ *sandbox.Container, err error) {
+	bundle := filepath.Join(s.opts.RunRoot, "bundles", id)
+	cleanup := []func(){}
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+	rootfs, err := s.images.CreateRootfs(id, img)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	cleanup = append(cleanup, func() { _ = s.images.RemoveRootfs(id) })
+	ic, err := s.images.RunConfig(img)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	nss, err := s.containerNamespaces(pod, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	hostname, hosts, resolv, shm := pod.Files()
+	sp, err := spec.Container(spec.ContainerInput{
+		ID: id, Sandbox: pod.Config, Config: cfg,
+		Image:              spec.Image{Env: ic.Env, Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
+		Rootfs:             rootfs,
+		Namespaces:         nss,
+		Files:              spec.SandboxFiles{Hostname: hostname, Hosts: hosts, ResolvConf: resolv, Shm: shm},
+		CgroupParent:       pod.Config.GetLinux().GetCgroupParent(),
+		SeccompProfileRoot: s.opts.SeccompProfileRoot,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: spec: %w", id, err)
+	}
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { _ = os.RemoveAll(bundle) })
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+		return nil, err
+	}
+	logPath := ""
+	if dir := pod.Config.GetLogDirectory(); dir != "" && cfg.GetLogPath() != "" {
+		logPath = filepath.Join(dir, cfg.GetLogPath())
+		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+			return nil, fmt.Errorf("create container %s: log dir: %w", id, err)
+		}
+	}
+	c := &sandbox.Container{
+		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: identity,
+		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(), StopSignal: ic.StopSignal,
+		UID: int64(sp.Process.User.UID), GID: int64(sp.Process.User.GID),
+	}
+	if sp.Linux != nil {
+		c.CgroupPath = sp.Linux.CgroupsPath
+	}
+	for _, g := range sp.Process.User.AdditionalGids {
+		c.Supplemental = append(c.Supplemental, int64(g))
+	}
+	// The record goes first, so a crash after runc create still finds the
+	// container to clean up at the next start.
+	if err := s.pods.AddContainer(c); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { _ = s.pods.RemoveContainer(id) })
+	if err := s.rt.Create(ctx, runtime.CreateOptions{
+		ID: id, Bundle: bundle, LogPath: logPath,
+		Tty: cfg.GetTty(), Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
+	}); err != nil {
+		cleanup = append(cleanup, func() { _ = s.rt.Delete(context.WithoutCancel(ctx), id) })
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// containerNamespaces joins the pod's pinned namespaces, or the node's,
+// as the pod and container configs ask.
+func (s *Server) containerNamespaces(pod *sandbox.Pod, cfg *runtimeapi.ContainerConfig) (spec.Namespaces, error) {
+	join := func(path string) spec.Namespace {
+		if path == "" {
+			return spec.Namespace{Host: true}
+		}
+		return spec.Namespace{Path: path}
+	}
+	n := spec.Namespaces{Network: join(pod.NetNS), IPC: join(pod.IPCNS), UTS: join(pod.UTSNS)}
+	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	switch opts.GetPid() {
+	case runtimeapi.NamespaceMode_NODE:
+		n.PID = spec.Namespace{Host: true}
+	case runtimeapi.NamespaceMode_POD:
+		pid, err := s.infraPid(pod)
+		if err != nil {
+			return n, err
+		}
+		n.PID = spec.Namespace{Path: fmt.Sprintf("/proc/%d/ns/pid", pid)}
+	case runtimeapi.NamespaceMode_TARGET:
+		st, err := s.rt.Status(context.Background(), opts.GetTargetId())
+		if err != nil || st.Pid == 0 {
+			return n, fmt.Errorf("target container %s for the PID namespace is not running", opts.GetTargetId())
+		}
+		n.PID = spec.Namespace{Path: fmt.Sprintf("/proc/%d/ns/pid", st.Pid)}
+	}
+	return n, nil
+}

@@ -1,0 +1,123 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+
+	"github.com/crivet/crivet/sandbox"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func criState(state string) runtimeapi.ContainerState {
+	switch state {
+	case "created":
+		return runtimeapi.ContainerState_CONTAINER_CREATED
+	case "running":
+		return runtimeapi.ContainerState_CONTAINER_RUNNING
+	case "exited", "stopped":
+		return runtimeapi.ContainerState_CONTAINER_EXITED
+	}
+	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
+}
+
+func (s *Server) containerStatus(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStatus, error) {
+	st, err := s.rt.Status(ctx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	cs := &runtimeapi.ContainerStatus{
+		Id:          c.ID,
+		Metadata:    c.Config.GetMetadata(),
+		State:       criState(st.State),
+		CreatedAt:   c.CreatedAt.UnixNano(),
+		Image:       &runtimeapi.ImageSpec{Image: c.Config.GetImage().GetImage(), UserSpecifiedImage: c.Config.GetImage().GetUserSpecifiedImage(), Annotations: c.Config.GetImage().GetAnnotations()},
+		ImageRef:    c.ImageID,
+		ImageId:     c.ImageID,
+		Labels:      c.Config.GetLabels(),
+		Annotations: c.Config.GetAnnotations(),
+		Mounts:      c.Mounts,
+		LogPath:     c.LogPath,
+		Reason:      st.Reason,
+		Message:     st.Message,
+		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{
+			Uid: c.UID, Gid: c.GID, SupplementalGroups: c.Supplemental,
+		}},
+		Resources:  &runtimeapi.ContainerResources{Linux: c.Config.GetLinux().GetResources()},
+		StopSignal: c.Config.GetStopSignal(),
+	}
+	if !st.StartedAt.IsZero() {
+		cs.StartedAt = st.StartedAt.UnixNano()
+	}
+	if cs.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+		cs.ExitCode = st.ExitCode
+		if !st.FinishedAt.IsZero() {
+			cs.FinishedAt = st.FinishedAt.UnixNano()
+		}
+	}
+	return cs, nil
+}
+
+func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	c, err := s.pods.GetContainer(req.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	cs, err := s.containerStatus(ctx, c)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: cs}
+	if req.GetVerbose() {
+		info, _ := json.Marshal(map[string]any{"id": c.ID, "podID": c.PodID, "bundle": c.Bundle, "verifiedAs": c.ImageRef})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func (s *Server) listContainers(ctx context.Context, f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
+	var out []*runtimeapi.Container
+	for _, c := range s.pods.Containers(f.GetPodSandboxId()) {
+		if f != nil {
+			if f.Id != "" && !strings.HasPrefix(c.ID, f.Id) {
+				continue
+			}
+			if !labelsMatch(c.Config.GetLabels(), f.LabelSelector) {
+				continue
+			}
+		}
+		st, err := s.rt.Status(ctx, c.ID)
+		if err != nil {
+			continue
+		}
+		state := criState(st.State)
+		if f.GetState() != nil && f.GetState().State != state {
+			continue
+		}
+		out = append(out, &runtimeapi.Container{
+			Id: c.ID, PodSandboxId: c.PodID, Metadata: c.Config.GetMetadata(),
+			Image:    &runtimeapi.ImageSpec{Image: c.Config.GetImage().GetImage(), UserSpecifiedImage: c.Config.GetImage().GetUserSpecifiedImage()},
+			ImageRef: c.ImageID, ImageId: c.ImageID, State: state, CreatedAt: c.CreatedAt.UnixNano(),
+			Labels: c.Config.GetLabels(), Annotations: c.Config.GetAnnotations(),
+		})
+	}
+	slices.SortFunc(out, func(a, b *runtimeapi.Container) int { return int(b.CreatedAt - a.CreatedAt) })
+	return out
+}
+
+func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	return &runtimeapi.ListContainersResponse{Containers: s.listContainers(ctx, req.GetFilter())}, nil
+}
+
+func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, stream runtimeapi.RuntimeService_StreamContainersServer) error {
+	items := s.listContainers(stream.Context(), req.GetFilter())
+	for len(items) > 0 {
+		n := min(streamBatch, len(items))
+		if err := stream.Send(&runtimeapi.StreamContainersResponse{Containers: items[:n]}); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
+}

@@ -1,0 +1,100 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/crivet/crivet/sandbox"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	c, err := s.pods.GetContainer(req.GetContainerId())
+	if errors.Is(err, sandbox.ErrContainerNotFound) {
+		// CRI: stopping a container that is not there succeeds.
+		return &runtimeapi.StopContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.stopContainer(ctx, c, time.Duration(req.GetTimeout())*time.Second); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+// stopSignal: the container config's, else the image's, else SIGTERM.
+func stopSignal(c *sandbox.Container) syscall.Signal {
+	if sig := c.Config.GetStopSignal(); sig != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
+		if n := unix.SignalNum(strings.TrimPrefix(sig.String(), "SIGNAL_")); n != 0 {
+			return n
+		}
+	}
+	if name := c.StopSignal; name != "" {
+		if !strings.HasPrefix(name, "SIG") {
+			name = "SIG" + name
+		}
+		if n := unix.SignalNum(strings.ToUpper(name)); n != 0 {
+			return n
+		}
+	}
+	return syscall.SIGTERM
+}
+
+func (s *Server) stopContainer(ctx context.Context, c *sandbox.Container, timeout time.Duration) error {
+	st, err := s.rt.Status(ctx, c.ID)
+	if err != nil {
+		return fmt.Errorf("stop container %s: %w", c.ID, err)
+	}
+	if st.State != "running" && st.State != "created" {
+		return nil
+	}
+	if err := s.rt.Stop(ctx, c.ID, stopSignal(c), timeout); err != nil {
+		return fmt.Errorf("stop container %s: %w", c.ID, err)
+	}
+	s.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	return nil
+}
+
+func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	c, err := s.pods.GetContainer(req.GetContainerId())
+	if errors.Is(err, sandbox.ErrContainerNotFound) {
+		return &runtimeapi.RemoveContainerResponse{}, nil
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.removeContainer(ctx, c); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+// removeContainer kills what runs, then deletes the runc state, the
+// root filesystem, the bundle and the record, in that order: the record
+// goes last so a crash midway leaves something to retry the removal with.
+func (s *Server) removeContainer(ctx context.Context, c *sandbox.Container) error {
+	if err := s.stopContainer(ctx, c, 0); err != nil {
+		return err
+	}
+	if err := s.rt.Delete(ctx, c.ID); err != nil {
+		return fmt.Errorf("remove container %s: %w", c.ID, err)
+	}
+	if err := s.images.RemoveRootfs(c.ID); err != nil {
+		return fmt.Errorf("remove container %s: %w", c.ID, err)
+	}
+	if err := os.RemoveAll(c.Bundle); err != nil {
+		return fmt.Errorf("remove container %s: %w", c.ID, err)
+	}
+	if err := s.pods.RemoveContainer(c.ID); err != nil {
+		return err
+	}
+	s.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+	return nil
+}

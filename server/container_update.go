@@ -1,0 +1,51 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/crivet/crivet/oci/spec"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	c, err := s.pods.GetContainer(req.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	res := req.GetLinux()
+	if res == nil {
+		return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+	}
+	lr, err := spec.Resources(res)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "update container %s: %v", c.ID, err)
+	}
+	if err := s.rt.Update(ctx, c.ID, lr); err != nil {
+		return nil, toStatus(fmt.Errorf("update container %s: %w", c.ID, err))
+	}
+	// Remember the new limits so ContainerStatus reports them.
+	cfg := c.Config
+	if cfg.Linux == nil {
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{}
+	}
+	cfg.Linux.Resources = res
+	c.Config = cfg
+	if err := s.pods.AddContainer(c); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+}
+
+func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
+	id, err := s.runningContainer(ctx, req.GetContainerId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.rt.ReopenLog(ctx, id); err != nil {
+		return nil, toStatus(fmt.Errorf("reopen log of %s: %w", id, err))
+	}
+	return &runtimeapi.ReopenContainerLogResponse{}, nil
+}

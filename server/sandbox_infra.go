@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/oci/spec"
+	"github.com/crivet/crivet/sandbox"
+)
+
+// startInfra runs the pod's infra process: crivet-pause as PID 1 of the
+// pod's shared PID namespace, from a root filesystem holding only itself.
+func (s *Server) startInfra(ctx context.Context, pod *sandbox.Pod) error {
+	if s.opts.PauseBinary == "" {
+		return fmt.Errorf("pod %s shares a PID namespace but no pause binary is configured", pod.ID)
+	}
+	id := pod.ID
+	bundle := filepath.Join(s.opts.RunRoot, "bundles", id)
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return err
+	}
+	ns := func(path string) spec.Namespace {
+		if path == "" {
+			return spec.Namespace{Host: true}
+		}
+		return spec.Namespace{Path: path}
+	}
+	sp, err := spec.Sandbox(spec.SandboxInput{
+		ID: id, Sandbox: pod.Config, Rootfs: rootfs, PauseBinary: s.opts.PauseBinary,
+		Namespaces:   spec.Namespaces{Network: ns(pod.NetNS), IPC: ns(pod.IPCNS), UTS: ns(pod.UTSNS)},
+		CgroupParent: pod.Config.GetLinux().GetCgroupParent(),
+	})
+	if err != nil {
+		return fmt.Errorf("pod %s infra spec: %w", id, err)
+	}
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+		return err
+	}
+	if err := s.rt.Create(ctx, runtime.CreateOptions{ID: id, Bundle: bundle}); err != nil {
+		return fmt.Errorf("pod %s infra: %w", id, err)
+	}
+	if err := s.rt.Start(ctx, id); err != nil {
+		_ = s.rt.Delete(context.WithoutCancel(ctx), id)
+		return fmt.Errorf("pod %s infra: %w", id, err)
+	}
+	return s.pods.Update(pod.ID, func(p *sandbox.Pod) { p.InfraID = id })
+}
+
+func (s *Server) infraPid(pod *sandbox.Pod) (int, error) {
+	if pod.InfraID == "" {
+		return 0, fmt.Errorf("pod %s has no shared PID namespace", pod.ID)
+	}
+	st, err := s.rt.Status(context.Background(), pod.InfraID)
+	if err != nil {
+		return 0, err
+	}
+	if st.State != "running" || st.Pid == 0 {
+		return 0, fmt.Errorf("pod %s: infra process is %s", pod.ID, st.State)
+	}
+	return st.Pid, nil
+}
+
+func (s *Server) stopInfra(ctx context.Context, pod *sandbox.Pod) error {
+	st, err := s.rt.Status(ctx, pod.InfraID)
+	if err != nil || (st.State != "running" && st.State != "created") {
+		return nil
+	}
+	return s.rt.Stop(ctx, pod.InfraID, syscall.SIGTERM, 2*time.Second)
+}
+
+func (s *Server) removeInfra(ctx context.Context, pod *sandbox.Pod) error {
+	if err := s.rt.Delete(ctx, pod.InfraID); err != nil {
+		return err
+	}
+	return os.RemoveAll(filepath.Join(s.opts.RunRoot, "bundles", pod.InfraID))
+}

@@ -1,0 +1,392 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/crivet/crivet/test/fixtures"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// cleanupPods removes every pod of a running node, so a failed test
+// leaves no netns, veth or process behind.
+func (n *node) cleanupPods() {
+	if n.cmd == nil {
+		return
+	}
+	rc, _ := n.clients()
+	pods, err := rc.ListPodSandbox(ctx(n.t), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return
+	}
+	for _, p := range pods.Items {
+		rc.StopPodSandbox(ctx(n.t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id})
+		rc.RemovePodSandbox(ctx(n.t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id})
+	}
+}
+
+func (n *node) podJSON(name, namespace string, extra map[string]any) string {
+	cfg := map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": namespace, "uid": "uid-" + name + "-" + namespace, "attempt": 0},
+		"hostname":      name,
+		"log_directory": filepath.Join(n.dir, "logs", name),
+		"linux":         map[string]any{},
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	js, _ := json.Marshal(cfg)
+	p := filepath.Join(n.dir, "pod-"+name+"-"+namespace+".json")
+	writeFile(n.t, p, string(js))
+	return p
+}
+
+func (n *node) ctrJSON(name, image, userImage string, extra map[string]any) string {
+	cfg := map[string]any{
+		"metadata": map[string]any{"name": name},
+		"image":    map[string]any{"image": image, "user_specified_image": userImage},
+		"log_path": name + ".log",
+		"linux":    map[string]any{},
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	js, _ := json.Marshal(cfg)
+	p := filepath.Join(n.dir, "ctr-"+name+".json")
+	writeFile(n.t, p, string(js))
+	return p
+}
+
+func firstLine(s string) string { return strings.TrimSpace(strings.SplitN(s, "\n", 2)[0]) }
+
+// The walkthrough an operator does with crictl on a node.
+func TestCrictlPodAndContainerLifecycle(t *testing.T) {
+	n := newNode(t)
+	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{
+		Files: map[string]string{"/www/index.html": "hello from crivet\n"},
+	})
+	n.start()
+	n.mustCrictl("pull", img.Ref)
+
+	pod := n.podJSON("web", "default", map[string]any{
+		"port_mappings": []map[string]any{{"protocol": 0, "container_port": 80, "host_port": 38081}},
+	})
+	podID := firstLine(n.mustCrictl("runp", pod))
+	var podInspect struct {
+		Status struct {
+			State   string
+			Network struct{ IP string }
+		}
+	}
+	json.Unmarshal([]byte(n.mustCrictl("inspectp", "-o", "json", podID)), &podInspect)
+	if podInspect.Status.State != "SANDBOX_READY" || !strings.HasPrefix(podInspect.Status.Network.IP, "10.198.0.") {
+		t.Fatalf("pod status: %+v", podInspect.Status)
+	}
+
+	ctr := n.ctrJSON("httpd", img.Ref, img.Ref, map[string]any{
+		"command": []string{"sh", "-c", "echo started; echo to-stderr >&2; exec httpd -f -p 80 -h /www"},
+	})
+	ctrID := firstLine(n.mustCrictl("create", podID, ctr, pod))
+	if out := n.mustCrictl("ps", "-a", "-q"); !strings.Contains(out, ctrID) {
+		t.Fatalf("ps -a: %q", out)
+	}
+	n.mustCrictl("start", ctrID)
+
+	var inspect struct {
+		Status struct {
+			State    string
+			ImageID  string `json:"imageId"`
+			ImageRef string `json:"imageRef"`
+			LogPath  string
+		}
+	}
+	json.Unmarshal([]byte(n.mustCrictl("inspect", "-o", "json", ctrID)), &inspect)
+	if inspect.Status.State != "CONTAINER_RUNNING" || inspect.Status.ImageID != img.ConfigDigest || inspect.Status.ImageRef != img.ConfigDigest {
+		t.Fatalf("inspect: %+v", inspect.Status)
+	}
+
+	// Logs in the CRI format, read back by crictl.
+	waitFor(t, "logs", func() bool { out, _, _ := n.crictl("logs", ctrID); return strings.Contains(out, "started") })
+	raw, _ := os.ReadFile(inspect.Status.LogPath)
+	if !strings.Contains(string(raw), " stdout F started\n") || !strings.Contains(string(raw), " stderr F to-stderr\n") {
+		t.Fatalf("log file not in CRI format: %q", raw)
+	}
+
+	// exec -s (ExecSync) and exec through the streaming server.
+	if out := n.mustCrictl("exec", "-s", ctrID, "cat", "/www/index.html"); !strings.HasPrefix(out, "hello from crivet\n") {
+		t.Fatalf("exec -s: %q", out)
+	}
+	rc, _ := n.clients()
+	es, err := rc.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrID, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Timeout: 10})
+	if err != nil || string(es.Stdout) != "out\n" || string(es.Stderr) != "err\n" || es.ExitCode != 3 {
+		t.Fatalf("ExecSync: %v %+v", err, es)
+	}
+	if out := n.mustCrictl("exec", ctrID, "hostname"); strings.TrimSpace(out) != "web" {
+		t.Fatalf("exec hostname: %q", out)
+	}
+	// exec -it through a real pseudo-terminal (script(1) gives crictl one).
+	script := exec.Command("script", "-qec", fmt.Sprintf("%s --config %s exec -it %s sh -c 'tty; echo done'", crictlBin, filepath.Join(n.dir, "crictl.yaml"), ctrID), "/dev/null")
+	out, err := script.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "done") {
+		t.Fatalf("exec -it: %v %q", err, out)
+	}
+
+	// The web server answers on the pod IP, on the hostPort and through port-forward.
+	get := func(url string) string {
+		c := http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Get(url)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitFor(t, "pod IP", func() bool { return get("http://"+podInspect.Status.Network.IP+"/") == "hello from crivet\n" })
+	if got := get("http://127.0.0.1:38081/"); got != "hello from crivet\n" {
+		t.Fatalf("hostPort: %q", got)
+	}
+	pf := exec.Command(crictlBin, "--config", filepath.Join(n.dir, "crictl.yaml"), "port-forward", podID, "38082:80")
+	pfOut, _ := pf.StdoutPipe()
+	pf.Stderr = pf.Stdout
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { pf.Process.Kill(); pf.Wait() }()
+	bufio.NewReader(pfOut).ReadString('\n') // "Forwarding from ..."
+	if got := get("http://127.0.0.1:38082/"); got != "hello from crivet\n" {
+		t.Fatalf("port-forward: %q", got)
+	}
+
+	// Stats.
+	var stats struct {
+		Stats []struct {
+			Memory struct {
+				WorkingSetBytes struct{ Value string }
+			}
+		}
+	}
+	json.Unmarshal([]byte(n.mustCrictl("stats", "-o", "json", ctrID)), &stats)
+	if len(stats.Stats) != 1 || stats.Stats[0].Memory.WorkingSetBytes.Value == "" || stats.Stats[0].Memory.WorkingSetBytes.Value == "0" {
+		t.Fatalf("stats: %+v", stats)
+	}
+
+	n.mustCrictl("stop", ctrID)
+	json.Unmarshal([]byte(n.mustCrictl("inspect", "-o", "json", ctrID)), &inspect)
+	if inspect.Status.State != "CONTAINER_EXITED" {
+		t.Fatalf("after stop: %+v", inspect.Status)
+	}
+	n.mustCrictl("rm", ctrID)
+	n.mustCrictl("stopp", podID)
+	n.mustCrictl("rmp", podID)
+	if out := n.mustCrictl("pods", "-q"); strings.TrimSpace(out) != "" {
+		t.Fatalf("pods left: %q", out)
+	}
+	assertNothingLeft(t, n)
+}
+
+// assertNothingLeft checks the node holds no mount, netns pin, veth or
+// process of crivet's containers.
+func assertNothingLeft(t *testing.T, n *node) {
+	t.Helper()
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	storeHome := filepath.Join(n.root, "storage", "overlay")
+	for _, l := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(l)
+		// The overlay driver keeps its home directory mounted (private)
+		// while the store is open: that is the store's, not a container's.
+		if len(f) > 4 && strings.HasPrefix(f[4], n.dir) && f[4] != storeHome {
+			t.Errorf("mount left: %s", l)
+		}
+	}
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", e2eBridge).CombinedOutput(); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("veth left on the bridge: %s", out)
+	}
+	out, _ := exec.Command("pgrep", "-f", filepath.Join(n.dir, "run")).CombinedOutput()
+	for _, pid := range strings.Fields(string(out)) {
+		if n.cmd != nil && pid == fmt.Sprint(n.cmd.Process.Pid) {
+			continue // the daemon itself
+		}
+		cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		t.Errorf("process left: %s %q", pid, cmdline)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// The mission's corner case: kubelet pulls only when an image is absent,
+// so an image admitted by one namespace's loose policy must not run in a
+// namespace whose policy rejects it.
+func TestCreateRejectsImageAdmittedOnlyByAnotherNamespace(t *testing.T) {
+	n := newNode(t)
+	key := fixtures.NewSigstoreKey(t)
+	unsigned := fixtures.PushBusybox(t, n.reg.Ref("app/unsigned:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}})
+	signed := fixtures.PushBusybox(t, n.reg.Ref("app/signed:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}, Files: map[string]string{"/signed": "yes"}})
+	key.Sign(t, signed.Ref)
+	n.setGlobal(`{"default":[{"type":"insecureAcceptAnything"}]}`)
+	n.setNamespace("strict", keyPolicy(key.PublicKeyPath))
+	n.start()
+	rc, ic := n.clients()
+
+	// Pulled in a permissive namespace.
+	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: unsigned.Ref},
+		SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "loose"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: signed.Ref}}); err != nil {
+		t.Fatal(err)
+	}
+	n.reg.Stop() // every create-time check is local
+
+	strictPod := n.podJSON("s", "strict", nil)
+	strictID := firstLine(n.mustCrictl("runp", strictPod))
+	podCfg := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "s", Namespace: "strict", Uid: "uid-s-strict"}}
+	create := func(podID, name, image, userImage string, sandboxCfg *runtimeapi.PodSandboxConfig) (string, error) {
+		resp, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, SandboxConfig: sandboxCfg,
+			Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: name},
+				Image: &runtimeapi.ImageSpec{Image: image, UserSpecifiedImage: userImage}, Linux: &runtimeapi.LinuxContainerConfig{}}})
+		return resp.GetContainerId(), err
+	}
+	bundles := func() int { ents, _ := os.ReadDir(filepath.Join(n.dir, "run", "bundles")); return len(ents) }
+	before := bundles()
+
+	const want = "SignatureValidationFailed: Source image rejected: A signature was required, but no signature exists"
+	for _, tc := range []struct{ name, image, user string }{
+		{"by-ref", unsigned.Ref, unsigned.Ref},
+		{"by-id", unsigned.ConfigDigest, unsigned.Ref},
+		{"no-user-image", unsigned.Ref, ""}, // crictl and older kubelets
+	} {
+		_, err := create(strictID, tc.name, tc.image, tc.user, podCfg)
+		st, _ := status.FromError(err)
+		if st.Code() != codes.Unknown || st.Message() != want {
+			t.Fatalf("%s: create in the strict namespace: %v, want Unknown %q", tc.name, err, want)
+		}
+	}
+	// The namespace comes from the stored pod, not from what the request claims.
+	_, err := create(strictID, "lying", unsigned.Ref, unsigned.Ref, &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "loose"}})
+	if st, _ := status.FromError(err); st.Message() != want {
+		t.Fatalf("create claiming another namespace: %v", err)
+	}
+	if out := n.mustCrictl("ps", "-a", "-q"); strings.TrimSpace(out) != "" || bundles() != before {
+		t.Fatalf("a rejected create left something: ps=%q bundles %d→%d", out, before, bundles())
+	}
+	// crictl shows the same message.
+	if _, stderr, err := n.crictl("create", strictID, n.ctrJSON("c", unsigned.Ref, "", nil), strictPod); err == nil || !strings.Contains(stderr, want) {
+		t.Fatalf("crictl create: %v %s", err, stderr)
+	}
+
+	// The signed image runs in the strict namespace, the unsigned one in the loose one.
+	if _, err := create(strictID, "signed", signed.Ref, signed.Ref, nil); err != nil {
+		t.Fatalf("signed image in the strict namespace: %v", err)
+	}
+	loosePod := n.podJSON("l", "loose", nil)
+	looseID := firstLine(n.mustCrictl("runp", loosePod))
+	cid, err := create(looseID, "unsigned", unsigned.Ref, unsigned.Ref, nil)
+	if err != nil {
+		t.Fatalf("unsigned image in the loose namespace: %v", err)
+	}
+	n.mustCrictl("start", cid)
+
+	// A policy edit after the pull decides the next create.
+	n.setNamespace("loose", keyPolicy(key.PublicKeyPath))
+	if _, err := create(looseID, "after-edit", unsigned.Ref, unsigned.Ref, nil); err == nil || !strings.Contains(err.Error(), "SignatureValidationFailed") {
+		t.Fatalf("create after tightening the policy: %v", err)
+	}
+}
+
+// kill -9 of crivet leaves running containers running and logging; exits
+// that happen meanwhile are reported with their real code.
+func TestContainersSurviveDaemonKill(t *testing.T) {
+	n := newNode(t)
+	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{})
+	n.start()
+	n.mustCrictl("pull", img.Ref)
+	pod := n.podJSON("survivor", "default", nil)
+	podID := firstLine(n.mustCrictl("runp", pod))
+	long := firstLine(n.mustCrictl("create", podID, n.ctrJSON("ticker", img.Ref, img.Ref, map[string]any{
+		"command": []string{"sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"}}), pod))
+	short := firstLine(n.mustCrictl("create", podID, n.ctrJSON("quitter", img.Ref, img.Ref, map[string]any{
+		"command": []string{"sh", "-c", "sleep 1; exit 7"}}), pod))
+	n.mustCrictl("start", long)
+	n.mustCrictl("start", short)
+
+	n.kill9()
+	time.Sleep(1500 * time.Millisecond) // the quitter exits while crivet is down
+	n.start()
+
+	var inspect struct {
+		Status struct {
+			State    string
+			ExitCode int32
+		}
+	}
+	json.Unmarshal([]byte(n.mustCrictl("inspect", "-o", "json", long)), &inspect)
+	if inspect.Status.State != "CONTAINER_RUNNING" {
+		t.Fatalf("long-running container after kill -9: %+v", inspect.Status)
+	}
+	json.Unmarshal([]byte(n.mustCrictl("inspect", "-o", "json", short)), &inspect)
+	if inspect.Status.State != "CONTAINER_EXITED" || inspect.Status.ExitCode != 7 {
+		t.Fatalf("container that exited while crivet was down: %+v", inspect.Status)
+	}
+	// Still logging: the tick count grows.
+	count := func() int { out, _, _ := n.crictl("logs", long); return strings.Count(out, "tick") }
+	c1 := count()
+	time.Sleep(500 * time.Millisecond)
+	if c2 := count(); c2 <= c1 {
+		t.Fatalf("container stopped logging after the daemon restart (%d → %d)", c1, c2)
+	}
+	n.mustCrictl("stopp", podID)
+	n.mustCrictl("rmp", podID)
+	assertNothingLeft(t, n)
+}
+
+// A process that ignores SIGTERM is killed when the timeout runs out.
+func TestStopIsBoundedByItsTimeout(t *testing.T) {
+	n := newNode(t)
+	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{})
+	n.start()
+	n.mustCrictl("pull", img.Ref)
+	pod := n.podJSON("stubborn", "default", nil)
+	podID := firstLine(n.mustCrictl("runp", pod))
+	id := firstLine(n.mustCrictl("create", podID, n.ctrJSON("stubborn", img.Ref, img.Ref, map[string]any{
+		"command": []string{"sh", "-c", "trap '' TERM; while true; do sleep 1; done"}}), pod))
+	n.mustCrictl("start", id)
+	start := time.Now()
+	n.mustCrictl("stop", "--timeout", "2", id)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("stop took %s", d)
+	}
+	var inspect struct {
+		Status struct {
+			State    string
+			ExitCode int32
+		}
+	}
+	json.Unmarshal([]byte(n.mustCrictl("inspect", "-o", "json", id)), &inspect)
+	if inspect.Status.State != "CONTAINER_EXITED" || inspect.Status.ExitCode != 128+int32(syscall.SIGKILL) {
+		t.Fatalf("after stop: %+v", inspect.Status)
+	}
+}
