@@ -14,8 +14,10 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 all: build
 
+# crivet, and the static infra program it runs for pods sharing a PID namespace.
 build:
 	$(GO) build -tags "$(TAGS)" -ldflags "-X main.version=$(VERSION)" -o $(CRIVET) ./cmd/crivet
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/crivet-pause ./cmd/crivet-pause
 
 # Host packages: installed only when one is missing, so repeated runs are quick.
 deps:
@@ -32,10 +34,12 @@ $(CRICTL):
 # Node configuration a fresh machine lacks; existing files are never overwritten.
 install: build
 	install -D -m 0755 $(CRIVET) /usr/local/bin/crivet
+	install -D -m 0755 $(BIN)/crivet-pause /usr/local/bin/crivet-pause
 	@[ -e /etc/containers/policy.json ] || install -D -m 0644 contrib/policies/policy.json /etc/containers/policy.json
 	@[ -e /etc/containers/registries.conf ] || install -D -m 0644 contrib/registries.conf /etc/containers/registries.conf
 	@[ -e /etc/crivet/crivet.toml ] || install -D -m 0644 contrib/crivet.toml /etc/crivet/crivet.toml
-	@mkdir -p /etc/crivet/policies.d /etc/containers/registries.d
+	@mkdir -p /etc/crivet/policies.d /etc/containers/registries.d /etc/cni/net.d
+	@ls /etc/cni/net.d/*.conf* >/dev/null 2>&1 || install -D -m 0644 contrib/cni/10-crivet-bridge.conflist /etc/cni/net.d/10-crivet-bridge.conflist
 	@[ -e /etc/crictl.yaml ] || printf 'runtime-endpoint: unix:///run/crivet/crivet.sock\nimage-endpoint: unix:///run/crivet/crivet.sock\ntimeout: 60\n' > /etc/crictl.yaml
 
 # Runs crivet in the foreground with its defaults (/etc/crivet/crivet.toml).
