@@ -3,6 +3,7 @@ package image
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.podman.io/storage"
 )
@@ -60,4 +61,22 @@ func (s *Service) RootfsUsage(containerID string) (uint64, error) {
 		return 0, fmt.Errorf("rootfs of %s: %w", containerID, err)
 	}
 	return uint64(n), nil
+}
+
+// MountImage mounts an image read-only for use as a volume (KEP-4639);
+// each call must be paired with UnmountImage (storage counts mounts).
+func (s *Service) MountImage(img *Image) (string, error) {
+	path, err := s.store.MountImage(img.StorageID(), []string{"ro"}, "")
+	if err != nil {
+		return "", fmt.Errorf("mount image %s: %w", img.ID, err)
+	}
+	return path, nil
+}
+
+// UnmountImage releases one MountImage; an image already gone is fine.
+func (s *Service) UnmountImage(id string) error {
+	if _, err := s.store.UnmountImage(strings.TrimPrefix(id, "sha256:"), false); err != nil && !errors.Is(err, storage.ErrImageUnknown) && !errors.Is(err, storage.ErrLayerUnknown) {
+		return fmt.Errorf("unmount image %s: %w", id, err)
+	}
+	return nil
 }

@@ -36,6 +36,8 @@ type Container struct {
 	GID          int64   `json:"gid"`
 	Supplemental []int64 `json:"supplemental,omitempty"`
 	StopSignal   string  `json:"stopSignal,omitempty"`
+	// ImageMounts are the images mounted as volumes for this container.
+	ImageMounts []string `json:"imageMounts,omitempty"`
 	// CgroupPath is the container's cgroup as given to runc.
 	CgroupPath string `json:"cgroupPath,omitempty"`
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -42,8 +43,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	// Image volumes (KEP-4639) run code from the same node store: the same
-	// namespace policy applies to each.
+	// Image volumes (KEP-4639) put code from the same node store into the
+	// container: the same namespace policy applies to each.
+	var volumes []*image.Image
 	for _, m := range cfg.GetMounts() {
 		if m.GetImage() == nil {
 			continue
@@ -55,14 +57,14 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		if _, err := s.admit(ctx, pod, vimg, m.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName()); err != nil {
 			return nil, toStatus(err)
 		}
-		return nil, status.Errorf(codes.Unimplemented, "create container: image volumes are verified but not mounted yet")
+		volumes = append(volumes, vimg)
 	}
 
 	id, release, err := s.pods.ReserveContainer(pod, cfg)
 	if err != nil {
 		return nil, status.Error(codes.AlreadyExists, err.Error())
 	}
-	c, err := s.createContainer(ctx, id, pod, img, identity, cfg)
+	c, err := s.createContainer(ctx, id, pod, img, identity, cfg, volumes)
 	if err != nil {
 		release()
 		return nil, toStatus(err)
@@ -98,7 +100,7 @@ func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, 
 	return adm.Identity, nil
 }
 
-func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Pod, img *image.Image, identity string, cfg *runtimeapi.ContainerConfig) (_ *sandbox.Container, err error) {
+func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Pod, img *image.Image, identity string, cfg *runtimeapi.ContainerConfig, volumes []*image.Image) (_ *sandbox.Container, err error) {
 	bundle := filepath.Join(s.opts.RunRoot, "bundles", id)
 	cleanup := []func(){}
 	defer func() {
@@ -113,6 +115,16 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	cleanup = append(cleanup, func() { _ = s.images.RemoveRootfs(id) })
+	// Image volumes become read-only bind mounts of the mounted images.
+	specCfg, imageMounts, err := s.mountImageVolumes(cfg, volumes)
+	cleanup = append(cleanup, func() {
+		for _, id := range imageMounts {
+			_ = s.images.UnmountImage(id)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
 	ic, err := s.images.RunConfig(img)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
@@ -123,7 +135,7 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 	}
 	hostname, hosts, resolv, shm := pod.Files()
 	sp, err := spec.Container(spec.ContainerInput{
-		ID: id, Sandbox: pod.Config, Config: cfg,
+		ID: id, Sandbox: pod.Config, Config: specCfg,
 		Image:              spec.Image{Env: ic.Env, Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
 		Rootfs:             rootfs,
 		Namespaces:         nss,
@@ -154,7 +166,7 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 	}
 	c := &sandbox.Container{
 		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: identity,
-		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(), StopSignal: ic.StopSignal,
+		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(), StopSignal: ic.StopSignal, ImageMounts: imageMounts,
 		UID: int64(sp.Process.User.UID), GID: int64(sp.Process.User.GID),
 	}
 	if sp.Linux != nil {
@@ -207,4 +219,28 @@ func (s *Server) containerNamespaces(pod *sandbox.Pod, cfg *runtimeapi.Container
 		n.PID = spec.Namespace{Path: fmt.Sprintf("/proc/%d/ns/pid", st.Pid)}
 	}
 	return n, nil
+}
+
+// mountImageVolumes returns a copy of cfg whose image mounts are
+// read-only bind mounts of the images, mounted here, and the IDs mounted.
+func (s *Server) mountImageVolumes(cfg *runtimeapi.ContainerConfig, volumes []*image.Image) (*runtimeapi.ContainerConfig, []string, error) {
+	if len(volumes) == 0 {
+		return cfg, nil, nil
+	}
+	out := proto.Clone(cfg).(*runtimeapi.ContainerConfig)
+	var mounted []string
+	i := 0
+	for _, m := range out.Mounts {
+		if m.GetImage() == nil {
+			continue
+		}
+		path, err := s.images.MountImage(volumes[i])
+		if err != nil {
+			return nil, mounted, err
+		}
+		mounted = append(mounted, volumes[i].ID)
+		i++
+		m.HostPath, m.Readonly, m.Image = path, true, nil
+	}
+	return out, mounted, nil
 }

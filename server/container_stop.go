@@ -89,6 +89,11 @@ func (s *Server) removeContainer(ctx context.Context, c *sandbox.Container) erro
 	if err := s.images.RemoveRootfs(c.ID); err != nil {
 		return fmt.Errorf("remove container %s: %w", c.ID, err)
 	}
+	for _, img := range c.ImageMounts {
+		if err := s.images.UnmountImage(img); err != nil {
+			return fmt.Errorf("remove container %s: %w", c.ID, err)
+		}
+	}
 	if err := os.RemoveAll(c.Bundle); err != nil {
 		return fmt.Errorf("remove container %s: %w", c.ID, err)
 	}

@@ -390,3 +390,44 @@ func TestStopIsBoundedByItsTimeout(t *testing.T) {
 		t.Fatalf("after stop: %+v", inspect.Status)
 	}
 }
+
+// Image volumes (KEP-4639) are checked against the pod namespace's policy
+// like the container's own image, and mounted read-only.
+func TestImageVolumesAreVerifiedAndMounted(t *testing.T) {
+	n := newNode(t)
+	key := fixtures.NewSigstoreKey(t)
+	app := fixtures.PushBusybox(t, n.reg.Ref("app/main:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}})
+	data := fixtures.PushBusybox(t, n.reg.Ref("app/data:1"), fixtures.BusyboxConfig{Files: map[string]string{"/data.txt": "volume content\n"}})
+	unsignedData := fixtures.PushBusybox(t, n.reg.Ref("app/data:unsigned"), fixtures.BusyboxConfig{Files: map[string]string{"/data.txt": "unsigned\n"}})
+	key.Sign(t, app.Ref)
+	key.Sign(t, data.Ref)
+	n.setGlobal(keyPolicy(key.PublicKeyPath))
+	n.start()
+	for _, r := range []string{app.Ref, data.Ref} {
+		n.mustCrictl("pull", r)
+	}
+	// Pulled where no policy applies... by a namespace with a loose file.
+	n.setNamespace("loose", `{"default":[{"type":"insecureAcceptAnything"}]}`)
+	n.mustCrictl("pull", "--pod-config", n.podJSON("x", "loose", nil), unsignedData.Ref)
+
+	pod := n.podJSON("vol", "default", nil)
+	podID := firstLine(n.mustCrictl("runp", pod))
+	withVolume := func(name, image string) string {
+		return n.ctrJSON(name, app.Ref, app.Ref, map[string]any{
+			"mounts": []map[string]any{{"container_path": "/vol", "image": map[string]any{"image": image, "user_specified_image": image}}}})
+	}
+	if _, stderr, err := n.crictl("create", podID, withVolume("bad", unsignedData.Ref), pod); err == nil || !strings.Contains(stderr, "SignatureValidationFailed: Source image rejected: A signature was required, but no signature exists") {
+		t.Fatalf("unsigned image volume: %v %s", err, stderr)
+	}
+	id := firstLine(n.mustCrictl("create", podID, withVolume("good", data.Ref), pod))
+	n.mustCrictl("start", id)
+	if out := n.mustCrictl("exec", "-s", id, "cat", "/vol/data.txt"); !strings.HasPrefix(out, "volume content\n") {
+		t.Fatalf("image volume content: %q", out)
+	}
+	if _, _, err := n.crictl("exec", "-s", id, "touch", "/vol/x"); err == nil {
+		t.Fatal("image volume is writable")
+	}
+	n.mustCrictl("stopp", podID)
+	n.mustCrictl("rmp", podID)
+	assertNothingLeft(t, n)
+}
