@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# test/bench/run.sh: the same CRI workload against crivet and containerd 1.6,
+# in one run, alternating between them (ABBA) so that machine drift cancels.
+# Both daemons run side by side on their own sockets and state dirs, with the
+# same local registry, images and CNI network (test/conformance/lib.sh).
+#
+# Measured:
+#   - daemon RSS idle (after start-up) and with $RSS_PODS pods running
+#   - `crictl pull` of the 1 MiB image, $RUNS samples, image removed before each
+#   - critest -benchmark: pod, container, image lifecycle and image listing
+#   - RunPodSandbox + CreateContainer + StartContainer over gRPC (cribench)
+#   - bare `runc create` + `runc start` of a busybox bundle: the floor
+#   - ListContainers / ListPodSandbox with $LIST_CONTAINERS containers present
+# An operation a runtime does not support (gRPC Unimplemented) gets a
+# "not supported yet" cell instead of failing the run.
+#
+# Output: test/bench/results/latest.md (table), latest.json (summary and
+# every sample), bench-<time>.json; raw files in test/bench/_work/.
+#
+# Environment: RUNTIMES="crivet containerd" RUNS=10 (samples per crictl/gRPC
+# measurement) N=20 (critest samples) P=2 (critest pod/container parallelism)
+# IP=1 (critest image parallelism; 2 makes containerd 1.6 race pull/remove of
+# the same image) ROUNDS=1 (critest rounds per runtime) LIST_CONTAINERS=200
+# LIST_PODS=4 RSS_PODS=20 SKIP_CRITEST=1, plus lib.sh's CRIVET, REGISTRY, WORK.
+set -euo pipefail
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+. "$BENCH_DIR/../conformance/lib.sh"
+
+RUNTIMES=${RUNTIMES:-"crivet containerd"}
+RUNS=${RUNS:-10} N=${N:-20} P=${P:-2} IP=${IP:-1} ROUNDS=${ROUNDS:-1}
+LIST_CONTAINERS=${LIST_CONTAINERS:-200} LIST_PODS=${LIST_PODS:-4} RSS_PODS=${RSS_PODS:-20}
+RESULTS=$BENCH_DIR/results
+BW=$BENCH_DIR/_work
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+RAW=$BW/raw-$STAMP
+SAMPLES=$RAW/samples.jsonl
+BUSYBOX_IMG=$REGISTRY/e2e-test-images/busybox:1.29-2
+PULL_IMG=$REGISTRY/crivet-test/bench-1mb:latest
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+[ "$RUNS" -ge 10 ] || log "warning: RUNS=$RUNS; the pull medians want at least 10"
+exec 9>"$WORK/.lock"
+flock -n 9 || die "another conformance or bench run holds $WORK/.lock"
+mkdir -p "$RESULTS" "$RAW"
+: >"$SAMPLES"
+# keep the raw files of the last 5 runs
+ls -d "$BW"/raw-* 2>/dev/null | head -n -5 | while read -r d; do rm -rf "$d"; done
+ls "$RESULTS"/bench-*.json 2>/dev/null | head -n -5 | while read -r f; do rm -f "$f"; done
+
+emit() { # RUNTIME OP VALUE UNIT
+	printf '{"runtime":"%s","op":"%s","value":%s,"unit":"%s"}\n' "$1" "$2" "$3" "$4" >>"$SAMPLES"
+}
+emit_err() { # RUNTIME OP MESSAGE
+	jq -cn --arg r "$1" --arg o "$2" --arg e "$3" '{runtime:$r, op:$o, error:$e}' >>"$SAMPLES"
+}
+short_err() { # squeeze crictl/critest output into "Code: desc"
+	local s
+	s=$(tr '\n' ' ' | sed -E 's/.*code = ([A-Za-z]+) desc = /\1: /; s/[[:space:]]+/ /g; s/"? *$//' | cut -c1-160)
+	echo "${s:-failed}"
+}
+ms_since() { echo "scale=3; ($(date +%s%N) - $1) / 1000000" | bc; }
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# order I: the active runtimes, reversed on odd I (ABBA)
+order() {
+	if (($1 % 2)); then printf '%s\n' "${ACTIVE[@]}" | tac; else printf '%s\n' "${ACTIVE[@]}"; fi
+}
+ep_args() { # -e LABEL=ENDPOINT for every active runtime
+	local rt
+	for rt in "${ACTIVE[@]}"; do printf -- '-e\n%s=%s\n' "$rt" "${EP[$rt]}"; done
+}
+
+# revive: restart a runtime whose daemon died during the previous phase (its
+# failed rows then say why), so that one crash does not void the later phases.
+declare -A CRASHES=()
+revive() {
+	local rt
+	for rt in "${ACTIVE[@]}"; do
+		pid_alive "$STATE/$rt.pid" && continue
+		CRASHES[$rt]=$((${CRASHES[$rt]:-0} + 1))
+		log "$rt died during the last phase (see $LOGS/$rt.log); restarting it"
+		grep -E '^(panic|fatal error)' "$LOGS/$rt.log" | tail -n 1 >&2 || true
+		if (runtime_start "$rt"); then
+			PID[$rt]=$(runtime_pid "$rt")
+		else
+			log "$rt did not restart"
+		fi
+	done
+}
+
+cleanup() {
+	log "cleaning up"
+	kill_child
+	kill_runc_containers "$BW/runc" || true
+	cleanup_all
+	rm -rf "$BW/runc" "$BW/podlogs" "$BW/bundle"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ setup ---
+ensure_tools
+save_host_state
+registry_start
+build_images
+
+declare -A EP PID
+ACTIVE=()
+ABSENT=()
+for rt in $RUNTIMES; do
+	if [ "$rt" = crivet ] && [ ! -x "$CRIVET" ]; then
+		log "crivet: $CRIVET not built (make build); its column stays empty"
+		ABSENT+=(-absent "crivet=not built")
+		continue
+	fi
+	if (runtime_start "$rt"); then
+		ACTIVE+=("$rt")
+		EP[$rt]=$(runtime_endpoint "$rt")
+		PID[$rt]=$(runtime_pid "$rt")
+	else
+		ABSENT+=(-absent "$rt=did not start (see $LOGS/$rt.log)")
+	fi
+done
+[ ${#ACTIVE[@]} -gt 0 ] || die "no runtime to measure"
+log "measuring: ${ACTIVE[*]}"
+
+declare -A VERSION
+for rt in "${ACTIVE[@]}"; do
+	VERSION[$rt]=$(cri "${EP[$rt]}" version 2>/dev/null | awk -F': *' '/RuntimeName|RuntimeVersion/{printf "%s ", $2}')
+done
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --------------------------------------------------------- RSS when idle ---
+sleep 2
+for rt in "${ACTIVE[@]}"; do emit "$rt" "daemon RSS, idle" "$(rss_kb "${PID[$rt]}")" kB; done
+
+# ------------------------------------------------------ crictl overhead ---
+for ((i = 0; i < 5; i++)); do
+	for rt in $(order $i); do
+		t0=$(date +%s%N)
+		cri "${EP[$rt]}" version >/dev/null 2>&1 && emit "$rt" "crictl version (client start-up)" "$(ms_since "$t0")" ms
+	done
+done
+
+# ------------------------------------------------------ crictl pull 1 MiB ---
+revive
+log "crictl pull $PULL_IMG x $RUNS per runtime (rmi before each)"
+declare -A DEAD=()
+OP="crictl pull 1 MiB image (rmi between)"
+for ((i = 0; i <= RUNS; i++)); do # i == 0: warm-up
+	for rt in $(order $i); do
+		[ -z "${DEAD[$rt]:-}" ] || continue
+		cri "${EP[$rt]}" rmi "$PULL_IMG" >/dev/null 2>&1 || true
+		t0=$(date +%s%N)
+		if out=$(cri "${EP[$rt]}" pull "$PULL_IMG" 2>&1); then
+			d=$(ms_since "$t0")
+			[ "$i" -eq 0 ] || emit "$rt" "$OP" "$d" ms
+		else
+			emit_err "$rt" "$OP" "$(short_err <<<"$out")"
+			DEAD[$rt]=1
+		fi
+	done
+done
+for rt in "${ACTIVE[@]}"; do cri "${EP[$rt]}" rmi "$PULL_IMG" >/dev/null 2>&1 || true; done
+
+# ------------------------------------------------------ critest -benchmark ---
+revive
+if [ "${SKIP_CRITEST:-0}" != 1 ]; then
+	cat >"$RAW/bench-params.yaml" <<EOF
+containersNumber: $N
+containersNumberParallel: $P
+containerBenchmarkTimeoutSeconds: 120
+podsNumber: $N
+podsNumberParallel: $P
+podBenchmarkTimeoutSeconds: 120
+imagesNumber: $N
+imagesNumberParallel: $IP
+imageBenchmarkTimeoutSeconds: 120
+imagePullingBenchmarkImage: $PULL_IMG
+imageListingBenchmarkImages:
+  - $REGISTRY/k8s-staging-cri-tools/test-image-1:latest
+  - $REGISTRY/k8s-staging-cri-tools/test-image-2:latest
+  - $REGISTRY/k8s-staging-cri-tools/test-image-3:latest
+podContainerStartBenchmarkTimeoutSeconds: 60
+EOF
+	cat >"$RAW/test-images.yaml" <<EOF
+defaultTestContainerImage: $BUSYBOX_IMG
+webServerTestImage: $REGISTRY/e2e-test-images/nginx:1.14-2
+EOF
+	# one critest process per benchmark spec, so that a crash in one (the
+	# daemon is restarted) or an unimplemented call does not void the others
+	SPECS=("benchmark about lifecycle of PodSandbox" "benchmark about basic operations on Container"
+		"benchmark about basic operations on Image" "benchmark about listing Image")
+	for ((r = 0; r < ROUNDS; r++)); do
+		for ((s = 0; s < ${#SPECS[@]}; s++)); do
+			# critest -benchmark forces -ginkgo.focus=benchmark (and focus
+			# values are ORed), so select one spec by skipping the others
+			skip="start a container from scratch"
+			for ((o = 0; o < ${#SPECS[@]}; o++)); do [ "$o" = "$s" ] || skip+="|${SPECS[$o]}"; done
+			for rt in $(order $((r + s))); do
+				d=$RAW/critest-$rt-r$r-s$s
+				mkdir -p "$d"
+				log "critest -benchmark against $rt: ${SPECS[$s]} (round $((r + 1))/$ROUNDS, N=$N)"
+				run_child "$d/critest.log" env -C "$d" "$CRITEST" -config "$CRICTL_CONFIG" \
+					-runtime-endpoint "${EP[$rt]}" -image-endpoint "${EP[$rt]}" \
+					-benchmark -benchmarking-params-file "$RAW/bench-params.yaml" -benchmarking-output-dir "$d" \
+					-test-images-file "$RAW/test-images.yaml" -ginkgo.skip "$skip" \
+					-ginkgo.no-color -ginkgo.junit-report "$d/junit.xml" || true
+				"$BIN/cribench" critestjson -dir "$d" -label "$rt" -spec "${SPECS[$s]}" >>"$SAMPLES"
+				cri "${EP[$rt]}" rmp -a -f >/dev/null 2>&1 || true
+				revive
+			done
+		done
+	done
+fi
+
+# ------------------------------------------- runp + create + start (gRPC) ---
+revive
+log "RunPodSandbox+CreateContainer+StartContainer x $RUNS per runtime"
+mapfile -t EPS < <(ep_args)
+mkdir -p "$BW/podlogs"
+run_child -o "$SAMPLES" "$BIN/cribench" lifecycle "${EPS[@]}" -image "$BUSYBOX_IMG" -n "$RUNS" -logdir "$BW/podlogs" || true
+
+# ---------------------------------------------------- the floor: bare runc ---
+log "bare runc create+start x $RUNS (floor)"
+B=$BW/bundle
+rm -rf "$B" && mkdir -p "$B/rootfs"
+manifest=$(jq -r --arg r "e2e-test-images/busybox:1.29-2" \
+	'.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .digest' "$WORK/images/oci/index.json")
+for layer in $(jq -r '.layers[].digest' "$WORK/images/oci/blobs/sha256/${manifest#sha256:}"); do
+	tar -xzf "$WORK/images/oci/blobs/sha256/${layer#sha256:}" -C "$B/rootfs"
+done
+(cd "$B" && "$RUNC" spec)
+jq '.process.terminal = false | .process.args = ["sleep", "3600"] | .root.readonly = false
+	| .linux.cgroupsPath = "/crivet-bench-floor"' "$B/config.json" >"$B/config.json.new"
+mv "$B/config.json.new" "$B/config.json"
+run_child -o "$SAMPLES" "$BIN/cribench" floor -bundle "$B" -runc "$RUNC" -root "$BW/runc" -n "$RUNS" || true
+
+# ------------------------------------------ list latency, many containers ---
+revive
+log "ListContainers/ListPodSandbox with $LIST_CONTAINERS containers in $LIST_PODS pods"
+run_child -o "$SAMPLES" "$BIN/cribench" list "${EPS[@]}" -image "$BUSYBOX_IMG" -pods "$LIST_PODS" \
+	-containers "$LIST_CONTAINERS" -n 30 -logdir "$BW/podlogs" || true
+
+# ------------------------------------------------------ RSS with N pods ---
+revive
+for rt in "${ACTIVE[@]}"; do
+	log "$rt: RSS with $RSS_PODS pods running"
+	run_child -o "$SAMPLES" "$BIN/cribench" pods -e "$rt=${EP[$rt]}" -pid "${PID[$rt]}" -n "$RSS_PODS" -logdir "$BW/podlogs" || true
+done
+revive
+if [ ${#CRASHES[@]} -gt 0 ]; then
+	for rt in "${ACTIVE[@]}"; do emit "$rt" "daemon crashes (restarted)" "${CRASHES[$rt]:-0}" count; done
+fi
+
+# ----------------------------------------------------------------- report ---
+revive
+meta=(-meta "date=$(date -u +%FT%TZ)"
+	-meta "host=$(nproc) CPUs, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); load average $LOAD0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
+	-meta "runc=$("$RUNC" --version | head -1)"
+	-meta "critest/crictl=cri-tools $CRI_TOOLS_VERSION"
+	-meta "parameters=RUNS=$RUNS (crictl and gRPC samples), critest N=$N P=$P IP=$IP ROUNDS=$ROUNDS, list: $LIST_CONTAINERS containers in $LIST_PODS pods, RSS: $RSS_PODS pods"
+	-meta "method=runtimes alternate sample by sample (ABBA); crictl rows include crictl's own start-up (see the crictl version row); gRPC rows (RunPodSandbox ... List*) are timed in-process by cribench; critest rows come from critest -benchmark")
+for rt in "${ACTIVE[@]}"; do
+	bin=$CONTAINERD
+	[ "$rt" = crivet ] && bin=$CRIVET
+	meta+=(-meta "$rt=${VERSION[$rt]}($bin)")
+done
+"$BIN/cribench" report -in "$SAMPLES" -runtimes crivet,containerd -md "$RESULTS/latest.md" \
+	-json "$RESULTS/bench-$STAMP.json" "${meta[@]}" "${ABSENT[@]}"
+cp "$RESULTS/bench-$STAMP.json" "$RESULTS/latest.json"
+log "results: $RESULTS/latest.md, $RESULTS/latest.json (raw: $RAW)"
