@@ -14,10 +14,12 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 all: build
 
-# crivet, and the static infra program it runs for pods sharing a PID namespace.
+# crivet, the static infra program it runs for pods sharing a PID namespace,
+# and the per-container monitor (both looked up beside crivet).
 build:
 	$(GO) build -tags "$(TAGS)" -ldflags "-X main.version=$(VERSION)" -o $(CRIVET) ./cmd/crivet
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/crivet-pause ./cmd/crivet-pause
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/crivet-monitor ./cmd/crivet-monitor
 
 # Host packages: installed only when one is missing, so repeated runs are quick.
 deps:
@@ -35,6 +37,7 @@ $(CRICTL):
 install: build
 	install -D -m 0755 $(CRIVET) /usr/local/bin/crivet
 	install -D -m 0755 $(BIN)/crivet-pause /usr/local/bin/crivet-pause
+	install -D -m 0755 $(BIN)/crivet-monitor /usr/local/bin/crivet-monitor
 	@[ -e /etc/containers/policy.json ] || install -D -m 0644 contrib/policies/policy.json /etc/containers/policy.json
 	@[ -e /etc/containers/registries.conf ] || install -D -m 0644 contrib/registries.conf /etc/containers/registries.conf
 	@[ -e /etc/crivet/crivet.toml ] || install -D -m 0644 contrib/crivet.toml /etc/crivet/crivet.toml

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -24,6 +26,11 @@ func criState(state string) runtimeapi.ContainerState {
 
 func (s *Server) containerStatus(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStatus, error) {
 	st, err := s.rt.Status(ctx, c.ID)
+	if errors.Is(err, runtime.ErrNotFound) {
+		// Recorded, but its process state is gone (the run root did not
+		// survive a reboot): say so rather than hide the container.
+		st, err = runtime.Status{State: runtime.StateUnknown, Reason: "Unknown", Message: "container process state is gone (node rebooted?)"}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -88,10 +95,12 @@ func (s *Server) listContainers(ctx context.Context, f *runtimeapi.ContainerFilt
 			}
 		}
 		st, err := s.rt.Status(ctx, c.ID)
-		if err != nil {
+		state := criState(st.State)
+		if errors.Is(err, runtime.ErrNotFound) {
+			state = runtimeapi.ContainerState_CONTAINER_UNKNOWN
+		} else if err != nil {
 			continue
 		}
-		state := criState(st.State)
 		if f.GetState() != nil && f.GetState().State != state {
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -49,13 +50,16 @@ func stopSignal(c *sandbox.Container) syscall.Signal {
 
 func (s *Server) stopContainer(ctx context.Context, c *sandbox.Container, timeout time.Duration) error {
 	st, err := s.rt.Status(ctx, c.ID)
+	if errors.Is(err, runtime.ErrNotFound) {
+		return nil // no process state left (e.g. after a reboot): nothing runs
+	}
 	if err != nil {
 		return fmt.Errorf("stop container %s: %w", c.ID, err)
 	}
-	if st.State != "running" && st.State != "created" {
+	if st.State != runtime.StateRunning && st.State != runtime.StateCreated {
 		return nil
 	}
-	if err := s.rt.Stop(ctx, c.ID, stopSignal(c), timeout); err != nil {
+	if err := s.rt.Stop(ctx, c.ID, stopSignal(c), timeout); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		return fmt.Errorf("stop container %s: %w", c.ID, err)
 	}
 	s.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)

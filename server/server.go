@@ -5,6 +5,7 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -68,6 +69,9 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	s := &Server{images: o.Images, policies: o.Policies, pods: o.Pods, rt: o.Runtime, opts: o, info: o.Info, log: o.Logger, events: newEventBus()}
+	if o.Runtime != nil && o.Pods != nil {
+		s.recoverOrphans(context.Background())
+	}
 	if o.Runtime != nil {
 		st, hs, err := newStreamServer(s, o.StreamAddress)
 		if err != nil {

@@ -121,6 +121,17 @@ func start(dir string) (*monitor, error) {
 		return nil, fmt.Errorf("become child subreaper: %w", err)
 	}
 	signal.Notify(m.sigchld, unix.SIGCHLD)
+	// The monitor must live as long as its container, and `killall crivet`
+	// or a stray hangup aimed at the daemon would reach it too (the command
+	// name is the same). Caught, not ignored: an ignored disposition
+	// survives exec, into runc and whatever runc starts.
+	stray := make(chan os.Signal, 1)
+	signal.Notify(stray, unix.SIGHUP, unix.SIGINT, unix.SIGTERM)
+	go func() {
+		for s := range stray {
+			m.diagf("ignoring %v: only SIGKILL ends a monitor before its container", s)
+		}
+	}()
 	if m.log, err = openLog(cfg.LogPath, m.diagf); err != nil {
 		return nil, err
 	}
@@ -175,31 +186,23 @@ func (m *monitor) create() error {
 			masterc <- master{f, err}
 		}()
 	} else {
-		pipe := func(parentReads bool) (*os.File, error) {
-			r, w, err := os.Pipe()
-			if err != nil {
-				return nil, err
-			}
-			if parentReads {
-				childEnds = append(childEnds, w)
-				return r, nil
-			}
-			childEnds = append(childEnds, r)
-			return w, nil
-		}
-		if m.out, err = pipe(true); err != nil {
+		// runc hands its own stdio to the container's init.
+		var outW, errW, inR *os.File
+		if m.out, outW, err = os.Pipe(); err != nil {
 			return err
 		}
-		cmd.Stdout = childEnds[len(childEnds)-1]
-		if m.errOut, err = pipe(true); err != nil {
+		childEnds = append(childEnds, outW)
+		if m.errOut, errW, err = os.Pipe(); err != nil {
 			return err
 		}
-		cmd.Stderr = childEnds[len(childEnds)-1]
+		childEnds = append(childEnds, errW)
+		cmd.Stdout, cmd.Stderr = outW, errW
 		if m.cfg.Stdin {
-			if m.stdin, err = pipe(false); err != nil {
+			if inR, m.stdin, err = os.Pipe(); err != nil {
 				return err
 			}
-			cmd.Stdin = childEnds[len(childEnds)-1]
+			childEnds = append(childEnds, inR)
+			cmd.Stdin = inR
 		}
 	}
 	cmd.Args = append(cmd.Args, m.cfg.ID)

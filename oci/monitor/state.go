@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/crivet/crivet/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"time"
@@ -173,36 +174,9 @@ func readPid(path string) int {
 	return pid
 }
 
-// writeFileAtomic replaces dir/name so that a reader, or a crash of the
-// writer, sees the old content or the new, never a torn file. durable adds
-// fsyncs, which only matter if the machine itself goes down: the exit record
+// writeFileAtomic replaces dir/name. durable adds fsyncs: the exit record
 // gets them; files rewritten for every container created do not, as they
 // are on the create path (and the run root is usually a tmpfs anyway).
 func writeFileAtomic(dir, name string, b []byte, durable bool) error {
-	f, err := os.CreateTemp(dir, "."+name+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil && durable {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
-	}
-	if durable {
-		if d, err := os.Open(dir); err == nil {
-			d.Sync()
-			d.Close()
-		}
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, name), b, 0o644, durable)
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -139,7 +140,7 @@ func (r *Runtime) exec(ctx context.Context, id string, req execRequest) (int, er
 		interrupted = ctx.Err()
 	}
 	if interrupted != nil {
-		runErr = killExec(pidFile, done, killRunc)
+		killExec(pidFile, done, killRunc)
 	}
 
 	select {
@@ -170,38 +171,41 @@ func (r *Runtime) exec(ctx context.Context, id string, req execRequest) (int, er
 }
 
 // killExec kills the exec'd process (its pid is in pidFile once runc has
-// started it) and returns runc's result; runc itself is killed if it does
-// not return soon after, or never started the process.
-func killExec(pidFile string, done <-chan error, killRunc func()) error {
+// started it) and waits for runc to return; runc itself is killed if it
+// does not return soon after, or never started the process.
+func killExec(pidFile string, done <-chan error, killRunc func()) {
 	deadline := time.After(runcExitGrace)
 	poll := time.NewTicker(5 * time.Millisecond)
 	defer poll.Stop()
-	for {
-		if b, err := os.ReadFile(pidFile); err == nil {
-			var pid int
-			if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
-				// Still runc's unreaped child until done fires, so the pid
-				// cannot have been reused.
+	for killed := false; ; {
+		if !killed {
+			// Still runc's unreaped child until done fires, so the pid
+			// cannot have been reused.
+			if pid := readPid(pidFile); pid > 0 {
 				unix.Kill(pid, unix.SIGKILL)
-				break
+				killed = true
+				poll.Stop()
 			}
 		}
 		select {
-		case err := <-done:
-			return err
+		case <-done:
+			return
 		case <-deadline:
 			killRunc()
-			return <-done
+			<-done
+			return
 		case <-poll.C:
 		}
 	}
-	select {
-	case err := <-done:
-		return err
-	case <-deadline:
-		killRunc()
-		return <-done
+}
+
+func readPid(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
 	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 // execIO is the exec'd process's stdio: pipes, or a pty for a terminal. It

@@ -80,6 +80,31 @@ func TestMeasureCreateStart(t *testing.T) {
 			del[v.name] = append(del[v.name], time.Since(begin))
 		}
 	}
+	// Exec does not involve the monitor: ExecSync against a bare `runc exec`.
+	id := fmt.Sprintf("mx%d", os.Getpid())
+	if err := e.runtime(t).Create(ctx, CreateOptions{ID: id, Bundle: writeBundle(t, id, []string{"sleep", "100"}, bundleOpts{})}); err != nil {
+		t.Fatal(err)
+	}
+	rt := e.runtime(t)
+	defer rt.Delete(ctx, id)
+	if err := rt.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	var execSync, bareExec []time.Duration
+	for range rounds {
+		begin := time.Now()
+		if _, _, code, err := rt.ExecSync(ctx, id, []string{"true"}, 10*time.Second); err != nil || code != 0 {
+			t.Fatalf("ExecSync: %d, %v", code, err)
+		}
+		execSync = append(execSync, time.Since(begin))
+		begin = time.Now()
+		if out, err := exec.Command("runc", "--root", e.root, "exec", id, "true").CombinedOutput(); err != nil {
+			t.Fatalf("runc exec: %v: %s", err, out)
+		}
+		bareExec = append(bareExec, time.Since(begin))
+	}
+	t.Logf("exec of true: ExecSync median %.1f ms, bare runc exec median %.1f ms", ms(median(execSync)), ms(median(bareExec)))
+
 	for _, v := range variants {
 		line := fmt.Sprintf("%-22s create+start median %6.1f ms  (min %5.1f, max %5.1f)   delete median %6.1f ms",
 			v.name, ms(median(createStart[v.name])), ms(slices.Min(createStart[v.name])), ms(slices.Max(createStart[v.name])), ms(median(del[v.name])))

@@ -25,7 +25,9 @@ REGISTRY=${REGISTRY:-127.0.0.1:5000}
 REGISTRY_BIN=${REGISTRY_BIN:-/usr/bin/docker-registry}
 MIRRORED_REGISTRIES="gcr.io registry.k8s.io k8s.gcr.io"
 SANDBOX_IMAGE=${SANDBOX_IMAGE:-$REGISTRY/crivet-test/pause:3.9}
-BUSYBOX_FLAVOR=${BUSYBOX_FLAVOR:-static}
+# deb (Debian's dynamic busybox) by default: its shell execs applets as the
+# busybox images do, which critest's MaskedPaths spec relies on.
+BUSYBOX_FLAVOR=${BUSYBOX_FLAVOR:-deb}
 
 CNI_NETWORK=crivet-test
 CNI_BRIDGE=${CNI_BRIDGE:-crivetcni0}
@@ -248,7 +250,8 @@ build_images() {
 		mkdir -p "$WORK/cache"
 		deb=$(ls "$WORK"/cache/busybox_*.deb 2>/dev/null | head -1 || true)
 		if [ -z "$deb" ]; then
-			(cd "$WORK/cache" && apt-get download busybox >&2) || die "apt-get download busybox failed"
+			(cd "$WORK/cache" && { apt-get download busybox >&2 || { apt-get update -qq >&2 && apt-get download busybox >&2; }; }) ||
+				die "apt-get download busybox failed"
 			deb=$(ls "$WORK"/cache/busybox_*.deb | head -1)
 		fi
 		rm -rf "$WORK/cache/busybox-deb" && dpkg-deb -x "$deb" "$WORK/cache/busybox-deb"

@@ -60,6 +60,12 @@ func setup(m *testing.M) (int, error) {
 	if err := pause.Run(); err != nil {
 		return 0, fmt.Errorf("build crivet-pause: %w", err)
 	}
+	mon := exec.Command("go", "build", "-o", filepath.Join(dir, "crivet-monitor"), "github.com/crivet/crivet/cmd/crivet-monitor")
+	mon.Env = append(os.Environ(), "CGO_ENABLED=0")
+	mon.Stdout, mon.Stderr = os.Stderr, os.Stderr
+	if err := mon.Run(); err != nil {
+		return 0, fmt.Errorf("build crivet-monitor: %w", err)
+	}
 	if crictlBin, err = findCrictl(); err != nil {
 		return 0, err
 	}
