@@ -71,6 +71,14 @@ func New(o Options) (*Server, error) {
 	s := &Server{images: o.Images, policies: o.Policies, pods: o.Pods, rt: o.Runtime, opts: o, info: o.Info, log: o.Logger, events: newEventBus()}
 	if o.Runtime != nil && o.Pods != nil {
 		s.recoverOrphans(context.Background())
+		// Evented PLEG wants the pod's whole status with each event.
+		s.events.status = func(podID string) (*runtimeapi.PodSandboxStatus, []*runtimeapi.ContainerStatus) {
+			resp, err := s.PodSandboxStatus(context.Background(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
+			if err != nil {
+				return nil, nil
+			}
+			return resp.Status, resp.ContainersStatuses
+		}
 	}
 	if o.Runtime != nil {
 		st, hs, err := newStreamServer(s, o.StreamAddress)

@@ -431,3 +431,31 @@ func TestImageVolumesAreVerifiedAndMounted(t *testing.T) {
 	n.mustCrictl("rmp", podID)
 	assertNothingLeft(t, n)
 }
+
+// GetContainerEvents streams lifecycle events with the pod's status, as
+// kubelet's evented PLEG expects.
+func TestContainerEventsCarryPodStatus(t *testing.T) {
+	n := newNode(t)
+	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}})
+	n.start()
+	n.mustCrictl("pull", img.Ref)
+	rc, _ := n.clients()
+	stream, err := rc.GetContainerEvents(ctx(t), &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let the subscription register
+	pod := n.podJSON("ev", "default", nil)
+	podID := firstLine(n.mustCrictl("runp", pod))
+	id := firstLine(n.mustCrictl("create", podID, n.ctrJSON("ev", img.Ref, img.Ref, nil), pod))
+	n.mustCrictl("start", id)
+	for _, want := range []runtimeapi.ContainerEventType{runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT} {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.ContainerId != id || ev.ContainerEventType != want || ev.PodSandboxStatus.GetId() != podID || len(ev.ContainersStatuses) != 1 {
+			t.Fatalf("event %v: %+v", want, ev)
+		}
+	}
+}
