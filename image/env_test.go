@@ -32,6 +32,7 @@ type env struct {
 	root      string
 	svc       *Service
 	decisions *decisionLog
+	authFile  string
 }
 
 func newEnv(t testing.TB) *env {
@@ -58,7 +59,7 @@ func (e *env) open() {
 	e.t.Helper()
 	svc, err := Open(Config{
 		Root: e.root, RunRoot: filepath.Join(e.dir, "run"),
-		RegistriesConf: e.regConf, RegistriesD: e.regD,
+		RegistriesConf: e.regConf, RegistriesD: e.regD, AuthFile: e.authFile,
 		Policies: policy.NewStore(e.global, e.nsDir),
 		Logger:   slog.New(e.decisions),
 	})

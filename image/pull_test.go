@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -432,5 +433,39 @@ func TestRestartRemovesLayersOfAnInterruptedPull(t *testing.T) {
 	}
 	if got, err := e.svc.Get(img.ID); err != nil || got.ID != img.ID {
 		t.Fatalf("image lost across restart: %v", err)
+	}
+}
+
+func TestPullWithCredentials(t *testing.T) {
+	e := newEnv(t)
+	img := fixtures.PushImage(t, e.ref("private/app:1"), 1024)
+	e.reg.RequireBasicAuth("alice", "s3cret")
+	if _, err := e.pull(img.Ref, ""); err == nil {
+		t.Fatal("pulled from an authenticated registry without credentials")
+	}
+	for name, auth := range map[string]*Auth{
+		"username/password": {Username: "alice", Password: "s3cret"},
+		"auth field":        {Auth: base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))},
+	} {
+		got, err := e.svc.Pull(context.Background(), PullRequest{Ref: img.Ref, Auth: auth})
+		if err != nil || got.ID != img.ConfigDigest {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := e.svc.Remove(img.Ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.svc.Pull(context.Background(), PullRequest{Ref: img.Ref, Auth: &Auth{Username: "alice", Password: "wrong"}}); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+	// The node's global auth file serves pulls that carry no credentials.
+	authFile := filepath.Join(e.dir, "auth.json")
+	writeFile(t, authFile, fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, e.reg.Addr, base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))))
+	_ = e.svc.Close()
+	e.svc = nil
+	e.authFile = authFile
+	e.open()
+	if _, err := e.pull(img.Ref, ""); err != nil {
+		t.Fatalf("pull with the global auth file: %v", err)
 	}
 }

@@ -115,6 +115,8 @@ type node struct {
 	cmd       *exec.Cmd
 	log       *bytes.Buffer
 	exited    chan error
+	// ids are the pods and containers created through mustCrictl.
+	ids map[string]bool
 }
 
 func newNode(t *testing.T) *node {
@@ -133,6 +135,7 @@ func newNode(t *testing.T) *node {
 		regConf:   filepath.Join(dir, "registries.conf"),
 		regD:      filepath.Join(dir, "registries.d"),
 		lookaside: filepath.Join(dir, "lookaside"),
+		ids:       map[string]bool{},
 	}
 	fixtures.WriteRegistriesConf(t, n.regConf, n.reg)
 	fixtures.WriteRegistriesD(t, n.regD, n.lookaside)
@@ -248,6 +251,9 @@ func (n *node) mustCrictl(args ...string) string {
 	out, stderr, err := n.crictl(args...)
 	if err != nil {
 		n.t.Fatalf("crictl %s: %v\n%s%s\ncrivet log:\n%s", strings.Join(args, " "), err, out, stderr, n.log)
+	}
+	if len(args) > 0 && (args[0] == "create" || args[0] == "runp") {
+		n.ids[strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])] = true
 	}
 	return out
 }

@@ -215,6 +215,19 @@ func assertNothingLeft(t *testing.T, n *node) {
 	if out, _ := exec.Command("ip", "-o", "link", "show", "master", e2eBridge).CombinedOutput(); strings.TrimSpace(string(out)) != "" {
 		t.Errorf("veth left on the bridge: %s", out)
 	}
+	// No cgroup of a crivet container (crivet-<id>) is left in any hierarchy.
+	filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), "crivet-") && n.knownID(strings.TrimPrefix(d.Name(), "crivet-")) {
+			t.Errorf("cgroup left: %s", p)
+		}
+		return nil
+	})
+	if out, _ := exec.Command("ip", "netns", "list").CombinedOutput(); strings.Contains(string(out), "crivet") {
+		t.Errorf("network namespace left: %s", out)
+	}
 	out, _ := exec.Command("pgrep", "-f", filepath.Join(n.dir, "run")).CombinedOutput()
 	for _, pid := range strings.Fields(string(out)) {
 		if n.cmd != nil && pid == fmt.Sprint(n.cmd.Process.Pid) {
@@ -223,6 +236,12 @@ func assertNothingLeft(t *testing.T, n *node) {
 		cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
 		t.Errorf("process left: %s %q", pid, cmdline)
 	}
+}
+
+// knownID reports whether id was a container or pod of this node (its
+// bundles directory names every one crivet created).
+func (n *node) knownID(id string) bool {
+	return n.ids[id]
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -458,4 +477,80 @@ func TestContainerEventsCarryPodStatus(t *testing.T) {
 			t.Fatalf("event %v: %+v", want, ev)
 		}
 	}
+}
+
+// attach, logs -f, the Stream* forms and CRI metrics, on one running pod.
+func TestAttachFollowStreamsAndMetrics(t *testing.T) {
+	n := newNode(t)
+	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{})
+	n.start()
+	n.mustCrictl("pull", img.Ref)
+	pod := n.podJSON("att", "default", nil)
+	podID := firstLine(n.mustCrictl("runp", pod))
+	id := firstLine(n.mustCrictl("create", podID, n.ctrJSON("ticker", img.Ref, img.Ref, map[string]any{
+		"command": []string{"sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"}}), pod))
+	n.mustCrictl("start", id)
+
+	// crictl attach and crictl logs -f both see new output arrive.
+	for _, args := range [][]string{{"attach", id}, {"logs", "-f", id}} {
+		cmd := exec.Command(crictlBin, append([]string{"--config", filepath.Join(n.dir, "crictl.yaml")}, args...)...)
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(out)
+		seen := map[string]bool{}
+		deadline := time.Now().Add(10 * time.Second)
+		for len(seen) < 3 && time.Now().Before(deadline) {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				break
+			}
+			if strings.HasPrefix(line, "tick ") {
+				seen[line] = true
+			}
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		if len(seen) < 3 {
+			t.Fatalf("crictl %s: saw %d lines", strings.Join(args, " "), len(seen))
+		}
+	}
+
+	rc, ic := n.clients()
+	// Stream* answer what List* answer.
+	ps, err := rc.StreamPodSandboxes(ctx(t), &runtimeapi.StreamPodSandboxesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := ps.Recv(); err != nil || len(r.PodSandboxes) != 1 || r.PodSandboxes[0].Id != podID {
+		t.Fatalf("StreamPodSandboxes: %v %v", r, err)
+	}
+	cs, _ := rc.StreamContainers(ctx(t), &runtimeapi.StreamContainersRequest{})
+	if r, err := cs.Recv(); err != nil || len(r.Containers) != 1 || r.Containers[0].Id != id {
+		t.Fatalf("StreamContainers: %v %v", r, err)
+	}
+	is, _ := ic.StreamImages(ctx(t), &runtimeapi.StreamImagesRequest{})
+	if r, err := is.Recv(); err != nil || len(r.Images) != 1 || r.Images[0].Id != img.ConfigDigest {
+		t.Fatalf("StreamImages: %v %v", r, err)
+	}
+
+	// Metrics: descriptors, and values for the running container.
+	d, err := rc.ListMetricDescriptors(ctx(t), &runtimeapi.ListMetricDescriptorsRequest{})
+	if err != nil || len(d.Descriptors) == 0 {
+		t.Fatalf("ListMetricDescriptors: %v %v", d, err)
+	}
+	m, err := rc.ListPodSandboxMetrics(ctx(t), &runtimeapi.ListPodSandboxMetricsRequest{})
+	if err != nil || len(m.PodMetrics) != 1 || len(m.PodMetrics[0].ContainerMetrics) != 1 {
+		t.Fatalf("ListPodSandboxMetrics: %v %v", m, err)
+	}
+	for _, metric := range m.PodMetrics[0].ContainerMetrics[0].Metrics {
+		if metric.Name == "container_memory_working_set_bytes" && metric.Value.GetValue() == 0 {
+			t.Fatalf("running container has no working set: %+v", metric)
+		}
+	}
+
+	n.mustCrictl("stopp", podID)
+	n.mustCrictl("rmp", podID)
+	assertNothingLeft(t, n)
 }
