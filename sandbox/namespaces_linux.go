@@ -55,6 +55,13 @@ func pinNamespaces(dir string, kinds []string, hostname string) (map[string]stri
 			if err := unix.Unshare(flags); err != nil {
 				return nil, fmt.Errorf("unshare: %w", err)
 			}
+			if flags&unix.CLONE_NEWNET != 0 {
+				// Bringing lo up here saves running the CNI loopback plugin
+				// (a process per pod) for what one ioctl does.
+				if err := loopbackUp(); err != nil {
+					return nil, fmt.Errorf("pod loopback: %w", err)
+				}
+			}
 			if flags&unix.CLONE_NEWUTS != 0 && hostname != "" {
 				if err := unix.Sethostname([]byte(hostname)); err != nil {
 					return nil, fmt.Errorf("sethostname %q: %w", hostname, err)
@@ -102,4 +109,23 @@ func unpin(path string) error {
 		return fmt.Errorf("unpin %s: %w", path, err)
 	}
 	return nil
+}
+
+// loopbackUp sets lo up in the calling thread's network namespace; the
+// kernel then gives it 127.0.0.1 and ::1.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }

@@ -37,11 +37,13 @@ func (n *network) load() (cni.CNI, error) {
 			return n.cni, nil
 		}
 	}
-	c, err := cni.New(cni.WithMinNetworkCount(2), cni.WithPluginConfDir(n.confDir), cni.WithPluginDir(n.pluginDirs), cni.WithInterfacePrefix("eth"))
+	c, err := cni.New(cni.WithMinNetworkCount(1), cni.WithPluginConfDir(n.confDir), cni.WithPluginDir(n.pluginDirs), cni.WithInterfacePrefix("eth"))
 	if err != nil {
 		return nil, fmt.Errorf("cni: %w", err)
 	}
-	if err := c.Load(cni.WithLoNetwork, cni.WithDefaultConf); err != nil {
+	// No CNI loopback network: the pod's lo is brought up when its
+	// network namespace is created (pinNamespaces).
+	if err := c.Load(cni.WithDefaultConf); err != nil {
 		return nil, fmt.Errorf("cni: no network configuration in %s: %w", n.confDir, err)
 	}
 	n.cni = c

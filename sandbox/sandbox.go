@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/crivet/crivet/internal/atomicfile"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -318,7 +319,9 @@ func (m *Manager) writeFiles(p *Pod, ips []string) error {
 		if data == nil {
 			continue
 		}
-		if err := writeFileAtomic(filepath.Join(p.Dir, name), data, 0o644); err != nil {
+		// Pod files live in the run root and are rewritten on every pod
+		// start: atomic, but no fsync on the pod start path.
+		if err := atomicfile.Write(filepath.Join(p.Dir, name), data, 0o644, false); err != nil {
 			return fmt.Errorf("run pod sandbox: %s: %w", name, err)
 		}
 	}
@@ -371,7 +374,8 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if err := m.teardown(ctx, p, false); err != nil {
 		return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
 	}
-	return m.update(p.ID, func(q *Pod) { q.State = NotReady; q.IPs = nil })
+	// The network is released: a later Remove has no CNI DEL to repeat.
+	return m.update(p.ID, func(q *Pod) { q.State = NotReady; q.IPs = nil; q.NetNS = "" })
 }
 
 // Remove stops the pod if needed and deletes everything of it. Removing a

@@ -95,6 +95,9 @@ func TestPodLifecycleOnRealCNI(t *testing.T) {
 	if out, err := exec.Command("nsenter", "--net="+p.NetNS, "ip", "-4", "-o", "addr", "show", "eth0").CombinedOutput(); err != nil || !strings.Contains(string(out), p.IPs[0]) {
 		t.Fatalf("eth0 in the pod netns: %v %s", err, out)
 	}
+	if out, err := exec.Command("nsenter", "--net="+p.NetNS, "ip", "-o", "addr", "show", "lo").CombinedOutput(); err != nil || !strings.Contains(string(out), "127.0.0.1/8") {
+		t.Fatalf("lo in the pod netns: %v %s", err, out)
+	}
 	if out, err := exec.Command("nsenter", "--uts="+p.UTSNS, "hostname").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "web-host" {
 		t.Fatalf("hostname in the pod UTS namespace: %v %q", err, out)
 	}

@@ -102,6 +102,8 @@ func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, 
 
 func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Pod, img *image.Image, identity string, cfg *runtimeapi.ContainerConfig, volumes []*image.Image) (_ *sandbox.Container, err error) {
 	bundle := filepath.Join(s.opts.RunRoot, "bundles", id)
+	start := time.Now()
+	var tRootfs, tSpec, tRecord time.Duration
 	cleanup := []func(){}
 	defer func() {
 		if err != nil {
@@ -115,6 +117,7 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	cleanup = append(cleanup, func() { _ = s.images.RemoveRootfs(id) })
+	tRootfs = time.Since(start)
 	// Image volumes become read-only bind mounts of the mounted images.
 	specCfg, imageMounts, err := s.mountImageVolumes(cfg, volumes)
 	cleanup = append(cleanup, func() {
@@ -157,6 +160,7 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
 		return nil, err
 	}
+	tSpec = time.Since(start)
 	logPath := ""
 	if dir := pod.Config.GetLogDirectory(); dir != "" && cfg.GetLogPath() != "" {
 		logPath = filepath.Join(dir, cfg.GetLogPath())
@@ -181,6 +185,7 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { _ = s.pods.RemoveContainer(id) })
+	tRecord = time.Since(start)
 	if err := s.rt.Create(ctx, runtime.CreateOptions{
 		ID: id, Bundle: bundle, LogPath: logPath,
 		Tty: cfg.GetTty(), Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
@@ -188,6 +193,8 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 		cleanup = append(cleanup, func() { _ = s.rt.Delete(context.WithoutCancel(ctx), id) })
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
+	s.log.Info("container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(),
+		"rootfs", tRootfs, "spec", tSpec-tRootfs, "record", tRecord-tSpec, "runc_create", time.Since(start)-tRecord)
 	return c, nil
 }
 

@@ -103,9 +103,12 @@ func (r streamRuntime) PortForward(ctx context.Context, podID string, port int32
 		conn, err = (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp4", addr)
 		return err
 	}
-	if pod.NetNS == "" {
+	switch {
+	case pod.HostNetwork():
 		err = dial(nil)
-	} else {
+	case pod.NetNS == "":
+		return fmt.Errorf("port forward: pod %s has no network (stopped)", podID)
+	default:
 		// The socket keeps the namespace it was created in; only the dial
 		// needs to happen on a thread inside the pod's network.
 		err = ns.WithNetNSPath(pod.NetNS, dial)

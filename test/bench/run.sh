@@ -235,6 +235,27 @@ jq '.process.terminal = false | .process.args = ["sleep", "3600"] | .root.readon
 mv "$B/config.json.new" "$B/config.json"
 run_child -o "$SAMPLES" "$BIN/cribench" floor -bundle "$B" -runc "$RUNC" -root "$BW/runc" -n "$RUNS" || true
 
+# The same floor on the bundle crivet itself writes for a busybox container
+# (seccomp, masked paths, the pod's namespaces and files): what crivet's
+# create+start is compared with.
+if [[ " $RUNTIMES " == *" crivet "* ]] && [ -n "${CRIVET_SOCK:-}" ]; then
+	log "bare runc create+start x $RUNS on crivet's own bundle (floor)"
+	fpod=$BW/floor-pod.json fctr=$BW/floor-ctr.json
+	echo '{"metadata":{"name":"floor","namespace":"bench","uid":"floor-uid"},"log_directory":"'"$BW"'/podlogs/floor","linux":{}}' >"$fpod"
+	echo '{"metadata":{"name":"floor"},"image":{"image":"'"$BUSYBOX_IMG"'"},"command":["sleep","3600"],"log_path":"floor.log","linux":{}}' >"$fctr"
+	crictl_c=("$CRICTL" --config "$CRICTL_CONFIG" -r "unix://$CRIVET_SOCK" -i "unix://$CRIVET_SOCK")
+	if fpid=$("${crictl_c[@]}" runp "$fpod") && fcid=$("${crictl_c[@]}" create "$fpid" "$fctr" "$fpod"); then
+		B2=$BW/bundle-crivet
+		rm -rf "$B2" && mkdir -p "$B2"
+		jq --arg root "$B/rootfs" '.root.path = $root | .linux.cgroupsPath = "/crivet-bench-floor2"' \
+			"$CRIVET_DIR/run/bundles/$fcid/config.json" >"$B2/config.json"
+		run_child -o "$SAMPLES" "$BIN/cribench" floor -bundle "$B2" -label " (crivet's bundle)" -runc "$RUNC" -root "$BW/runc" -n "$RUNS" || true
+		"${crictl_c[@]}" rmp -f "$fpid" >/dev/null || true
+	else
+		log "warning: could not create the floor container in crivet"
+	fi
+fi
+
 # ------------------------------------------ list latency, many containers ---
 revive
 log "ListContainers/ListPodSandbox with $LIST_CONTAINERS containers in $LIST_PODS pods"

@@ -476,6 +476,9 @@ func TestContainerEventsCarryPodStatus(t *testing.T) {
 		if ev.ContainerId != id || ev.ContainerEventType != want || ev.PodSandboxStatus.GetId() != podID || len(ev.ContainersStatuses) != 1 {
 			t.Fatalf("event %v: %+v", want, ev)
 		}
+		if os.Getenv("CRIVET_E2E_LOG") != "" {
+			t.Log(n.log.String())
+		}
 	}
 }
 

@@ -393,7 +393,7 @@ func podsRSS(c *client, pid, n int, logDir string, settle time.Duration) {
 
 // floor times `runc create` and `runc start` of the bundle, then deletes the
 // container. The bundle's config.json is the caller's.
-func floor(runc, root, bundle string, n int) {
+func floor(runc, root, bundle, label string, n int) {
 	// stdio are files, not pipes: the container inherits them from
 	// `runc create` and would keep a pipe open (and cmd.Wait waiting).
 	errf, err := os.CreateTemp("", "cribench-runc-*.err")
@@ -437,9 +437,9 @@ func floor(runc, root, bundle string, n int) {
 			logf("%v", err)
 		}
 		if i > 0 {
-			emit(sample{Runtime: "runc", Op: "runc create", Value: ms(dc), Unit: "ms"})
-			emit(sample{Runtime: "runc", Op: "runc start", Value: ms(ds), Unit: "ms"})
-			emit(sample{Runtime: "runc", Op: "runc create+start", Value: ms(dc + ds), Unit: "ms"})
+			emit(sample{Runtime: "runc", Op: "runc create" + label, Value: ms(dc), Unit: "ms"})
+			emit(sample{Runtime: "runc", Op: "runc start" + label, Value: ms(ds), Unit: "ms"})
+			emit(sample{Runtime: "runc", Op: "runc create+start" + label, Value: ms(dc + ds), Unit: "ms"})
 		}
 	}
 }
@@ -479,6 +479,7 @@ func main() {
 	runc := fs.String("runc", "/usr/sbin/runc", "floor: runc binary")
 	root := fs.String("root", filepath.Join(os.TempDir(), "cribench-runc"), "floor: runc --root")
 	bundle := fs.String("bundle", "", "floor: OCI bundle")
+	label := fs.String("label", "", "floor: suffix of the operation names")
 	dir := fs.String("dir", "", "critestjson: critest -benchmarking-output-dir")
 	label := fs.String("label", "", "critestjson: runtime label")
 	spec := fs.String("spec", "", "critestjson: the one benchmark spec that ran (default: all)")
@@ -495,7 +496,7 @@ func main() {
 		if *bundle == "" {
 			usage()
 		}
-		floor(*runc, *root, *bundle, *n)
+		floor(*runc, *root, *bundle, *label, *n)
 		return
 	}
 	var cs []*client
