@@ -216,7 +216,10 @@ func (s *Service) systemContext() *types.SystemContext {
 		RegistriesDirPath:           s.cfg.RegistriesD,
 		AuthFilePath:                s.cfg.AuthFile,
 		BigFilesTemporaryDir:        filepath.Join(s.cfg.Root, "tmp"),
-		BlobInfoCacheDir:            filepath.Join(s.cfg.Root, "cache"),
+		// The blob-info cache (which registry blobs are already stored, as
+		// what) is an accelerator, rebuilt as images are pulled: kept on the
+		// run root (a tmpfs on nodes), its SQLite writes cost no disk syncs.
+		BlobInfoCacheDir: filepath.Join(s.cfg.RunRoot, "cache"),
 		// Short names that need a prompt cannot get one in a daemon.
 		ShortNameMode: &mode,
 	}

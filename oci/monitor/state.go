@@ -23,14 +23,17 @@ import (
 
 // Files in a container's state directory.
 const (
-	configFile  = "monitor.json" // Config, written by the daemon before launch
-	exitFile    = "exit.json"    // Exit, written once the init has been reaped
-	lockFile    = "monitor.lock" // flock held for the monitor's whole life
-	pidFile     = "monitor.pid"  // the monitor's own pid, for a last-resort kill
-	initPidFile = "init.pid"     // runc --pid-file
-	socketName  = "ctl"          // attach, reopen-log, wait
-	diagFile    = "monitor.log"  // the monitor's own diagnostics
-	runcLogFile = "runc.log"     // runc --log (json), where create errors are read
+	configFile = "monitor.json" // Config, written by the daemon before launch
+	exitFile   = "exit.json"    // Exit, written once the init has been reaped
+	// ExitFileName is the exit record's name in a state directory: its
+	// existence alone says the container has exited.
+	ExitFileName = exitFile
+	lockFile     = "monitor.lock" // flock held for the monitor's whole life
+	pidFile      = "monitor.pid"  // the monitor's own pid, for a last-resort kill
+	initPidFile  = "init.pid"     // runc --pid-file
+	socketName   = "ctl"          // attach, reopen-log, wait
+	diagFile     = "monitor.log"  // the monitor's own diagnostics
+	runcLogFile  = "runc.log"     // runc --log (json), where create errors are read
 )
 
 // Config is what the daemon hands a monitor; it stays in the state directory

@@ -70,6 +70,8 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 
 // Start runs the created container's process (`runc start`).
 func (r *Runtime) Start(ctx context.Context, id string) error {
+	r.forgetStatus(id)
+	defer r.forgetStatus(id)
 	dir, err := r.existing(id)
 	if err != nil {
 		return err
@@ -95,6 +97,8 @@ const stopKillWait = 10 * time.Second
 // recorded. A zero timeout kills at once (CRI StopContainer). An exited
 // container is not an error.
 func (r *Runtime) Stop(ctx context.Context, id string, sig syscall.Signal, timeout time.Duration) error {
+	r.forgetStatus(id)
+	defer r.forgetStatus(id)
 	dir, err := r.existing(id)
 	if err != nil {
 		return err
@@ -128,6 +132,8 @@ func (r *Runtime) Stop(ctx context.Context, id string, sig syscall.Signal, timeo
 
 // Kill signals the container's init, or all its processes.
 func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
+	r.forgetStatus(id)
+	defer r.forgetStatus(id)
 	if _, err := r.existing(id); err != nil {
 		return err
 	}
@@ -145,6 +151,8 @@ const monitorExitWait = 5 * time.Second
 // state and cgroup, its monitor and state directory. Deleting a container
 // that does not exist succeeds.
 func (r *Runtime) Delete(ctx context.Context, id string) error {
+	r.forgetStatus(id)
+	defer r.forgetStatus(id)
 	dir, err := r.dir(id)
 	if err != nil {
 		return err

@@ -64,6 +64,8 @@ type Runtime struct {
 
 	mu    sync.Mutex
 	procs map[string]*specs.Process // exec template per container: its config.json process
+
+	statuses sync.Map // id → Status: see cachedStatus
 }
 
 // New checks cfg and prepares its directories.
@@ -223,10 +225,27 @@ func (r *Runtime) waitExit(ctx context.Context, id, dir string, d time.Duration)
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	e, err := monitor.Wait(ctx, dir)
-	if !errors.Is(err, monitor.ErrGone) {
+	if err == nil || ctx.Err() != nil {
 		return e, err
 	}
+	// The monitor may have recorded the exit and closed its socket while
+	// we were talking to it (a broken pipe, a reset): the record decides.
+	if e, ok, _ := monitor.ReadExit(dir); ok {
+		return e, nil
+	}
 	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		if e, ok, _ := monitor.ReadExit(dir); ok {
+			return e, nil
+		}
+		if !errors.Is(err, monitor.ErrGone) && monitor.Alive(dir) {
+			// A live monitor that refused the wait: it will record the exit.
+			select {
+			case <-ctx.Done():
+				return e, ctx.Err()
+			case <-time.After(delay):
+			}
+			continue
+		}
 		c, err := r.runc.State(ctx, id)
 		if err != nil || c.Status == "stopped" {
 			if err != nil && !errors.Is(runcErr(err), ErrNotFound) {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
+	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/crivet/crivet/oci/monitor"
 )
@@ -34,6 +36,46 @@ const exitRecordWait = 2 * time.Second
 // Status reads the container's state from the monitor's exit record and
 // runc's state, so it needs nothing from the process that created it.
 func (r *Runtime) Status(ctx context.Context, id string) (Status, error) {
+	if st, ok := r.cachedStatus(id); ok {
+		return st, nil
+	}
+	st, err := r.status(ctx, id)
+	if err == nil {
+		r.statuses.Store(id, st)
+	}
+	return st, err
+}
+
+// cachedStatus answers from the last status when it cannot have changed:
+// an exit is final; a created or running container stays so while no exit
+// record exists and its init lives (two syscalls instead of five file reads
+// and a lock probe: listing hundreds of containers stays cheap). Start,
+// Stop, Kill and Delete forget the entry.
+func (r *Runtime) cachedStatus(id string) (Status, bool) {
+	v, ok := r.statuses.Load(id)
+	if !ok {
+		return Status{}, false
+	}
+	st := v.(Status)
+	switch st.State {
+	case StateExited:
+		return st, true
+	case StateCreated, StateRunning:
+		if st.Pid <= 0 || unix.Kill(st.Pid, 0) != nil {
+			return Status{}, false
+		}
+		var stat unix.Stat_t
+		if err := unix.Stat(filepath.Join(r.cfg.StateDir, id, monitor.ExitFileName), &stat); err == nil {
+			return Status{}, false
+		}
+		return st, true
+	}
+	return Status{}, false
+}
+
+func (r *Runtime) forgetStatus(id string) { r.statuses.Delete(id) }
+
+func (r *Runtime) status(ctx context.Context, id string) (Status, error) {
 	dir, err := r.existing(id)
 	if err != nil {
 		return Status{}, err

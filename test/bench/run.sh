@@ -249,7 +249,7 @@ if [[ " $RUNTIMES " == *" crivet "* ]] && [ -n "${CRIVET_SOCK:-}" ]; then
 		rm -rf "$B2" && mkdir -p "$B2"
 		jq --arg root "$B/rootfs" '.root.path = $root | .linux.cgroupsPath = "/crivet-bench-floor2"' \
 			"$CRIVET_DIR/run/bundles/$fcid/config.json" >"$B2/config.json"
-		run_child -o "$SAMPLES" "$BIN/cribench" floor -bundle "$B2" -label " (crivet's bundle)" -runc "$RUNC" -root "$BW/runc" -n "$RUNS" || true
+		run_child -o "$SAMPLES" "$BIN/cribench" floor -bundle "$B2" -suffix " (crivet's bundle)" -runc "$RUNC" -root "$BW/runc" -n "$RUNS" || true
 		"${crictl_c[@]}" rmp -f "$fpid" >/dev/null || true
 	else
 		log "warning: could not create the floor container in crivet"

@@ -479,7 +479,7 @@ func main() {
 	runc := fs.String("runc", "/usr/sbin/runc", "floor: runc binary")
 	root := fs.String("root", filepath.Join(os.TempDir(), "cribench-runc"), "floor: runc --root")
 	bundle := fs.String("bundle", "", "floor: OCI bundle")
-	label := fs.String("label", "", "floor: suffix of the operation names")
+	suffix := fs.String("suffix", "", "floor: suffix of the operation names")
 	dir := fs.String("dir", "", "critestjson: critest -benchmarking-output-dir")
 	label := fs.String("label", "", "critestjson: runtime label")
 	spec := fs.String("spec", "", "critestjson: the one benchmark spec that ran (default: all)")
@@ -496,7 +496,7 @@ func main() {
 		if *bundle == "" {
 			usage()
 		}
-		floor(*runc, *root, *bundle, *label, *n)
+		floor(*runc, *root, *bundle, *suffix, *n)
 		return
 	}
 	var cs []*client
