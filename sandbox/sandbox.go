@@ -240,6 +240,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	unlock := m.lock(id)
 	defer unlock()
 
+	start := time.Now()
+	var cniTime time.Duration
 	p := &Pod{ID: id, Config: cfg, RuntimeHandler: handler, CreatedAt: time.Now(), State: Ready,
 		Dir: filepath.Join(m.cfg.RunRoot, "sandboxes", id)}
 	defer func() {
@@ -282,7 +284,9 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return nil, fmt.Errorf("run pod sandbox: save: %w", err)
 	}
 	if p.NetNS != "" {
+		t := time.Now()
 		ips, err := m.net.Attach(ctx, id, p.NetNS, cfg)
+		cniTime = time.Since(t)
 		if err != nil {
 			return nil, fmt.Errorf("run pod sandbox: %w", err)
 		}
@@ -297,7 +301,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	m.mu.Lock()
 	m.pods[id] = p
 	m.mu.Unlock()
-	m.log.Info("pod sandbox ready", "id", id, "pod", md.GetName(), "namespace", md.GetNamespace(), "ips", p.IPs)
+	m.log.Info("pod sandbox ready", "id", id, "pod", md.GetName(), "namespace", md.GetNamespace(), "ips", p.IPs,
+		"duration", time.Since(start), "cni", cniTime)
 	return p.clone(), nil
 }
 
