@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,6 +105,7 @@ func (s *Service) pull(ctx context.Context, req PullRequest, pol *policy.Policy)
 	for _, named := range candidates {
 		img, err := s.pullCandidate(ctx, sys, req, pol, named)
 		if err == nil {
+			s.dropReferenceElsewhere(req.Ref, img.StorageID())
 			return img, nil
 		}
 		errs = append(errs, err)
@@ -292,4 +294,32 @@ func (s *Service) logDecision(req PullRequest, named reference.Named, d digest.D
 		return
 	}
 	s.log.Info("signature policy decision", append(attrs, "outcome", "allowed")...)
+}
+
+// dropReferenceElsewhere removes userRef from the records of every image
+// but keep: a name the user pulled again (a moved tag) now means the new
+// image, and lookups by that name must not find the old one.
+func (s *Service) dropReferenceElsewhere(userRef, keep string) {
+	imgs, err := s.store.Images()
+	if err != nil {
+		return
+	}
+	for i := range imgs {
+		id := imgs[i].ID
+		if id == keep {
+			continue
+		}
+		rec, err := s.record(id)
+		if err != nil || !slices.ContainsFunc(rec.References, func(r Reference) bool { return r.User == userRef }) {
+			continue
+		}
+		unlock := s.locks.Lock(id)
+		if rec, err = s.record(id); err == nil {
+			rec.References = slices.DeleteFunc(rec.References, func(r Reference) bool { return r.User == userRef })
+			if err := s.saveRecord(id, rec); err != nil {
+				s.log.Warn("could not update an image record", "image", id, "error", err)
+			}
+		}
+		unlock()
+	}
 }

@@ -469,3 +469,25 @@ func TestPullWithCredentials(t *testing.T) {
 		t.Fatalf("pull with the global auth file: %v", err)
 	}
 }
+
+func TestMovedTagFindsTheNewImage(t *testing.T) {
+	e := newEnv(t)
+	ref := e.ref("app/moving:1")
+	first := fixtures.PushImage(t, ref, 1024)
+	e.mustPull(ref, "")
+	second := fixtures.PushImage(t, ref, 1024) // the tag moves
+	e.mustPull(ref, "")
+	got, err := e.svc.Get(ref)
+	if err != nil || got.ID != second.ConfigDigest {
+		t.Fatalf("Get(%s) = %v, %v; want the new image %s (old %s)", ref, got, err, second.ConfigDigest, first.ConfigDigest)
+	}
+	old, err := e.svc.Get(first.ConfigDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range old.Record.References {
+		if r.User == ref {
+			t.Fatalf("the old image still claims %s", ref)
+		}
+	}
+}

@@ -11,6 +11,8 @@
 #   - RunPodSandbox + CreateContainer + StartContainer over gRPC (cribench)
 #   - bare `runc create` + `runc start` of a busybox bundle: the floor
 #   - ListContainers / ListPodSandbox with $LIST_CONTAINERS containers present
+#   - signature costs: Go benchmarks of ./image (pull unsigned / key / keyless,
+#     create-time re-check cold / cached); SKIP_SIGNATURE_BENCH=1 skips them
 # An operation a runtime does not support (gRPC Unimplemented) gets a
 # "not supported yet" cell instead of failing the run.
 #
@@ -290,3 +292,26 @@ done
 	-json "$RESULTS/bench-$STAMP.json" "${meta[@]}" "${ABSENT[@]}"
 cp "$RESULTS/bench-$STAMP.json" "$RESULTS/latest.json"
 log "results: $RESULTS/latest.md, $RESULTS/latest.json (raw: $RAW)"
+
+# ------------------------------------------------- signature costs (Go) ---
+# What verification adds, measured in-process by the image package's Go
+# benchmarks (real registry, real signatures): pull of the same 1 MiB image
+# unsigned, sigstore-key signed and keyless signed; the library's own
+# keyless check; the create-time re-check cold and cached.
+if [ "${SKIP_SIGNATURE_BENCH:-0}" != 1 ]; then
+	log "signature costs (go test -bench in ./image)"
+	if (cd "$REPO_ROOT" && go test -tags "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper" -run '^$' -bench 'Pull|PolicyCheck|Admit' -benchtime "${RUNS}x" -count 1 ./image/) >"$RAW/signature-bench.txt" 2>&1; then
+		{
+			echo
+			echo "## Signature costs (Go benchmarks, ${RUNS} iterations each, mean per operation)"
+			echo
+			echo "| benchmark | ms/op |"
+			echo "|---|---|"
+			awk '/^Benchmark/ { name=$1; sub(/-[0-9]+$/, "", name); printf "| %s | %.2f |\n", name, $3/1e6 }' "$RAW/signature-bench.txt"
+		} >>"$RESULTS/latest.md"
+		log "signature costs appended to $RESULTS/latest.md"
+	else
+		log "warning: signature benchmarks failed; see $RAW/signature-bench.txt"
+	fi
+fi
+cat "$RESULTS/latest.md"
