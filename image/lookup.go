@@ -127,7 +127,7 @@ func (s *Service) find(ref string) (*storage.Image, error) {
 		if err == nil {
 			return img, nil
 		}
-		if errors.Is(err, storage.ErrImageUnknown) {
+		if errors.Is(err, storage.ErrImageUnknown) || errors.Is(err, storage.ErrNotAnImage) {
 			return nil, notFound
 		}
 		return nil, err
@@ -149,7 +149,7 @@ func (s *Service) find(ref string) (*storage.Image, error) {
 	if err == nil {
 		return img, nil
 	}
-	if errors.Is(err, storage.ErrImageUnknown) {
+	if errors.Is(err, storage.ErrImageUnknown) || errors.Is(err, storage.ErrNotAnImage) {
 		return nil, notFound
 	}
 	return nil, err
@@ -214,7 +214,8 @@ func (s *Service) Remove(ref string) error {
 	defer unlock()
 	if _, err := s.store.DeleteImage(img.ID, true); err != nil {
 		switch {
-		case errors.Is(err, storage.ErrImageUnknown):
+		// A concurrent removal of the same image wins the race: gone is gone.
+		case errors.Is(err, storage.ErrImageUnknown), errors.Is(err, storage.ErrNotAnImage):
 			return fmt.Errorf("remove image %s: %w", ref, ErrNotFound)
 		case errors.Is(err, storage.ErrImageUsedByContainer):
 			return fmt.Errorf("remove image %s: %w: %w", ref, ErrInUse, err)

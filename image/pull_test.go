@@ -491,3 +491,24 @@ func TestMovedTagFindsTheNewImage(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentRemovesOfOneImageAllSucceedOrFindItGone(t *testing.T) {
+	e := newEnv(t)
+	for round := range 5 {
+		img := e.mustPull(fixtures.PushImage(t, e.ref(fmt.Sprintf("app/rm:%d", round)), 1024).Ref, "")
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			wg.Go(func() { errs[i] = e.svc.Remove(img.ID) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				t.Fatalf("concurrent remove: %v", err)
+			}
+		}
+		if _, err := e.svc.Get(img.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("image still there: %v", err)
+		}
+	}
+}

@@ -547,9 +547,29 @@ func TestAttachFollowStreamsAndMetrics(t *testing.T) {
 	if err != nil || len(m.PodMetrics) != 1 || len(m.PodMetrics[0].ContainerMetrics) != 1 {
 		t.Fatalf("ListPodSandboxMetrics: %v %v", m, err)
 	}
-	for _, metric := range m.PodMetrics[0].ContainerMetrics[0].Metrics {
+	// Every descriptor has values, with as many labels as it declares
+	// (block I/O needs per-device accounting this VM's disk may not give;
+	// critest treats those as optional too).
+	optional := map[string]bool{"container_blkio_device_usage_total": true, "container_fs_reads_bytes_total": true,
+		"container_fs_reads_total": true, "container_fs_writes_bytes_total": true, "container_fs_writes_total": true}
+	seen := map[string][]string{}
+	all := append([]*runtimeapi.Metric(nil), m.PodMetrics[0].Metrics...)
+	all = append(all, m.PodMetrics[0].ContainerMetrics[0].Metrics...)
+	for _, metric := range all {
+		if _, ok := seen[metric.Name]; !ok {
+			seen[metric.Name] = metric.LabelValues
+		}
 		if metric.Name == "container_memory_working_set_bytes" && metric.Value.GetValue() == 0 {
 			t.Fatalf("running container has no working set: %+v", metric)
+		}
+	}
+	for _, desc := range d.Descriptors {
+		labels, ok := seen[desc.Name]
+		if !ok && !optional[desc.Name] {
+			t.Errorf("no value for metric %s", desc.Name)
+		}
+		if ok && len(labels) != len(desc.LabelKeys) {
+			t.Errorf("metric %s has %d label values, its descriptor %d keys", desc.Name, len(labels), len(desc.LabelKeys))
 		}
 	}
 
