@@ -120,13 +120,7 @@ func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContain
 }
 
 func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, stream runtimeapi.RuntimeService_StreamContainersServer) error {
-	items := s.listContainers(stream.Context(), req.GetFilter())
-	for len(items) > 0 {
-		n := min(streamBatch, len(items))
-		if err := stream.Send(&runtimeapi.StreamContainersResponse{Containers: items[:n]}); err != nil {
-			return err
-		}
-		items = items[n:]
-	}
-	return nil
+	return sendBatches(s.listContainers(stream.Context(), req.GetFilter()), func(b []*runtimeapi.Container) error {
+		return stream.Send(&runtimeapi.StreamContainersResponse{Containers: b})
+	})
 }

@@ -95,15 +95,21 @@ func (s *Server) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSand
 }
 
 func (s *Server) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream runtimeapi.RuntimeService_StreamPodSandboxesServer) error {
-	items := s.listPods(req.GetFilter())
+	return sendBatches(s.listPods(req.GetFilter()), func(b []*runtimeapi.PodSandbox) error {
+		return stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: b})
+	})
+}
+
+// sendBatches sends a list over a server stream in bounded messages, so a
+// node with many objects never builds one huge response.
+func sendBatches[T any](items []T, send func([]T) error) error {
+	const batch = 100
 	for len(items) > 0 {
-		n := min(streamBatch, len(items))
-		if err := stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: items[:n]}); err != nil {
+		n := min(batch, len(items))
+		if err := send(items[:n]); err != nil {
 			return err
 		}
 		items = items[n:]
 	}
 	return nil
 }
-
-const streamBatch = 100
