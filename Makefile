@@ -10,7 +10,7 @@ CRI_TOOLS := v1.37.0
 APT_PKGS  := runc conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps tools run install test unit e2e vet conformance bench clean
+.PHONY: all build deps tools run install test unit e2e vet conformance bench kubelet clean
 
 all: build
 
@@ -62,6 +62,11 @@ conformance: deps build
 
 bench: deps build
 	test/bench/run.sh
+
+# A real kubelet v1.34.12 (built offline, ~6-12 min the first time) running
+# static pods on crivet, signature cases included. Not in CI: the build is long.
+kubelet: deps build
+	test/kubelet/run.sh
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,666 @@
+#!/usr/bin/env bash
+# A real kubelet (v1.34.12, standalone, static pods) against crivet, offline.
+# See README.md beside this file. Run as root on Debian 12:
+#
+#   test/kubelet/run.sh          # build what is missing, start, run every case, clean up
+#   KEEP=1 test/kubelet/run.sh   # same, but leave everything running (then: run.sh down)
+#   test/kubelet/run.sh down     # stop and clean up whatever a KEEP=1 run left
+#
+# Everything lives in $LAB (default /var/tmp/kubelet-lab); the repository is
+# only read (crivet is built from it into $LAB/bin). Traffic: 127.0.0.1 and
+# the CNI bridge kllab0 (10.187.0.0/24) only.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LAB=${LAB:-/var/tmp/kubelet-lab}
+RUNROOT=${RUNROOT:-/run/kubelet-lab-crivet}
+K8S_VERSION=v1.34.12
+STAGING_VERSION=v0.34.12
+CRI_TOOLS=v1.37.0
+REG=127.0.0.1:5001
+NODE=kllab-node
+BRIDGE=kllab0
+SUBNET=10.187.0.0/24
+TAGS="containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
+SOCK=$LAB/crivet.sock
+RO=http://127.0.0.1:10255
+CRICTL() { "$LAB/bin/crictl" -c "$LAB/etc/crictl.yaml" "$@"; }
+
+log() { printf '%s %s\n' "$(date +%T)" "$*"; }
+die() { log "FATAL: $*"; exit 1; }
+RESULTS=$LAB/results.txt
+pass() { log "PASS: $*"; echo "PASS: $*" >>"$RESULTS"; }
+fail() { log "FAIL: $*"; echo "FAIL: $*" >>"$RESULTS"; }
+gap() { log "GAP: $*"; echo "GAP: $*" >>"$RESULTS"; } # works, but something kubelet could use is missing
+
+[ "$(id -u)" = 0 ] || die "run as root"
+
+# ---------------------------------------------------------------- building
+build_kubelet() {
+	if [ -x "$LAB/bin/kubelet" ] && "$LAB/bin/kubelet" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
+		return
+	fi
+	log "building kubelet $K8S_VERSION (about 6-12 minutes on 2 cores)"
+	local d=$LAB/kbuild gomod
+	mkdir -p "$d"
+	gomod=$(cd "$d" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod) || die "go mod download k8s.io/kubernetes@$K8S_VERSION"
+	# Every staging module kubernetes replaces with ./staging/src/... becomes
+	# the published $STAGING_VERSION.
+	{
+		printf 'module kbuild\n\ngo 1.25.0\n\ngodebug default=go1.24\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
+		sed -n "s#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 $STAGING_VERSION#p" "$gomod"
+		printf ')\n'
+	} >"$d/go.mod"
+	printf '//go:build tools\n\npackage kbuild\n\nimport _ "k8s.io/kubernetes/cmd/kubelet"\n' >"$d/tools.go"
+	(cd "$d" && nice -n 10 go mod tidy && nice -n 10 go build -tags tools \
+		-ldflags "-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34" \
+		-o "$LAB/bin/kubelet" k8s.io/kubernetes/cmd/kubelet) >"$LAB/logs/kubelet-build.log" 2>&1 ||
+		die "kubelet build failed, see $LAB/logs/kubelet-build.log"
+}
+
+build_crivet() {
+	if [ -n "${CRIVET_BIN_DIR:-}" ]; then
+		cp "$CRIVET_BIN_DIR"/crivet "$CRIVET_BIN_DIR"/crivet-pause "$CRIVET_BIN_DIR"/crivet-monitor "$LAB/bin/"
+		return
+	fi
+	local v
+	v=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo dev)
+	log "building crivet $v from $REPO into $LAB/bin"
+	(cd "$REPO" &&
+		nice go build -tags "$TAGS" -ldflags "-X main.version=$v" -o "$LAB/bin/crivet" ./cmd/crivet &&
+		CGO_ENABLED=0 nice go build -o "$LAB/bin/crivet-pause" ./cmd/crivet-pause &&
+		CGO_ENABLED=0 nice go build -o "$LAB/bin/crivet-monitor" ./cmd/crivet-monitor) || die "crivet build failed"
+}
+
+build_crictl() {
+	[ -x "$LAB/bin/crictl" ] && return
+	if [ -x "$REPO/bin/crictl" ]; then cp "$REPO/bin/crictl" "$LAB/bin/"; return; fi
+	GOBIN=$LAB/bin go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS" || die "crictl install failed"
+}
+
+# sigtool: Debian's skopeo 1.9.3 has sigstore signing switched off ("Debian-local
+# change: sigstore disabled"), so keys and signatures are made with the
+# library crivet itself uses (go.podman.io/image/v5).
+build_sigtool() {
+	[ -x "$LAB/bin/sigtool" ] && return
+	local d=$LAB/sigtool
+	mkdir -p "$d"
+	cat >"$d/main.go" <<'EOF'
+// sigtool keygen DIR PASS: a sigstore (cosign-format) key pair from the library's generator.
+// sigtool sign KEY PASS REGISTRIES_D HOST:PORT/REPO:TAG: sign that image in place
+// (plain-http registry) with a sigstore attachment.
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/signature/signer"
+	"go.podman.io/image/v5/signature/sigstore"
+	"go.podman.io/image/v5/types"
+)
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+func main() {
+	switch os.Args[1] {
+	case "keygen":
+		kp, err := sigstore.GenerateKeyPair([]byte(os.Args[3]))
+		must(err)
+		must(os.WriteFile(filepath.Join(os.Args[2], "cosign.key"), kp.PrivateKey, 0o600))
+		must(os.WriteFile(filepath.Join(os.Args[2], "cosign.pub"), kp.PublicKey, 0o644))
+	case "sign":
+		key, pass, regd, ref := os.Args[2], []byte(os.Args[3]), os.Args[4], os.Args[5]
+		tmp, err := os.MkdirTemp("", "sigtool")
+		must(err)
+		defer os.RemoveAll(tmp)
+		conf := filepath.Join(tmp, "registries.conf")
+		must(os.WriteFile(conf, []byte("unqualified-search-registries = []\n"), 0o644))
+		sc := &types.SystemContext{
+			DockerInsecureSkipTLSVerify: types.OptionalBoolTrue,
+			RegistriesDirPath:           regd,
+			SystemRegistriesConfPath:    conf,
+			SystemRegistriesConfDirPath: filepath.Join(tmp, "registries.conf.d"),
+			AuthFilePath:                filepath.Join(tmp, "auth.json"),
+			BlobInfoCacheDir:            tmp,
+		}
+		s, err := sigstore.NewSigner(sigstore.WithPrivateKeyFile(key, pass))
+		must(err)
+		defer s.Close()
+		pc, err := signature.NewPolicyContext(&signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
+		must(err)
+		defer pc.Destroy()
+		r, err := docker.ParseReference("//" + ref)
+		must(err)
+		_, err = copy.Image(context.Background(), pc, r, r, &copy.Options{
+			Signers: []*signer.Signer{s}, SourceCtx: sc, DestinationCtx: sc,
+			ReportWriter: io.Discard, PreserveDigests: true,
+		})
+		must(err)
+	default:
+		panic("usage: sigtool keygen DIR PASS | sign KEY PASS REGISTRIES_D REF")
+	}
+}
+EOF
+	local v
+	v=$(cd "$REPO" && go list -m -f '{{.Version}}' go.podman.io/image/v5) || die "go.podman.io/image/v5 not in $REPO/go.mod"
+	printf 'module sigtool\n\ngo 1.25.0\n\nrequire go.podman.io/image/v5 %s\n' "$v" >"$d/go.mod"
+	cp "$REPO/go.sum" "$d/go.sum"
+	(cd "$d" && GOFLAGS=-mod=mod nice go mod tidy && nice go build -tags containers_image_openpgp -o "$LAB/bin/sigtool" .) \
+		>"$LAB/logs/sigtool-build.log" 2>&1 || die "sigtool build failed, see $LAB/logs/sigtool-build.log"
+}
+
+# mkimage NAME MARKER: a one-layer OCI image in a dir: layout, from Debian's
+# busybox-static; MARKER (written to /etc/image-name) makes each image distinct.
+mkimage() {
+	local name=$1 marker=$2 root=$LAB/images/$1.rootfs out=$LAB/images/$1.dir a
+	rm -rf "$root" "$out"
+	mkdir -p "$root"/{bin,etc,tmp,root} "$out"
+	chmod 1777 "$root/tmp"
+	cp /bin/busybox "$root/bin/busybox"
+	for a in sh cat echo sleep mkdir httpd id hostname ip ls ps true kill wget; do ln -s busybox "$root/bin/$a"; done
+	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
+	printf 'root:x:0:\n' >"$root/etc/group"
+	echo "$marker" >"$root/etc/image-name"
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$LAB/images/$name.tar" .
+	local diffid layer lsize cfg csize man
+	diffid=$(sha256sum <"$LAB/images/$name.tar" | cut -d' ' -f1)
+	gzip -n -c "$LAB/images/$name.tar" >"$LAB/images/$name.tar.gz"
+	layer=$(sha256sum <"$LAB/images/$name.tar.gz" | cut -d' ' -f1)
+	lsize=$(stat -c %s "$LAB/images/$name.tar.gz")
+	mv "$LAB/images/$name.tar.gz" "$out/$layer"
+	rm -f "$LAB/images/$name.tar"
+	jq -cn --arg d "sha256:$diffid" '{architecture: "amd64", os: "linux",
+		config: {Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["sh"]},
+		rootfs: {type: "layers", diff_ids: [$d]}}' >"$out/config.json"
+	cfg=$(sha256sum <"$out/config.json" | cut -d' ' -f1)
+	csize=$(stat -c %s "$out/config.json")
+	mv "$out/config.json" "$out/$cfg"
+	jq -cn --arg c "sha256:$cfg" --argjson cs "$csize" --arg l "sha256:$layer" --argjson ls "$lsize" '{schemaVersion: 2,
+		mediaType: "application/vnd.oci.image.manifest.v1+json",
+		config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
+		layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $l, size: $ls}]}' >"$out/manifest.json"
+	echo 'Directory Transport Version: 1.1' >"$out/version"
+	rm -rf "$root"
+}
+
+push() { # dir-name repo:tag
+	skopeo --registries.d "$LAB/etc/registries.d" copy -q --dest-tls-verify=false "dir:$LAB/images/$1.dir" "docker://$REG/$2" || die "push $2"
+}
+
+# ---------------------------------------------------------------- host state
+# What the run may create on the host, recorded before, so cleanup removes
+# only what was not there.
+save_host_state() {
+	[ -s "$LAB/host-state" ] && return # a KEEP=1 run already recorded it
+	{
+		for s in vm.overcommit_memory kernel.panic kernel.panic_on_oops; do echo "sysctl $s $(sysctl -n $s)"; done
+		for p in /var/lib/kubelet /var/log/pods /var/log/containers /usr/libexec/kubernetes; do [ -e "$p" ] && echo "existed $p"; done
+		for c in /sys/fs/cgroup/*/kubepods; do [ -d "$c" ] && echo "existed $c"; done
+		for ipt in iptables ip6tables; do
+			for t in filter nat mangle; do
+				$ipt -t $t -S 2>/dev/null | awk -v i=$ipt -v t=$t '$1=="-N"{print "chain", i, t, $2}'
+			done
+		done
+	} >"$LAB/host-state"
+}
+existed() { grep -qxF "existed $1" "$LAB/host-state"; }
+had_chain() { grep -qxF "chain $1 $2 $3" "$LAB/host-state"; }
+
+# ---------------------------------------------------------------- daemons
+write_config() {
+	mkdir -p "$LAB"/{etc/policies,etc/registries.d,etc/net.d,keys,kubelet/manifests,kubelet/root,kubelet/certs,pods,registry/data,crivet,cni-data}
+	cat >"$LAB/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $LAB/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $REG
+EOF
+	: >"$LAB/etc/crivet.toml"
+	printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"$LAB/etc/policy.json"
+	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
+	printf 'unqualified-search-registries = []\n\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$REG" "$REG" >"$LAB/etc/registries.conf"
+	cat >"$LAB/etc/net.d/10-kllab.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "kllab",
+  "plugins": [
+    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$SUBNET"}]], "dataDir": "$LAB/cni-data"}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+	# The per-namespace policy for kllab-strict (installed by case 2).
+	cat >"$LAB/etc/strict-policy.json" <<EOF
+{
+  "default": [{"type": "reject"}],
+  "transports": {
+    "docker": {
+      "$REG": [{"type": "sigstoreSigned", "keyPath": "$LAB/keys/cosign.pub", "signedIdentity": {"type": "matchRepository"}}]
+    }
+  }
+}
+EOF
+	printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$SOCK" "$SOCK" >"$LAB/etc/crictl.yaml"
+	# Pull in another namespace (no policy file: the global one applies).
+	printf '{"metadata": {"name": "prepull", "namespace": "kllab-loose", "uid": "kllab-prepull", "attempt": 0}, "log_directory": "/tmp", "linux": {}}\n' >"$LAB/etc/prepull-pod.json"
+	cat >"$LAB/kubelet/config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: $LAB/kubelet/manifests
+fileCheckFrequency: 5s
+syncFrequency: 10s
+cgroupDriver: cgroupfs
+cgroupsPerQOS: true
+enforceNodeAllocatable: []
+failCgroupV1: false
+failSwapOn: false
+oomScoreAdj: 0
+address: 127.0.0.1
+port: 10250
+readOnlyPort: 10255
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+containerRuntimeEndpoint: unix://$SOCK
+imageServiceEndpoint: unix://$SOCK
+serializeImagePulls: false
+resolvConf: ""
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "1%"
+  imagefs.available: "1%"
+EOF
+	mkpod hello default "$REG/lab/busybox:1.0"
+	mkpod strict-pull kllab-strict "$REG/lab/unsigned:1.0"
+	mkpod strict-create kllab-strict "$REG/lab/unsigned:1.0"
+	mkpod strict-signed kllab-strict "$REG/lab/signed:1.0"
+	mkpod strict-alias kllab-strict "$REG/lab/busybox:1.0"
+	cat >"$LAB/pods/probe.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: probe
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: web
+    image: $REG/lab/busybox:1.0
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo ok > /tmp/ready; mkdir -p /www; echo hi > /www/index.html; exec httpd -f -p 8080 -h /www"]
+    ports:
+    - {containerPort: 8080, hostPort: 18080, hostIP: 127.0.0.1}
+    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 3
+    livenessProbe:
+      httpGet: {path: /index.html, port: 8080}
+      periodSeconds: 5
+EOF
+}
+
+mkpod() { # name namespace image
+	cat >"$LAB/pods/$1.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+  namespace: $2
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: hello
+    image: $3
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "while true; do echo hello; sleep 1; done"]
+EOF
+}
+
+port_free() { ! ss -ltn "sport = :$1" | grep -q LISTEN; }
+
+start_registry() {
+	port_free 5001 || die "something already listens on $REG"
+	setsid docker-registry serve "$LAB/registry/config.yml" >"$LAB/logs/registry.log" 2>&1 &
+	echo $! >"$LAB/registry/pid"
+	for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && return; sleep 0.2; done
+	die "registry did not start"
+}
+
+start_crivet() {
+	setsid "$LAB/bin/crivet" --config "$LAB/etc/crivet.toml" --listen "$SOCK" \
+		--root "$LAB/crivet/root" --runroot "$RUNROOT" \
+		--signature-policy "$LAB/etc/policy.json" --signature-policy-dir "$LAB/etc/policies" \
+		--registries-conf "$LAB/etc/registries.conf" --registries-d "$LAB/etc/registries.d" \
+		--cni-config-dir "$LAB/etc/net.d" --cni-plugin-dir /usr/lib/cni \
+		>>"$LAB/logs/crivet.log" 2>&1 &
+	echo $! >"$LAB/crivet/pid"
+	for _ in $(seq 100); do CRICTL version >/dev/null 2>&1 && return; sleep 0.2; done
+	die "crivet did not start, see $LAB/logs/crivet.log"
+}
+
+start_kubelet() {
+	for p in 10248 10250 10255; do port_free $p || die "port $p in use (another kubelet?)"; done
+	setsid "$LAB/bin/kubelet" --config "$LAB/kubelet/config.yaml" --root-dir "$LAB/kubelet/root" \
+		--cert-dir "$LAB/kubelet/certs" --hostname-override "$NODE" --v=2 >>"$LAB/logs/kubelet.log" 2>&1 &
+	echo $! >"$LAB/kubelet/pid"
+	for _ in $(seq 120); do curl -fs http://127.0.0.1:10248/healthz >/dev/null && return; sleep 0.5; done
+	die "kubelet did not become healthy, see $LAB/logs/kubelet.log"
+}
+
+stop_pid() { # pidfile [seconds]
+	local f=$1 t=${2:-20} p
+	[ -s "$f" ] || return 0
+	p=$(cat "$f")
+	if kill -0 "$p" 2>/dev/null; then
+		kill -TERM "$p"
+		for _ in $(seq $((t * 5))); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+		kill -0 "$p" 2>/dev/null && { log "pid $p ($f) ignored SIGTERM, killing"; kill -KILL "$p"; }
+	fi
+	rm -f "$f"
+}
+
+stop_kubelet() {
+	stop_pid "$LAB/kubelet/pid" 30
+	while mountpoint -q "$LAB/kubelet/root"; do umount "$LAB/kubelet/root" || break; done
+}
+
+# ---------------------------------------------------------------- checks
+pods_json() { curl -fs "$RO/pods"; }
+pod_q() { # pod-name jq-filter-on-the-pod
+	pods_json | jq -r --arg n "$1-$NODE" ".items[] | select(.metadata.name==\$n) | $2" 2>/dev/null
+}
+wait_for() { # seconds description command...
+	local t=$1 what=$2
+	shift 2
+	for _ in $(seq "$t"); do "$@" && return 0; sleep 1; done
+	return 1
+}
+pod_running() { [ "$(pod_q "$1" '.status.containerStatuses[0].state | has("running")')" = true ]; }
+pod_ready() { [ "$(pod_q "$1" '.status.containerStatuses[0].ready')" = true ]; }
+pod_reason() { [ "$(pod_q "$1" '.status.containerStatuses[0].state.waiting.reason // empty')" = "$2" ]; }
+pod_gone() { [ -z "$(pod_q "$1" '.metadata.name')" ] && [ -z "$(CRICTL pods -q --name "^$1-$NODE\$" 2>/dev/null)" ]; }
+add_pod() { cp "$LAB/pods/$1.yaml" "$LAB/kubelet/.$1.tmp" && mv "$LAB/kubelet/.$1.tmp" "$LAB/kubelet/manifests/$1.yaml"; }
+del_pod() { rm -f "$LAB/kubelet/manifests/$1.yaml"; }
+hello_restarted() { [ "$(pod_q hello '.status.containerStatuses[0].restartCount')" = 1 ]; }
+show_pod() { pod_q "$1" '{phase: .status.phase, containerStatuses: [.status.containerStatuses[]? | {state, ready, restartCount}]}' | jq -c . 2>/dev/null; }
+
+# leftovers: prints what a pod-less node should not have; empty when clean.
+leftovers() {
+	CRICTL pods -q 2>/dev/null | sed 's/^/sandbox /'
+	CRICTL ps -aq 2>/dev/null | sed 's/^/container /'
+	awk -v r="$RUNROOT" -v l="$LAB/crivet/root/storage/overlay/" '$5 ~ "^"r"/sandboxes" || index($5, l)==1 {print "mount " $5}' /proc/self/mountinfo
+	ip -br link show master "$BRIDGE" 2>/dev/null | awk '{print "veth " $1}'
+	pgrep -f "^$LAB/bin/crivet-monitor" | sed 's/^/monitor-pid /'
+	ls "$RUNROOT/runc" 2>/dev/null | sed 's/^/runc-state /'
+	ls "$RUNROOT/bundles" 2>/dev/null | sed 's/^/bundle /'
+	ls /var/log/pods 2>/dev/null | grep -E '_(hello|probe|strict-[a-z]+)-'"$NODE"'_' | sed 's/^/pod-log-dir /'
+	ls "$LAB/cni-data/kllab" 2>/dev/null | grep -E '^10\.' | sed 's/^/ip-lease /'
+	iptables -t nat -S 2>/dev/null | grep -E "10\.187\.|18080" | sed 's/^/nat-rule /'
+}
+is_clean() { [ -z "$(leftovers)" ]; }
+check_clean() { # what
+	if wait_for 120 clean is_clean; then
+		pass "$1: nothing left (sandboxes, containers, mounts, veths, monitors, runc state, pod log dirs, IP leases, hostport rules)"
+	else
+		fail "$1: leftovers after 120 s: $(leftovers | tr '\n' ';')"
+	fi
+}
+
+crivet_lines() { grep -v '^time="' "$LAB/logs/crivet.log" | grep -E "$1" | tail -n "${2:-1}"; }
+kubelet_lines() { grep -E "$1" "$LAB/logs/kubelet.log" | tail -n "${2:-1}"; }
+
+# ---------------------------------------------------------------- cases
+case_hello() {
+	log "case 1: static pod default/hello"
+	add_pod hello
+	if wait_for 90 running pod_running hello; then pass "1 hello Running: $(show_pod hello)"; else fail "1 hello not Running: $(show_pod hello)"; return; fi
+	local f cid
+	f=$(ls /var/log/pods/default_hello-"$NODE"_*/hello/0.log 2>/dev/null | head -1)
+	sleep 3
+	if [ -n "$f" ] && grep -qE '^[0-9T:.-]+Z stdout F hello$' "$f"; then
+		pass "1 CRI log at $f: $(head -1 "$f")"
+	else fail "1 no CRI log lines in /var/log/pods (${f:-no file})"; fi
+	cid=$(CRICTL ps -q --name '^hello$' --label io.kubernetes.pod.namespace=default | head -1)
+	if out=$(CRICTL exec "$cid" sh -c 'echo exec-ok; cat /etc/image-name' 2>&1) && echo "$out" | grep -q exec-ok; then
+		pass "1 crictl exec: $(echo "$out" | tr '\n' ' ')"
+	else fail "1 crictl exec: $out"; fi
+	# kill the container's process: kubelet must see the exit and restart it
+	local pid
+	pid=$(runc --root "$RUNROOT/runc" state "$cid" 2>/dev/null | jq -r .pid)
+	if [ -n "$pid" ] && [ "$pid" != null ] && kill -KILL "$pid" &&
+		wait_for 60 restart hello_restarted && wait_for 30 running pod_running hello; then
+		pass "1 restart after kill -9: $(show_pod hello)"
+	else fail "1 restart after kill -9 (pid ${pid:-?}): $(show_pod hello)"; fi
+	del_pod hello
+	if wait_for 120 gone pod_gone hello; then pass "1 manifest deleted: pod stopped and removed"; else fail "1 pod still there after manifest deletion: $(show_pod hello) $(CRICTL pods --name hello 2>&1 | tail -n +2)"; fi
+	check_clean "1 after hello"
+}
+
+case_strict_pull() {
+	log "case 2: per-namespace policy kllab-strict, unsigned image not on the node"
+	cp "$LAB/etc/strict-policy.json" "$LAB/etc/policies/kllab-strict.json"
+	add_pod strict-pull
+	if wait_for 90 reason pod_reason strict-pull SignatureValidationFailed; then
+		pass "2 pull rejected, waiting reason SignatureValidationFailed: $(pod_q strict-pull '.status.containerStatuses[0].state.waiting.message')"
+	else fail "2 expected waiting reason SignatureValidationFailed: $(show_pod strict-pull)"; fi
+	if CRICTL images -q "$REG/lab/unsigned:1.0" 2>/dev/null | grep -q .; then fail "2 rejected image is on the node"; else pass "2 rejected image not stored"; fi
+	echo "  crivet: $(crivet_lines 'signature policy decision.*outcome=rejected')"
+	echo "  kubelet: $(kubelet_lines 'PullImage from image service failed')"
+	del_pod strict-pull
+	wait_for 120 gone pod_gone strict-pull || fail "2 strict-pull not removed"
+}
+
+case_strict_create() {
+	log "case 3: same image pre-pulled in namespace kllab-loose, then used in kllab-strict"
+	if out=$(CRICTL pull --pod-config "$LAB/etc/prepull-pod.json" "$REG/lab/unsigned:1.0" 2>&1); then pass "3 pre-pull in kllab-loose: $out"; else fail "3 pre-pull: $out"; return; fi
+	add_pod strict-create
+	if wait_for 90 reason pod_reason strict-create CreateContainerError; then
+		local m
+		m=$(pod_q strict-create '.status.containerStatuses[0].state.waiting.message')
+		case $m in SignatureValidationFailed*) pass "3 CreateContainerError: $m" ;; *) fail "3 CreateContainerError without SignatureValidationFailed: $m" ;; esac
+	else fail "3 expected CreateContainerError: $(show_pod strict-create)"; fi
+	if [ -z "$(CRICTL ps -aq --name '^hello$' --label io.kubernetes.pod.namespace=kllab-strict)" ]; then pass "3 no container created"; else fail "3 a container was created"; fi
+	echo "  crivet: $(crivet_lines 'create-time signature check.*outcome=rejected')"
+	echo "  kubelet: $(kubelet_lines 'CreateContainer in sandbox from runtime service failed')"
+	del_pod strict-create
+	wait_for 120 gone pod_gone strict-create || fail "3 strict-create not removed"
+}
+
+case_strict_signed() {
+	log "case 4: signed image in kllab-strict (must run), then the same image by its unsigned name (must not)"
+	add_pod strict-signed
+	if wait_for 90 running pod_running strict-signed; then pass "4 signed image Running in kllab-strict"; else fail "4 signed image: $(show_pod strict-signed)"; fi
+	# lab/busybox:1.0 is the same manifest, already on the node, but its
+	# signature names lab/signed: matchRepository must refuse it.
+	add_pod strict-alias
+	if wait_for 90 reason pod_reason strict-alias CreateContainerError; then
+		pass "4 same image by another name: CreateContainerError: $(pod_q strict-alias '.status.containerStatuses[0].state.waiting.message')"
+	else fail "4 strict-alias expected CreateContainerError: $(show_pod strict-alias)"; fi
+	del_pod strict-alias
+}
+
+case_probe() {
+	log "case 5: exec readiness probe, HTTP liveness probe, hostPort on 127.0.0.1"
+	add_pod probe
+	if wait_for 90 ready pod_ready probe; then pass "5 probe pod Ready (exec readiness probe)"; else fail "5 probe pod not Ready: $(show_pod probe)"; fi
+	if [ "$(curl -fs -m 5 http://127.0.0.1:18080/index.html)" = hi ]; then pass "5 hostPort 127.0.0.1:18080 answers"; else fail "5 hostPort 127.0.0.1:18080 does not answer"; fi
+	sleep 12
+	if [ "$(pod_q probe '.status.containerStatuses[0].restartCount')" = 0 ]; then pass "5 HTTP liveness probe keeps passing"; else fail "5 liveness restarts: $(show_pod probe)"; fi
+	# /stats/summary: kubelet's CRI stats provider (ImageFsInfo, ListPodSandboxStats /
+	# ListContainerStats) joined with cadvisor's filesystem data.
+	local sum
+	sum=$(curl -fs -m 10 "$RO/stats/summary" 2>&1)
+	if echo "$sum" | jq -e . >/dev/null 2>&1; then
+		local got
+		got=$(echo "$sum" | jq -c --arg n "probe-$NODE" '{imageFs: (.node.runtime.imageFs | {usedBytes, capacityBytes}),
+			pod: (.pods[] | select(.podRef.name==$n) | {cpu: .cpu.usageNanoCores, mem: .memory.workingSetBytes, net: .network.name,
+			c: (.containers[0] | {cpu: .cpu.usageCoreNanoSeconds, mem: .memory.workingSetBytes, rootfs: .rootfs.usedBytes, logs: .logs.usedBytes})})}')
+		if echo "$got" | jq -e '.imageFs.usedBytes > 0 and .pod.c.cpu > 0 and .pod.c.mem > 0' >/dev/null 2>&1; then
+			pass "5 /stats/summary: $got"
+		else fail "5 /stats/summary incomplete: $got"; fi
+		# Infra-less pods: no sandbox cgroup/process for cadvisor, and
+		# PodSandboxStats carries no network, so kubelet has no pod network stats.
+		if echo "$got" | jq -e '.pod.net == null' >/dev/null 2>&1; then
+			gap "5 /stats/summary has no pod network stats (pods[].network is null)"
+		fi
+	else fail "5 /stats/summary: $(echo "$sum" | head -c 300)"; fi
+}
+
+case_restarts() {
+	log "case 6: crivet restart, then kubelet restart, with pods running"
+	local before after
+	before=$(pods_json | jq -c '[.items[] | {n: .metadata.name, c: .status.containerStatuses[0].containerID, r: .status.containerStatuses[0].restartCount}] | sort_by(.n)')
+	stop_pid "$LAB/crivet/pid" 30
+	sleep 3
+	start_crivet
+	sleep 15
+	after=$(pods_json | jq -c '[.items[] | {n: .metadata.name, c: .status.containerStatuses[0].containerID, r: .status.containerStatuses[0].restartCount}] | sort_by(.n)')
+	if [ "$before" = "$after" ] && pod_running strict-signed && pod_running probe; then pass "6 crivet restart: same containers, no restarts"; else fail "6 crivet restart: before $before after $after"; fi
+	stop_kubelet
+	start_kubelet
+	sleep 20
+	after=$(pods_json | jq -c '[.items[] | {n: .metadata.name, c: .status.containerStatuses[0].containerID, r: .status.containerStatuses[0].restartCount}] | sort_by(.n)')
+	if [ "$before" = "$after" ]; then pass "6 kubelet restart: pods adopted unchanged"; else fail "6 kubelet restart: before $before after $after"; fi
+}
+
+case_final() {
+	log "case 7: delete every manifest"
+	rm -f "$LAB"/kubelet/manifests/*.yaml
+	for p in strict-signed strict-alias probe; do wait_for 120 gone pod_gone $p || fail "7 $p not removed"; done
+	check_clean "7 after all pods"
+}
+
+# ---------------------------------------------------------------- cleanup
+cleanup() {
+	log "cleanup"
+	rm -f "$LAB"/kubelet/manifests/*.yaml
+	stop_kubelet
+	if [ -S "$SOCK" ] && [ -s "$LAB/crivet/pid" ]; then
+		CRICTL rmp --force --all >/dev/null 2>&1
+	fi
+	stop_pid "$LAB/crivet/pid" 30
+	local p
+	for p in $(pgrep -f "^$LAB/bin/crivet-monitor"); do log "leftover monitor pid $p"; kill -KILL "$p"; done
+	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do runc --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
+	awk -v r="$RUNROOT" -v l="$LAB/" '$5 ~ "^"r || index($5, l)==1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+		log "unmounting leftover $m"
+		umount "$m" 2>/dev/null || umount -l "$m"
+	done
+	stop_pid "$LAB/registry/pid" 10
+	ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
+	rm -rf "$RUNROOT" "$LAB/crivet/root" "$LAB/cni-data" "$LAB/kubelet/root" "$LAB/registry/data" "$SOCK"
+	if [ -s "$LAB/host-state" ]; then
+		while read -r kind a b; do
+			[ "$kind" = sysctl ] && sysctl -q -w "$a=$b"
+		done <"$LAB/host-state"
+		for d in /var/lib/kubelet /var/log/pods /var/log/containers /usr/libexec/kubernetes; do existed "$d" || rm -rf "$d"; done
+		for c in /sys/fs/cgroup/*/kubepods; do
+			existed "$c" || { [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null; }
+		done
+		# kubelet's own chains (KUBE-FIREWALL with its INPUT/OUTPUT jumps, canaries, hint)
+		local ipt t ch
+		for ipt in iptables ip6tables; do
+			for t in filter nat mangle; do
+				for ch in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+					had_chain $ipt $t $ch && continue
+					$ipt -t $t -S $ch >/dev/null 2>&1 || continue
+					for parent in INPUT OUTPUT FORWARD PREROUTING POSTROUTING; do
+						while $ipt -t $t -D $parent -j $ch 2>/dev/null; do :; done
+					done
+					$ipt -t $t -F $ch && $ipt -t $t -X $ch
+				done
+			done
+		done
+		rm -f "$LAB/host-state"
+	fi
+}
+
+# ---------------------------------------------------------------- main
+case ${1:-all} in
+down) cleanup; exit 0 ;;
+all) ;;
+*) die "usage: $0 [all|down]" ;;
+esac
+
+for c in docker-registry skopeo runc jq curl go iptables; do command -v $c >/dev/null || die "$c missing (make deps installs it)"; done
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/portmap ] || die "containernetworking-plugins missing"
+file -L /bin/busybox | grep -q 'statically linked' || die "/bin/busybox is not static (install busybox-static)"
+[ -s "$LAB/crivet/pid" ] && kill -0 "$(cat "$LAB/crivet/pid")" 2>/dev/null && die "a previous run is still up: $0 down"
+
+mkdir -p "$LAB"/{bin,logs,images}
+: >"$RESULTS"
+for f in crivet kubelet registry; do [ -s "$LAB/logs/$f.log" ] && mv "$LAB/logs/$f.log" "$LAB/logs/$f.log.old"; done
+exec 9>"$LAB/.lock"
+flock -n 9 || die "another run holds $LAB/.lock"
+
+build_kubelet
+build_crivet
+build_crictl
+build_sigtool
+write_config
+save_host_state
+[ "${KEEP:-0}" = 1 ] || trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_registry
+mkimage busybox lab-busybox
+mkimage unsigned lab-unsigned
+push busybox lab/busybox:1.0
+push unsigned lab/unsigned:1.0
+push busybox lab/signed:1.0
+rm -f "$LAB"/keys/cosign.*
+"$LAB/bin/sigtool" keygen "$LAB/keys" kllab-pass || die "keygen"
+"$LAB/bin/sigtool" sign "$LAB/keys/cosign.key" kllab-pass "$LAB/etc/registries.d" "$REG/lab/signed:1.0" || die "sign"
+rm -f "$LAB"/etc/policies/*.json
+start_crivet
+log "crivet $(CRICTL version | awk '/RuntimeVersion/{print $2}') on $SOCK"
+start_kubelet
+log "kubelet $("$LAB/bin/kubelet" --version) healthy"
+
+case_hello
+case_strict_pull
+case_strict_create
+case_strict_signed
+case_probe
+case_restarts
+case_final
+
+echo
+log "kubelet errors other than the expected rejections:"
+grep -E '^E' "$LAB/logs/kubelet.log" | grep -vE 'SignatureValidationFailed|ImagePullBackOff|CreateContainerError|crivet.sock: connect|Unhandled Error' |
+	sed -E 's/^E[0-9]+ [0-9:.]+ +[0-9]+ //' | cut -c1-220 | sort | uniq -c | sort -rn | head -15
+log "crivet warnings/errors:"
+grep -v '^time="' "$LAB/logs/crivet.log" | grep -E 'level=(WARN|ERROR)' | grep -v 'outcome=rejected' | cut -c1-300 | tail -10
+echo
+log "results ($RESULTS):"
+grep -c '^PASS' "$RESULTS" | sed 's/^/  passed: /'
+grep -c '^FAIL' "$RESULTS" | sed 's/^/  failed: /'
+grep -E '^(FAIL|GAP)' "$RESULTS"
+! grep -q '^FAIL' "$RESULTS"
