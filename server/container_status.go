@@ -77,8 +77,12 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: cs}
 	if req.GetVerbose() {
-		info, _ := json.Marshal(map[string]any{"id": c.ID, "podID": c.PodID, "bundle": c.Bundle, "verifiedAs": c.ImageRef})
-		resp.Info = map[string]string{"info": string(info)}
+		info := map[string]any{"id": c.ID, "podID": c.PodID, "bundle": c.Bundle, "verifiedAs": c.ImageRef}
+		if st, err := s.rt.Status(ctx, c.ID); err == nil && st.Pid > 0 {
+			info["pid"] = st.Pid // what crictl inspect users (and scripts) look for
+		}
+		raw, _ := json.Marshal(info)
+		resp.Info = map[string]string{"info": string(raw)}
 	}
 	return resp, nil
 }

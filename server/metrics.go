@@ -300,11 +300,18 @@ func processCounts(procsFile string) (fds, sockets, threads uint64) {
 	return
 }
 
-// networkMetrics reads the pod's interfaces from /proc/net/dev inside its
+// ifaceStats are one interface's counters from /proc/net/dev.
+type ifaceStats struct {
+	name                                    string
+	rxBytes, rxPackets, rxErrors, rxDropped uint64
+	txBytes, txPackets, txErrors, txDropped uint64
+}
+
+// podInterfaces reads the pod's interfaces (lo excluded) inside its
 // network namespace (the reading thread's, hence thread-self).
-func networkMetrics(m *metricSet, netns string) {
+func podInterfaces(netns string) []ifaceStats {
 	if netns == "" {
-		return
+		return nil
 	}
 	var data []byte
 	if err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
@@ -312,30 +319,40 @@ func networkMetrics(m *metricSet, netns string) {
 		data, err = os.ReadFile("/proc/thread-self/net/dev")
 		return err
 	}); err != nil {
-		return
+		return nil
 	}
-	for _, line := range strings.Split(string(data), "\n")[2:] {
+	var out []ifaceStats
+	lines := strings.Split(string(data), "\n")
+	if len(lines) < 2 {
+		return nil
+	}
+	for _, line := range lines[2:] {
 		name, rest, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
 		name = strings.TrimSpace(name)
-		if name == "lo" {
-			continue
-		}
 		f := strings.Fields(rest)
-		if len(f) < 12 {
+		if name == "lo" || len(f) < 12 {
 			continue
 		}
 		n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
-		m.add("container_network_receive_bytes_total", n(0), name)
-		m.add("container_network_receive_packets_total", n(1), name)
-		m.add("container_network_receive_errors_total", n(2), name)
-		m.add("container_network_receive_packets_dropped_total", n(3), name)
-		m.add("container_network_transmit_bytes_total", n(8), name)
-		m.add("container_network_transmit_packets_total", n(9), name)
-		m.add("container_network_transmit_errors_total", n(10), name)
-		m.add("container_network_transmit_packets_dropped_total", n(11), name)
+		out = append(out, ifaceStats{name: name, rxBytes: n(0), rxPackets: n(1), rxErrors: n(2), rxDropped: n(3),
+			txBytes: n(8), txPackets: n(9), txErrors: n(10), txDropped: n(11)})
+	}
+	return out
+}
+
+func networkMetrics(m *metricSet, netns string) {
+	for _, i := range podInterfaces(netns) {
+		m.add("container_network_receive_bytes_total", i.rxBytes, i.name)
+		m.add("container_network_receive_packets_total", i.rxPackets, i.name)
+		m.add("container_network_receive_errors_total", i.rxErrors, i.name)
+		m.add("container_network_receive_packets_dropped_total", i.rxDropped, i.name)
+		m.add("container_network_transmit_bytes_total", i.txBytes, i.name)
+		m.add("container_network_transmit_packets_total", i.txPackets, i.name)
+		m.add("container_network_transmit_errors_total", i.txErrors, i.name)
+		m.add("container_network_transmit_packets_dropped_total", i.txDropped, i.name)
 	}
 }
 

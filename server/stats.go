@@ -170,6 +170,20 @@ func (s *Server) podStats(ctx context.Context, p *sandbox.Pod) *runtimeapi.PodSa
 	ls.Memory.UsageBytes = &runtimeapi.UInt64Value{Value: mem}
 	ls.Memory.WorkingSetBytes = &runtimeapi.UInt64Value{Value: ws}
 	ls.Process = &runtimeapi.ProcessUsage{Timestamp: now, ProcessCount: &runtimeapi.UInt64Value{Value: procs}}
+	// No process owns the pod's network namespace, so cAdvisor cannot see
+	// it: the pod's interface counters come from here.
+	if ifaces := podInterfaces(p.NetNS); len(ifaces) > 0 {
+		ls.Network = &runtimeapi.NetworkUsage{Timestamp: now}
+		for _, i := range ifaces {
+			u := &runtimeapi.NetworkInterfaceUsage{Name: i.name,
+				RxBytes: &runtimeapi.UInt64Value{Value: i.rxBytes}, RxErrors: &runtimeapi.UInt64Value{Value: i.rxErrors},
+				TxBytes: &runtimeapi.UInt64Value{Value: i.txBytes}, TxErrors: &runtimeapi.UInt64Value{Value: i.txErrors}}
+			ls.Network.Interfaces = append(ls.Network.Interfaces, u)
+			if i.name == "eth0" || ls.Network.DefaultInterface == nil {
+				ls.Network.DefaultInterface = u
+			}
+		}
+	}
 	return &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{Id: p.ID, Metadata: p.Config.GetMetadata(), Labels: p.Config.GetLabels(), Annotations: p.Config.GetAnnotations()},
 		Linux:      ls,

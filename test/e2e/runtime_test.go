@@ -171,6 +171,20 @@ func TestCrictlPodAndContainerLifecycle(t *testing.T) {
 		t.Fatalf("port-forward: %q", got)
 	}
 
+	// Pod stats carry the pod's network, read from its namespace.
+	rcl, _ := n.clients()
+	ps, err := rcl.PodSandboxStats(ctx(t), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
+	if err != nil || ps.Stats.GetLinux().GetNetwork().GetDefaultInterface().GetName() != "eth0" ||
+		ps.Stats.Linux.Network.DefaultInterface.RxBytes.GetValue() == 0 {
+		t.Fatalf("PodSandboxStats network: %v %+v", err, ps.GetStats().GetLinux().GetNetwork())
+	}
+	// crictl inspect shows the container's pid.
+	var withPid struct{ Info struct{ Pid int } }
+	json.Unmarshal([]byte(n.mustCrictl("inspect", "-o", "json", ctrID)), &withPid)
+	if withPid.Info.Pid <= 0 {
+		t.Fatalf("inspect has no pid")
+	}
+
 	// Stats.
 	var stats struct {
 		Stats []struct {
