@@ -2,8 +2,10 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/crivet/crivet/policy"
@@ -26,18 +28,26 @@ type Admission struct {
 // and signatures stored at pull time are verified again as if the image
 // were userRef in its registry.
 //
-// With no userRef (older kubelets, crictl), each reference the image was
-// pulled by is tried and the first that the policy admits is used.
+// userRef is the client's word, so it must name the very image being
+// run: it is looked up exactly as ImageStatus looks it up, and any other
+// answer (another image, none) is a refusal. A reference that names the
+// image by its ID says nothing about where it came from, so such an image
+// is verified as the references it was pulled by, never as a name made
+// from the ID. With no userRef (older kubelets, critest) the same applies.
+// The first recorded reference the policy admits is used.
 func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *policy.Policy) (Admission, error) {
 	var ids []reference.Named
-	fromRecord := userRef == ""
+	fromRecord := true
 	if userRef != "" {
-		named, err := s.identityFor(userRef, img)
+		named, m, err := s.userIdentity(userRef, img)
 		if err != nil {
 			return Admission{}, err
 		}
-		ids = append(ids, named)
-	} else {
+		if m == byName {
+			ids, fromRecord = append(ids, named), false
+		}
+	}
+	if fromRecord {
 		ids = s.recordedIdentities(img)
 	}
 	if len(ids) == 0 {
@@ -46,9 +56,10 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 		named, _ := reference.ParseNormalizedNamed("localhost/crivet-unnamed-image")
 		ids = append(ids, reference.TagNameOnly(named))
 	}
-	var lastErr error
+	fp := pol.Fingerprint()
+	var errs []error
 	for _, named := range ids {
-		key := admitKey(pol.Digest, img.Record.ManifestDigest, named.String())
+		key := admitKey(fp, img.Record.manifestDigest(), named.String())
 		if s.admitted.has(key) {
 			return Admission{Identity: named.String(), FromRecord: fromRecord, Cached: true}, nil
 		}
@@ -59,13 +70,79 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 			s.admitted.add(key)
 			return Admission{Identity: named.String(), FromRecord: fromRecord}, nil
 		}
-		lastErr = err
+		var rej *policy.Rejection
+		if !errors.As(err, &rej) {
+			// Not verifiable is not admitted: fail closed, as a refusal.
+			err = fmt.Errorf("%w: image %s cannot be verified as %s: %w", policy.ErrRefused, img.ID, named, err)
+		}
+		errs = append(errs, err)
 	}
-	return Admission{}, lastErr
+	return Admission{}, refusal(img, ids, errs)
 }
 
-func admitKey(pol, manifest digest.Digest, identity string) string {
-	return string(pol) + "\x00" + string(manifest) + "\x00" + identity
+// refusal is the one error of a failed admission: the library's decision
+// itself when the only candidate was rejected, else every candidate's
+// outcome under ErrRefused.
+func refusal(img *Image, ids []reference.Named, errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	names := make([]string, len(ids))
+	for i, n := range ids {
+		names[i] = n.String()
+	}
+	return fmt.Errorf("%w: image %s is admitted under none of the references it was pulled by (%s): %w",
+		policy.ErrRefused, img.ID, strings.Join(names, ", "), errors.Join(errs...))
+}
+
+// userIdentity checks that userRef names img and returns the identity to
+// verify it as (for a name) or byID (verify as the recorded references).
+func (s *Service) userIdentity(userRef string, img *Image) (reference.Named, match, error) {
+	found, m, err := s.findMatch(userRef)
+	if err != nil {
+		return nil, m, fmt.Errorf("%w: user_specified_image %q does not name the image being created (%s): %w", policy.ErrRefused, userRef, img.ID, err)
+	}
+	if found.ID != img.StorageID() {
+		return nil, m, fmt.Errorf("%w: user_specified_image %q names image sha256:%s, not the image being created (%s)", policy.ErrRefused, userRef, found.ID, img.ID)
+	}
+	if m == byID {
+		return nil, m, nil
+	}
+	named, err := s.identityFor(userRef, img)
+	if err != nil {
+		return nil, m, fmt.Errorf("%w: %w", policy.ErrRefused, err)
+	}
+	if d, ok := named.(reference.Digested); ok && !img.hasDigest(d.Digest()) {
+		return nil, m, fmt.Errorf("%w: user_specified_image %q: digest %s is not a manifest or index recorded for image %s", policy.ErrRefused, userRef, d.Digest(), img.ID)
+	}
+	return named, m, nil
+}
+
+// admitKey identifies one admission: the policy with the current content
+// of every file it names, the verified manifest, and the identity.
+func admitKey(policyFingerprint, manifest digest.Digest, identity string) string {
+	return string(policyFingerprint) + "\x00" + string(manifest) + "\x00" + identity
+}
+
+func (r *Record) manifestDigest() digest.Digest {
+	if r == nil {
+		return ""
+	}
+	return r.ManifestDigest
+}
+
+// hasDigest: d is the verified manifest, the index it was chosen from, or
+// a manifest the store holds for this image.
+func (i *Image) hasDigest(d digest.Digest) bool {
+	if i.Record != nil && (i.Record.ManifestDigest == d || i.Record.IndexDigest == d) {
+		return true
+	}
+	for _, rd := range i.RepoDigests {
+		if strings.HasSuffix(rd, "@"+d.String()) {
+			return true
+		}
+	}
+	return false
 }
 
 // identityFor normalises a user reference the way the pull did: the

@@ -3,6 +3,10 @@ package image
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/crivet/crivet/policy"
@@ -93,4 +97,110 @@ func TestAdmitWithoutAnyReferenceNeedsNoSignaturePolicy(t *testing.T) {
 	if _, err := e.admit(img, "", ""); err == nil {
 		t.Fatal("a policy requiring signatures admitted an image with no reference")
 	}
+}
+
+// An allow-list policy exempts one repository (the pause image, say) and
+// requires signatures for the rest. A request that claims the exempt name,
+// or names the image by its ID, must not run an unsigned image of another
+// repository under that exemption.
+func TestAdmitRefusesUserReferenceThatDoesNotNameTheImage(t *testing.T) {
+	e := newEnv(t)
+	key := fixtures.NewSigstoreKey(t)
+	pause := fixtures.PushImage(t, e.ref("infra/pause:3"), 512)
+	app := fixtures.PushImage(t, e.ref("team/app:1"), 1024)
+	e.setNamespace("loose", acceptAll)
+	e.setNamespace("strict", fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{%q:[{"type":"insecureAcceptAnything"}],%q:[%s]}}}`,
+		e.reg.Addr+"/infra/pause", e.reg.Addr+"/team", keyReq(key.PublicKeyPath, matchRepo)))
+	pauseImg := e.mustPull(pause.Ref, "loose")
+	appImg := e.mustPull(app.Ref, "loose")
+	e.reg.Stop()
+
+	refused := func(name, userRef, want string) {
+		t.Helper()
+		_, err := e.admit(appImg, userRef, "strict")
+		if err == nil {
+			t.Fatalf("%s: unsigned image admitted in the strict namespace as %q", name, userRef)
+		}
+		var rej *policy.Rejection
+		if !errors.Is(err, policy.ErrRefused) && !errors.As(err, &rej) {
+			t.Fatalf("%s: refusal is not a policy refusal: %v", name, err)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: error %q does not say %q", name, err, want)
+		}
+	}
+	// The exempt name, which ImageStatus resolves to the pause image.
+	refused("exempt name", pause.Ref, "names image "+pauseImg.ID+", not the image being created ("+appImg.ID+")")
+	// The exempt repository with the app's digest: no such image there.
+	refused("exempt repo, app digest", e.ref("infra/pause@"+app.ManifestDigest), "does not name the image being created")
+	// A name nothing was pulled as.
+	refused("unknown name", e.ref("infra/pause:other"), "does not name the image being created")
+	// The image's own ID, full, bare and as a prefix: verified as the
+	// reference it was pulled by, which the strict policy rejects.
+	hexID := strings.TrimPrefix(appImg.ID, "sha256:")
+	for _, ref := range []string{appImg.ID, hexID, "sha256:" + hexID[:12], hexID[:12]} {
+		refused("image ID "+ref, ref, noSignature)
+	}
+	// Without any user reference: the same.
+	refused("no user reference", "", noSignature)
+
+	// The pause image itself, by name or by ID, is admitted by its exemption.
+	for _, ref := range []string{pause.Ref, pauseImg.ID, "sha256:" + strings.TrimPrefix(pauseImg.ID, "sha256:")[:16]} {
+		a, err := e.admit(pauseImg, ref, "strict")
+		if err != nil {
+			t.Fatalf("pause image as %q: %v", ref, err)
+		}
+		if a.Identity != pause.Ref {
+			t.Errorf("pause image as %q verified as %q, want %q", ref, a.Identity, pause.Ref)
+		}
+	}
+}
+
+// The library reads key files at each evaluation; a cached admission must
+// not outlive the key it was made with.
+func TestAdmitHonoursRotatedAndRevokedKeys(t *testing.T) {
+	e := newEnv(t)
+	k1, k2 := fixtures.NewSigstoreKey(t), fixtures.NewSigstoreKey(t)
+	signed := fixtures.PushImage(t, e.ref("app/rotate:1"), 1024)
+	k1.Sign(t, signed.Ref)
+	keyFile := filepath.Join(e.dir, "keys", "trusted.pub")
+	writeFile(t, keyFile, string(mustReadFile(t, k1.PublicKeyPath)))
+	e.setNamespace("strict", anyDocker(keyReq(keyFile, matchRepo)))
+	img := e.mustPull(signed.Ref, "strict")
+	e.reg.Stop()
+
+	if a, err := e.admit(img, signed.Ref, "strict"); err != nil || a.Cached {
+		t.Fatalf("first admission: %+v %v", a, err)
+	}
+	if a, err := e.admit(img, signed.Ref, "strict"); err != nil || !a.Cached {
+		t.Fatalf("second admission not cached: %+v %v", a, err)
+	}
+	// Rotation: the trusted key is now k2 (the policy file is unchanged).
+	writeFile(t, keyFile, string(mustReadFile(t, k2.PublicKeyPath)))
+	a, err := e.admit(img, signed.Ref, "strict")
+	var rej *policy.Rejection
+	if !errors.As(err, &rej) {
+		t.Fatalf("admitted after the key was rotated away: %+v %v", a, err)
+	}
+	// Back to k1: admitted again, and cached again.
+	writeFile(t, keyFile, string(mustReadFile(t, k1.PublicKeyPath)))
+	if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
+		t.Fatalf("k1 restored: %v", err)
+	}
+	// Revocation: the key file removed.
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := e.admit(img, signed.Ref, "strict"); err == nil {
+		t.Fatalf("admitted with the key file removed: %+v", a)
+	}
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -116,43 +116,116 @@ func isHexID(s string) bool {
 	return true
 }
 
+// match says how a reference found an image.
+type match int
+
+const (
+	byName match = iota // a name, tag, digest or user reference
+	byID                // the image's ID, full or a unique prefix
+)
+
 func (s *Service) find(ref string) (*storage.Image, error) {
+	img, _, err := s.findMatch(ref)
+	return img, err
+}
+
+// findMatch resolves ref the way every lookup (ImageStatus, RemoveImage,
+// CreateContainer) does: an image ID ("sha256:<hex>" with a full or unique
+// prefix, or 64 bare hex digits); a reference a user pulled by; a tagged or
+// digested name; last, a bare hex prefix of at least 12 digits (the short
+// ID operators copy from crictl images).
+func (s *Service) findMatch(ref string) (*storage.Image, match, error) {
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
-		return nil, fmt.Errorf("%w: empty", ErrInvalidReference)
+		return nil, byName, fmt.Errorf("%w: empty", ErrInvalidReference)
 	}
 	notFound := fmt.Errorf("image %q: %w", ref, ErrNotFound)
-	if id := strings.TrimPrefix(ref, "sha256:"); isHexID(id) {
-		img, err := s.store.Image(id)
-		if err == nil {
-			return img, nil
+	hex, hasAlgo := strings.CutPrefix(ref, "sha256:")
+	if isHexID(hex) || (hasAlgo && isHex(hex)) {
+		img, err := s.byIDPrefix(hex)
+		if err != nil {
+			return nil, byID, fmt.Errorf("image %q: %w", ref, err)
 		}
-		if errors.Is(err, storage.ErrImageUnknown) || errors.Is(err, storage.ErrNotAnImage) {
-			return nil, notFound
-		}
-		return nil, err
+		return img, byID, nil
 	}
 	// A name a user pulled by (a short name resolved through an alias,
 	// say) finds the image it was resolved to.
 	if img := s.findByUserReference(ref); img != nil {
-		return img, nil
+		return img, byName, nil
 	}
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %w", ErrInvalidReference, ref, err)
+		if isHex(ref) && len(ref) >= 12 {
+			if img, err := s.byIDPrefix(ref); err == nil {
+				return img, byID, nil
+			}
+		}
+		return nil, byName, fmt.Errorf("%w %q: %w", ErrInvalidReference, ref, err)
 	}
 	if d, ok := named.(reference.Digested); ok {
-		return s.findByDigest(named.Name(), d.Digest(), notFound)
+		img, err := s.findByDigest(named.Name(), d.Digest(), notFound)
+		return img, byName, err
 	}
 	named = reference.TagNameOnly(named)
 	img, err := s.store.Image(named.String())
 	if err == nil {
-		return img, nil
+		return img, byName, nil
 	}
 	if errors.Is(err, storage.ErrImageUnknown) || errors.Is(err, storage.ErrNotAnImage) {
-		return nil, notFound
+		if isHex(ref) && len(ref) >= 12 {
+			if img, err := s.byIDPrefix(ref); err == nil {
+				return img, byID, nil
+			}
+		}
+		return nil, byName, notFound
 	}
-	return nil, err
+	return nil, byName, err
+}
+
+// ErrAmbiguous: an ID prefix matches more than one image.
+var ErrAmbiguous = errors.New("image ID prefix is ambiguous")
+
+// byIDPrefix finds the one image whose ID is or starts with hex.
+func (s *Service) byIDPrefix(hex string) (*storage.Image, error) {
+	if isHexID(hex) {
+		img, err := s.store.Image(hex)
+		if err == nil && img.ID == hex {
+			return img, nil
+		}
+		if err == nil || errors.Is(err, storage.ErrImageUnknown) || errors.Is(err, storage.ErrNotAnImage) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	imgs, err := s.store.Images()
+	if err != nil {
+		return nil, err
+	}
+	var found *storage.Image
+	for i := range imgs {
+		if strings.HasPrefix(imgs[i].ID, hex) {
+			if found != nil {
+				return nil, ErrAmbiguous
+			}
+			found = &imgs[i]
+		}
+	}
+	if found == nil {
+		return nil, ErrNotFound
+	}
+	return found, nil
+}
+
+func isHex(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Service) findByDigest(repo string, d digest.Digest, notFound error) (*storage.Image, error) {

@@ -40,6 +40,24 @@ func ValidateNamespace(ns string) error {
 	return nil
 }
 
+// ErrRefused marks a refusal that is a signature-policy outcome without
+// being the library's own decision: an image that cannot be verified
+// (nothing recorded to verify), or a reference that does not name the
+// image it claims to. Callers show it like a Rejection.
+var ErrRefused = errors.New("refused by signature policy")
+
+// FileError is a policy file that exists but cannot be used: unreadable,
+// not a regular file, or not a valid containers-policy.json(5). Nothing is
+// admitted under it (fail closed), and it is reported like a rejection, so
+// the operator sees it where signature failures are shown.
+type FileError struct {
+	Path string
+	Err  error
+}
+
+func (e *FileError) Error() string { return "policy file " + e.Path + ": " + e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
+
 // Policy is one parsed policy file, immutable once loaded.
 type Policy struct {
 	// Path is the file the policy came from.
@@ -49,8 +67,12 @@ type Policy struct {
 	Digest digest.Digest
 	// Namespace is the namespace whose own file this is, "" for the global policy.
 	Namespace string
+	// Files are the key, keyring, CA and Rekor key files the policy names;
+	// the library reads them at each evaluation, not at parse time.
+	Files []string
 
 	parsed *signature.Policy
+	hashes *fileHashes
 }
 
 // Rejection is a policy decision against an image. Its text is the
@@ -73,7 +95,7 @@ func (p *Policy) Check(ctx context.Context, img types.UnparsedImage) error {
 	// so each evaluation gets its own; the parsed policy is shared.
 	pc, err := signature.NewPolicyContext(p.parsed)
 	if err != nil {
-		return fmt.Errorf("policy %s: %w", p.Path, err)
+		return &FileError{Path: p.Path, Err: err}
 	}
 	defer func() { _ = pc.Destroy() }()
 	allowed, err := pc.IsRunningImageAllowed(ctx, img)
@@ -94,6 +116,8 @@ type Store struct {
 
 	mu    sync.Mutex
 	cache map[string]cached
+
+	hashes fileHashes
 }
 
 type cached struct {
@@ -157,7 +181,7 @@ func (s *Store) ForNamespace(ns string) (*Policy, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return s.Global()
 		}
-		return nil, fmt.Errorf("signature policy for namespace %s: %w", ns, err)
+		return nil, fmt.Errorf("signature policy for namespace %s: %w", ns, &FileError{Path: path, Err: err})
 	}
 	p, err := s.load(path, ns)
 	if err != nil {
@@ -169,7 +193,7 @@ func (s *Store) ForNamespace(ns string) (*Policy, error) {
 func (s *Store) load(path, ns string) (*Policy, error) {
 	id, err := statID(path)
 	if err != nil {
-		return nil, fmt.Errorf("policy file %s: %w", path, err)
+		return nil, &FileError{Path: path, Err: err}
 	}
 	s.mu.Lock()
 	c, ok := s.cache[path]
@@ -179,13 +203,13 @@ func (s *Store) load(path, ns string) (*Policy, error) {
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("policy file %s: %w", path, err)
+		return nil, &FileError{Path: path, Err: err}
 	}
 	parsed, err := signature.NewPolicyFromBytes(data)
 	if err != nil {
-		return nil, fmt.Errorf("policy file %s: %w", path, err)
+		return nil, &FileError{Path: path, Err: err}
 	}
-	p := &Policy{Path: path, Digest: digest.FromBytes(data), Namespace: ns, parsed: parsed}
+	p := &Policy{Path: path, Digest: digest.FromBytes(data), Namespace: ns, Files: referencedFiles(data), parsed: parsed, hashes: &s.hashes}
 	// The file may have changed between stat and read; keying the entry
 	// by the earlier stat only means the next call reads it once more.
 	s.mu.Lock()

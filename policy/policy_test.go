@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,56 @@ func TestEditTakesEffectAndParsesOncePerChange(t *testing.T) {
 	p4, _ := s.ForNamespace("team-a")
 	if p4.Namespace != "" {
 		t.Errorf("after removal: %s, want global", p4.Path)
+	}
+}
+
+func TestReferencedFilesListsEveryKeyAndCAFile(t *testing.T) {
+	doc := `{"default":[{"type":"reject"}],"transports":{"docker":{
+	  "a":[{"type":"sigstoreSigned","keyPath":"/k/a.pub","signedIdentity":{"type":"matchRepository"}}],
+	  "b":[{"type":"sigstoreSigned","keyPaths":["/k/b1.pub","/k/b2.pub"],"rekorPublicKeyPaths":["/k/r1.pub"]}],
+	  "c":[{"type":"sigstoreSigned","fulcio":{"caPath":"/k/ca.pem","oidcIssuer":"x","subjectEmail":"y"},"rekorPublicKeyPath":"/k/rekor.pub"}],
+	  "d":[{"type":"sigstoreSigned","pki":{"caRootsPath":"/k/roots.pem","caIntermediatesPath":"/k/int.pem"}}],
+	  "e":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k/ring.gpg"}],
+	  "f":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k/a.pub"}]}}}`
+	got := referencedFiles([]byte(doc))
+	want := []string{"/k/a.pub", "/k/b1.pub", "/k/b2.pub", "/k/ca.pem", "/k/int.pem", "/k/r1.pub", "/k/rekor.pub", "/k/ring.gpg", "/k/roots.pem"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("referenced files %v, want %v", got, want)
+	}
+}
+
+func TestFingerprintChangesWithReferencedFileContent(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key.pub")
+	global := filepath.Join(dir, "policy.json")
+	write := func(path, s string) {
+		t.Helper()
+		if err := os.WriteFile(path+".tmp", []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(key, "one")
+	write(global, `{"default":[{"type":"sigstoreSigned","keyPath":"`+key+`","signedIdentity":{"type":"matchRepository"}}]}`)
+	p, err := NewStore(global, "").Global()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := p.Fingerprint()
+	if a == p.Digest || a != p.Fingerprint() {
+		t.Fatalf("fingerprint %s not stable or equal to the file digest", a)
+	}
+	write(key, "two")
+	b := p.Fingerprint()
+	if b == a {
+		t.Fatal("fingerprint unchanged after the key file changed")
+	}
+	if err := os.Remove(key); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Fingerprint(); c == a || c == b {
+		t.Fatal("fingerprint unchanged after the key file was removed")
 	}
 }

@@ -13,8 +13,12 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// ErrContainerNotFound: no container has that ID (or prefix).
-var ErrContainerNotFound = errors.New("container not found")
+var (
+	// ErrContainerNotFound: no container has that ID (or prefix).
+	ErrContainerNotFound = errors.New("container not found")
+	// ErrContainerNameReserved: a container of the pod has the same metadata.
+	ErrContainerNameReserved = errors.New("name is reserved")
+)
 
 // Container is what crivet recorded when a container was created; its
 // process state is the OCI runtime's to report.
@@ -123,7 +127,7 @@ func (m *Manager) ReserveContainer(pod *Pod, cfg *runtimeapi.ContainerConfig) (i
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if other, ok := m.names[key]; ok {
-		return "", nil, fmt.Errorf("container %s: name is reserved by %s", key, other)
+		return "", nil, fmt.Errorf("container %s: %w by %s", key, ErrContainerNameReserved, other)
 	}
 	id = newID()
 	m.names[key] = id

@@ -62,7 +62,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 
 	id, release, err := s.pods.ReserveContainer(pod, cfg)
 	if err != nil {
-		return nil, status.Error(codes.AlreadyExists, err.Error())
+		return nil, toStatus(fmt.Errorf("create container: %w", err))
 	}
 	c, err := s.createContainer(ctx, id, pod, img, identity, cfg, volumes)
 	if err != nil {

@@ -29,8 +29,16 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err // already a status (e.g. FailedPrecondition from this package)
 	}
-	var rej *policy.Rejection
+	var (
+		rej     *policy.Rejection
+		fileErr *policy.FileError
+	)
 	switch {
+	// Every signature-policy outcome has one shape: gRPC Unknown (a plain
+	// error) whose text starts with the cri-api prefix. A refusal that is
+	// more than the library's decision keeps its whole context.
+	case errors.Is(err, policy.ErrRefused), errors.As(err, &fileErr):
+		return fmt.Errorf("%s: %s", crierrors.ErrSignatureValidationFailed, err.Error())
 	case errors.As(err, &rej):
 		return fmt.Errorf("%s: %s", crierrors.ErrSignatureValidationFailed, rej.Error())
 	case errors.Is(err, image.ErrRegistryUnavailable):
@@ -41,9 +49,9 @@ func toStatus(err error) error {
 		return status.Error(codes.Unimplemented, err.Error())
 	case errors.Is(err, image.ErrNotFound), errors.Is(err, sandbox.ErrNotFound), errors.Is(err, sandbox.ErrContainerNotFound), errors.Is(err, runtime.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, sandbox.ErrNameReserved):
+	case errors.Is(err, sandbox.ErrNameReserved), errors.Is(err, sandbox.ErrContainerNameReserved):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, sandbox.ErrAmbiguous):
+	case errors.Is(err, sandbox.ErrAmbiguous), errors.Is(err, image.ErrAmbiguous):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, runtime.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())

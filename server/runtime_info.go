@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+
+	"github.com/crivet/crivet/oci/spec"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -27,7 +30,26 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	}
 	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}}}
 	resp.RuntimeHandlers = []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{}}, {Name: defaultHandler, Features: &runtimeapi.RuntimeHandlerFeatures{}}}
+	if req.GetVerbose() {
+		resp.Info = statusInfo()
+	}
 	return resp, nil
+}
+
+// statusInfo is the verbose Status (crictl info): what the node's security
+// features do here, so an operator can see, e.g., that RuntimeDefault
+// AppArmor is not applied on a kernel without AppArmor.
+func statusInfo() map[string]string {
+	info := map[string]string{}
+	h, err := spec.CurrentHost()
+	if err != nil {
+		info["host"] = err.Error()
+		return info
+	}
+	if b, err := json.Marshal(h.AppArmorState); err == nil {
+		info["apparmor"] = string(b)
+	}
+	return info
 }
 
 func (s *Server) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/oci/monitor"
 	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/sandbox"
 	"github.com/crivet/crivet/server"
@@ -182,13 +183,20 @@ func serve(args []string) error {
 	}
 	defer os.Remove(cfg.Listen)
 
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
+	g := grpc.NewServer(append(srv.ServerOptions(), grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))...)
 	srv.Register(g)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
+	if h, err := spec.CurrentHost(); err == nil {
+		if aa := h.AppArmorState; aa.DefaultProfile != "" {
+			log.Info("AppArmor: RuntimeDefault applies the default profile", "profile", aa.DefaultProfile)
+		} else {
+			log.Warn("AppArmor: RuntimeDefault applies no profile", "reason", aa.Reason)
+		}
+	}
 	log.Info("crivet serving CRI", "version", version, "listen", cfg.Listen, "root", cfg.Root, "policy", cfg.SignaturePolicy, "policy_dir", cfg.SignaturePolicyDir)
 
 	select {

@@ -177,6 +177,10 @@ func container(in ContainerInput) (*specs.Spec, error) {
 		env = setEnv(env, kv.GetKey()+"="+string(kv.GetValue()))
 	}
 
+	aaProfile, err := apparmorProfile(sc.GetApparmor(), sc.GetApparmorProfile(), privileged, h) //nolint:staticcheck // the deprecated field is still sent by older kubelets
+	if err != nil {
+		return nil, err
+	}
 	parent := in.CgroupParent
 	if parent == "" {
 		parent = in.Sandbox.GetLinux().GetCgroupParent()
@@ -194,7 +198,7 @@ func container(in ContainerInput) (*specs.Spec, error) {
 			Capabilities:    caps,
 			Rlimits:         rl,
 			NoNewPrivileges: sc.GetNoNewPrivs(),
-			ApparmorProfile: apparmorProfile(sc.GetApparmor(), sc.GetApparmorProfile(), privileged, h), //nolint:staticcheck // the deprecated field is still sent by older kubelets
+			ApparmorProfile: aaProfile,
 		},
 		Root:   &specs.Root{Path: in.Rootfs, Readonly: sc.GetReadonlyRootfs()},
 		Mounts: mounts,

@@ -41,6 +41,8 @@ type Host struct {
 	Swap bool
 	// AppArmor: the kernel has AppArmor enabled.
 	AppArmor bool
+	// AppArmorState: what RuntimeDefault applies here.
+	AppArmorState AppArmorState
 	// Hostname: the node's hostname, for HOSTNAME in host-UTS containers.
 	Hostname string
 }
@@ -118,9 +120,8 @@ func DetectHost() (*Host, error) {
 		}
 	}
 
-	if b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled"); err == nil {
-		h.AppArmor = strings.TrimSpace(string(b)) == "Y"
-	}
+	b, _ = os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	detectAppArmor(h, strings.TrimSpace(string(b)) == "Y")
 	if h.Hostname, err = os.Hostname(); err != nil {
 		return nil, fmt.Errorf("hostname: %w", err)
 	}

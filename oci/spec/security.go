@@ -199,24 +199,3 @@ func defaultSeccomp(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 	}
 	return prof, nil
 }
-
-// apparmorProfile names the AppArmor profile to run under. Profiles are
-// ignored when the host has AppArmor disabled (the kernel could not apply
-// them and runc would fail) and for privileged containers. RuntimeDefault
-// is left to the runtime's default, unconfined: crivet loads no profile of
-// its own.
-func apparmorProfile(p *runtimeapi.SecurityProfile, legacy string, privileged bool, h *Host) string {
-	if !h.AppArmor || privileged {
-		return ""
-	}
-	if p != nil {
-		if p.GetProfileType() == runtimeapi.SecurityProfile_Localhost {
-			return strings.TrimPrefix(p.GetLocalhostRef(), "localhost/")
-		}
-		return ""
-	}
-	if name, ok := strings.CutPrefix(legacy, "localhost/"); ok {
-		return name
-	}
-	return ""
-}

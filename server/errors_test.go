@@ -1,0 +1,87 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/oci/spec"
+	"github.com/crivet/crivet/policy"
+	"github.com/crivet/crivet/sandbox"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Every refusal that is a signature-policy outcome reaches kubelet as gRPC
+// Unknown with the SignatureValidationFailed prefix first (cri-client strips
+// only Unknown statuses, then kubelet matches the prefix); every other
+// failure keeps its own precise code.
+func TestErrorShapes(t *testing.T) {
+	dir := t.TempDir()
+	malformed := filepath.Join(dir, "team.json")
+	if err := os.WriteFile(malformed, []byte(`{"default":[{"type":"nonsense"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, fileErr := policy.NewStore(filepath.Join(dir, "global.json"), dir).ForNamespace("team")
+	_, missingGlobal := policy.NewStore(filepath.Join(dir, "absent.json"), "").Global()
+	_, badNS := policy.NewStore(filepath.Join(dir, "global.json"), dir).ForNamespace("../etc")
+	rej := &policy.Rejection{Reason: errors.New("A signature was required, but no signature exists")}
+	const sig = "SignatureValidationFailed: "
+
+	for _, c := range []struct {
+		name   string
+		err    error
+		code   codes.Code
+		prefix string
+		has    string
+	}{
+		{"library rejection at pull", fmt.Errorf("pull reg/x: %w", rej), codes.Unknown, sig + "Source image rejected: A signature was required", ""},
+		{"library rejection at create", fmt.Errorf("create container c: %w", rej), codes.Unknown, sig + "Source image rejected: ", ""},
+		{"malformed namespace policy file", fmt.Errorf("create container c: %w", fileErr), codes.Unknown, sig + "create container c: ", malformed},
+		{"missing global policy file", fmt.Errorf("pull x: %w", missingGlobal), codes.Unknown, sig + "pull x: policy file ", "absent.json"},
+		{"reference naming another image", fmt.Errorf("%w: user_specified_image %q names image sha256:a, not the image being created (sha256:b)", policy.ErrRefused, "p"), codes.Unknown, sig + "refused by signature policy: ", "sha256:a"},
+		{"nothing recorded to verify", fmt.Errorf("%w: image x cannot be verified as y: no verified manifest recorded", policy.ErrRefused), codes.Unknown, sig, "no verified manifest recorded"},
+		{"mixed outcomes", fmt.Errorf("%w: none admitted: %w", policy.ErrRefused, errors.Join(rej, errors.New("io"))), codes.Unknown, sig + "refused by signature policy", "Source image rejected"},
+		{"registry unreachable", fmt.Errorf("pull x: %w: dial", image.ErrRegistryUnavailable), codes.Unknown, "RegistryUnavailable: ", ""},
+		{"path-trick namespace", badNS, codes.InvalidArgument, "", "invalid namespace"},
+		{"bad reference", fmt.Errorf("pull: %w", image.ErrInvalidReference), codes.InvalidArgument, "", ""},
+		{"ambiguous image ID", image.ErrAmbiguous, codes.InvalidArgument, "", ""},
+		{"image not found", image.ErrNotFound, codes.NotFound, "", ""},
+		{"image in use", image.ErrInUse, codes.FailedPrecondition, "", ""},
+		{"pod not found", sandbox.ErrNotFound, codes.NotFound, "", ""},
+		{"container not found", sandbox.ErrContainerNotFound, codes.NotFound, "", ""},
+		{"pod name reserved", sandbox.ErrNameReserved, codes.AlreadyExists, "", ""},
+		{"container name reserved", fmt.Errorf("create container: container a_0: %w by x", sandbox.ErrContainerNameReserved), codes.AlreadyExists, "", "name is reserved"},
+		{"invalid spec input", spec.ErrInvalid, codes.InvalidArgument, "", ""},
+		{"unsupported spec", spec.ErrUnsupported, codes.Unimplemented, "", ""},
+		{"not running", runtime.ErrNotRunning, codes.FailedPrecondition, "", ""},
+		{"status passes through", status.Error(codes.ResourceExhausted, "x"), codes.ResourceExhausted, "", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.err == nil {
+				t.Fatal("case has no error")
+			}
+			got := toStatus(c.err)
+			st, _ := status.FromError(got)
+			if st.Code() != c.code {
+				t.Fatalf("code %v, want %v (%v)", st.Code(), c.code, got)
+			}
+			if !strings.HasPrefix(st.Message(), c.prefix) {
+				t.Fatalf("message %q does not start with %q", st.Message(), c.prefix)
+			}
+			if !strings.Contains(st.Message(), c.has) {
+				t.Fatalf("message %q does not contain %q", st.Message(), c.has)
+			}
+			// Mapping twice (a handler and the interceptor) changes nothing.
+			again, _ := status.FromError(toStatus(got))
+			if again.Code() != st.Code() || again.Message() != st.Message() {
+				t.Fatalf("second mapping changed %v to %v", st, again)
+			}
+		})
+	}
+}

@@ -1,0 +1,55 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	rdebug "runtime/debug"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ServerOptions are the gRPC options every crivet CRI endpoint needs:
+// panics become errors, and every handler's error gets its CRI shape.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unaryGuard(s.log)),
+		grpc.ChainStreamInterceptor(streamGuard(s.log)),
+	}
+}
+
+// unaryGuard keeps the daemon serving whatever one request does. A node
+// runtime that exits on a panic takes every pod's management with it, and
+// kubelet's retries of the same request would make that a crash loop, so a
+// panic is answered as Internal, logged with the method and stack, and the
+// process goes on. It is also the single place where domain errors become
+// gRPC statuses (toStatus is idempotent for handlers that still map).
+func unaryGuard(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				resp, err = nil, panicked(log, info.FullMethod, r)
+			}
+		}()
+		resp, err = handler(ctx, req)
+		return resp, toStatus(err)
+	}
+}
+
+func streamGuard(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = panicked(log, info.FullMethod, r)
+			}
+		}()
+		return toStatus(handler(srv, ss))
+	}
+}
+
+func panicked(log *slog.Logger, method string, r any) error {
+	log.Error("request panicked; answered Internal, daemon continues", "method", method, "panic", fmt.Sprint(r), "stack", string(rdebug.Stack()))
+	return status.Errorf(codes.Internal, "%s: internal error: %v", method, r)
+}
