@@ -10,7 +10,7 @@ CRI_TOOLS := v1.37.0
 APT_PKGS  := runc conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps tools run install test unit e2e vet conformance bench kubelet clean
+.PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench kubelet clean
 
 all: build
 
@@ -56,6 +56,18 @@ vet:
 # signatures, real overlay mounts: needs root), then the crictl end-to-end test.
 test: deps tools vet
 	CRIVET_CRICTL=$(CRICTL) $(GO) test -tags "$(TAGS)" -count=1 -p 1 -timeout 20m ./...
+
+# Every Go fuzz target in the tree, each for FUZZTIME (CI: a short run that
+# catches regressions on the seed corpus and a little beyond).
+FUZZTIME ?= 10s
+fuzz:
+	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		pkg=$$(dirname $$f); \
+		for name in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+			echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+			$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+		done; \
+	done
 
 conformance: deps build
 	test/conformance/run.sh
