@@ -1,19 +1,12 @@
 package server
 
 import (
-	"bufio"
 	"context"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/crivet/crivet/sandbox"
+	"github.com/crivet/crivet/stats"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -143,216 +136,69 @@ func (s *Server) containerMetrics(c *sandbox.Container, pod *sandbox.Pod, now ti
 	return m.out
 }
 
+// addCgroupMetrics maps one read of a container's cgroup to cAdvisor's
+// metric names (whole seconds: CRI metric values are integers).
 func addCgroupMetrics(m *metricSet, path string) {
-	if path == "" {
-		return
-	}
-	var procsFile string
-	if cgroups.Mode() == cgroups.Unified {
-		mgr, err := cgroup2.Load(path)
-		if err != nil {
-			return
-		}
-		st, err := mgr.Stat()
-		if err != nil {
-			return
-		}
-		if cpu := st.CPU; cpu != nil {
-			m.add("container_cpu_usage_seconds_total", cpu.UsageUsec/1e6)
-			m.add("container_cpu_user_seconds_total", cpu.UserUsec/1e6)
-			m.add("container_cpu_system_seconds_total", cpu.SystemUsec/1e6)
-			m.add("container_cpu_cfs_periods_total", cpu.NrPeriods)
-			m.add("container_cpu_cfs_throttled_periods_total", cpu.NrThrottled)
-			m.add("container_cpu_cfs_throttled_seconds_total", cpu.ThrottledUsec/1e6)
-		}
-		if mem := st.Memory; mem != nil {
-			m.add("container_memory_usage_bytes", mem.Usage)
-			m.add("container_memory_working_set_bytes", sub(mem.Usage, mem.InactiveFile))
-			m.add("container_memory_rss", mem.Anon)
-			m.add("container_memory_cache", mem.File)
-			m.add("container_memory_mapped_file", mem.FileMapped)
-			m.add("container_memory_kernel_usage", mem.KernelStack+mem.Slab)
-			m.add("container_memory_max_usage_bytes", mem.MaxUsage)
-			m.add("container_memory_swap", mem.SwapUsage)
-			m.add("container_memory_failcnt", 0)
-			m.add("container_memory_failures_total", mem.Pgfault, "pgfault", "container")
-			m.add("container_memory_failures_total", mem.Pgmajfault, "pgmajfault", "container")
-		}
-		if ev := st.MemoryEvents; ev != nil {
-			m.add("container_oom_events_total", ev.OomKill)
-		}
-		if p := st.Pids; p != nil {
-			m.add("container_processes", p.Current)
-			m.add("container_threads_max", p.Limit)
-		}
-		procsFile = filepath.Join("/sys/fs/cgroup", path, "cgroup.procs")
-	} else {
-		cg, err := cgroup1.Load(cgroup1.StaticPath(path))
-		if err != nil {
-			return
-		}
-		st, err := cg.Stat(cgroup1.IgnoreNotExist)
-		if err != nil {
-			return
-		}
-		if cpu := st.CPU; cpu != nil {
-			if u := cpu.Usage; u != nil {
-				m.add("container_cpu_usage_seconds_total", u.Total/1e9)
-				m.add("container_cpu_user_seconds_total", u.User/1e9)
-				m.add("container_cpu_system_seconds_total", u.Kernel/1e9)
-			}
-			if t := cpu.Throttling; t != nil {
-				m.add("container_cpu_cfs_periods_total", t.Periods)
-				m.add("container_cpu_cfs_throttled_periods_total", t.ThrottledPeriods)
-				m.add("container_cpu_cfs_throttled_seconds_total", t.ThrottledTime/1e9)
-			}
-		}
-		if mem := st.Memory; mem != nil && mem.Usage != nil {
-			m.add("container_memory_usage_bytes", mem.Usage.Usage)
-			m.add("container_memory_working_set_bytes", sub(mem.Usage.Usage, mem.TotalInactiveFile))
-			m.add("container_memory_max_usage_bytes", mem.Usage.Max)
-			m.add("container_memory_failcnt", mem.Usage.Failcnt)
-			m.add("container_memory_rss", mem.TotalRSS)
-			m.add("container_memory_cache", mem.TotalCache)
-			m.add("container_memory_mapped_file", mem.TotalMappedFile)
-			var kernel, swap uint64
-			if mem.Kernel != nil {
-				kernel = mem.Kernel.Usage
-			}
-			if mem.Swap != nil {
-				swap = sub(mem.Swap.Usage, mem.Usage.Usage) // memsw counts memory + swap
-			}
-			m.add("container_memory_kernel_usage", kernel)
-			m.add("container_memory_swap", swap)
-			m.add("container_memory_failures_total", mem.TotalPgFault, "pgfault", "container")
-			m.add("container_memory_failures_total", mem.TotalPgMajFault, "pgmajfault", "container")
-		}
-		m.add("container_oom_events_total", oomKills(filepath.Join("/sys/fs/cgroup/memory", path, "memory.oom_control")))
-		if p := st.Pids; p != nil {
-			m.add("container_processes", p.Current)
-			m.add("container_threads_max", p.Limit)
-		}
-		if b := st.Blkio; b != nil {
-			dev := func(major, minor uint64) string {
-				return strconv.FormatUint(major, 10) + ":" + strconv.FormatUint(minor, 10)
-			}
-			for _, e := range b.IoServiceBytesRecursive {
-				m.add("container_blkio_device_usage_total", e.Value, e.Device, strconv.FormatUint(e.Major, 10), strconv.FormatUint(e.Minor, 10), e.Op)
-				switch e.Op {
-				case "Read":
-					m.add("container_fs_reads_bytes_total", e.Value, dev(e.Major, e.Minor))
-				case "Write":
-					m.add("container_fs_writes_bytes_total", e.Value, dev(e.Major, e.Minor))
-				}
-			}
-			for _, e := range b.IoServicedRecursive {
-				switch e.Op {
-				case "Read":
-					m.add("container_fs_reads_total", e.Value, dev(e.Major, e.Minor))
-				case "Write":
-					m.add("container_fs_writes_total", e.Value, dev(e.Major, e.Minor))
-				}
-			}
-		}
-		procsFile = filepath.Join("/sys/fs/cgroup/pids", path, "cgroup.procs")
-	}
-	fds, sockets, threads := processCounts(procsFile)
-	m.add("container_file_descriptors", fds)
-	m.add("container_sockets", sockets)
-	m.add("container_threads", threads)
-}
-
-// oomKills reads the "oom_kill" count of a v1 memory.oom_control file.
-func oomKills(path string) uint64 {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), " "); ok && k == "oom_kill" {
-			n, _ := strconv.ParseUint(v, 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-// processCounts counts open descriptors, sockets among them, and threads
-// of the processes listed in a cgroup.procs file.
-func processCounts(procsFile string) (fds, sockets, threads uint64) {
-	data, err := os.ReadFile(procsFile)
+	c, err := stats.ReadCgroup(path, stats.Options{Processes: true})
 	if err != nil {
 		return
 	}
-	for _, pid := range strings.Fields(string(data)) {
-		ents, _ := os.ReadDir("/proc/" + pid + "/fd")
-		for _, e := range ents {
-			fds++
-			if l, err := os.Readlink("/proc/" + pid + "/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
-				sockets++
-			}
+	m.add("container_cpu_usage_seconds_total", c.CPU.Usage/1e9)
+	m.add("container_cpu_user_seconds_total", c.CPU.User/1e9)
+	m.add("container_cpu_system_seconds_total", c.CPU.System/1e9)
+	m.add("container_cpu_cfs_periods_total", c.CPU.Periods)
+	m.add("container_cpu_cfs_throttled_periods_total", c.CPU.ThrottledPeriods)
+	m.add("container_cpu_cfs_throttled_seconds_total", c.CPU.Throttled/1e9)
+	mem := c.Memory
+	m.add("container_memory_usage_bytes", mem.Usage)
+	m.add("container_memory_working_set_bytes", mem.WorkingSet)
+	m.add("container_memory_max_usage_bytes", mem.MaxUsage)
+	m.add("container_memory_failcnt", mem.Failcnt)
+	m.add("container_memory_rss", mem.RSS)
+	m.add("container_memory_cache", mem.Cache)
+	m.add("container_memory_mapped_file", mem.MappedFile)
+	m.add("container_memory_kernel_usage", mem.Kernel)
+	m.add("container_memory_swap", mem.Swap)
+	m.add("container_memory_failures_total", mem.PageFaults, "pgfault", "container")
+	m.add("container_memory_failures_total", mem.MajorFaults, "pgmajfault", "container")
+	m.add("container_oom_events_total", c.OOMKills)
+	m.add("container_processes", c.Pids)
+	m.add("container_threads_max", c.PidsLimit)
+	dev := func(e stats.IO) string {
+		return strconv.FormatUint(e.Major, 10) + ":" + strconv.FormatUint(e.Minor, 10)
+	}
+	for _, e := range c.IOBytes {
+		m.add("container_blkio_device_usage_total", e.Value, e.Device, strconv.FormatUint(e.Major, 10), strconv.FormatUint(e.Minor, 10), e.Op)
+		switch e.Op {
+		case "Read":
+			m.add("container_fs_reads_bytes_total", e.Value, dev(e))
+		case "Write":
+			m.add("container_fs_writes_bytes_total", e.Value, dev(e))
 		}
-		tasks, _ := os.ReadDir("/proc/" + pid + "/task")
-		threads += uint64(len(tasks))
 	}
-	return
-}
-
-// ifaceStats are one interface's counters from /proc/net/dev.
-type ifaceStats struct {
-	name                                    string
-	rxBytes, rxPackets, rxErrors, rxDropped uint64
-	txBytes, txPackets, txErrors, txDropped uint64
-}
-
-// podInterfaces reads the pod's interfaces (lo excluded) inside its
-// network namespace (the reading thread's, hence thread-self).
-func podInterfaces(netns string) []ifaceStats {
-	if netns == "" {
-		return nil
-	}
-	var data []byte
-	if err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
-		var err error
-		data, err = os.ReadFile("/proc/thread-self/net/dev")
-		return err
-	}); err != nil {
-		return nil
-	}
-	var out []ifaceStats
-	lines := strings.Split(string(data), "\n")
-	if len(lines) < 2 {
-		return nil
-	}
-	for _, line := range lines[2:] {
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
+	for _, e := range c.IOOps {
+		switch e.Op {
+		case "Read":
+			m.add("container_fs_reads_total", e.Value, dev(e))
+		case "Write":
+			m.add("container_fs_writes_total", e.Value, dev(e))
 		}
-		name = strings.TrimSpace(name)
-		f := strings.Fields(rest)
-		if name == "lo" || len(f) < 12 {
-			continue
-		}
-		n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
-		out = append(out, ifaceStats{name: name, rxBytes: n(0), rxPackets: n(1), rxErrors: n(2), rxDropped: n(3),
-			txBytes: n(8), txPackets: n(9), txErrors: n(10), txDropped: n(11)})
 	}
-	return out
+	m.add("container_file_descriptors", c.FDs)
+	m.add("container_sockets", c.Sockets)
+	m.add("container_threads", c.Threads)
 }
 
 func networkMetrics(m *metricSet, netns string) {
-	for _, i := range podInterfaces(netns) {
-		m.add("container_network_receive_bytes_total", i.rxBytes, i.name)
-		m.add("container_network_receive_packets_total", i.rxPackets, i.name)
-		m.add("container_network_receive_errors_total", i.rxErrors, i.name)
-		m.add("container_network_receive_packets_dropped_total", i.rxDropped, i.name)
-		m.add("container_network_transmit_bytes_total", i.txBytes, i.name)
-		m.add("container_network_transmit_packets_total", i.txPackets, i.name)
-		m.add("container_network_transmit_errors_total", i.txErrors, i.name)
-		m.add("container_network_transmit_packets_dropped_total", i.txDropped, i.name)
+	for _, i := range stats.NetNSInterfaces(netns) {
+		m.add("container_network_receive_bytes_total", i.RxBytes, i.Name)
+		m.add("container_network_receive_packets_total", i.RxPackets, i.Name)
+		m.add("container_network_receive_errors_total", i.RxErrors, i.Name)
+		m.add("container_network_receive_packets_dropped_total", i.RxDropped, i.Name)
+		m.add("container_network_transmit_bytes_total", i.TxBytes, i.Name)
+		m.add("container_network_transmit_packets_total", i.TxPackets, i.Name)
+		m.add("container_network_transmit_errors_total", i.TxErrors, i.Name)
+		m.add("container_network_transmit_packets_dropped_total", i.TxDropped, i.Name)
 	}
 }
 

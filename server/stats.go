@@ -2,105 +2,37 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/crivet/crivet/sandbox"
+	"github.com/crivet/crivet/stats"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// cgroupUsage is what stats report of one cgroup.
-type cgroupUsage struct {
-	cpuNanos                                       uint64
-	memUsage, workingSet, rss, pgfault, pgmajfault uint64
-	pids                                           uint64
-}
-
-// readCgroup reads CPU and memory use of a cgroup path (as given to runc:
-// relative to each hierarchy's root) on v1 or v2.
-func readCgroup(path string) (cgroupUsage, error) {
-	var u cgroupUsage
-	if path == "" {
-		return u, fmt.Errorf("no cgroup")
-	}
-	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.Load(path)
-		if err != nil {
-			return u, err
-		}
-		st, err := m.Stat()
-		if err != nil {
-			return u, err
-		}
-		if st.CPU != nil {
-			u.cpuNanos = st.CPU.UsageUsec * 1000
-		}
-		if st.Memory != nil {
-			u.memUsage = st.Memory.Usage
-			u.rss = st.Memory.Anon
-			u.pgfault, u.pgmajfault = st.Memory.Pgfault, st.Memory.Pgmajfault
-			u.workingSet = sub(st.Memory.Usage, st.Memory.InactiveFile)
-		}
-		if st.Pids != nil {
-			u.pids = st.Pids.Current
-		}
-		return u, nil
-	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
-	if err != nil {
-		return u, err
-	}
-	st, err := cg.Stat(cgroup1.IgnoreNotExist)
-	if err != nil {
-		return u, err
-	}
-	if st.CPU != nil && st.CPU.Usage != nil {
-		u.cpuNanos = st.CPU.Usage.Total
-	}
-	if st.Memory != nil && st.Memory.Usage != nil {
-		u.memUsage = st.Memory.Usage.Usage
-		u.rss = st.Memory.TotalRSS
-		u.pgfault, u.pgmajfault = st.Memory.TotalPgFault, st.Memory.TotalPgMajFault
-		// kubelet's working set: usage minus inactive file cache.
-		u.workingSet = sub(st.Memory.Usage.Usage, st.Memory.TotalInactiveFile)
-	}
-	if st.Pids != nil {
-		u.pids = st.Pids.Current
-	}
-	return u, nil
-}
-
-func sub(a, b uint64) uint64 {
-	if b > a {
-		return 0
-	}
-	return a - b
-}
-
-func (s *Server) containerStats(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStats, error) {
+// containerStats maps one read of the container's cgroup (nil when it has
+// none: a stopped container) and its writable layer.
+func (s *Server) containerStats(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStats, *stats.Cgroup) {
 	now := time.Now().UnixNano()
 	st := &runtimeapi.ContainerStats{
 		Attributes: &runtimeapi.ContainerAttributes{Id: c.ID, Metadata: c.Config.GetMetadata(), Labels: c.Config.GetLabels(), Annotations: c.Config.GetAnnotations()},
 		Cpu:        &runtimeapi.CpuUsage{Timestamp: now},
 		Memory:     &runtimeapi.MemoryUsage{Timestamp: now},
 	}
-	if u, err := readCgroup(c.CgroupPath); err == nil {
-		st.Cpu.UsageCoreNanoSeconds = &runtimeapi.UInt64Value{Value: u.cpuNanos}
-		st.Memory.UsageBytes = &runtimeapi.UInt64Value{Value: u.memUsage}
-		st.Memory.WorkingSetBytes = &runtimeapi.UInt64Value{Value: u.workingSet}
-		st.Memory.RssBytes = &runtimeapi.UInt64Value{Value: u.rss}
-		st.Memory.PageFaults = &runtimeapi.UInt64Value{Value: u.pgfault}
-		st.Memory.MajorPageFaults = &runtimeapi.UInt64Value{Value: u.pgmajfault}
+	cg, err := stats.ReadCgroup(c.CgroupPath, stats.Options{})
+	if err == nil {
+		st.Cpu.UsageCoreNanoSeconds = &runtimeapi.UInt64Value{Value: cg.CPU.Usage}
+		st.Memory.UsageBytes = &runtimeapi.UInt64Value{Value: cg.Memory.Usage}
+		st.Memory.WorkingSetBytes = &runtimeapi.UInt64Value{Value: cg.Memory.WorkingSet}
+		st.Memory.RssBytes = &runtimeapi.UInt64Value{Value: cg.Memory.RSS}
+		st.Memory.PageFaults = &runtimeapi.UInt64Value{Value: cg.Memory.PageFaults}
+		st.Memory.MajorPageFaults = &runtimeapi.UInt64Value{Value: cg.Memory.MajorFaults}
 	}
 	if used, err := s.images.RootfsUsage(c.ID); err == nil {
 		st.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: now,
 			FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: s.images.Storage().GraphRoot()}, UsedBytes: &runtimeapi.UInt64Value{Value: used}}
 	}
-	return st, nil
+	return st, cg
 }
 
 func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
@@ -108,10 +40,7 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	st, err := s.containerStats(ctx, c)
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	st, _ := s.containerStats(ctx, c)
 	return &runtimeapi.ContainerStatsResponse{Stats: st}, nil
 }
 
@@ -127,9 +56,8 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 		if st, err := s.rt.Status(ctx, c.ID); err != nil || st.State != "running" {
 			continue
 		}
-		if st, err := s.containerStats(ctx, c); err == nil {
-			out = append(out, st)
-		}
+		st, _ := s.containerStats(ctx, c)
+		out = append(out, st)
 	}
 	return out
 }
@@ -147,24 +75,21 @@ func (s *Server) StreamContainerStats(req *runtimeapi.StreamContainerStatsReques
 func (s *Server) podStats(ctx context.Context, p *sandbox.Pod) *runtimeapi.PodSandboxStats {
 	now := time.Now().UnixNano()
 	ls := &runtimeapi.LinuxPodSandboxStats{Cpu: &runtimeapi.CpuUsage{Timestamp: now}, Memory: &runtimeapi.MemoryUsage{Timestamp: now}}
-	var cpu, mem, ws uint64
-	var procs uint64
+	var cpu, mem, ws, procs uint64
 	for _, c := range s.pods.Containers(p.ID) {
-		cs, err := s.containerStats(ctx, c)
-		if err != nil {
-			continue
-		}
+		cs, cg := s.containerStats(ctx, c)
 		ls.Containers = append(ls.Containers, cs)
-		cpu += cs.Cpu.GetUsageCoreNanoSeconds().GetValue()
-		mem += cs.Memory.GetUsageBytes().GetValue()
-		ws += cs.Memory.GetWorkingSetBytes().GetValue()
-		if u, err := readCgroup(c.CgroupPath); err == nil {
-			procs += u.pids
+		if cg != nil {
+			cpu += cg.CPU.Usage
+			mem += cg.Memory.Usage
+			ws += cg.Memory.WorkingSet
+			procs += cg.Pids
 		}
 	}
-	// The pod cgroup kubelet created holds every container: prefer it.
-	if u, err := readCgroup(p.Config.GetLinux().GetCgroupParent()); err == nil {
-		cpu, mem, ws = u.cpuNanos, u.memUsage, u.workingSet
+	// The pod cgroup kubelet created holds every container (and what the
+	// sums above miss: exited containers' past use): it wins when present.
+	if pc, err := stats.ReadCgroup(p.Config.GetLinux().GetCgroupParent(), stats.Options{}); err == nil {
+		cpu, mem, ws = pc.CPU.Usage, pc.Memory.Usage, pc.Memory.WorkingSet
 	}
 	ls.Cpu.UsageCoreNanoSeconds = &runtimeapi.UInt64Value{Value: cpu}
 	ls.Memory.UsageBytes = &runtimeapi.UInt64Value{Value: mem}
@@ -172,14 +97,14 @@ func (s *Server) podStats(ctx context.Context, p *sandbox.Pod) *runtimeapi.PodSa
 	ls.Process = &runtimeapi.ProcessUsage{Timestamp: now, ProcessCount: &runtimeapi.UInt64Value{Value: procs}}
 	// No process owns the pod's network namespace, so cAdvisor cannot see
 	// it: the pod's interface counters come from here.
-	if ifaces := podInterfaces(p.NetNS); len(ifaces) > 0 {
+	if ifaces := stats.NetNSInterfaces(p.NetNS); len(ifaces) > 0 {
 		ls.Network = &runtimeapi.NetworkUsage{Timestamp: now}
 		for _, i := range ifaces {
-			u := &runtimeapi.NetworkInterfaceUsage{Name: i.name,
-				RxBytes: &runtimeapi.UInt64Value{Value: i.rxBytes}, RxErrors: &runtimeapi.UInt64Value{Value: i.rxErrors},
-				TxBytes: &runtimeapi.UInt64Value{Value: i.txBytes}, TxErrors: &runtimeapi.UInt64Value{Value: i.txErrors}}
+			u := &runtimeapi.NetworkInterfaceUsage{Name: i.Name,
+				RxBytes: &runtimeapi.UInt64Value{Value: i.RxBytes}, RxErrors: &runtimeapi.UInt64Value{Value: i.RxErrors},
+				TxBytes: &runtimeapi.UInt64Value{Value: i.TxBytes}, TxErrors: &runtimeapi.UInt64Value{Value: i.TxErrors}}
 			ls.Network.Interfaces = append(ls.Network.Interfaces, u)
-			if i.name == "eth0" || ls.Network.DefaultInterface == nil {
+			if i.Name == "eth0" || ls.Network.DefaultInterface == nil {
 				ls.Network.DefaultInterface = u
 			}
 		}

@@ -1,0 +1,211 @@
+// Package stats reads what the kernel counts for crivet's containers and
+// pods: one cgroup (v1 or v2, through containerd/cgroups), the processes in
+// it, and the interfaces of a pod's network namespace. It returns plain
+// numbers in one struct; CRI stats and CRI metrics only map them.
+package stats
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+)
+
+// ErrNoCgroup: the path is empty or the cgroup does not exist.
+var ErrNoCgroup = errors.New("no cgroup")
+
+// Cgroup is one cgroup's counters. Times are nanoseconds, sizes bytes.
+type Cgroup struct {
+	CPU    CPU
+	Memory Memory
+	// OOMKills is the number of processes the kernel OOM-killed in it.
+	OOMKills uint64
+	// Pids is the number of tasks; PidsLimit 0 is unlimited.
+	Pids, PidsLimit uint64
+	// IOBytes and IOOps are per device and operation ("Read", "Write", …).
+	IOBytes, IOOps []IO
+	// Processes: open descriptors, sockets among them, and threads of the
+	// cgroup's processes (filled only when asked for: it walks /proc).
+	FDs, Sockets, Threads uint64
+}
+
+// CPU is the cgroup's CPU accounting.
+type CPU struct {
+	Usage, User, System                  uint64
+	Periods, ThrottledPeriods, Throttled uint64
+}
+
+// Memory is the cgroup's memory accounting.
+type Memory struct {
+	Usage, MaxUsage, Failcnt uint64
+	// WorkingSet is kubelet's: usage minus inactive file cache.
+	WorkingSet              uint64
+	RSS, Cache, MappedFile  uint64
+	Kernel, Swap            uint64
+	PageFaults, MajorFaults uint64
+}
+
+// IO is one blkio counter.
+type IO struct {
+	Device       string
+	Major, Minor uint64
+	Op           string
+	Value        uint64
+}
+
+// Options choose the costlier parts of a read.
+type Options struct {
+	// Processes walks /proc for descriptors, sockets and threads.
+	Processes bool
+}
+
+// ReadCgroup reads the cgroup at path (as given to runc: relative to each
+// hierarchy's root).
+func ReadCgroup(path string, o Options) (*Cgroup, error) {
+	if path == "" {
+		return nil, ErrNoCgroup
+	}
+	var (
+		c         *Cgroup
+		procsFile string
+		err       error
+	)
+	if cgroups.Mode() == cgroups.Unified {
+		c, err = readV2(path)
+		procsFile = filepath.Join("/sys/fs/cgroup", path, "cgroup.procs")
+	} else {
+		c, err = readV1(path)
+		procsFile = filepath.Join("/sys/fs/cgroup/pids", path, "cgroup.procs")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.Processes {
+		c.FDs, c.Sockets, c.Threads = processCounts(procsFile)
+	}
+	return c, nil
+}
+
+func readV2(path string) (*Cgroup, error) {
+	m, err := cgroup2.Load(path)
+	if err != nil {
+		return nil, errors.Join(ErrNoCgroup, err)
+	}
+	st, err := m.Stat()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cgroup{}
+	if cpu := st.CPU; cpu != nil {
+		c.CPU = CPU{Usage: cpu.UsageUsec * 1000, User: cpu.UserUsec * 1000, System: cpu.SystemUsec * 1000,
+			Periods: cpu.NrPeriods, ThrottledPeriods: cpu.NrThrottled, Throttled: cpu.ThrottledUsec * 1000}
+	}
+	if mem := st.Memory; mem != nil {
+		c.Memory = Memory{Usage: mem.Usage, MaxUsage: mem.MaxUsage, WorkingSet: sub(mem.Usage, mem.InactiveFile),
+			RSS: mem.Anon, Cache: mem.File, MappedFile: mem.FileMapped, Kernel: mem.KernelStack + mem.Slab,
+			Swap: mem.SwapUsage, PageFaults: mem.Pgfault, MajorFaults: mem.Pgmajfault}
+	}
+	if ev := st.MemoryEvents; ev != nil {
+		c.OOMKills = ev.OomKill
+	}
+	if p := st.Pids; p != nil {
+		c.Pids, c.PidsLimit = p.Current, p.Limit
+	}
+	return c, nil
+}
+
+func readV1(path string) (*Cgroup, error) {
+	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
+	if err != nil {
+		return nil, errors.Join(ErrNoCgroup, err)
+	}
+	st, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cgroup{}
+	if cpu := st.CPU; cpu != nil {
+		if u := cpu.Usage; u != nil {
+			c.CPU.Usage, c.CPU.User, c.CPU.System = u.Total, u.User, u.Kernel
+		}
+		if t := cpu.Throttling; t != nil {
+			c.CPU.Periods, c.CPU.ThrottledPeriods, c.CPU.Throttled = t.Periods, t.ThrottledPeriods, t.ThrottledTime
+		}
+	}
+	if mem := st.Memory; mem != nil && mem.Usage != nil {
+		c.Memory = Memory{Usage: mem.Usage.Usage, MaxUsage: mem.Usage.Max, Failcnt: mem.Usage.Failcnt,
+			WorkingSet: sub(mem.Usage.Usage, mem.TotalInactiveFile),
+			RSS:        mem.TotalRSS, Cache: mem.TotalCache, MappedFile: mem.TotalMappedFile,
+			PageFaults: mem.TotalPgFault, MajorFaults: mem.TotalPgMajFault}
+		if mem.Kernel != nil {
+			c.Memory.Kernel = mem.Kernel.Usage
+		}
+		if mem.Swap != nil {
+			c.Memory.Swap = sub(mem.Swap.Usage, mem.Usage.Usage) // memsw counts memory + swap
+		}
+	}
+	c.OOMKills = oomKills(filepath.Join("/sys/fs/cgroup/memory", path, "memory.oom_control"))
+	if p := st.Pids; p != nil {
+		c.Pids, c.PidsLimit = p.Current, p.Limit
+	}
+	if b := st.Blkio; b != nil {
+		for _, e := range b.IoServiceBytesRecursive {
+			c.IOBytes = append(c.IOBytes, IO{Device: e.Device, Major: e.Major, Minor: e.Minor, Op: e.Op, Value: e.Value})
+		}
+		for _, e := range b.IoServicedRecursive {
+			c.IOOps = append(c.IOOps, IO{Device: e.Device, Major: e.Major, Minor: e.Minor, Op: e.Op, Value: e.Value})
+		}
+	}
+	return c, nil
+}
+
+func sub(a, b uint64) uint64 {
+	if b > a {
+		return 0
+	}
+	return a - b
+}
+
+// oomKills reads the "oom_kill" count of a v1 memory.oom_control file.
+func oomKills(path string) uint64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), " "); ok && k == "oom_kill" {
+			n, _ := strconv.ParseUint(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// processCounts counts open descriptors, sockets among them, and threads
+// of the processes listed in a cgroup.procs file.
+func processCounts(procsFile string) (fds, sockets, threads uint64) {
+	data, err := os.ReadFile(procsFile)
+	if err != nil {
+		return
+	}
+	for _, pid := range strings.Fields(string(data)) {
+		ents, _ := os.ReadDir("/proc/" + pid + "/fd")
+		for _, e := range ents {
+			fds++
+			if l, err := os.Readlink("/proc/" + pid + "/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+				sockets++
+			}
+		}
+		tasks, _ := os.ReadDir("/proc/" + pid + "/task")
+		threads += uint64(len(tasks))
+	}
+	return
+}

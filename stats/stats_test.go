@@ -1,0 +1,109 @@
+package stats
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// A real cgroup with a real process in it: the reader sees the process,
+// its memory, its threads and descriptors, on whichever hierarchy the host has.
+func TestReadCgroupOfARealProcess(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to create cgroups")
+	}
+	path := fmt.Sprintf("/crivet-stats-test-%d", os.Getpid())
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	limit := int64(64)
+	if cgroups.Mode() == cgroups.Unified {
+		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, &cgroup2.Resources{Pids: &cgroup2.Pids{Max: limit}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Delete() })
+		if err := m.AddProc(uint64(cmd.Process.Pid)); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		cg, err := cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			_ = cg.Delete()
+		})
+		if err := cg.Add(cgroup1.Process{Pid: cmd.Process.Pid}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := ReadCgroup(path, Options{Processes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Pids != 1 || c.PidsLimit != uint64(limit) {
+		t.Errorf("pids %d limit %d, want 1 and %d", c.Pids, c.PidsLimit, limit)
+	}
+	if c.Threads != 1 || c.FDs < 3 {
+		t.Errorf("threads %d fds %d: want sleep's 1 thread and its stdio", c.Threads, c.FDs)
+	}
+	if c.Memory.WorkingSet > c.Memory.Usage {
+		t.Errorf("working set %d above usage %d", c.Memory.WorkingSet, c.Memory.Usage)
+	}
+	// Without Processes, /proc is not walked.
+	if c, err := ReadCgroup(path, Options{}); err != nil || c.FDs != 0 || c.Threads != 0 {
+		t.Errorf("process counts without asking: %+v %v", c, err)
+	}
+}
+
+func TestReadCgroupWithoutACgroup(t *testing.T) {
+	for _, p := range []string{"", "/crivet-no-such-cgroup-" + filepath.Base(t.TempDir())} {
+		if _, err := ReadCgroup(p, Options{}); !errors.Is(err, ErrNoCgroup) {
+			t.Errorf("%q: %v, want ErrNoCgroup", p, err)
+		}
+	}
+}
+
+func TestNetNSInterfacesMatchTheKernelsCounters(t *testing.T) {
+	got := NetNSInterfaces("/proc/self/ns/net")
+	data, err := os.ReadFile("/proc/net/dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := parseNetDev(string(data))
+	if len(got) != len(want) {
+		t.Fatalf("interfaces %v, want %v", got, want)
+	}
+	for i := range got {
+		if got[i].Name != want[i].Name || got[i].Name == "lo" {
+			t.Fatalf("interface %d: %q, want %q (lo excluded)", i, got[i].Name, want[i].Name)
+		}
+	}
+}
+
+func TestParseNetDev(t *testing.T) {
+	const dev = `Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0
+  eth0:    2000      20    1    2    0     0          0         0     3000      30    3    4    0     0       0          0
+  bad: 1 2
+`
+	got := parseNetDev(dev)
+	want := []Interface{{Name: "eth0", RxBytes: 2000, RxPackets: 20, RxErrors: 1, RxDropped: 2, TxBytes: 3000, TxPackets: 30, TxErrors: 3, TxDropped: 4}}
+	if len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("parsed %+v, want %+v", got, want)
+	}
+}
