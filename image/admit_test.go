@@ -204,3 +204,40 @@ func mustReadFile(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// Pull and create decisions are made and logged by this package, in one
+// shape: the same keys, the stage telling them apart.
+func TestPullAndCreateDecisionsAreLoggedInOneShape(t *testing.T) {
+	e := newEnv(t)
+	e.setNamespace("strict", rejectAll)
+	pushed := fixtures.PushImage(t, e.ref("app/shape:1"), 1024)
+	img := e.mustPull(pushed.Ref, "")
+	if _, err := e.svc.AdmitFor(context.Background(), AdmitRequest{Image: img, UserRef: pushed.Ref, Namespace: "strict", Pod: "p1", Container: "c1"}); err == nil {
+		t.Fatal("strict namespace admitted")
+	}
+	if _, err := e.svc.AdmitFor(context.Background(), AdmitRequest{Image: img, UserRef: pushed.Ref, Namespace: "other", Pod: "p2", Container: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+	logs := e.decisions.all()
+	if len(logs) != 3 {
+		t.Fatalf("want 3 decisions (pull, create rejected, create allowed): %s", e.decisions)
+	}
+	pull, rejected, allowed := logs[0], logs[1], logs[2]
+	for _, k := range []string{"stage", "namespace", "reference", "identity", "image", "digest", "policy", "policy_digest", "outcome"} {
+		for i, l := range logs {
+			if _, ok := l[k]; !ok {
+				t.Errorf("decision %d has no %q: %v", i, k, l)
+			}
+		}
+	}
+	if pull["stage"] != "pull" || rejected["stage"] != "create" || allowed["stage"] != "create" {
+		t.Errorf("stages: %s", e.decisions)
+	}
+	if rejected["outcome"] != "rejected" || rejected["policy"] != filepath.Join(e.nsDir, "strict.json") || rejected["reason"] == "" ||
+		rejected["pod"] != "p1" || rejected["container"] != "c1" || rejected["digest"] != pushed.ManifestDigest {
+		t.Errorf("create rejection: %v", rejected)
+	}
+	if allowed["outcome"] != "allowed" || allowed["policy"] != e.global || allowed["identity"] != pushed.Ref {
+		t.Errorf("create admission: %v", allowed)
+	}
+}

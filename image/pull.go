@@ -287,13 +287,8 @@ func (s *Service) storedImage(ref types.ImageReference, configDigest digest.Dige
 }
 
 func (s *Service) logDecision(req PullRequest, named reference.Named, d digest.Digest, pol *policy.Policy, err error) {
-	attrs := []any{"namespace", req.Namespace, "reference", req.Ref, "resolved", named.String(), "digest", d.String(),
-		"policy", pol.Path, "policy_digest", pol.Digest.String()}
-	if err != nil {
-		s.log.Warn("signature policy decision", append(attrs, "outcome", "rejected", "reason", err.Error())...)
-		return
-	}
-	s.log.Info("signature policy decision", append(attrs, "outcome", "allowed")...)
+	s.logPolicyDecision(decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, identity: named.String(),
+		digest: d.String(), pol: pol, err: err})
 }
 
 // dropReferenceElsewhere removes userRef from the records of every image

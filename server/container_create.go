@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
-	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -73,30 +71,14 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
 }
 
-// admit applies the pod namespace's effective policy (its own file, else
-// the global one: always evaluated) to a stored image, offline.
+// admit asks the image service for the create-time decision under the
+// stored pod's namespace (never the request's) and returns the identity
+// the image was verified as.
 func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, userRef, container string) (string, error) {
-	ns := pod.Namespace()
-	pol, err := s.policies.ForNamespace(ns)
+	adm, err := s.images.AdmitFor(ctx, image.AdmitRequest{Image: img, UserRef: userRef, Namespace: pod.Namespace(), Pod: pod.ID, Container: container})
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", container, err)
 	}
-	start := time.Now()
-	adm, err := s.images.Admit(ctx, img, userRef, pol)
-	attrs := []any{"namespace", ns, "pod", pod.ID, "container", container, "image", img.ID, "user_specified_image", userRef,
-		"policy", pol.Path, "policy_digest", pol.Digest.String(), "duration", time.Since(start)}
-	var rej *policy.Rejection
-	if errors.As(err, &rej) {
-		s.log.Warn("create-time signature check", append(attrs, "outcome", "rejected", "reason", rej.Error())...)
-		return "", err
-	}
-	if err != nil {
-		return "", fmt.Errorf("create container %s: %w", container, err)
-	}
-	if adm.FromRecord {
-		attrs = append(attrs, "identity_from_record", adm.Identity)
-	}
-	s.log.Info("create-time signature check", append(attrs, "outcome", "allowed", "identity", adm.Identity, "cached", adm.Cached)...)
 	return adm.Identity, nil
 }
 

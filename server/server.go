@@ -12,7 +12,6 @@ import (
 
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/oci/runtime"
-	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -27,11 +26,10 @@ type Info struct {
 
 // Options wires the server to the domain packages.
 type Options struct {
-	Info     Info
-	Images   *image.Service
-	Policies *policy.Store
-	Pods     *sandbox.Manager
-	Runtime  *runtime.Runtime
+	Info    Info
+	Images  *image.Service
+	Pods    *sandbox.Manager
+	Runtime *runtime.Runtime
 	// RunRoot holds container bundles (<RunRoot>/bundles/<id>).
 	RunRoot string
 	// PauseBinary is the static infra program for pods sharing a PID namespace.
@@ -50,16 +48,15 @@ type Server struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	images   *image.Service
-	policies *policy.Store
-	pods     *sandbox.Manager
-	rt       *runtime.Runtime
-	streams  streaming.Server
-	httpSrv  *http.Server
-	events   *eventBus
-	opts     Options
-	info     Info
-	log      *slog.Logger
+	images  *image.Service
+	pods    *sandbox.Manager
+	rt      *runtime.Runtime
+	streams streaming.Server
+	httpSrv *http.Server
+	events  *eventBus
+	opts    Options
+	info    Info
+	log     *slog.Logger
 }
 
 // New returns a server over the given services and starts its streaming
@@ -68,7 +65,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{images: o.Images, policies: o.Policies, pods: o.Pods, rt: o.Runtime, opts: o, info: o.Info, log: o.Logger, events: newEventBus()}
+	s := &Server{images: o.Images, pods: o.Pods, rt: o.Runtime, opts: o, info: o.Info, log: o.Logger, events: newEventBus()}
 	if o.Runtime != nil && o.Pods != nil {
 		s.recoverOrphans(context.Background())
 		// Evented PLEG wants the pod's whole status with each event.

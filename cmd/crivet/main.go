@@ -168,7 +168,7 @@ func serve(args []string) error {
 	}
 	srv, err := server.New(server.Options{
 		Info:   server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS},
-		Images: images, Policies: policies, Pods: pods, Runtime: rt,
+		Images: images, Pods: pods, Runtime: rt,
 		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot,
 		StreamAddress: cfg.StreamAddress, Logger: log,
 	})
