@@ -17,6 +17,12 @@ var (
 	ErrRegistryUnavailable = errors.New("registry unavailable")
 	// ErrInUse: a container still uses the image.
 	ErrInUse = errors.New("image in use")
+	// ErrPullStalled: the registry sent nothing for the pull progress timeout.
+	ErrPullStalled = errors.New("registry stalled")
+	// ErrImageLimit: the image exceeds max_image_size or max_layers.
+	ErrImageLimit = errors.New("image exceeds a configured limit")
+	// ErrBadManifest: the registry served a manifest crivet cannot use.
+	ErrBadManifest = errors.New("unusable manifest")
 )
 
 // unreachable reports whether err means the registry could not be reached

@@ -18,7 +18,6 @@ import (
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/image"
-	"go.podman.io/image/v5/manifest"
 	"go.podman.io/image/v5/pkg/shortnames"
 	"go.podman.io/image/v5/signature"
 	istorage "go.podman.io/image/v5/storage"
@@ -85,8 +84,11 @@ func (s *Service) Pull(ctx context.Context, req PullRequest) (*Image, error) {
 		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
 	}
 	key := strings.Join([]string{req.Ref, req.Namespace, req.Auth.key(), string(pol.Digest)}, "\x00")
-	v, err, _ := s.pulls.Do(key, func() (any, error) { return s.pull(ctx, req, pol) })
+	v, err, callerGone := s.shared(ctx, key, func(ctx context.Context) (any, error) { return s.pull(ctx, req, pol) })
 	if err != nil {
+		if callerGone {
+			return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
+		}
 		return nil, err
 	}
 	return v.(*Image), nil
@@ -148,8 +150,36 @@ func (s *Service) candidates(sys *types.SystemContext, ref string) ([]reference.
 	return []reference.Named{reference.TagNameOnly(named)}, nil
 }
 
-func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, req PullRequest, pol *policy.Policy, named reference.Named) (*Image, error) {
+// badManifest marks a manifest the registry served that crivet cannot use.
+type badManifest struct{ err error }
+
+func (e *badManifest) Error() string        { return e.err.Error() }
+func (e *badManifest) Unwrap() error        { return e.err }
+func (e *badManifest) Is(target error) bool { return target == ErrBadManifest }
+
+func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, req PullRequest, pol *policy.Policy, named reference.Named) (_ *Image, retErr error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w, err := s.newPullWatch(named.String(), cancel)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", named, err)
+	}
+	defer func() {
+		w.stop()
+		w.summary(retErr)
+	}()
+	// Blobs go to this pull's own temporary directory: the watch follows
+	// them there, and a failed pull leaves nothing behind.
+	sysCopy := *sys
+	sys = &sysCopy
+	sys.BigFilesTemporaryDir = w.tmpDir
+
 	fail := func(stage string, err error) error {
+		// The watch's verdict explains a cancelled fetch better than the
+		// fetch's own "context canceled".
+		if cause := context.Cause(ctx); cause != nil && (errors.Is(cause, ErrPullStalled) || errors.Is(cause, ErrImageLimit)) {
+			return fmt.Errorf("pull %s: %w", named, cause)
+		}
 		if unreachable(err) {
 			return fmt.Errorf("pull %s: %w: %w", named, ErrRegistryUnavailable, err)
 		}
@@ -158,6 +188,7 @@ func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, r
 		}
 		return fmt.Errorf("pull %s: %s: %w", named, stage, err)
 	}
+	bad := func(err error) error { return fmt.Errorf("pull %s: %w", named, &badManifest{err}) }
 	srcRef, err := docker.NewReference(named)
 	if err != nil {
 		return nil, fail("", err)
@@ -172,47 +203,56 @@ func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, r
 	if err != nil {
 		return nil, fail("manifest", err)
 	}
-	topDigest, err := manifest.Digest(top)
+	w.kick()
+	topM, err := validateManifest(top, topMIME)
 	if err != nil {
-		return nil, fail("manifest", err)
+		return nil, bad(err)
 	}
+	topDigest := topM.Digest
 	if d, ok := named.(reference.Digested); ok && d.Digest() != topDigest {
-		return nil, fail("manifest", fmt.Errorf("registry returned manifest %s, not %s", topDigest, d.Digest()))
+		return nil, bad(fmt.Errorf("registry returned manifest %s, not %s", topDigest, d.Digest()))
 	}
 	unparsed := image.UnparsedInstance(src, nil)
 	var indexDigest digest.Digest
-	if manifest.MIMETypeIsMultiImage(topMIME) {
-		list, err := manifest.ListFromBlob(top, topMIME)
+	if topM.List != nil {
+		inst, err := topM.List.ChooseInstance(sys)
 		if err != nil {
 			return nil, fail("index", err)
 		}
-		inst, err := list.ChooseInstance(sys)
-		if err != nil {
-			return nil, fail("index", err)
+		if err := inst.Validate(); err != nil {
+			return nil, bad(fmt.Errorf("index entry %q: %w", inst, err))
 		}
 		indexDigest = topDigest
 		// The policy applies to the manifest that will run; the index's
 		// own signatures do not vouch for it.
 		unparsed = image.UnparsedInstance(src, &inst)
 	}
+	// Through unparsed, so the policy check below sees these very bytes.
 	instBytes, instMIME, err := unparsed.Manifest(ctx)
 	if err != nil {
 		return nil, fail("manifest", err)
 	}
-	instDigest, err := manifest.Digest(instBytes)
+	w.kick()
+	m, err := validateManifest(instBytes, instMIME)
 	if err != nil {
-		return nil, fail("manifest", err)
+		return nil, bad(err)
 	}
-	m, err := manifest.FromBlob(instBytes, instMIME)
-	if err != nil {
-		return nil, fail("manifest", err)
+	if m.List != nil {
+		return nil, bad(errors.New("image index lists another index"))
 	}
-	configDigest := m.ConfigInfo().Digest
+	instDigest, configDigest := m.Digest, m.Config.Digest
+	if s.cfg.MaxLayers > 0 && len(m.Layers) > s.cfg.MaxLayers {
+		return nil, fmt.Errorf("pull %s: %w", named, &limitError{fmt.Sprintf("image has %d layers, more than max_layers (%d)", len(m.Layers), s.cfg.MaxLayers)})
+	}
+	if s.cfg.MaxImageSize > 0 && m.LayerBytes > s.cfg.MaxImageSize {
+		return nil, fmt.Errorf("pull %s: %w", named, tooLarge(s.cfg.MaxImageSize))
+	}
 
 	checkErr := pol.Check(ctx, unparsed)
+	w.kick()
 	s.logDecision(req, named, instDigest, pol, checkErr)
 	if checkErr != nil {
-		if unreachable(checkErr) {
+		if unreachable(checkErr) || context.Cause(ctx) != nil {
 			// Fetching signatures failed on the network, not on content.
 			return nil, fail("signatures", checkErr)
 		}
@@ -236,17 +276,42 @@ func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, r
 	}
 	unlock := s.locks.Lock(configDigest.Encoded())
 	defer unlock()
-	if _, err := copy.Image(ctx, acceptVerified(), destRef, pinnedRef, &copy.Options{
+	_, existErr := s.store.Image(configDigest.Encoded())
+	existed := existErr == nil
+	prevSigs := s.librarySignatures(configDigest.Encoded(), instDigest)
+	layersBefore := s.layerIDs()
+	w.startCopy(m)
+	_, err = copy.Image(ctx, acceptVerified(), destRef, pinnedRef, &copy.Options{
 		SourceCtx:          sys,
 		DestinationCtx:     sys,
 		ImageListSelection: copy.CopySystemImage,
-	}); err != nil {
+		Progress:           w.progress,
+		ProgressInterval:   progressInterval,
+	})
+	if err == nil && !existed {
+		// The limit may have been crossed by a blob the library had already
+		// read when the watch cancelled; and layers reused from the store
+		// were never inflated by the watch. The stored sizes are exact.
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		} else if s.cfg.MaxImageSize > 0 && s.imageUncompressedSize(configDigest.Encoded()) > s.cfg.MaxImageSize {
+			err = tooLarge(s.cfg.MaxImageSize)
+		}
+		if err != nil {
+			if _, derr := s.store.DeleteImage(configDigest.Encoded(), true); derr != nil && !errors.Is(derr, storage.ErrImageUnknown) {
+				s.log.Warn("could not remove a refused image", "image", configDigest.String(), "error", derr)
+			}
+		}
+	}
+	if err != nil {
+		s.removePulledLayers(layersBefore, m)
 		return nil, fail("copy", err)
 	}
 	simg, err := s.storedImage(destRef, configDigest)
 	if err != nil {
 		return nil, fail("", err)
 	}
+	s.keepDisplacedSignatures(simg.ID, instDigest, prevSigs)
 	rec, err := s.record(simg.ID)
 	if err != nil {
 		return nil, fail("", err)
@@ -316,5 +381,102 @@ func (s *Service) dropReferenceElsewhere(userRef, keep string) {
 			}
 		}
 		unlock()
+	}
+}
+
+func (s *Service) layerIDs() map[string]bool {
+	layers, err := s.store.Layers()
+	if err != nil {
+		return nil
+	}
+	ids := make(map[string]bool, len(layers))
+	for _, l := range layers {
+		ids[l.ID] = true
+	}
+	return ids
+}
+
+// imageUncompressedSize is the unpacked size of an image's layer chain.
+func (s *Service) imageUncompressedSize(id string) int64 {
+	img, err := s.store.Image(id)
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for lid := img.TopLayer; lid != ""; {
+		l, err := s.store.Layer(lid)
+		if err != nil {
+			break
+		}
+		if l.UncompressedSize > 0 {
+			total += l.UncompressedSize
+		}
+		lid = l.Parent
+	}
+	return total
+}
+
+// removePulledLayers deletes what a failed copy committed: layers that are
+// new since before the copy, used by no image or container, and made from
+// one of m's blobs (so a concurrent pull of another image keeps its own).
+// The start-up sweep would find them too, but only at the next start.
+func (s *Service) removePulledLayers(before map[string]bool, m *remoteManifest) {
+	if before == nil {
+		return
+	}
+	blobs := map[digest.Digest]bool{}
+	for _, l := range m.Layers {
+		blobs[l.Digest] = true
+	}
+	layers, err := s.store.Layers()
+	if err != nil {
+		return
+	}
+	used := map[string]bool{}
+	if images, err := s.store.Images(); err == nil {
+		for _, img := range images {
+			used[img.TopLayer] = true
+			for _, t := range img.MappedTopLayers {
+				used[t] = true
+			}
+		}
+	}
+	if ctrs, err := s.store.Containers(); err == nil {
+		for _, c := range ctrs {
+			used[c.LayerID] = true
+		}
+	}
+	parents := map[string]int{}
+	for _, l := range layers {
+		if l.Parent != "" {
+			parents[l.Parent]++
+		}
+	}
+	ours := map[string]storage.Layer{}
+	for _, l := range layers {
+		if !before[l.ID] && !used[l.ID] && blobs[l.CompressedDigest] {
+			ours[l.ID] = l
+		}
+	}
+	// Children before parents: the layers of one image form a chain.
+	for len(ours) > 0 {
+		removed := 0
+		for id, l := range ours {
+			if parents[id] > 0 {
+				continue
+			}
+			if err := s.store.DeleteLayer(id); err != nil {
+				s.log.Warn("could not remove a layer of a failed pull", "layer", id, "error", err)
+			} else {
+				removed++
+			}
+			delete(ours, id)
+			if l.Parent != "" {
+				parents[l.Parent]--
+			}
+		}
+		if removed == 0 {
+			return
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/crivet/crivet/policy"
 	"go.podman.io/image/v5/types"
@@ -38,6 +39,17 @@ type Config struct {
 	// Policies decides which images may be pulled.
 	Policies *policy.Store
 	Logger   *slog.Logger
+
+	// PullProgressTimeout fails a pull when the registry sends no byte
+	// for that long while manifests, signatures or blobs are due
+	// (unpacking into the store does not count). 0 disables it; the
+	// daemon's default is DefaultPullProgressTimeout.
+	PullProgressTimeout time.Duration
+	// MaxImageSize refuses images whose declared layers, or whose layers
+	// once uncompressed, exceed this many bytes. 0 = unlimited.
+	MaxImageSize int64
+	// MaxLayers refuses images with more layers. 0 = unlimited.
+	MaxLayers int
 }
 
 // Service is the only owner of the image store.
@@ -47,6 +59,10 @@ type Service struct {
 	log   *slog.Logger
 
 	pulls singleflight.Group
+	// flights are the shared contexts of the pulls in pulls, cancelled
+	// when every caller waiting for one has gone.
+	flightMu sync.Mutex
+	flights  map[string]*flight
 	// locks serialises the write phase of a pull with removals of the
 	// same image, so a removal never interleaves with a half-written record.
 	locks keyedMutex

@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/crivet/crivet/policy"
@@ -33,7 +34,33 @@ func (s *Service) VerifyStored(ctx context.Context, img *Image, identity referen
 		return fmt.Errorf("verify %s: %w", img.ID, err)
 	}
 	d := img.Record.ManifestDigest
-	return pol.Check(ctx, &asIdentity{UnparsedImage: image.UnparsedInstance(src, &d), ref: dref})
+	unparsed := image.UnparsedInstance(src, &d)
+	err = pol.Check(ctx, &asIdentity{UnparsedImage: unparsed, ref: dref})
+	var rej *policy.Rejection
+	if err == nil || !errors.As(err, &rej) {
+		return err
+	}
+	// The library's set is the latest pull's; sets displaced by it still
+	// vouch for the same manifest. Any one that verifies admits the image.
+	var manifestBlob []byte
+	for _, set := range s.keptSignatures(img.StorageID()) {
+		if set.Manifest != d {
+			continue
+		}
+		if manifestBlob == nil {
+			if manifestBlob, _, err = unparsed.Manifest(ctx); err != nil {
+				return fmt.Errorf("verify %s: %w", img.ID, err)
+			}
+		}
+		kerr := s.verifyKept(ctx, manifestBlob, set, dref, pol)
+		if kerr == nil {
+			return nil
+		}
+		if !errors.As(kerr, new(*policy.Rejection)) {
+			s.log.Warn("could not verify kept signatures", "image", img.ID, "source", set.Source, "error", kerr)
+		}
+	}
+	return rej
 }
 
 // asIdentity presents a locally stored image under the registry

@@ -8,8 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/crivet/crivet/image"
 )
 
 const defaultConfigPath = "/etc/crivet/crivet.toml"
@@ -52,7 +54,30 @@ type Config struct {
 	LogLevel string `toml:"log_level"`
 	// LogFormat is text or json.
 	LogFormat string `toml:"log_format"`
+	// PullProgressTimeout fails a pull when the registry sends nothing for
+	// that long (Go duration, "0" disables).
+	PullProgressTimeout duration `toml:"pull_progress_timeout"`
+	// MaxImageSize refuses images larger than this many bytes, declared or
+	// uncompressed (0 = unlimited).
+	MaxImageSize int64 `toml:"max_image_size"`
+	// MaxLayers refuses images with more layers (0 = unlimited).
+	MaxLayers int `toml:"max_layers"`
 }
+
+// duration is a time.Duration written "5m", "30s" in TOML and flags.
+type duration time.Duration
+
+func (d duration) String() string { return time.Duration(d).String() }
+func (d *duration) Set(v string) error {
+	p, err := time.ParseDuration(v)
+	if err != nil {
+		return err
+	}
+	*d = duration(p)
+	return nil
+}
+func (d duration) MarshalText() ([]byte, error)     { return []byte(d.String()), nil }
+func (d *duration) UnmarshalText(text []byte) error { return d.Set(string(text)) }
 
 func defaultConfig() Config {
 	return Config{
@@ -71,6 +96,10 @@ func defaultConfig() Config {
 		SeccompProfileRoot: "/var/lib/kubelet/seccomp",
 		LogLevel:           "info",
 		LogFormat:          "text",
+
+		PullProgressTimeout: duration(image.DefaultPullProgressTimeout),
+		MaxImageSize:        image.DefaultMaxImageSize,
+		MaxLayers:           image.DefaultMaxLayers,
 	}
 }
 
@@ -92,6 +121,9 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.SeccompProfileRoot, "seccomp-profile-root", c.SeccompProfileRoot, "directory for relative Localhost seccomp profiles")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text, json")
+	fs.Var(&c.PullProgressTimeout, "pull-progress-timeout", "fail a pull when the registry sends nothing for this long (0 disables)")
+	fs.Int64Var(&c.MaxImageSize, "max-image-size", c.MaxImageSize, "refuse images larger than this many bytes, declared or uncompressed (0 = unlimited)")
+	fs.IntVar(&c.MaxLayers, "max-layers", c.MaxLayers, "refuse images with more layers (0 = unlimited)")
 }
 
 // loadConfig applies, in order: defaults, the config file, explicit flags.
@@ -145,6 +177,9 @@ func (c Config) validate() error {
 		if v == "" {
 			return fmt.Errorf("config: %s must be set", k)
 		}
+	}
+	if c.PullProgressTimeout < 0 || c.MaxImageSize < 0 || c.MaxLayers < 0 {
+		return errors.New("config: pull_progress_timeout, max_image_size and max_layers must not be negative")
 	}
 	switch c.LogFormat {
 	case "text", "json":

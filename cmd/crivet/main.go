@@ -128,6 +128,7 @@ func serve(args []string) error {
 		Root: cfg.Root, RunRoot: cfg.RunRoot, Driver: cfg.StorageDriver,
 		RegistriesConf: cfg.RegistriesConf, RegistriesD: cfg.RegistriesD, AuthFile: cfg.GlobalAuthFile,
 		Policies: policies, Logger: log,
+		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout), MaxImageSize: cfg.MaxImageSize, MaxLayers: cfg.MaxLayers,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,150 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/crivet/crivet/policy"
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/directory"
+	"go.podman.io/image/v5/image"
+	"go.podman.io/image/v5/types"
+)
+
+// keptSignaturesKey is the big-data item of a storage image that holds
+// the signature sets a later pull of the same image displaced. The library
+// keeps one set per manifest and replaces it on every copy; a namespace
+// admitted through the first source's signatures would otherwise lose them
+// when the same bytes are pulled from a second source.
+const keptSignaturesKey = "crivet-signatures"
+
+// maxKeptSignatureSets bounds the item: the oldest sets go first.
+const maxKeptSignatureSets = 32
+
+// signatureSet is one manifest's signatures as the library stores them:
+// its own blob format (which this package need not understand), and the
+// size of each signature in it.
+type signatureSet struct {
+	Manifest digest.Digest `json:"manifest"`
+	// Source is the reference the set was pulled with, when known.
+	Source string    `json:"source,omitempty"`
+	Sizes  []int     `json:"sizes"`
+	Blob   []byte    `json:"blob"`
+	Kept   time.Time `json:"kept"`
+}
+
+func (a *signatureSet) same(b *signatureSet) bool {
+	return a.Manifest == b.Manifest && slices.Equal(a.Sizes, b.Sizes) && bytes.Equal(a.Blob, b.Blob)
+}
+
+// librarySignatures reads the set the library stored for the manifest
+// inst of image id; nil when there is no image or no signature.
+func (s *Service) librarySignatures(id string, inst digest.Digest) *signatureSet {
+	img, err := s.store.Image(id)
+	if err != nil || inst.Validate() != nil {
+		return nil
+	}
+	// The layout of go.podman.io/image/v5/storage: per-manifest sizes in
+	// the image metadata, the concatenated blobs in "signature-<hex>".
+	var md struct {
+		SignaturesSizes map[digest.Digest][]int `json:"signatures-sizes"`
+	}
+	if json.Unmarshal([]byte(img.Metadata), &md) != nil {
+		return nil
+	}
+	sizes := md.SignaturesSizes[inst]
+	if len(sizes) == 0 {
+		return nil
+	}
+	blob, err := s.store.ImageBigData(id, "signature-"+inst.Encoded())
+	if err != nil {
+		return nil
+	}
+	set := &signatureSet{Manifest: inst, Sizes: sizes, Blob: blob}
+	if rec, err := s.record(id); err == nil && len(rec.References) > 0 {
+		set.Source = rec.References[len(rec.References)-1].Resolved
+	}
+	return set
+}
+
+func (s *Service) keptSignatures(id string) []*signatureSet {
+	data, err := s.store.ImageBigData(id, keptSignaturesKey)
+	if err != nil {
+		return nil
+	}
+	var sets []*signatureSet
+	if err := json.Unmarshal(data, &sets); err != nil {
+		s.log.Warn("ignoring corrupt kept signatures", "image", id, "error", err)
+		return nil
+	}
+	return sets
+}
+
+// keepDisplacedSignatures saves prev, the set stored before this pull,
+// if the pull replaced it. Callers hold the image's lock.
+func (s *Service) keepDisplacedSignatures(id string, inst digest.Digest, prev *signatureSet) {
+	if prev == nil {
+		return
+	}
+	if cur := s.librarySignatures(id, inst); cur != nil && cur.same(prev) {
+		return
+	}
+	sets := s.keptSignatures(id)
+	if slices.ContainsFunc(sets, prev.same) {
+		return
+	}
+	prev.Kept = time.Now().UTC()
+	sets = append(sets, prev)
+	if len(sets) > maxKeptSignatureSets {
+		sets = sets[len(sets)-maxKeptSignatureSets:]
+	}
+	data, err := json.Marshal(sets)
+	if err == nil {
+		err = s.store.SetImageBigData(id, keptSignaturesKey, data, nil)
+	}
+	if err != nil {
+		s.log.Warn("could not keep the image's earlier signatures", "image", id, "source", prev.Source, "error", err)
+		return
+	}
+	s.log.Info("kept signatures displaced by a new pull", "image", id, "manifest", inst.String(), "source", prev.Source, "signatures", len(prev.Sizes))
+}
+
+// verifyKept evaluates pol with the kept set instead of the library's:
+// the manifest and that set are laid out as a dir: image, which the
+// library reads with its own signature parser.
+func (s *Service) verifyKept(ctx context.Context, manifestBlob []byte, set *signatureSet, identity types.ImageReference, pol *policy.Policy) error {
+	dir, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "verify-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), manifestBlob, 0o600); err != nil {
+		return err
+	}
+	off := 0
+	for i, n := range set.Sizes {
+		if n < 0 || off+n > len(set.Blob) {
+			return fmt.Errorf("kept signatures of %s: corrupt sizes", set.Manifest)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("signature-%d", i+1)), set.Blob[off:off+n], 0o600); err != nil {
+			return err
+		}
+		off += n
+	}
+	ref, err := directory.NewReference(dir)
+	if err != nil {
+		return err
+	}
+	src, err := ref.NewImageSource(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	return pol.Check(ctx, &asIdentity{UnparsedImage: image.UnparsedInstance(src, nil), ref: identity})
+}
