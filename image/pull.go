@@ -83,7 +83,7 @@ func (s *Service) Pull(ctx context.Context, req PullRequest) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
 	}
-	key := strings.Join([]string{req.Ref, req.Namespace, req.Auth.key(), string(pol.Digest)}, "\x00")
+	key := strings.Join([]string{req.Ref, req.Namespace, req.Auth.key(), string(pol.Fingerprint())}, "\x00")
 	v, err, callerGone := s.shared(ctx, key, func(ctx context.Context) (any, error) { return s.pull(ctx, req, pol) })
 	if err != nil {
 		if callerGone {
