@@ -5,19 +5,15 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
-	"go.podman.io/image/v5/copy"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
-	"go.podman.io/image/v5/image"
 	"go.podman.io/image/v5/pkg/shortnames"
 	"go.podman.io/image/v5/signature"
 	istorage "go.podman.io/image/v5/storage"
@@ -157,6 +153,10 @@ func (e *badManifest) Error() string        { return e.err.Error() }
 func (e *badManifest) Unwrap() error        { return e.err }
 func (e *badManifest) Is(target error) bool { return target == ErrBadManifest }
 
+// pullCandidate pulls one fully qualified reference in five steps, each a
+// method of pullJob: resolve the manifest the node will run, refuse what
+// exceeds the limits, check the signature policy, copy exactly what was
+// checked, and record who pulled it under which policy.
 func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, req PullRequest, pol *policy.Policy, named reference.Named) (_ *Image, retErr error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -171,170 +171,34 @@ func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, r
 	// Blobs go to this pull's own temporary directory: the watch follows
 	// them there, and a failed pull leaves nothing behind.
 	sysCopy := *sys
-	sys = &sysCopy
-	sys.BigFilesTemporaryDir = w.tmpDir
+	sysCopy.BigFilesTemporaryDir = w.tmpDir
+	j := &pullJob{s: s, ctx: ctx, sys: &sysCopy, req: req, pol: pol, named: named, w: w}
 
-	fail := func(stage string, err error) error {
-		// The watch's verdict explains a cancelled fetch better than the
-		// fetch's own "context canceled".
-		if cause := context.Cause(ctx); cause != nil && (errors.Is(cause, ErrPullStalled) || errors.Is(cause, ErrImageLimit)) {
-			return fmt.Errorf("pull %s: %w", named, cause)
-		}
-		if unreachable(err) {
-			return fmt.Errorf("pull %s: %w: %w", named, ErrRegistryUnavailable, err)
-		}
-		if stage == "" {
-			return fmt.Errorf("pull %s: %w", named, err)
-		}
-		return fmt.Errorf("pull %s: %s: %w", named, stage, err)
-	}
-	bad := func(err error) error { return fmt.Errorf("pull %s: %w", named, &badManifest{err}) }
 	srcRef, err := docker.NewReference(named)
 	if err != nil {
-		return nil, fail("", err)
+		return nil, j.fail("", err)
 	}
-	src, err := srcRef.NewImageSource(ctx, sys)
+	src, err := srcRef.NewImageSource(ctx, j.sys)
 	if err != nil {
-		return nil, fail("", err)
+		return nil, j.fail("", err)
 	}
 	defer src.Close()
 
-	top, topMIME, err := src.GetManifest(ctx, nil)
+	r, err := j.resolve(src)
 	if err != nil {
-		return nil, fail("manifest", err)
+		return nil, err
 	}
-	w.kick()
-	topM, err := validateManifest(top, topMIME)
+	if err := j.checkLimits(r.m); err != nil {
+		return nil, err
+	}
+	if err := j.checkPolicy(r); err != nil {
+		return nil, err
+	}
+	simg, err := j.copyPinned(r)
 	if err != nil {
-		return nil, bad(err)
+		return nil, err
 	}
-	topDigest := topM.Digest
-	if d, ok := named.(reference.Digested); ok && d.Digest() != topDigest {
-		return nil, bad(fmt.Errorf("registry returned manifest %s, not %s", topDigest, d.Digest()))
-	}
-	unparsed := image.UnparsedInstance(src, nil)
-	var indexDigest digest.Digest
-	if topM.List != nil {
-		inst, err := topM.List.ChooseInstance(sys)
-		if err != nil {
-			return nil, fail("index", err)
-		}
-		if err := inst.Validate(); err != nil {
-			return nil, bad(fmt.Errorf("index entry %q: %w", inst, err))
-		}
-		indexDigest = topDigest
-		// The policy applies to the manifest that will run; the index's
-		// own signatures do not vouch for it.
-		unparsed = image.UnparsedInstance(src, &inst)
-	}
-	// Through unparsed, so the policy check below sees these very bytes.
-	instBytes, instMIME, err := unparsed.Manifest(ctx)
-	if err != nil {
-		return nil, fail("manifest", err)
-	}
-	w.kick()
-	m, err := validateManifest(instBytes, instMIME)
-	if err != nil {
-		return nil, bad(err)
-	}
-	if m.List != nil {
-		return nil, bad(errors.New("image index lists another index"))
-	}
-	instDigest, configDigest := m.Digest, m.Config.Digest
-	if s.cfg.MaxLayers > 0 && len(m.Layers) > s.cfg.MaxLayers {
-		return nil, fmt.Errorf("pull %s: %w", named, &limitError{fmt.Sprintf("image has %d layers, more than max_layers (%d)", len(m.Layers), s.cfg.MaxLayers)})
-	}
-	if s.cfg.MaxImageSize > 0 && m.LayerBytes > s.cfg.MaxImageSize {
-		return nil, fmt.Errorf("pull %s: %w", named, tooLarge(s.cfg.MaxImageSize))
-	}
-
-	checkErr := pol.Check(ctx, unparsed)
-	w.kick()
-	s.logDecision(req, named, instDigest, pol, checkErr)
-	if checkErr != nil {
-		if unreachable(checkErr) || context.Cause(ctx) != nil {
-			// Fetching signatures failed on the network, not on content.
-			return nil, fail("signatures", checkErr)
-		}
-		return nil, fmt.Errorf("pull %s: %w", named, checkErr)
-	}
-
-	// Copy exactly what was verified: the top-level manifest pinned by the
-	// digest just checked, so a tag moved meanwhile cannot swap content.
-	pinned, err := reference.WithDigest(reference.TrimNamed(named), topDigest)
-	if err != nil {
-		return nil, fail("", err)
-	}
-	pinnedRef, err := docker.NewReference(pinned)
-	if err != nil {
-		return nil, fail("", err)
-	}
-	destNamed := named
-	destRef, err := istorage.Transport.NewStoreReference(s.store, destNamed, "")
-	if err != nil {
-		return nil, fail("", err)
-	}
-	unlock := s.locks.Lock(configDigest.Encoded())
-	defer unlock()
-	_, existErr := s.store.Image(configDigest.Encoded())
-	existed := existErr == nil
-	prevSigs := s.librarySignatures(configDigest.Encoded(), instDigest)
-	layersBefore := s.layerIDs()
-	w.startCopy(m)
-	_, err = copy.Image(ctx, acceptVerified(), destRef, pinnedRef, &copy.Options{
-		SourceCtx:          sys,
-		DestinationCtx:     sys,
-		ImageListSelection: copy.CopySystemImage,
-		Progress:           w.progress,
-		ProgressInterval:   progressInterval,
-	})
-	if err == nil && !existed {
-		// The limit may have been crossed by a blob the library had already
-		// read when the watch cancelled; and layers reused from the store
-		// were never inflated by the watch. The stored sizes are exact.
-		if cause := context.Cause(ctx); cause != nil {
-			err = cause
-		} else if s.cfg.MaxImageSize > 0 && s.imageUncompressedSize(configDigest.Encoded()) > s.cfg.MaxImageSize {
-			err = tooLarge(s.cfg.MaxImageSize)
-		}
-		if err != nil {
-			if _, derr := s.store.DeleteImage(configDigest.Encoded(), true); derr != nil && !errors.Is(derr, storage.ErrImageUnknown) {
-				s.log.Warn("could not remove a refused image", "image", configDigest.String(), "error", derr)
-			}
-		}
-	}
-	if err != nil {
-		s.removePulledLayers(layersBefore, m)
-		return nil, fail("copy", err)
-	}
-	simg, err := s.storedImage(destRef, configDigest)
-	if err != nil {
-		return nil, fail("", err)
-	}
-	s.keepDisplacedSignatures(simg.ID, instDigest, prevSigs)
-	rec, err := s.record(simg.ID)
-	if err != nil {
-		return nil, fail("", err)
-	}
-	now := time.Now().UTC()
-	rec.ManifestDigest = instDigest
-	if indexDigest != "" {
-		rec.IndexDigest = indexDigest
-	}
-	rec.addReference(Reference{User: req.Ref, Resolved: named.String(), Pulled: now})
-	rec.addDecision(Decision{Namespace: req.Namespace, PolicyPath: pol.Path, PolicyDigest: pol.Digest, Reference: named.String(), Allowed: true, Time: now})
-	if cfg, err := s.store.ImageBigData(simg.ID, configDigest.String()); err == nil {
-		var c struct {
-			Config struct{ User string } `json:"config"`
-		}
-		if json.Unmarshal(cfg, &c) == nil {
-			rec.User = c.Config.User
-		}
-	}
-	if err := s.saveRecord(simg.ID, rec); err != nil {
-		return nil, fail("", err)
-	}
-	return s.view(simg, rec)
+	return j.record(simg, r)
 }
 
 // acceptVerified is the policy of the copy step: the manifest it copies is

@@ -1,0 +1,230 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/crivet/crivet/policy"
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/image"
+	istorage "go.podman.io/image/v5/storage"
+	"go.podman.io/image/v5/types"
+	"go.podman.io/storage"
+)
+
+// pullJob is one candidate of one pull: the state its steps share.
+type pullJob struct {
+	s     *Service
+	ctx   context.Context
+	sys   *types.SystemContext
+	req   PullRequest
+	pol   *policy.Policy
+	named reference.Named
+	w     *pullWatch
+}
+
+// resolved is what the registry said the image is, checked for use.
+type resolved struct {
+	// unparsed reads the per-platform manifest the node will run.
+	unparsed    types.UnparsedImage
+	topDigest   digest.Digest // what the reference resolved to (maybe an index)
+	indexDigest digest.Digest // the index the manifest was chosen from, if any
+	m           *remoteManifest
+}
+
+// fail words a failed step: the watch's verdict first (it explains a
+// cancelled fetch better than "context canceled"), then an unreachable
+// registry, then the step's own error.
+func (j *pullJob) fail(stage string, err error) error {
+	if cause := context.Cause(j.ctx); cause != nil && (errors.Is(cause, ErrPullStalled) || errors.Is(cause, ErrImageLimit)) {
+		return fmt.Errorf("pull %s: %w", j.named, cause)
+	}
+	if unreachable(err) {
+		return fmt.Errorf("pull %s: %w: %w", j.named, ErrRegistryUnavailable, err)
+	}
+	if stage == "" {
+		return fmt.Errorf("pull %s: %w", j.named, err)
+	}
+	return fmt.Errorf("pull %s: %s: %w", j.named, stage, err)
+}
+
+func (j *pullJob) bad(err error) error {
+	return fmt.Errorf("pull %s: %w", j.named, &badManifest{err})
+}
+
+// resolve fetches the top manifest and, for an index, the node's
+// platform's manifest; every digest and size in them is validated before
+// anything uses it.
+func (j *pullJob) resolve(src types.ImageSource) (*resolved, error) {
+	top, topMIME, err := src.GetManifest(j.ctx, nil)
+	if err != nil {
+		return nil, j.fail("manifest", err)
+	}
+	j.w.kick()
+	topM, err := validateManifest(top, topMIME)
+	if err != nil {
+		return nil, j.bad(err)
+	}
+	r := &resolved{topDigest: topM.Digest, unparsed: image.UnparsedInstance(src, nil)}
+	if d, ok := j.named.(reference.Digested); ok && d.Digest() != r.topDigest {
+		return nil, j.bad(fmt.Errorf("registry returned manifest %s, not %s", r.topDigest, d.Digest()))
+	}
+	if topM.List != nil {
+		inst, err := topM.List.ChooseInstance(j.sys)
+		if err != nil {
+			return nil, j.fail("index", err)
+		}
+		if err := inst.Validate(); err != nil {
+			return nil, j.bad(fmt.Errorf("index entry %q: %w", inst, err))
+		}
+		r.indexDigest = r.topDigest
+		// The policy applies to the manifest that will run; the index's
+		// own signatures do not vouch for it.
+		r.unparsed = image.UnparsedInstance(src, &inst)
+	}
+	// Through unparsed, so the policy check sees these very bytes.
+	instBytes, instMIME, err := r.unparsed.Manifest(j.ctx)
+	if err != nil {
+		return nil, j.fail("manifest", err)
+	}
+	j.w.kick()
+	if r.m, err = validateManifest(instBytes, instMIME); err != nil {
+		return nil, j.bad(err)
+	}
+	if r.m.List != nil {
+		return nil, j.bad(errors.New("image index lists another index"))
+	}
+	return r, nil
+}
+
+// checkLimits refuses, before any blob is fetched, an image whose manifest
+// declares more layers or bytes than the node allows.
+func (j *pullJob) checkLimits(m *remoteManifest) error {
+	cfg := j.s.cfg
+	if cfg.MaxLayers > 0 && len(m.Layers) > cfg.MaxLayers {
+		return fmt.Errorf("pull %s: %w", j.named, &limitError{fmt.Sprintf("image has %d layers, more than max_layers (%d)", len(m.Layers), cfg.MaxLayers)})
+	}
+	if cfg.MaxImageSize > 0 && m.LayerBytes > cfg.MaxImageSize {
+		return fmt.Errorf("pull %s: %w", j.named, tooLarge(cfg.MaxImageSize))
+	}
+	return nil
+}
+
+// checkPolicy is the pull's signature decision, logged once.
+func (j *pullJob) checkPolicy(r *resolved) error {
+	err := j.pol.Check(j.ctx, r.unparsed)
+	j.w.kick()
+	j.s.logDecision(j.req, j.named, r.m.Digest, j.pol, err)
+	if err == nil {
+		return nil
+	}
+	if unreachable(err) || context.Cause(j.ctx) != nil {
+		// Fetching signatures failed on the network, not on content.
+		return j.fail("signatures", err)
+	}
+	return fmt.Errorf("pull %s: %w", j.named, err)
+}
+
+// copyPinned copies exactly what was verified: the top-level manifest
+// pinned by the digest just checked, so a tag moved meanwhile cannot swap
+// content. Signatures a re-pull displaces are kept; a refused or failed
+// copy removes what it wrote.
+func (j *pullJob) copyPinned(r *resolved) (*storage.Image, error) {
+	s := j.s
+	pinned, err := reference.WithDigest(reference.TrimNamed(j.named), r.topDigest)
+	if err != nil {
+		return nil, j.fail("", err)
+	}
+	pinnedRef, err := docker.NewReference(pinned)
+	if err != nil {
+		return nil, j.fail("", err)
+	}
+	destRef, err := istorage.Transport.NewStoreReference(s.store, j.named, "")
+	if err != nil {
+		return nil, j.fail("", err)
+	}
+	configDigest, instDigest := r.m.Config.Digest, r.m.Digest
+	unlock := s.locks.Lock(configDigest.Encoded())
+	defer unlock()
+	_, existErr := s.store.Image(configDigest.Encoded())
+	existed := existErr == nil
+	prevSigs := s.librarySignatures(configDigest.Encoded(), instDigest)
+	layersBefore := s.layerIDs()
+	j.w.startCopy(r.m)
+	_, err = copy.Image(j.ctx, acceptVerified(), destRef, pinnedRef, &copy.Options{
+		SourceCtx:          j.sys,
+		DestinationCtx:     j.sys,
+		ImageListSelection: copy.CopySystemImage,
+		Progress:           j.w.progress,
+		ProgressInterval:   progressInterval,
+	})
+	if err == nil && !existed {
+		err = j.enforceStoredSize(configDigest)
+	}
+	if err != nil {
+		s.removePulledLayers(layersBefore, r.m)
+		return nil, j.fail("copy", err)
+	}
+	simg, err := s.storedImage(destRef, configDigest)
+	if err != nil {
+		return nil, j.fail("", err)
+	}
+	s.keepDisplacedSignatures(simg.ID, instDigest, prevSigs)
+	return simg, nil
+}
+
+// enforceStoredSize: the limit may have been crossed by a blob the library
+// had already read when the watch cancelled, and layers reused from the
+// store were never inflated by the watch; the stored sizes are exact. A
+// refused image is removed.
+func (j *pullJob) enforceStoredSize(configDigest digest.Digest) error {
+	s := j.s
+	var err error
+	if cause := context.Cause(j.ctx); cause != nil {
+		err = cause
+	} else if s.cfg.MaxImageSize > 0 && s.imageUncompressedSize(configDigest.Encoded()) > s.cfg.MaxImageSize {
+		err = tooLarge(s.cfg.MaxImageSize)
+	}
+	if err != nil {
+		if _, derr := s.store.DeleteImage(configDigest.Encoded(), true); derr != nil && !errors.Is(derr, storage.ErrImageUnknown) {
+			s.log.Warn("could not remove a refused image", "image", configDigest.String(), "error", derr)
+		}
+	}
+	return err
+}
+
+// record adds this pull to the image's record: the manifest verified, the
+// reference the user wrote and what it resolved to, and the namespace's
+// decision.
+func (j *pullJob) record(simg *storage.Image, r *resolved) (*Image, error) {
+	s := j.s
+	rec, err := s.record(simg.ID)
+	if err != nil {
+		return nil, j.fail("", err)
+	}
+	now := time.Now().UTC()
+	rec.ManifestDigest = r.m.Digest
+	if r.indexDigest != "" {
+		rec.IndexDigest = r.indexDigest
+	}
+	rec.addReference(Reference{User: j.req.Ref, Resolved: j.named.String(), Pulled: now})
+	rec.addDecision(Decision{Namespace: j.req.Namespace, PolicyPath: j.pol.Path, PolicyDigest: j.pol.Digest, Reference: j.named.String(), Allowed: true, Time: now})
+	if cfg, err := s.store.ImageBigData(simg.ID, r.m.Config.Digest.String()); err == nil {
+		var c struct {
+			Config struct{ User string } `json:"config"`
+		}
+		if json.Unmarshal(cfg, &c) == nil {
+			rec.User = c.Config.User
+		}
+	}
+	if err := s.saveRecord(simg.ID, rec); err != nil {
+		return nil, j.fail("", err)
+	}
+	return s.view(simg, rec)
+}
