@@ -85,26 +85,77 @@ func Container(in ContainerInput) (*specs.Spec, error) {
 	return s, nil
 }
 
+// container assembles the spec from its parts: the process (what runs and
+// as whom), the mounts, the Linux settings (resources, devices,
+// namespaces, cgroup), and the confinement (masked paths, seccomp).
 func container(in ContainerInput) (*specs.Spec, error) {
 	h, err := hostOf(in.Host)
 	if err != nil {
 		return nil, err
 	}
-	cfg := in.Config
-	if in.ID == "" || cfg == nil {
-		return nil, fmt.Errorf("%w: missing ID or config", ErrInvalid)
-	}
-	if !filepath.IsAbs(in.Rootfs) {
-		return nil, fmt.Errorf("%w: rootfs %q is not an absolute path", ErrInvalid, in.Rootfs)
-	}
-	sc := cfg.GetLinux().GetSecurityContext()
-	privileged := sc.GetPrivileged()
-	if privileged && !in.Sandbox.GetLinux().GetSecurityContext().GetPrivileged() {
-		return nil, fmt.Errorf("%w: privileged container in a pod that is not privileged", ErrInvalid)
-	}
-	if err := checkUserns(sc.GetNamespaceOptions()); err != nil {
+	if err := checkContainerInput(in); err != nil {
 		return nil, err
 	}
+	cfg := in.Config
+	sc := cfg.GetLinux().GetSecurityContext()
+	privileged := sc.GetPrivileged()
+	proc, err := containerProcess(in, h)
+	if err != nil {
+		return nil, err
+	}
+	mounts, rootProp, err := buildMounts(cfg, in.Files, privileged, sc.GetReadonlyRootfs())
+	if err != nil {
+		return nil, err
+	}
+	linux, err := containerLinux(in, h)
+	if err != nil {
+		return nil, err
+	}
+	linux.RootfsPropagation = rootProp
+	s := &specs.Spec{
+		Version: specs.Version,
+		Process: proc,
+		Root:    &specs.Root{Path: in.Rootfs, Readonly: sc.GetReadonlyRootfs()},
+		Mounts:  mounts,
+		Linux:   linux,
+	}
+	if uts := in.Namespaces.UTS; !uts.Host && uts.Path == "" {
+		s.Hostname = in.Sandbox.GetHostname()
+	}
+	if !privileged {
+		s.Linux.MaskedPaths = pathsOr(sc.GetMaskedPaths(), DefaultMaskedPaths)
+		s.Linux.ReadonlyPaths = pathsOr(sc.GetReadonlyPaths(), DefaultReadonlyPaths)
+	}
+	// Seccomp last: the default profile depends on the capabilities above.
+	//nolint:staticcheck // the deprecated path is what older kubelets send
+	if s.Linux.Seccomp, err = seccompProfile(sc.GetSeccomp(), sc.GetSeccompProfilePath(), in.SeccompProfileRoot, privileged, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkContainerInput refuses what no spec can be built from.
+func checkContainerInput(in ContainerInput) error {
+	cfg := in.Config
+	if in.ID == "" || cfg == nil {
+		return fmt.Errorf("%w: missing ID or config", ErrInvalid)
+	}
+	if !filepath.IsAbs(in.Rootfs) {
+		return fmt.Errorf("%w: rootfs %q is not an absolute path", ErrInvalid, in.Rootfs)
+	}
+	sc := cfg.GetLinux().GetSecurityContext()
+	if sc.GetPrivileged() && !in.Sandbox.GetLinux().GetSecurityContext().GetPrivileged() {
+		return fmt.Errorf("%w: privileged container in a pod that is not privileged", ErrInvalid)
+	}
+	return checkUserns(sc.GetNamespaceOptions())
+}
+
+// containerProcess is what runs, where, as whom, with which environment,
+// capabilities, limits and AppArmor profile.
+func containerProcess(in ContainerInput, h *Host) (*specs.Process, error) {
+	cfg := in.Config
+	sc := cfg.GetLinux().GetSecurityContext()
+	privileged := sc.GetPrivileged()
 	args, err := processArgs(cfg.GetCommand(), cfg.GetArgs(), in.Image)
 	if err != nil {
 		return nil, err
@@ -125,10 +176,64 @@ func container(in ContainerInput) (*specs.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	mounts, rootProp, err := buildMounts(cfg, in.Files, privileged, sc.GetReadonlyRootfs())
+	env, err := containerEnv(in, h)
 	if err != nil {
 		return nil, err
 	}
+	aa, err := apparmorProfile(sc.GetApparmor(), sc.GetApparmorProfile(), privileged, h) //nolint:staticcheck // the deprecated field is still sent by older kubelets
+	if err != nil {
+		return nil, err
+	}
+	p := &specs.Process{
+		// stdin and stdin_once have no spec field: they are how the
+		// runtime wires runc's stdio.
+		Terminal:        cfg.GetTty(),
+		User:            usr,
+		Args:            args,
+		Env:             env,
+		Cwd:             cwd,
+		Capabilities:    caps,
+		Rlimits:         rl,
+		NoNewPrivileges: sc.GetNoNewPrivs(),
+		ApparmorProfile: aa,
+	}
+	if r := cfg.GetLinux().GetResources(); r != nil {
+		adj := oomScoreAdj(int(r.GetOomScoreAdj()), h)
+		p.OOMScoreAdj = &adj
+	}
+	return p, nil
+}
+
+// containerEnv: PATH and HOSTNAME first, then the image's, then the
+// config's, later ones replacing earlier ones with the same key.
+func containerEnv(in ContainerInput, h *Host) ([]string, error) {
+	cfg := in.Config
+	env := []string{defaultPath}
+	hostname := in.Sandbox.GetHostname()
+	if hostname == "" {
+		hostname = h.Hostname
+	}
+	env = setEnv(env, "HOSTNAME="+hostname)
+	if cfg.GetTty() {
+		env = setEnv(env, "TERM=xterm")
+	}
+	for _, e := range in.Image.Env {
+		env = setEnv(env, e)
+	}
+	for _, kv := range cfg.GetEnvs() {
+		// CRI carries values as bytes; execve cannot pass a NUL in one.
+		if strings.ContainsRune(kv.GetKey(), 0) || slices.Contains(kv.GetValue(), 0) || kv.GetKey() == "" || strings.Contains(kv.GetKey(), "=") {
+			return nil, fmt.Errorf("%w: environment variable %q", ErrInvalid, kv.GetKey())
+		}
+		env = setEnv(env, kv.GetKey()+"="+string(kv.GetValue()))
+	}
+	return env, nil
+}
+
+// containerLinux: cgroup resources and path, devices, namespaces, sysctls.
+func containerLinux(in ContainerInput, h *Host) (*specs.Linux, error) {
+	cfg := in.Config
+	privileged := cfg.GetLinux().GetSecurityContext().GetPrivileged()
 	res, err := resources(cfg.GetLinux().GetResources(), h)
 	if err != nil {
 		return nil, err
@@ -156,77 +261,17 @@ func container(in ContainerInput) (*specs.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-
-	env := []string{defaultPath}
-	hostname := in.Sandbox.GetHostname()
-	if hostname == "" {
-		hostname = h.Hostname
-	}
-	env = setEnv(env, "HOSTNAME="+hostname)
-	if cfg.GetTty() {
-		env = setEnv(env, "TERM=xterm")
-	}
-	for _, e := range in.Image.Env {
-		env = setEnv(env, e)
-	}
-	for _, kv := range cfg.GetEnvs() {
-		// CRI carries values as bytes; execve cannot pass a NUL in one.
-		if strings.ContainsRune(kv.GetKey(), 0) || slices.Contains(kv.GetValue(), 0) || kv.GetKey() == "" || strings.Contains(kv.GetKey(), "=") {
-			return nil, fmt.Errorf("%w: environment variable %q", ErrInvalid, kv.GetKey())
-		}
-		env = setEnv(env, kv.GetKey()+"="+string(kv.GetValue()))
-	}
-
-	aaProfile, err := apparmorProfile(sc.GetApparmor(), sc.GetApparmorProfile(), privileged, h) //nolint:staticcheck // the deprecated field is still sent by older kubelets
-	if err != nil {
-		return nil, err
-	}
 	parent := in.CgroupParent
 	if parent == "" {
 		parent = in.Sandbox.GetLinux().GetCgroupParent()
 	}
-	s := &specs.Spec{
-		Version: specs.Version,
-		Process: &specs.Process{
-			// stdin and stdin_once have no spec field: they are how the
-			// runtime wires runc's stdio.
-			Terminal:        cfg.GetTty(),
-			User:            usr,
-			Args:            args,
-			Env:             env,
-			Cwd:             cwd,
-			Capabilities:    caps,
-			Rlimits:         rl,
-			NoNewPrivileges: sc.GetNoNewPrivs(),
-			ApparmorProfile: aaProfile,
-		},
-		Root:   &specs.Root{Path: in.Rootfs, Readonly: sc.GetReadonlyRootfs()},
-		Mounts: mounts,
-		Linux: &specs.Linux{
-			Sysctl:            maps.Clone(in.Sandbox.GetLinux().GetSysctls()),
-			Resources:         res,
-			CgroupsPath:       CgroupsPath(parent, in.ID),
-			Namespaces:        nss,
-			Devices:           devs,
-			RootfsPropagation: rootProp,
-		},
-	}
-	if uts := in.Namespaces.UTS; !uts.Host && uts.Path == "" {
-		s.Hostname = in.Sandbox.GetHostname()
-	}
-	if r := cfg.GetLinux().GetResources(); r != nil {
-		adj := oomScoreAdj(int(r.GetOomScoreAdj()), h)
-		s.Process.OOMScoreAdj = &adj
-	}
-	if !privileged {
-		s.Linux.MaskedPaths = pathsOr(sc.GetMaskedPaths(), DefaultMaskedPaths)
-		s.Linux.ReadonlyPaths = pathsOr(sc.GetReadonlyPaths(), DefaultReadonlyPaths)
-	}
-	//nolint:staticcheck // the deprecated path is what older kubelets send
-	if s.Linux.Seccomp, err = seccompProfile(sc.GetSeccomp(), sc.GetSeccompProfilePath(), in.SeccompProfileRoot, privileged, s); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return &specs.Linux{
+		Sysctl:      maps.Clone(in.Sandbox.GetLinux().GetSysctls()),
+		Resources:   res,
+		CgroupsPath: CgroupsPath(parent, in.ID),
+		Namespaces:  nss,
+		Devices:     devs,
+	}, nil
 }
 
 // pathsOr returns given when the caller set it, even to an empty list
