@@ -16,6 +16,19 @@ import (
 // ErrContainerNotFound: no container has that ID (or prefix).
 var ErrContainerNotFound = errors.New("container not found")
 
+// Phase orders a record against the work it describes, so start-up
+// recovery knows what a crash interrupted: a record is written in Creating
+// before anything is made on the node and moves to Created once all is
+// made; Removing is written before anything is taken down. "" is Created
+// (records written before phases existed).
+type Phase string
+
+const (
+	Creating Phase = "creating"
+	Created  Phase = "created"
+	Removing Phase = "removing"
+)
+
 // Container is what crivet recorded when a container was created; its
 // process state is the OCI runtime's to report.
 type Container struct {
@@ -40,6 +53,9 @@ type Container struct {
 	ImageMounts []string `json:"imageMounts,omitempty"`
 	// CgroupPath is the container's cgroup as given to runc.
 	CgroupPath string `json:"cgroupPath,omitempty"`
+	// Phase: see Phase. Creating records are not listed or found by ID:
+	// the client has no ID for them until CreateContainer returns.
+	Phase Phase `json:"phase,omitempty"`
 }
 
 type containerRecord struct {
@@ -87,6 +103,9 @@ func (m *Manager) loadContainers() error {
 			if protojson.Unmarshal(raw, mnt) == nil {
 				c.Mounts = append(c.Mounts, mnt)
 			}
+		}
+		if c.Phase == "" {
+			c.Phase = Created
 		}
 		m.containers[c.ID] = &c
 		if p, ok := m.pods[c.PodID]; ok {
@@ -136,15 +155,45 @@ func (m *Manager) ReserveContainer(pod *Pod, cfg *runtimeapi.ContainerConfig) (i
 	}, nil
 }
 
+// BeginContainer durably records that a container is being created, before
+// any of its parts exists; the record stays invisible to Get and List.
+func (m *Manager) BeginContainer(c *Container) error {
+	cc := *c
+	cc.Phase = Creating
+	if err := m.saveContainer(&cc); err != nil {
+		return fmt.Errorf("record container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
 // AddContainer records a created container durably.
 func (m *Manager) AddContainer(c *Container) error {
-	if err := m.saveContainer(c); err != nil {
+	cc := *c
+	cc.Phase = Created
+	if err := m.saveContainer(&cc); err != nil {
 		return fmt.Errorf("record container %s: %w", c.ID, err)
 	}
 	m.mu.Lock()
-	cc := *c
 	m.containers[c.ID] = &cc
 	m.mu.Unlock()
+	return nil
+}
+
+// UpdateContainer changes a container's record durably (a phase, what is
+// left of it).
+func (m *Manager) UpdateContainer(id string, f func(*Container)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.containers[id]
+	if !ok {
+		return fmt.Errorf("container %s: %w", id, ErrContainerNotFound)
+	}
+	cc := *c
+	f(&cc)
+	if err := m.saveContainer(&cc); err != nil {
+		return fmt.Errorf("record container %s: %w", id, err)
+	}
+	m.containers[id] = &cc
 	return nil
 }
 
