@@ -58,6 +58,18 @@ func (s *Server) recoverOrphans(ctx context.Context) {
 	pods := map[string]bool{}
 	for _, p := range s.pods.List() {
 		pods[p.ID] = true
+		// A StopPodSandbox killed after stopping the infra process leaves a
+		// Ready pod none of whose containers could join: not ready, so
+		// kubelet stops it again and makes a new one.
+		if p.State == sandbox.Ready && p.InfraID != "" {
+			if _, err := s.infraPid(p); err != nil {
+				if err := s.pods.Update(p.ID, func(p *sandbox.Pod) { p.State = sandbox.NotReady }); err != nil {
+					s.log.Error("recovery: mark a pod whose infra process is gone not ready", "id", p.ID, "error", err)
+				} else {
+					s.log.Warn("recovery: marked a pod whose infra process is gone not ready", "id", p.ID)
+				}
+			}
+		}
 	}
 	known := map[string]bool{}
 	for _, c := range s.pods.Containers("") {
