@@ -167,8 +167,9 @@ func crashPodConfig(n *node, name string, sharedPID bool, hostPort int32) *runti
 		LogDirectory: filepath.Join(n.dir, "logs", name),
 		Linux:        &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{}}},
 	}
-	if sharedPID {
-		cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+	// CRI's zero value is POD: a PID namespace shared through an infra process.
+	if !sharedPID {
+		cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_CONTAINER
 	}
 	if hostPort > 0 {
 		cfg.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: hostPort}}
@@ -182,7 +183,9 @@ func crashContainerConfig(name, image string) *runtimeapi.ContainerConfig {
 		Image:    &runtimeapi.ImageSpec{Image: image, UserSpecifiedImage: image},
 		Command:  []string{"sleep", "3600"},
 		LogPath:  name + ".log",
-		Linux:    &runtimeapi.LinuxContainerConfig{},
+		// Its own PID namespace, as kubelet asks unless the pod shares one.
+		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}},
 	}
 }
 
@@ -311,6 +314,7 @@ func TestKill9AtRandomPointsLeavesNothingBehind(t *testing.T) {
 	ops := []string{"pull", "runp", "create", "start", "stop", "rm", "stopp", "rmp"}
 	kills := map[string]int{}
 	lastTook := map[string]time.Duration{} // last uninterrupted duration per operation
+	recoveries := 0                        // recovery actions the daemon logged at its starts
 	begin := time.Now()
 	for round := 0; round < rounds; round++ {
 		if round > 0 {
@@ -319,7 +323,13 @@ func TestKill9AtRandomPointsLeavesNothingBehind(t *testing.T) {
 		}
 		pods, err := rc.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
-			t.Fatalf("round %d: ListPodSandbox: %v\n%s", round, err, n.log)
+			exit := "still running"
+			select {
+			case e := <-n.exited:
+				exit = fmt.Sprintf("exited: %v", e)
+			default:
+			}
+			t.Fatalf("round %d: ListPodSandbox: %v (daemon %s)\n%s", round, err, exit, n.log)
 		}
 		ctrs, err := rc.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
 		if err != nil {
@@ -447,12 +457,17 @@ func TestKill9AtRandomPointsLeavesNothingBehind(t *testing.T) {
 			<-done
 		}
 		n.learnIDs()
+		for _, l := range strings.Split(n.log.String(), "\n") {
+			if strings.Contains(l, `"msg":"recovery: `) {
+				recoveries++
+			}
+		}
 		if took == 0 {
 			kills[op]++ // killed while the call was in flight
 		}
 		t.Logf("round %d: %s, kill after %s (call took %s)", round, op, delay, took)
 	}
-	t.Logf("%d rounds in %s; kills during the call by operation: %v", rounds, time.Since(begin).Round(time.Millisecond), kills)
+	t.Logf("%d rounds in %s; kills during the call by operation: %v; recovery actions logged: %d", rounds, time.Since(begin).Round(time.Millisecond), kills, recoveries)
 
 	n.start()
 	rc, ic = n.clients()
