@@ -58,9 +58,32 @@ func (n *node) withStore(t *testing.T, f func(storage.Store)) {
 		t.Fatal(err)
 	}
 	f(store)
-	if _, err := store.Shutdown(true); err != nil {
+	// Not forced: that would unmount every container's root filesystem.
+	if _, err := store.Shutdown(false); err != nil && !errors.Is(err, storage.ErrLayerUsedByContainer) {
 		t.Fatal(err)
 	}
+}
+
+// layerMountCount reads how many mounts storage counts for a layer.
+func (n *node) layerMountCount(t *testing.T, layer string) int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(n.runRoot(), "storage", "overlay-layers", "mountpoints.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mps []struct {
+		ID    string
+		Count int
+	}
+	if err := json.Unmarshal(data, &mps); err != nil {
+		t.Fatalf("mountpoints.json: %v", err)
+	}
+	for _, m := range mps {
+		if m.ID == layer {
+			return m.Count
+		}
+	}
+	return 0
 }
 
 var hexID = regexp.MustCompile(`[0-9a-f]{64}`)
@@ -479,4 +502,80 @@ func TestKill9AtRandomPointsLeavesNothingBehind(t *testing.T) {
 	if t.Failed() || os.Getenv("CRIVET_E2E_LOG") != "" {
 		t.Logf("last daemon log:\n%s", n.log)
 	}
+}
+
+// Image volumes are counted mounts in storage: a restart keeps those the
+// records hold (the container still reads its volume) and releases one a
+// crash left between a MountImage and its record; removal releases the
+// rest.
+func TestRecoveryReconcilesImageVolumeMounts(t *testing.T) {
+	n := newNode(t)
+	app := fixtures.PushBusybox(t, n.reg.Ref("app:1"), fixtures.BusyboxConfig{})
+	data := fixtures.PushBusybox(t, n.reg.Ref("data:1"), fixtures.BusyboxConfig{Files: map[string]string{"/data.txt": "volume content\n"}})
+	n.start()
+	rc, ic := n.clients()
+	for _, ref := range []string{app.Ref, data.Ref} {
+		if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	podCfg := crashPodConfig(n, "vol", false, 0)
+	pod, err := rc.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := crashContainerConfig("c", app.Ref)
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", Image: &runtimeapi.ImageSpec{Image: data.Ref, UserSpecifiedImage: data.Ref}}}
+	c, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	n.ids[pod.PodSandboxId], n.ids[c.ContainerId] = true, true
+	n.kill9()
+	var layer string
+	count := func(s storage.Store) int {
+		k, err := s.Mounted(layer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	n.withStore(t, func(s storage.Store) {
+		img, err := s.Image(strings.TrimPrefix(data.ConfigDigest, "sha256:"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer = img.TopLayer
+		if got := count(s); got != 1 {
+			t.Fatalf("image volume mount count %d, want 1", got)
+		}
+		// The mount of a create killed before it recorded the mount.
+		if _, err := s.MountImage(img.ID, []string{"ro"}, ""); err != nil {
+			t.Fatal(err)
+		}
+	})
+	n.start()
+	rc, _ = n.clients()
+	if !strings.Contains(n.log.String(), "recovery: released image volume mounts no record holds") {
+		t.Errorf("no recovery of the leaked image mount logged:\n%s", n.log)
+	}
+	// Read from storage's own record: a second store opened beside the
+	// running daemon's could unmount the driver's home at Shutdown.
+	if got := n.layerMountCount(t, layer); got != 1 {
+		t.Errorf("image volume mount count after recovery %d, want 1 (the container's)", got)
+	}
+	out, err := rc.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: c.ContainerId, Cmd: []string{"cat", "/vol/data.txt"}, Timeout: 10})
+	if err != nil || string(out.Stdout) != "volume content\n" {
+		t.Fatalf("image volume after the restart: %v %q %q", err, out.GetStdout(), out.GetStderr())
+	}
+	if _, err := rc.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.layerMountCount(t, layer); got != 0 {
+		t.Errorf("image volume mount count after removal %d, want 0", got)
+	}
+	assertNodeClean(t, n)
 }
