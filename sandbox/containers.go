@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crivet/crivet/internal/atomicfile"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -115,7 +116,12 @@ func (m *Manager) loadContainers() error {
 	return nil
 }
 
-func (m *Manager) saveContainer(c *Container) error {
+// saveContainer writes c's record atomically; durable adds the fsyncs.
+// A kill -9 loses no written page, so only a power loss can undo a
+// non-durable write: records whose loss recovery survives (Creating: its
+// parts are orphans the start-up sweep removes; Removing: the Created
+// record left is removed again by the client's retry) skip them.
+func (m *Manager) saveContainer(c *Container, durable bool) error {
 	cfg, err := protojson.Marshal(c.Config)
 	if err != nil {
 		return err
@@ -132,7 +138,7 @@ func (m *Manager) saveContainer(c *Container) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(m.containerDir(), c.ID+".json"), data, 0o600)
+	return atomicfile.Write(filepath.Join(m.containerDir(), c.ID+".json"), data, 0o600, durable)
 }
 
 // ReserveContainer claims the container's name in its pod and an ID; the
@@ -160,7 +166,7 @@ func (m *Manager) ReserveContainer(pod *Pod, cfg *runtimeapi.ContainerConfig) (i
 func (m *Manager) BeginContainer(c *Container) error {
 	cc := *c
 	cc.Phase = Creating
-	if err := m.saveContainer(&cc); err != nil {
+	if err := m.saveContainer(&cc, false); err != nil {
 		return fmt.Errorf("record container %s: %w", c.ID, err)
 	}
 	return nil
@@ -170,7 +176,7 @@ func (m *Manager) BeginContainer(c *Container) error {
 func (m *Manager) AddContainer(c *Container) error {
 	cc := *c
 	cc.Phase = Created
-	if err := m.saveContainer(&cc); err != nil {
+	if err := m.saveContainer(&cc, true); err != nil {
 		return fmt.Errorf("record container %s: %w", c.ID, err)
 	}
 	m.mu.Lock()
@@ -190,7 +196,7 @@ func (m *Manager) UpdateContainer(id string, f func(*Container)) error {
 	}
 	cc := *c
 	f(&cc)
-	if err := m.saveContainer(&cc); err != nil {
+	if err := m.saveContainer(&cc, cc.Phase != Removing); err != nil {
 		return fmt.Errorf("record container %s: %w", id, err)
 	}
 	m.containers[id] = &cc
