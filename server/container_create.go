@@ -119,7 +119,7 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 	}
 	c := &sandbox.Container{
 		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: identity,
-		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(), StopSignal: "",
+		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(),
 	}
 	if err := s.pods.BeginContainer(c); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)

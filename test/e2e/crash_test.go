@@ -86,7 +86,10 @@ func (n *node) layerMountCount(t *testing.T, layer string) int {
 	return 0
 }
 
-var hexID = regexp.MustCompile(`[0-9a-f]{64}`)
+var (
+	hexID       = regexp.MustCompile(`[0-9a-f]{64}`)
+	recoveryMsg = regexp.MustCompile(`"msg":"recovery: ([^"]*)"`)
+)
 
 // learnIDs adds every ID the daemon logged (pods and containers whose
 // creation a kill interrupted included) to the IDs the leftover checks
@@ -337,7 +340,7 @@ func TestKill9AtRandomPointsLeavesNothingBehind(t *testing.T) {
 	ops := []string{"pull", "runp", "create", "start", "stop", "rm", "stopp", "rmp"}
 	kills := map[string]int{}
 	lastTook := map[string]time.Duration{} // last uninterrupted duration per operation
-	recoveries := 0                        // recovery actions the daemon logged at its starts
+	recoveries := map[string]int{}         // recovery actions the daemon logged at its starts
 	begin := time.Now()
 	for round := 0; round < rounds; round++ {
 		if round > 0 {
@@ -480,17 +483,15 @@ func TestKill9AtRandomPointsLeavesNothingBehind(t *testing.T) {
 			<-done
 		}
 		n.learnIDs()
-		for _, l := range strings.Split(n.log.String(), "\n") {
-			if strings.Contains(l, `"msg":"recovery: `) {
-				recoveries++
-			}
+		for _, m := range recoveryMsg.FindAllStringSubmatch(n.log.String(), -1) {
+			recoveries[m[1]]++
 		}
 		if took == 0 {
 			kills[op]++ // killed while the call was in flight
 		}
 		t.Logf("round %d: %s, kill after %s (call took %s)", round, op, delay, took)
 	}
-	t.Logf("%d rounds in %s; kills during the call by operation: %v; recovery actions logged: %d", rounds, time.Since(begin).Round(time.Millisecond), kills, recoveries)
+	t.Logf("%d rounds in %s; kills during the call by operation: %v; recovery actions logged: %v", rounds, time.Since(begin).Round(time.Millisecond), kills, recoveries)
 
 	n.start()
 	rc, ic = n.clients()
