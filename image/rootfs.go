@@ -41,13 +41,76 @@ func (s *Service) MountRootfs(containerID string) (string, error) {
 // RemoveRootfs unmounts and deletes a container's layer; a missing one is
 // not an error, so removal can be retried after a crash.
 func (s *Service) RemoveRootfs(containerID string) error {
-	if _, err := s.store.Unmount(containerID, true); err != nil && !errors.Is(err, storage.ErrContainerUnknown) && !errors.Is(err, storage.ErrLayerUnknown) {
+	if _, err := s.store.Unmount(containerID, true); err != nil && !alreadyGone(err) {
 		return fmt.Errorf("unmount rootfs of %s: %w", containerID, err)
 	}
-	if err := s.store.DeleteContainer(containerID); err != nil && !errors.Is(err, storage.ErrContainerUnknown) {
+	if err := s.store.DeleteContainer(containerID); err != nil && !alreadyGone(err) {
 		return fmt.Errorf("remove rootfs of %s: %w", containerID, err)
 	}
 	return nil
+}
+
+// alreadyGone reports the errors storage gives for an ID it does not know:
+// Unmount of a deleted container falls back to treating the ID as a layer
+// (ErrLayerUnknown), DeleteContainer says ErrNotAContainer. A removal that
+// a crash interrupted after either step must not fail on them forever.
+func alreadyGone(err error) bool {
+	return errors.Is(err, storage.ErrContainerUnknown) || errors.Is(err, storage.ErrNotAContainer) ||
+		errors.Is(err, storage.ErrLayerUnknown) || errors.Is(err, storage.ErrNotALayer)
+}
+
+// ListRootfs returns the IDs of every container layer in the store; start-up
+// recovery removes those no container record owns.
+func (s *Service) ListRootfs() ([]string, error) {
+	cs, err := s.store.Containers()
+	if err != nil {
+		return nil, fmt.Errorf("list rootfs: %w", err)
+	}
+	ids := make([]string, 0, len(cs))
+	for _, c := range cs {
+		ids = append(ids, c.ID)
+	}
+	return ids, nil
+}
+
+// ReconcileImageMounts makes the mount count of every image's top layer
+// what the container records say (want: image ID → image volumes held).
+// Storage counts MountImage calls persistently, and a crash between a
+// MountImage and the record of it, or between an UnmountImage and the
+// record update, leaves the count off by one either way; only the
+// excess can be corrected (a missing mount belongs to a container that
+// cannot be repaired by mounting again).
+func (s *Service) ReconcileImageMounts(want map[string]int) ([]string, error) {
+	imgs, err := s.store.Images()
+	if err != nil {
+		return nil, fmt.Errorf("reconcile image mounts: %w", err)
+	}
+	// Images sharing a top layer share its count.
+	wantLayer := map[string]int{}
+	byLayer := map[string]string{}
+	for _, img := range imgs {
+		if img.TopLayer == "" {
+			continue
+		}
+		wantLayer[img.TopLayer] += want[img.ID] + want["sha256:"+img.ID]
+		byLayer[img.TopLayer] = img.ID
+	}
+	var fixed []string
+	var errs []error
+	for layer, imgID := range byLayer {
+		n, err := s.store.Mounted(layer)
+		if err != nil || n <= wantLayer[layer] {
+			continue
+		}
+		for ; n > wantLayer[layer]; n-- {
+			if _, err := s.store.UnmountImage(imgID, false); err != nil && !alreadyGone(err) && !errors.Is(err, storage.ErrImageUnknown) {
+				errs = append(errs, fmt.Errorf("unmount image %s: %w", imgID, err))
+				break
+			}
+		}
+		fixed = append(fixed, imgID)
+	}
+	return fixed, errors.Join(errs...)
 }
 
 // RootfsUsage is the bytes a container's writable layer holds.
@@ -75,7 +138,7 @@ func (s *Service) MountImage(img *Image) (string, error) {
 
 // UnmountImage releases one MountImage; an image already gone is fine.
 func (s *Service) UnmountImage(id string) error {
-	if _, err := s.store.UnmountImage(strings.TrimPrefix(id, "sha256:"), false); err != nil && !errors.Is(err, storage.ErrImageUnknown) && !errors.Is(err, storage.ErrLayerUnknown) {
+	if _, err := s.store.UnmountImage(strings.TrimPrefix(id, "sha256:"), false); err != nil && !errors.Is(err, storage.ErrImageUnknown) && !alreadyGone(err) {
 		return fmt.Errorf("unmount image %s: %w", id, err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crivet/crivet/internal/atomicfile"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -18,6 +19,19 @@ var (
 	ErrContainerNotFound = errors.New("container not found")
 	// ErrContainerNameReserved: a container of the pod has the same metadata.
 	ErrContainerNameReserved = errors.New("name is reserved")
+)
+
+// Phase orders a record against the work it describes, so start-up
+// recovery knows what a crash interrupted: a record is written in Creating
+// before anything is made on the node and moves to Created once all is
+// made; Removing is written before anything is taken down. "" is Created
+// (records written before phases existed).
+type Phase string
+
+const (
+	Creating Phase = "creating"
+	Created  Phase = "created"
+	Removing Phase = "removing"
 )
 
 // Container is what crivet recorded when a container was created; its
@@ -44,6 +58,9 @@ type Container struct {
 	ImageMounts []string `json:"imageMounts,omitempty"`
 	// CgroupPath is the container's cgroup as given to runc.
 	CgroupPath string `json:"cgroupPath,omitempty"`
+	// Phase: see Phase. Creating records are not listed or found by ID:
+	// the client has no ID for them until CreateContainer returns.
+	Phase Phase `json:"phase,omitempty"`
 }
 
 type containerRecord struct {
@@ -92,6 +109,9 @@ func (m *Manager) loadContainers() error {
 				c.Mounts = append(c.Mounts, mnt)
 			}
 		}
+		if c.Phase == "" {
+			c.Phase = Created
+		}
 		m.containers[c.ID] = &c
 		if p, ok := m.pods[c.PodID]; ok {
 			m.names[containerKey(c.Config, p)] = c.ID
@@ -100,7 +120,12 @@ func (m *Manager) loadContainers() error {
 	return nil
 }
 
-func (m *Manager) saveContainer(c *Container) error {
+// saveContainer writes c's record atomically; durable adds the fsyncs.
+// A kill -9 loses no written page, so only a power loss can undo a
+// non-durable write: records whose loss recovery survives (Creating: its
+// parts are orphans the start-up sweep removes; Removing: the Created
+// record left is removed again by the client's retry) skip them.
+func (m *Manager) saveContainer(c *Container, durable bool) error {
 	cfg, err := protojson.Marshal(c.Config)
 	if err != nil {
 		return err
@@ -117,7 +142,7 @@ func (m *Manager) saveContainer(c *Container) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(m.containerDir(), c.ID+".json"), data, 0o600)
+	return atomicfile.Write(filepath.Join(m.containerDir(), c.ID+".json"), data, 0o600, durable)
 }
 
 // ReserveContainer claims the container's name in its pod and an ID; the
@@ -140,15 +165,45 @@ func (m *Manager) ReserveContainer(pod *Pod, cfg *runtimeapi.ContainerConfig) (i
 	}, nil
 }
 
+// BeginContainer durably records that a container is being created, before
+// any of its parts exists; the record stays invisible to Get and List.
+func (m *Manager) BeginContainer(c *Container) error {
+	cc := *c
+	cc.Phase = Creating
+	if err := m.saveContainer(&cc, false); err != nil {
+		return fmt.Errorf("record container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
 // AddContainer records a created container durably.
 func (m *Manager) AddContainer(c *Container) error {
-	if err := m.saveContainer(c); err != nil {
+	cc := *c
+	cc.Phase = Created
+	if err := m.saveContainer(&cc, true); err != nil {
 		return fmt.Errorf("record container %s: %w", c.ID, err)
 	}
 	m.mu.Lock()
-	cc := *c
 	m.containers[c.ID] = &cc
 	m.mu.Unlock()
+	return nil
+}
+
+// UpdateContainer changes a container's record durably (a phase, what is
+// left of it).
+func (m *Manager) UpdateContainer(id string, f func(*Container)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.containers[id]
+	if !ok {
+		return fmt.Errorf("container %s: %w", id, ErrContainerNotFound)
+	}
+	cc := *c
+	f(&cc)
+	if err := m.saveContainer(&cc, cc.Phase != Removing); err != nil {
+		return fmt.Errorf("record container %s: %w", id, err)
+	}
+	m.containers[id] = &cc
 	return nil
 }
 

@@ -111,6 +111,37 @@ func unpin(path string) error {
 	return nil
 }
 
+// unpinAll releases every pin in dir and dir itself; a missing dir is fine.
+func unpinAll(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("unpin %s: %w", dir, err)
+	}
+	var errs []error
+	for _, e := range ents {
+		if err := unpin(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("unpin %s: %w", dir, err)
+	}
+	return nil
+}
+
+// isNamespace reports whether path is a live namespace pin (an nsfs bind
+// mount), not a file left by a pin a crash cut short or one unmounted.
+func isNamespace(path string) bool {
+	var st unix.Statfs_t
+	return path != "" && unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
+}
+
 // loopbackUp sets lo up in the calling thread's network namespace; the
 // kernel then gives it 127.0.0.1 and ::1.
 func loopbackUp() error {

@@ -1,12 +1,15 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	cni "github.com/containerd/go-cni"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -116,14 +119,62 @@ func (n *network) Attach(ctx context.Context, id, netns string, cfg *runtimeapi.
 
 // Detach runs the CNI DEL; it is safe to repeat and to call for a
 // namespace that is already gone.
-func (n *network) Detach(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig) error {
+func (n *network) Detach(ctx context.Context, id, netns string, cfg *runtimeapi.PodSandboxConfig, afterCrash bool) error {
 	c, err := n.load()
 	if err != nil {
 		return err
+	}
+	// A pin that is gone (or a file a crash left before the bind mount)
+	// has no interfaces left to delete, but the IPAM lease and port
+	// mappings of the pod are still held: a DEL without a namespace,
+	// which CNI allows for this cleanup, releases them.
+	if !isNamespace(netns) {
+		netns = ""
+	}
+	// A daemon killed during an ADD leaves its plugins running; a DEL
+	// overtaking one would let it allocate after the release.
+	if afterCrash {
+		waitPlugins(id, pluginWait)
 	}
 	err = c.Remove(ctx, id, netns, cni.WithLabels(podLabels(id, cfg.GetMetadata())), cni.WithCapabilityPortMap(portMappings(cfg)))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("cni del: %w", err)
 	}
 	return nil
+}
+
+// pluginWait bounds waitPlugins: a CNI plugin that takes longer is hung.
+const pluginWait = 10 * time.Second
+
+// waitPlugins waits while a CNI plugin process runs for the pod id (its
+// environment carries CNI_CONTAINERID=id); only a crashed daemon leaves
+// such a process behind, so normally this is one scan of /proc.
+func waitPlugins(id string, d time.Duration) {
+	want := []byte("CNI_CONTAINERID=" + id + "\x00")
+	deadline := time.Now().Add(d)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		if !pluginRunning(want) || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(delay)
+	}
+}
+
+func pluginRunning(want []byte) bool {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err == nil && bytes.Contains(env, want) {
+			return true
+		}
+	}
+	return false
 }

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -63,6 +64,9 @@ type Pod struct {
 	Dir string `json:"dir"`
 	// InfraID is the container owning the pod's shared PID namespace, if any.
 	InfraID string `json:"infraID,omitempty"`
+	// Phase: see Phase. A pod still Creating at start-up never got its ID
+	// to the client and is undone; one Removing is finished.
+	Phase Phase `json:"phase,omitempty"`
 }
 
 // Namespace is the Kubernetes namespace of the pod, from the config crivet
@@ -118,7 +122,14 @@ type Manager struct {
 	locks map[string]*sync.Mutex
 
 	containers map[string]*Container
+
+	// recovering: start-up, until EndRecovery; what a killed daemon left
+	// running (CNI plugins) may still be at work.
+	recovering atomic.Bool
 }
+
+// EndRecovery says start-up recovery is over.
+func (m *Manager) EndRecovery() { m.recovering.Store(false) }
 
 func (m *Manager) recordDir() string { return filepath.Join(m.cfg.Root, "sandboxes") }
 
@@ -154,6 +165,9 @@ func New(cfg Config) (*Manager, error) {
 				p.State = NotReady
 			}
 		}
+		if p.Phase == "" {
+			p.Phase = Created
+		}
 		m.pods[p.ID] = p
 		m.names[nameKey(p.Config.GetMetadata())] = p.ID
 		m.locks[p.ID] = &sync.Mutex{}
@@ -161,6 +175,7 @@ func New(cfg Config) (*Manager, error) {
 	if err := m.loadContainers(); err != nil {
 		return nil, err
 	}
+	m.recovering.Store(true)
 	return m, nil
 }
 
@@ -220,9 +235,18 @@ func (m *Manager) lock(id string) func() {
 // NetworkReady reports whether pods can get a network.
 func (m *Manager) NetworkReady() error { return m.net.Ready() }
 
-// Run creates a pod: its namespaces, files and network. On any failure
-// everything done so far is undone.
-func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ *Pod, err error) {
+// Run creates a pod: its namespaces, files and network, then calls
+// complete (if not nil), which may start more of the pod (its infra
+// process) and set fields of its record, before the pod is recorded as
+// created. On any failure everything done so far is undone; complete
+// undoes its own work when it fails.
+//
+// Ordering against a crash: the pins and files are made under the pod's
+// directory before any record exists (start-up recovery removes a pod
+// directory without a record); the record, in phase Creating, is written
+// before the CNI ADD (recovery runs the CNI DEL of a Creating pod and
+// removes it); the final record is Created.
+func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string, complete func(*Pod) error) (_ *Pod, err error) {
 	md := cfg.GetMetadata()
 	if md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "" {
 		return nil, fmt.Errorf("run pod sandbox: metadata needs name, namespace and uid")
@@ -243,10 +267,11 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	start := time.Now()
 	var cniTime time.Duration
 	p := &Pod{ID: id, Config: cfg, RuntimeHandler: handler, CreatedAt: time.Now(), State: Ready,
-		Dir: filepath.Join(m.cfg.RunRoot, "sandboxes", id)}
+		Dir: filepath.Join(m.cfg.RunRoot, "sandboxes", id), Phase: Creating}
 	defer func() {
 		if err != nil {
 			m.teardown(context.WithoutCancel(ctx), p, true)
+			_ = os.Remove(filepath.Join(m.recordDir(), p.ID+".json"))
 			m.mu.Lock()
 			delete(m.names, key)
 			delete(m.locks, id)
@@ -295,6 +320,12 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 			return nil, err
 		}
 	}
+	if complete != nil {
+		if err := complete(p); err != nil {
+			return nil, err
+		}
+	}
+	p.Phase = Created
 	if err := m.save(p); err != nil {
 		return nil, fmt.Errorf("run pod sandbox: save: %w", err)
 	}
@@ -339,7 +370,7 @@ func (m *Manager) writeFiles(p *Pod, ips []string) error {
 func (m *Manager) teardown(ctx context.Context, p *Pod, all bool) error {
 	var errs []error
 	if p.NetNS != "" {
-		if err := m.net.Detach(ctx, p.ID, p.NetNS, p.Config); err != nil {
+		if err := m.net.Detach(ctx, p.ID, p.NetNS, p.Config, m.recovering.Load()); err != nil {
 			errs = append(errs, err)
 		}
 		if err := unpin(p.NetNS); err != nil {
@@ -350,10 +381,10 @@ func (m *Manager) teardown(ctx context.Context, p *Pod, all bool) error {
 		errs = append(errs, err)
 	}
 	if all {
-		for _, pin := range []string{p.IPCNS, p.UTSNS} {
-			if err := unpin(pin); err != nil {
-				errs = append(errs, err)
-			}
+		// Every pin under the pod's directory, not only those recorded: a
+		// crash can come between pinning and recording.
+		if err := unpinAll(filepath.Join(p.Dir, "ns")); err != nil {
+			errs = append(errs, err)
 		}
 		if len(errs) == 0 {
 			if err := os.RemoveAll(p.Dir); err != nil {
@@ -383,8 +414,15 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	return m.update(p.ID, func(q *Pod) { q.State = NotReady; q.IPs = nil; q.NetNS = "" })
 }
 
+// MarkRemoving durably records that the pod's removal has begun: from
+// here on a crash is finished by start-up recovery, not left half done.
+func (m *Manager) MarkRemoving(id string) error {
+	return m.update(id, func(p *Pod) { p.Phase = Removing })
+}
+
 // Remove stops the pod if needed and deletes everything of it. Removing a
-// missing pod succeeds.
+// missing pod succeeds, and so does removing one whose parts (pins, CNI
+// attachment, directory) are partly gone.
 func (m *Manager) Remove(ctx context.Context, id string) error {
 	p, err := m.Get(id)
 	if errors.Is(err, ErrNotFound) {
@@ -407,6 +445,46 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	m.mu.Unlock()
 	m.log.Info("pod sandbox removed", "id", p.ID)
 	return nil
+}
+
+// RemoveOrphanDirs removes the pod directories under the run root that no
+// pod record owns: what a RunPodSandbox killed before its first record
+// left (pins, shm). No CNI ADD runs before that record, but a DEL of a
+// still-pinned network namespace is cheap insurance. It returns the IDs
+// cleaned; it is for start-up, before any call is served.
+func (m *Manager) RemoveOrphanDirs(ctx context.Context) ([]string, error) {
+	root := filepath.Join(m.cfg.RunRoot, "sandboxes")
+	ents, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pod directories: %w", err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		id := e.Name()
+		if _, err := os.Stat(filepath.Join(m.recordDir(), id+".json")); err == nil {
+			continue // owned, perhaps by a record too damaged to load: kept
+		}
+		m.mu.RLock()
+		_, known := m.pods[id]
+		m.mu.RUnlock()
+		if known {
+			continue
+		}
+		p := &Pod{ID: id, Dir: filepath.Join(root, id), Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{}}}
+		if pin := filepath.Join(p.Dir, "ns", NetNS); isNamespace(pin) {
+			p.NetNS = pin
+		}
+		if err := m.teardown(ctx, p, true); err != nil {
+			errs = append(errs, fmt.Errorf("orphan pod directory %s: %w", p.Dir, err))
+			continue
+		}
+		removed = append(removed, id)
+	}
+	return removed, errors.Join(errs...)
 }
 
 // Update changes a pod's record durably.

@@ -83,7 +83,7 @@ func TestPodLifecycleOnRealCNI(t *testing.T) {
 	root := t.TempDir()
 	m := newManager(t, root)
 	ctx := context.Background()
-	p, err := m.Run(ctx, podConfig("web", 38080), "")
+	p, err := m.Run(ctx, podConfig("web", 38080), "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestPodLifecycleOnRealCNI(t *testing.T) {
 	}
 
 	// A second pod with the same metadata is refused.
-	if _, err := m.Run(ctx, podConfig("web", 0), ""); err == nil {
+	if _, err := m.Run(ctx, podConfig("web", 0), "", nil); err == nil {
 		t.Fatal("duplicate pod name accepted")
 	}
 
@@ -196,7 +196,7 @@ func TestHostNetworkPodHasNoNetns(t *testing.T) {
 	cfg := podConfig("hostnet", 0)
 	cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}}
-	p, err := m.Run(context.Background(), cfg, "")
+	p, err := m.Run(context.Background(), cfg, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

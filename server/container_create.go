@@ -82,30 +82,63 @@ func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, 
 	return adm.Identity, nil
 }
 
+// createContainer makes the container's parts in an order a crash can be
+// recovered from: the record, in phase Creating, comes before any part
+// (storage container, image volume mounts, bundle, runc state and
+// monitor), so start-up recovery finds and removes whatever a kill left;
+// the record becomes Created only once runc has created the container.
+// A refused log_path makes nothing at all.
 func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Pod, img *image.Image, identity string, cfg *runtimeapi.ContainerConfig, volumes []*image.Image) (_ *sandbox.Container, err error) {
 	bundle := filepath.Join(s.opts.RunRoot, "bundles", id)
 	start := time.Now()
-	var tRootfs, tSpec, tRecord time.Duration
-	cleanup := []func(){}
+	var tRootfs, tSpec, tCreate time.Duration
+	logPath := ""
+	logDir := pod.Config.GetLogDirectory()
+	if logDir != "" && cfg.GetLogPath() != "" {
+		if logPath, err = sandbox.ContainerLogPath(logDir, cfg.GetLogPath()); err != nil {
+			return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+		}
+	}
+	c := &sandbox.Container{
+		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: identity,
+		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(),
+	}
+	if err := s.pods.BeginContainer(c); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	// Undo in reverse; the record goes last and only if every part is
+	// gone, so a failed undo is retried by the next start-up's recovery.
+	var cleanup []func() error
 	defer func() {
-		if err != nil {
-			for i := len(cleanup) - 1; i >= 0; i-- {
-				cleanup[i]()
+		if err == nil {
+			return
+		}
+		var undo []error
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			if e := cleanup[i](); e != nil {
+				undo = append(undo, e)
 			}
 		}
+		if e := errors.Join(undo...); e != nil {
+			s.log.Error("create container: undo failed; start-up recovery will retry", "id", id, "error", e)
+			return
+		}
+		_ = s.pods.RemoveContainer(id)
 	}()
+	cleanup = append(cleanup, func() error { return s.images.RemoveRootfs(id) })
 	rootfs, err := s.images.CreateRootfs(id, img)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
-	cleanup = append(cleanup, func() { _ = s.images.RemoveRootfs(id) })
 	tRootfs = time.Since(start)
 	// Image volumes become read-only bind mounts of the mounted images.
 	specCfg, imageMounts, err := s.mountImageVolumes(cfg, volumes)
-	cleanup = append(cleanup, func() {
+	cleanup = append(cleanup, func() error {
+		var errs []error
 		for _, id := range imageMounts {
-			_ = s.images.UnmountImage(id)
+			errs = append(errs, s.images.UnmountImage(id))
 		}
+		return errors.Join(errs...)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
@@ -131,52 +164,39 @@ func (s *Server) createContainer(ctx context.Context, id string, pod *sandbox.Po
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: spec: %w", id, err)
 	}
+	cleanup = append(cleanup, func() error { return os.RemoveAll(bundle) })
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
-	cleanup = append(cleanup, func() { _ = os.RemoveAll(bundle) })
 	data, err := json.Marshal(sp)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	tSpec = time.Since(start)
-	logPath := ""
-	if dir := pod.Config.GetLogDirectory(); dir != "" && cfg.GetLogPath() != "" {
-		logPath = filepath.Join(dir, cfg.GetLogPath())
-		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-			return nil, fmt.Errorf("create container %s: log dir: %w", id, err)
-		}
-	}
-	c := &sandbox.Container{
-		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: identity,
-		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(), StopSignal: ic.StopSignal, ImageMounts: imageMounts,
-		UID: int64(sp.Process.User.UID), GID: int64(sp.Process.User.GID),
-	}
+	c.StopSignal, c.ImageMounts = ic.StopSignal, imageMounts
+	c.UID, c.GID = int64(sp.Process.User.UID), int64(sp.Process.User.GID)
 	if sp.Linux != nil {
 		c.CgroupPath = sp.Linux.CgroupsPath
 	}
 	for _, g := range sp.Process.User.AdditionalGids {
 		c.Supplemental = append(c.Supplemental, int64(g))
 	}
-	// The record goes first, so a crash after runc create still finds the
-	// container to clean up at the next start.
-	if err := s.pods.AddContainer(c); err != nil {
-		return nil, err
-	}
-	cleanup = append(cleanup, func() { _ = s.pods.RemoveContainer(id) })
-	tRecord = time.Since(start)
+	cleanup = append(cleanup, func() error { return s.rt.Delete(context.WithoutCancel(ctx), id) })
 	if err := s.rt.Create(ctx, runtime.CreateOptions{
-		ID: id, Bundle: bundle, LogPath: logPath,
+		ID: id, Bundle: bundle, LogPath: logPath, LogDir: logDir,
 		Tty: cfg.GetTty(), Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
 	}); err != nil {
-		cleanup = append(cleanup, func() { _ = s.rt.Delete(context.WithoutCancel(ctx), id) })
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	tCreate = time.Since(start)
+	if err := s.pods.AddContainer(c); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	s.log.Info("container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(),
-		"rootfs", tRootfs, "spec", tSpec-tRootfs, "record", tRecord-tSpec, "runc_create", time.Since(start)-tRecord)
+		"rootfs", tRootfs, "spec", tSpec-tRootfs, "runc_create", tCreate-tSpec, "record", time.Since(start)-tCreate)
 	return c, nil
 }
 

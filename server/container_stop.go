@@ -80,30 +80,56 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 
-// removeContainer kills what runs, then deletes the runc state, the
-// root filesystem, the bundle and the record, in that order: the record
-// goes last so a crash midway leaves something to retry the removal with.
+// removeContainer marks the record Removing, then takes the container's
+// parts down one by one: its processes and runc state with its monitor,
+// the storage container, the image volume mounts, the bundle, and the
+// record last. Each step treats a part already gone as done, so the
+// removal can be repeated after a crash at any point, and start-up
+// recovery finishes a Removing record by running this again.
 func (s *Server) removeContainer(ctx context.Context, c *sandbox.Container) error {
+	if c.Phase != sandbox.Removing {
+		if err := s.pods.UpdateContainer(c.ID, func(c *sandbox.Container) { c.Phase = sandbox.Removing }); err != nil {
+			return fmt.Errorf("remove container %s: %w", c.ID, err)
+		}
+	}
 	if err := s.stopContainer(ctx, c, 0); err != nil {
 		return err
 	}
+	if err := s.discardContainer(ctx, c); err != nil {
+		return err
+	}
+	s.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+	return nil
+}
+
+// discardContainer removes every part of a container and then its record;
+// see removeContainer. It also undoes a create a crash interrupted.
+func (s *Server) discardContainer(ctx context.Context, c *sandbox.Container) error {
 	if err := s.rt.Delete(ctx, c.ID); err != nil {
 		return fmt.Errorf("remove container %s: %w", c.ID, err)
 	}
 	if err := s.images.RemoveRootfs(c.ID); err != nil {
 		return fmt.Errorf("remove container %s: %w", c.ID, err)
 	}
-	for _, img := range c.ImageMounts {
-		if err := s.images.UnmountImage(img); err != nil {
+	// Storage counts image mounts: each one released is recorded at once,
+	// so a repeated removal never releases another container's mount.
+	for len(c.ImageMounts) > 0 {
+		if err := s.images.UnmountImage(c.ImageMounts[0]); err != nil {
+			return fmt.Errorf("remove container %s: %w", c.ID, err)
+		}
+		c.ImageMounts = c.ImageMounts[1:]
+		rest := c.ImageMounts
+		if err := s.pods.UpdateContainer(c.ID, func(c *sandbox.Container) { c.ImageMounts = rest }); err != nil && !errors.Is(err, sandbox.ErrContainerNotFound) {
 			return fmt.Errorf("remove container %s: %w", c.ID, err)
 		}
 	}
-	if err := os.RemoveAll(c.Bundle); err != nil {
-		return fmt.Errorf("remove container %s: %w", c.ID, err)
+	if c.Bundle != "" {
+		if err := os.RemoveAll(c.Bundle); err != nil {
+			return fmt.Errorf("remove container %s: %w", c.ID, err)
+		}
 	}
 	if err := s.pods.RemoveContainer(c.ID); err != nil {
-		return err
+		return fmt.Errorf("remove container %s: %w", c.ID, err)
 	}
-	s.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }

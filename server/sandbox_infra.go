@@ -16,7 +16,7 @@ import (
 
 // startInfra runs the pod's infra process: crivet-pause as PID 1 of the
 // pod's shared PID namespace, from a root filesystem holding only itself.
-func (s *Server) startInfra(ctx context.Context, pod *sandbox.Pod) error {
+func (s *Server) startInfra(ctx context.Context, pod *sandbox.Pod) (err error) {
 	if s.opts.PauseBinary == "" {
 		return fmt.Errorf("pod %s shares a PID namespace but no pause binary is configured", pod.ID)
 	}
@@ -26,6 +26,11 @@ func (s *Server) startInfra(ctx context.Context, pod *sandbox.Pod) error {
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(bundle)
+		}
+	}()
 	ns := func(path string) spec.Namespace {
 		if path == "" {
 			return spec.Namespace{Host: true}
@@ -48,13 +53,15 @@ func (s *Server) startInfra(ctx context.Context, pod *sandbox.Pod) error {
 		return err
 	}
 	if err := s.rt.Create(ctx, runtime.CreateOptions{ID: id, Bundle: bundle}); err != nil {
+		_ = s.removeInfra(context.WithoutCancel(ctx), id)
 		return fmt.Errorf("pod %s infra: %w", id, err)
 	}
 	if err := s.rt.Start(ctx, id); err != nil {
-		_ = s.rt.Delete(context.WithoutCancel(ctx), id)
+		_ = s.removeInfra(context.WithoutCancel(ctx), id)
 		return fmt.Errorf("pod %s infra: %w", id, err)
 	}
-	return s.pods.Update(pod.ID, func(p *sandbox.Pod) { p.InfraID = id })
+	pod.InfraID = id // recorded by the caller (sandbox.Manager.Run)
+	return nil
 }
 
 func (s *Server) infraPid(pod *sandbox.Pod) (int, error) {
@@ -79,9 +86,11 @@ func (s *Server) stopInfra(ctx context.Context, pod *sandbox.Pod) error {
 	return s.rt.Stop(ctx, pod.InfraID, syscall.SIGTERM, 2*time.Second)
 }
 
-func (s *Server) removeInfra(ctx context.Context, pod *sandbox.Pod) error {
-	if err := s.rt.Delete(ctx, pod.InfraID); err != nil {
+// removeInfra removes the infra container id (the pod's ID) and its bundle;
+// either being gone already is fine.
+func (s *Server) removeInfra(ctx context.Context, id string) error {
+	if err := s.rt.Delete(ctx, id); err != nil {
 		return err
 	}
-	return os.RemoveAll(filepath.Join(s.opts.RunRoot, "bundles", pod.InfraID))
+	return os.RemoveAll(filepath.Join(s.opts.RunRoot, "bundles", id))
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 
+	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -16,15 +17,16 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if h := req.GetRuntimeHandler(); h != "" && h != defaultHandler {
 		return nil, status.Errorf(codes.InvalidArgument, "run pod sandbox: unknown runtime handler %q (crivet has %q)", h, defaultHandler)
 	}
-	pod, err := s.pods.Run(ctx, cfg, req.GetRuntimeHandler())
+	// The infra process starts before the pod is recorded as created: a
+	// crash in between leaves a Creating pod, which start-up recovery
+	// removes with whatever of its infra exists.
+	var complete func(*sandbox.Pod) error
+	if needsInfra(cfg) {
+		complete = func(p *sandbox.Pod) error { return s.startInfra(ctx, p) }
+	}
+	pod, err := s.pods.Run(ctx, cfg, req.GetRuntimeHandler(), complete)
 	if err != nil {
 		return nil, toStatus(err)
-	}
-	if needsInfra(cfg) {
-		if err := s.startInfra(ctx, pod); err != nil {
-			_ = s.pods.Remove(context.WithoutCancel(ctx), pod.ID)
-			return nil, toStatus(err)
-		}
 	}
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: pod.ID}, nil
 }

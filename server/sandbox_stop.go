@@ -55,21 +55,31 @@ func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePod
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if err := s.stopPodProcesses(ctx, pod); err != nil {
-		return nil, toStatus(err)
-	}
-	for _, c := range s.pods.Containers(pod.ID) {
-		if err := s.removeContainer(ctx, c); err != nil {
-			return nil, toStatus(err)
-		}
-	}
-	if pod.InfraID != "" {
-		if err := s.removeInfra(ctx, pod); err != nil {
-			return nil, toStatus(err)
-		}
-	}
-	if err := s.pods.Remove(ctx, pod.ID); err != nil {
+	if err := s.removePod(ctx, pod); err != nil {
 		return nil, toStatus(err)
 	}
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}
+
+// removePod marks the pod Removing, removes its containers (each stopped
+// first), its infra container and then the pod itself (CNI DEL, pins,
+// files, record). Every step takes a part already gone as done; start-up
+// recovery runs it again for a pod still Removing or Creating.
+func (s *Server) removePod(ctx context.Context, pod *sandbox.Pod) error {
+	if pod.Phase != sandbox.Removing {
+		if err := s.pods.MarkRemoving(pod.ID); err != nil {
+			return fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
+		}
+	}
+	for _, c := range s.pods.Containers(pod.ID) {
+		if err := s.removeContainer(ctx, c); err != nil {
+			return fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
+		}
+	}
+	// By the pod's ID, recorded or not: a crash can come between the
+	// infra's runc create and the record naming it.
+	if err := s.removeInfra(ctx, pod.ID); err != nil {
+		return fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
+	}
+	return s.pods.Remove(ctx, pod.ID)
 }

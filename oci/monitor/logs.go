@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxLogLine is the longest content one CRI log record carries; longer lines
@@ -20,14 +23,15 @@ const maxLogLine = 16 * 1024
 // interleave inside a line.
 type logFile struct {
 	mu     sync.Mutex
+	dir    string // the pod's log directory, when known: path stays beneath it
 	path   string
 	f      *os.File
 	failed bool // a write error was already reported
 	diag   func(format string, args ...any)
 }
 
-func openLog(path string, diag func(string, ...any)) (*logFile, error) {
-	l := &logFile{path: path, diag: diag}
+func openLog(dir, path string, diag func(string, ...any)) (*logFile, error) {
+	l := &logFile{dir: dir, path: path, diag: diag}
 	if path == "" {
 		return l, nil
 	}
@@ -37,11 +41,34 @@ func openLog(path string, diag func(string, ...any)) (*logFile, error) {
 	return l, nil
 }
 
+// open opens the log for appending, as root, at a path kubelet's client
+// chose: never through a symlink. Beneath the pod's log directory no
+// component may be one (openat2 RESOLVE_NO_SYMLINKS, also at reopen, when
+// the directory may have changed since the daemon checked it); without a
+// directory, at least the file itself may not be (O_NOFOLLOW).
 func (l *logFile) open() error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if rel, err := filepath.Rel(l.dir, l.path); l.dir != "" && err == nil {
+		if rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
+			return fmt.Errorf("open log: %s is not beneath %s", l.path, l.dir)
+		}
+		dirfd, err := unix.Open(l.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open log: %s: %w", l.dir, err)
+		}
+		defer unix.Close(dirfd)
+		fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{Flags: uint64(flags), Mode: 0o640,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+		if err != nil {
+			return fmt.Errorf("open log %s: %w", l.path, err)
+		}
+		l.f = os.NewFile(uintptr(fd), l.path)
+		return nil
+	}
 	if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	f, err := os.OpenFile(l.path, flags, 0o640)
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}

@@ -58,7 +58,7 @@ func TestLineSplitterMakesCRIRecords(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "c.log")
-			l, err := openLog(path, t.Logf)
+			l, err := openLog("", path, t.Logf)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,7 +84,7 @@ func TestLineSplitterMakesCRIRecords(t *testing.T) {
 func TestReopenStartsANewFileAtThePath(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.log")
-	l, err := openLog(path, t.Logf)
+	l, err := openLog("", path, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,5 +129,55 @@ func TestUnixPathFitsLongDirectories(t *testing.T) {
 func TestWaitWithoutMonitorIsGone(t *testing.T) {
 	if _, err := Wait(t.Context(), t.TempDir()); err != ErrGone {
 		t.Fatalf("Wait = %v, want ErrGone", err)
+	}
+}
+
+// The monitor opens the log as root: a symlink planted at the log file, or
+// at a directory beneath the pod's log directory, must not be followed,
+// neither at start nor at ReopenContainerLog.
+func TestLogOpenDoesNotFollowSymlinks(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "pod")
+	outside := filepath.Join(base, "outside")
+	os.MkdirAll(filepath.Join(dir, "c"), 0o755)
+	os.MkdirAll(outside, 0o755)
+	target := filepath.Join(outside, "victim")
+	os.WriteFile(target, []byte("keep\n"), 0o644)
+
+	// Final component a symlink, with and without the pod directory known.
+	if err := os.Symlink(target, filepath.Join(dir, "c", "0.log")); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, ""} {
+		if _, err := openLog(d, filepath.Join(dir, "c", "0.log"), t.Logf); err == nil {
+			t.Errorf("log dir %q: a symlinked log file was opened", d)
+		}
+	}
+	// A directory beneath the pod's log directory swapped for a symlink
+	// between the start and a reopen.
+	l, err := openLog(dir, filepath.Join(dir, "d", "0.log"), t.Logf)
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		// d does not exist yet: the daemon creates it, not the monitor.
+		t.Fatalf("missing directory: %v", err)
+	}
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	if l, err = openLog(dir, filepath.Join(dir, "d", "0.log"), t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(filepath.Join(dir, "d"), filepath.Join(dir, "d.old"))
+	os.Symlink(outside, filepath.Join(dir, "d"))
+	if err := l.reopen(); err == nil {
+		t.Error("reopen followed a symlinked directory")
+	}
+	l.close()
+	if b, _ := os.ReadFile(target); string(b) != "keep\n" {
+		t.Errorf("the symlink target was written: %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "0.log")); err == nil {
+		t.Error("a log file was created through the symlinked directory")
+	}
+	// An escape in the recorded path is refused too.
+	if _, err := openLog(dir, filepath.Join(base, "escape.log"), t.Logf); err == nil {
+		t.Error("a log path outside the pod's log directory was opened")
 	}
 }

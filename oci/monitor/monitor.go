@@ -132,7 +132,7 @@ func start(dir string) (*monitor, error) {
 			m.diagf("ignoring %v: only SIGKILL ends a monitor before its container", s)
 		}
 	}()
-	if m.log, err = openLog(cfg.LogPath, m.diagf); err != nil {
+	if m.log, err = openLog(cfg.LogDir, cfg.LogPath, m.diagf); err != nil {
 		return nil, err
 	}
 	if err := m.listen(); err != nil {

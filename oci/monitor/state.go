@@ -39,9 +39,12 @@ const (
 // Config is what the daemon hands a monitor; it stays in the state directory
 // so a restarted daemon knows how the container was created.
 type Config struct {
-	ID        string `json:"id"`
-	Bundle    string `json:"bundle"`
-	LogPath   string `json:"log_path,omitempty"`
+	ID      string `json:"id"`
+	Bundle  string `json:"bundle"`
+	LogPath string `json:"log_path,omitempty"`
+	// LogDir is the pod's log directory LogPath lies in; when set, the log
+	// is opened beneath it without crossing any symlink (see logFile.open).
+	LogDir    string `json:"log_dir,omitempty"`
 	Tty       bool   `json:"tty,omitempty"`
 	Stdin     bool   `json:"stdin,omitempty"`
 	StdinOnce bool   `json:"stdin_once,omitempty"`

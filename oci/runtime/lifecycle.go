@@ -15,7 +15,11 @@ import (
 
 // CreateOptions describe one container; Bundle holds its config.json.
 type CreateOptions struct {
-	ID, Bundle, LogPath   string
+	ID, Bundle, LogPath string
+	// LogDir, when set, is the directory LogPath must stay beneath (the
+	// pod's log directory): the monitor opens the log through it without
+	// following symlinks.
+	LogDir                string
 	Tty, Stdin, StdinOnce bool
 }
 
@@ -49,6 +53,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 		ID:        o.ID,
 		Bundle:    bundle,
 		LogPath:   o.LogPath,
+		LogDir:    o.LogDir,
 		Tty:       o.Tty,
 		Stdin:     o.Stdin,
 		StdinOnce: o.StdinOnce,
@@ -157,6 +162,15 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if !r.exists(id, dir) {
+		// Nothing left (a removal repeated after a crash): no runc to run.
+		r.forget(id)
+		return nil
+	}
+	// A monitor may still be running runc create for a daemon that died
+	// mid-Create: deleting now would race the create, which could then
+	// leave a container nobody knows of. Its outcome comes quickly.
+	waitCreateSettled(dir, createSettleWait)
 	if _, recorded, _ := monitor.ReadExit(dir); !recorded && monitor.Alive(dir) {
 		// runc delete --force polls a killed init in 100 ms steps; the
 		// monitor reports the exit as soon as it happens.
@@ -189,6 +203,22 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	return nil
+}
+
+// createSettleWait bounds how long Delete waits for an interrupted
+// runc create to finish one way or the other.
+const createSettleWait = 10 * time.Second
+
+// waitCreateSettled waits while a live monitor has neither an init pid nor
+// an exit record, i.e. is still inside runc create.
+func waitCreateSettled(dir string, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for delay := time.Millisecond; monitor.InitPid(dir) == 0 && monitor.Alive(dir); delay = min(2*delay, 50*time.Millisecond) {
+		if _, ok, _ := monitor.ReadExit(dir); ok || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(delay)
+	}
 }
 
 func waitGone(dir string, d time.Duration) bool {

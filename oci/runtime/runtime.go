@@ -266,20 +266,35 @@ func (r *Runtime) waitExit(ctx context.Context, id, dir string, d time.Duration)
 	}
 }
 
-// List returns the IDs of every container this runtime has state for.
+// List returns the IDs of every container this runtime has state for: a
+// monitor directory, runc state, or both (a crash can leave either alone).
 func (r *Runtime) List() ([]string, error) {
-	ents, err := os.ReadDir(r.cfg.StateDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list containers: %w", err)
-	}
+	seen := map[string]bool{}
 	var ids []string
-	for _, e := range ents {
-		if e.IsDir() && validID.MatchString(e.Name()) {
-			ids = append(ids, e.Name())
+	for _, d := range []string{r.cfg.StateDir, r.cfg.Root} {
+		ents, err := os.ReadDir(d)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list containers: %w", err)
+		}
+		for _, e := range ents {
+			if e.IsDir() && validID.MatchString(e.Name()) && !seen[e.Name()] {
+				seen[e.Name()] = true
+				ids = append(ids, e.Name())
+			}
 		}
 	}
 	return ids, nil
+}
+
+// exists reports whether anything of the container is on the node: its
+// monitor directory or runc's state directory.
+func (r *Runtime) exists(id, dir string) bool {
+	if _, err := os.Lstat(dir); err == nil {
+		return true
+	}
+	_, err := os.Lstat(filepath.Join(r.cfg.Root, id))
+	return err == nil
 }
