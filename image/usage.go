@@ -46,3 +46,6 @@ func (s *Service) FsUsage() (Usage, error) {
 	})
 	return u, err
 }
+
+// GraphRoot is the directory the store keeps images and container layers in.
+func (s *Service) GraphRoot() string { return s.store.GraphRoot() }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/crivet/crivet/oci/runtime"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -26,7 +27,7 @@ func (s *Server) runningContainer(ctx context.Context, id string) (string, error
 	if err != nil {
 		return "", err
 	}
-	if st.State != "running" {
+	if st.State != runtime.StateRunning {
 		return "", status.Errorf(codes.FailedPrecondition, "container %s is %s, not running", c.ID, st.State)
 	}
 	return c.ID, nil
@@ -35,14 +36,14 @@ func (s *Server) runningContainer(ctx context.Context, id string) (string, error
 func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
 	id, err := s.runningContainer(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if len(req.GetCmd()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "exec: empty command")
 	}
 	stdout, stderr, code, err := s.rt.ExecSync(ctx, id, req.GetCmd(), time.Duration(req.GetTimeout())*time.Second)
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("exec in %s: %w", id, err))
+		return nil, fmt.Errorf("exec in %s: %w", id, err)
 	}
 	return &runtimeapi.ExecSyncResponse{Stdout: stdout, Stderr: stderr, ExitCode: code}, nil
 }
@@ -50,7 +51,7 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
 	id, err := s.runningContainer(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if len(req.GetCmd()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "exec: empty command")
@@ -62,7 +63,7 @@ func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtim
 func (s *Server) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
 	id, err := s.runningContainer(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	req.ContainerId = id
 	return s.streams.GetAttach(req)
@@ -71,7 +72,7 @@ func (s *Server) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*ru
 func (s *Server) PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
 	pod, err := s.pods.Get(req.GetPodSandboxId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	req.PodSandboxId = pod.ID
 	return s.streams.GetPortForward(req)

@@ -12,13 +12,13 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-func criState(state string) runtimeapi.ContainerState {
+func criState(state runtime.State) runtimeapi.ContainerState {
 	switch state {
-	case "created":
+	case runtime.StateCreated:
 		return runtimeapi.ContainerState_CONTAINER_CREATED
-	case "running":
+	case runtime.StateRunning:
 		return runtimeapi.ContainerState_CONTAINER_RUNNING
-	case "exited", "stopped":
+	case runtime.StateExited:
 		return runtimeapi.ContainerState_CONTAINER_EXITED
 	}
 	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
@@ -69,11 +69,11 @@ func (s *Server) containerStatus(ctx context.Context, c *sandbox.Container) (*ru
 func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
 	c, err := s.pods.GetContainer(req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	cs, err := s.containerStatus(ctx, c)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: cs}
 	if req.GetVerbose() {

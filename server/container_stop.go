@@ -3,15 +3,9 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -22,114 +16,25 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 		return &runtimeapi.StopContainerResponse{}, nil
 	}
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	if err := s.stopContainer(ctx, c, time.Duration(req.GetTimeout())*time.Second); err != nil {
-		return nil, toStatus(err)
+	if err := s.lc.StopContainer(ctx, c, time.Duration(req.GetTimeout())*time.Second); err != nil {
+		return nil, err
 	}
 	return &runtimeapi.StopContainerResponse{}, nil
-}
-
-// stopSignal: the container config's, else the image's, else SIGTERM.
-func stopSignal(c *sandbox.Container) syscall.Signal {
-	if sig := c.Config.GetStopSignal(); sig != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
-		if n := unix.SignalNum(strings.TrimPrefix(sig.String(), "SIGNAL_")); n != 0 {
-			return n
-		}
-	}
-	if name := c.StopSignal; name != "" {
-		if !strings.HasPrefix(name, "SIG") {
-			name = "SIG" + name
-		}
-		if n := unix.SignalNum(strings.ToUpper(name)); n != 0 {
-			return n
-		}
-	}
-	return syscall.SIGTERM
-}
-
-func (s *Server) stopContainer(ctx context.Context, c *sandbox.Container, timeout time.Duration) error {
-	st, err := s.rt.Status(ctx, c.ID)
-	if errors.Is(err, runtime.ErrNotFound) {
-		return nil // no process state left (e.g. after a reboot): nothing runs
-	}
-	if err != nil {
-		return fmt.Errorf("stop container %s: %w", c.ID, err)
-	}
-	if st.State != runtime.StateRunning && st.State != runtime.StateCreated {
-		return nil
-	}
-	if err := s.rt.Stop(ctx, c.ID, stopSignal(c), timeout); err != nil && !errors.Is(err, runtime.ErrNotFound) {
-		return fmt.Errorf("stop container %s: %w", c.ID, err)
-	}
-	s.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
-	return nil
 }
 
 func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
 	c, err := s.pods.GetContainer(req.GetContainerId())
 	if errors.Is(err, sandbox.ErrContainerNotFound) {
+		// CRI: removing a container that is not there succeeds.
 		return &runtimeapi.RemoveContainerResponse{}, nil
 	}
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	if err := s.removeContainer(ctx, c); err != nil {
-		return nil, toStatus(err)
+	if err := s.lc.RemoveContainer(ctx, c); err != nil {
+		return nil, err
 	}
 	return &runtimeapi.RemoveContainerResponse{}, nil
-}
-
-// removeContainer marks the record Removing, then takes the container's
-// parts down one by one: its processes and runc state with its monitor,
-// the storage container, the image volume mounts, the bundle, and the
-// record last. Each step treats a part already gone as done, so the
-// removal can be repeated after a crash at any point, and start-up
-// recovery finishes a Removing record by running this again.
-func (s *Server) removeContainer(ctx context.Context, c *sandbox.Container) error {
-	if c.Phase != sandbox.Removing {
-		if err := s.pods.UpdateContainer(c.ID, func(c *sandbox.Container) { c.Phase = sandbox.Removing }); err != nil {
-			return fmt.Errorf("remove container %s: %w", c.ID, err)
-		}
-	}
-	if err := s.stopContainer(ctx, c, 0); err != nil {
-		return err
-	}
-	if err := s.discardContainer(ctx, c); err != nil {
-		return err
-	}
-	s.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
-	return nil
-}
-
-// discardContainer removes every part of a container and then its record;
-// see removeContainer. It also undoes a create a crash interrupted.
-func (s *Server) discardContainer(ctx context.Context, c *sandbox.Container) error {
-	if err := s.rt.Delete(ctx, c.ID); err != nil {
-		return fmt.Errorf("remove container %s: %w", c.ID, err)
-	}
-	if err := s.images.RemoveRootfs(c.ID); err != nil {
-		return fmt.Errorf("remove container %s: %w", c.ID, err)
-	}
-	// Storage counts image mounts: each one released is recorded at once,
-	// so a repeated removal never releases another container's mount.
-	for len(c.ImageMounts) > 0 {
-		if err := s.images.UnmountImage(c.ImageMounts[0]); err != nil {
-			return fmt.Errorf("remove container %s: %w", c.ID, err)
-		}
-		c.ImageMounts = c.ImageMounts[1:]
-		rest := c.ImageMounts
-		if err := s.pods.UpdateContainer(c.ID, func(c *sandbox.Container) { c.ImageMounts = rest }); err != nil && !errors.Is(err, sandbox.ErrContainerNotFound) {
-			return fmt.Errorf("remove container %s: %w", c.ID, err)
-		}
-	}
-	if c.Bundle != "" {
-		if err := os.RemoveAll(c.Bundle); err != nil {
-			return fmt.Errorf("remove container %s: %w", c.ID, err)
-		}
-	}
-	if err := s.pods.RemoveContainer(c.ID); err != nil {
-		return fmt.Errorf("remove container %s: %w", c.ID, err)
-	}
-	return nil
 }

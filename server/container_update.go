@@ -13,7 +13,7 @@ import (
 func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
 	c, err := s.pods.GetContainer(req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	res := req.GetLinux()
 	if res == nil {
@@ -24,7 +24,7 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 		return nil, status.Errorf(codes.InvalidArgument, "update container %s: %v", c.ID, err)
 	}
 	if err := s.rt.Update(ctx, c.ID, lr); err != nil {
-		return nil, toStatus(fmt.Errorf("update container %s: %w", c.ID, err))
+		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
 	// Remember the new limits so ContainerStatus reports them.
 	cfg := c.Config
@@ -34,7 +34,7 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	cfg.Linux.Resources = res
 	c.Config = cfg
 	if err := s.pods.AddContainer(c); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }
@@ -42,10 +42,10 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
 	id, err := s.runningContainer(ctx, req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if err := s.rt.ReopenLog(ctx, id); err != nil {
-		return nil, toStatus(fmt.Errorf("reopen log of %s: %w", id, err))
+		return nil, fmt.Errorf("reopen log of %s: %w", id, err)
 	}
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }

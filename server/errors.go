@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
@@ -55,7 +56,7 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, runtime.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, runtime.ErrNotRunning):
+	case errors.Is(err, runtime.ErrNotRunning), errors.Is(err, lifecycle.ErrState):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, runtime.ErrInvalidArgument):
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -24,7 +24,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	}
 	img, err := s.images.Pull(ctx, pr)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.PullImageResponse{ImageRef: img.ID}, nil
 }
@@ -32,7 +32,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
 	imgs, err := s.listImages(req.GetFilter())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.ListImagesResponse{Images: imgs}, nil
 }
@@ -42,7 +42,7 @@ func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesReque
 func (s *Server) StreamImages(req *runtimeapi.StreamImagesRequest, stream runtimeapi.ImageService_StreamImagesServer) error {
 	imgs, err := s.listImages(req.GetFilter())
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	return sendBatches(imgs, func(b []*runtimeapi.Image) error {
 		return stream.Send(&runtimeapi.StreamImagesResponse{Images: b})
@@ -78,7 +78,7 @@ func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusReq
 		return &runtimeapi.ImageStatusResponse{}, nil
 	}
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	resp := &runtimeapi.ImageStatusResponse{Image: toCRIImage(img)}
 	if req.GetVerbose() {
@@ -94,7 +94,7 @@ func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusReq
 func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	err := s.images.Remove(req.GetImage().GetImage())
 	if err != nil && !errors.Is(err, image.ErrNotFound) {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	// CRI: removing an image that is not there succeeds.
 	return &runtimeapi.RemoveImageResponse{}, nil
@@ -103,7 +103,7 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 func (s *Server) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
 	u, err := s.images.FsUsage()
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	fs := &runtimeapi.FilesystemUsage{
 		Timestamp:  u.Timestamp.UnixNano(),

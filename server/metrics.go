@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	"github.com/crivet/crivet/stats"
 	"golang.org/x/sys/unix"
@@ -123,7 +124,7 @@ func (s *Server) containerMetrics(c *sandbox.Container, pod *sandbox.Pod, now ti
 		m.add("container_start_time_seconds", uint64(st.StartedAt.Unix()))
 	}
 	// The writable layer, on the store's filesystem.
-	root := s.images.Storage().GraphRoot()
+	root := s.images.GraphRoot()
 	var fs unix.Statfs_t
 	if unix.Statfs(root, &fs) == nil {
 		m.add("container_fs_inodes_free", fs.Ffree, root)
@@ -211,7 +212,7 @@ func (s *Server) podMetrics(p *sandbox.Pod) *runtimeapi.PodSandboxMetrics {
 	networkMetrics(pm, p.NetNS)
 	out.Metrics = pm.out
 	for _, c := range s.pods.Containers(p.ID) {
-		if st, err := s.rt.Status(context.Background(), c.ID); err != nil || st.State != "running" {
+		if st, err := s.rt.Status(context.Background(), c.ID); err != nil || st.State != runtime.StateRunning {
 			continue
 		}
 		out.ContainerMetrics = append(out.ContainerMetrics, &runtimeapi.ContainerMetrics{

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/crivet/crivet/sandbox"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -22,7 +23,7 @@ func nsMode(m runtimeapi.NamespaceMode) runtimeapi.NamespaceMode { return m }
 func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	p, err := s.pods.Get(req.GetPodSandboxId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	cfg := p.Config
 	st := &runtimeapi.PodSandboxStatus{
@@ -54,7 +55,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 			resp.ContainersStatuses = append(resp.ContainersStatuses, cs)
 		}
 	}
-	resp.Timestamp = nowNano()
+	resp.Timestamp = time.Now().UnixNano()
 	return resp, nil
 }
 

@@ -1,16 +1,16 @@
 // Package server is crivet's CRI v1 gRPC layer. It decodes requests, calls
-// the domain packages (image, policy, sandbox, oci) and encodes answers;
-// decisions and state live in those packages, and domain errors become
-// gRPC statuses here and nowhere else (errors.go).
+// the domain packages (image, sandbox, lifecycle, oci/runtime) through the
+// small interfaces in deps.go, and encodes answers; decisions and state
+// live in those packages, and domain errors become gRPC statuses in one
+// place, the interceptor (interceptors.go, errors.go).
 package server
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc"
@@ -26,16 +26,11 @@ type Info struct {
 
 // Options wires the server to the domain packages.
 type Options struct {
-	Info    Info
-	Images  *image.Service
-	Pods    *sandbox.Manager
-	Runtime *runtime.Runtime
-	// RunRoot holds container bundles (<RunRoot>/bundles/<id>).
-	RunRoot string
-	// PauseBinary is the static infra program for pods sharing a PID namespace.
-	PauseBinary string
-	// SeccompProfileRoot resolves relative Localhost seccomp profiles.
-	SeccompProfileRoot string
+	Info      Info
+	Images    *image.Service
+	Pods      *sandbox.Manager
+	Lifecycle *lifecycle.Manager
+	Runtime   *runtime.Runtime
 	// StreamAddress is where the exec/attach/port-forward server listens ("127.0.0.1:0").
 	StreamAddress string
 	Logger        *slog.Logger
@@ -48,13 +43,12 @@ type Server struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
-	images  *image.Service
-	pods    *sandbox.Manager
-	rt      *runtime.Runtime
+	images  images
+	pods    pods
+	lc      containers
+	rt      processes
 	streams streaming.Server
 	httpSrv *http.Server
-	events  *eventBus
-	opts    Options
 	info    Info
 	log     *slog.Logger
 }
@@ -65,17 +59,20 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{images: o.Images, pods: o.Pods, rt: o.Runtime, opts: o, info: o.Info, log: o.Logger, events: newEventBus()}
-	if o.Runtime != nil && o.Pods != nil {
-		s.recoverOrphans(context.Background())
-		// Evented PLEG wants the pod's whole status with each event.
-		s.events.status = func(podID string) (*runtimeapi.PodSandboxStatus, []*runtimeapi.ContainerStatus) {
-			resp, err := s.PodSandboxStatus(context.Background(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
-			if err != nil {
-				return nil, nil
-			}
-			return resp.Status, resp.ContainersStatuses
-		}
+	s := &Server{info: o.Info, log: o.Logger}
+	// A nil service stays a nil interface (a server without a runtime
+	// answers the image service only).
+	if o.Images != nil {
+		s.images = o.Images
+	}
+	if o.Pods != nil {
+		s.pods = o.Pods
+	}
+	if o.Lifecycle != nil {
+		s.lc = o.Lifecycle
+	}
+	if o.Runtime != nil {
+		s.rt = o.Runtime
 	}
 	if o.Runtime != nil {
 		st, hs, err := newStreamServer(s, o.StreamAddress)
@@ -100,5 +97,3 @@ func (s *Server) Close() error {
 	}
 	return nil
 }
-
-func nowNano() int64 { return time.Now().UnixNano() }

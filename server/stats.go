@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	"github.com/crivet/crivet/stats"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -30,7 +31,7 @@ func (s *Server) containerStats(ctx context.Context, c *sandbox.Container) (*run
 	}
 	if used, err := s.images.RootfsUsage(c.ID); err == nil {
 		st.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: now,
-			FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: s.images.Storage().GraphRoot()}, UsedBytes: &runtimeapi.UInt64Value{Value: used}}
+			FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: s.images.GraphRoot()}, UsedBytes: &runtimeapi.UInt64Value{Value: used}}
 	}
 	return st, cg
 }
@@ -38,7 +39,7 @@ func (s *Server) containerStats(ctx context.Context, c *sandbox.Container) (*run
 func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
 	c, err := s.pods.GetContainer(req.GetContainerId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	st, _ := s.containerStats(ctx, c)
 	return &runtimeapi.ContainerStatsResponse{Stats: st}, nil
@@ -53,7 +54,7 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 		if !labelsMatch(c.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		if st, err := s.rt.Status(ctx, c.ID); err != nil || st.State != "running" {
+		if st, err := s.rt.Status(ctx, c.ID); err != nil || st.State != runtime.StateRunning {
 			continue
 		}
 		st, _ := s.containerStats(ctx, c)
@@ -118,7 +119,7 @@ func (s *Server) podStats(ctx context.Context, p *sandbox.Pod) *runtimeapi.PodSa
 func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
 	p, err := s.pods.Get(req.GetPodSandboxId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(ctx, p)}, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/monitor"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
@@ -167,10 +168,19 @@ func serve(args []string) error {
 		log.Warn("no pause binary: pods that share a PID namespace cannot start", "pause_binary", pause)
 		pause = ""
 	}
+	lc := lifecycle.New(lifecycle.Config{
+		Images: images, Pods: pods, Runtime: rt,
+		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, Logger: log,
+	})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// Reconcile what a crash left before serving, and follow container exits.
+	if err := lc.Run(ctx); err != nil {
+		return err
+	}
 	srv, err := server.New(server.Options{
 		Info:   server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS},
-		Images: images, Pods: pods, Runtime: rt,
-		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot,
+		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
 		StreamAddress: cfg.StreamAddress, Logger: log,
 	})
 	if err != nil {
@@ -187,8 +197,6 @@ func serve(args []string) error {
 	g := grpc.NewServer(append(srv.ServerOptions(), grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))...)
 	srv.Register(g)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
 	if h, err := spec.CurrentHost(); err == nil {

@@ -12,17 +12,22 @@ import (
 	"github.com/crivet/crivet/oci/monitor"
 )
 
-// Container states, as CRI names them.
+// State is a container's process state, as CRI names them.
+type State string
+
 const (
-	StateCreated = "created"
-	StateRunning = "running"
-	StateExited  = "exited"
-	StateUnknown = "unknown"
+	StateCreated State = "created"
+	StateRunning State = "running"
+	StateExited  State = "exited"
+	StateUnknown State = "unknown"
 )
+
+// Live: the container has an init process (created or running).
+func (s State) Live() bool { return s == StateCreated || s == StateRunning }
 
 // Status is a container's state as far as processes go.
 type Status struct {
-	State                 string // StateCreated, StateRunning, StateExited or StateUnknown
+	State                 State
 	Pid                   int    // the init's host pid while created or running
 	ExitCode              int32
 	StartedAt, FinishedAt time.Time

@@ -1,8 +1,7 @@
-package server
+package lifecycle
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,12 +15,12 @@ import (
 
 // startInfra runs the pod's infra process: crivet-pause as PID 1 of the
 // pod's shared PID namespace, from a root filesystem holding only itself.
-func (s *Server) startInfra(ctx context.Context, pod *sandbox.Pod) (err error) {
-	if s.opts.PauseBinary == "" {
+func (m *Manager) startInfra(ctx context.Context, pod *sandbox.Pod) (err error) {
+	if m.cfg.PauseBinary == "" {
 		return fmt.Errorf("pod %s shares a PID namespace but no pause binary is configured", pod.ID)
 	}
 	id := pod.ID
-	bundle := filepath.Join(s.opts.RunRoot, "bundles", id)
+	bundle := m.bundle(id)
 	rootfs := filepath.Join(bundle, "rootfs")
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return err
@@ -38,59 +37,55 @@ func (s *Server) startInfra(ctx context.Context, pod *sandbox.Pod) (err error) {
 		return spec.Namespace{Path: path}
 	}
 	sp, err := spec.Sandbox(spec.SandboxInput{
-		ID: id, Sandbox: pod.Config, Rootfs: rootfs, PauseBinary: s.opts.PauseBinary,
+		ID: id, Sandbox: pod.Config, Rootfs: rootfs, PauseBinary: m.cfg.PauseBinary,
 		Namespaces:   spec.Namespaces{Network: ns(pod.NetNS), IPC: ns(pod.IPCNS), UTS: ns(pod.UTSNS)},
 		CgroupParent: pod.Config.GetLinux().GetCgroupParent(),
 	})
 	if err != nil {
 		return fmt.Errorf("pod %s infra spec: %w", id, err)
 	}
-	data, err := json.Marshal(sp)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
-		return err
-	}
-	if err := s.rt.Create(ctx, runtime.CreateOptions{ID: id, Bundle: bundle}); err != nil {
-		_ = s.removeInfra(context.WithoutCancel(ctx), id)
+	if err := writeBundle(bundle, sp); err != nil {
 		return fmt.Errorf("pod %s infra: %w", id, err)
 	}
-	if err := s.rt.Start(ctx, id); err != nil {
-		_ = s.removeInfra(context.WithoutCancel(ctx), id)
+	if err := m.rt.Create(ctx, runtime.CreateOptions{ID: id, Bundle: bundle}); err != nil {
+		_ = m.removeInfra(context.WithoutCancel(ctx), id)
+		return fmt.Errorf("pod %s infra: %w", id, err)
+	}
+	if err := m.rt.Start(ctx, id); err != nil {
+		_ = m.removeInfra(context.WithoutCancel(ctx), id)
 		return fmt.Errorf("pod %s infra: %w", id, err)
 	}
 	pod.InfraID = id // recorded by the caller (sandbox.Manager.Run)
 	return nil
 }
 
-func (s *Server) infraPid(pod *sandbox.Pod) (int, error) {
+func (m *Manager) infraPid(pod *sandbox.Pod) (int, error) {
 	if pod.InfraID == "" {
 		return 0, fmt.Errorf("pod %s has no shared PID namespace", pod.ID)
 	}
-	st, err := s.rt.Status(context.Background(), pod.InfraID)
+	st, err := m.rt.Status(context.Background(), pod.InfraID)
 	if err != nil {
 		return 0, err
 	}
-	if st.State != "running" || st.Pid == 0 {
+	if st.State != runtime.StateRunning || st.Pid == 0 {
 		return 0, fmt.Errorf("pod %s: infra process is %s", pod.ID, st.State)
 	}
 	return st.Pid, nil
 }
 
-func (s *Server) stopInfra(ctx context.Context, pod *sandbox.Pod) error {
-	st, err := s.rt.Status(ctx, pod.InfraID)
-	if err != nil || (st.State != "running" && st.State != "created") {
+func (m *Manager) stopInfra(ctx context.Context, pod *sandbox.Pod) error {
+	st, err := m.rt.Status(ctx, pod.InfraID)
+	if err != nil || !st.State.Live() {
 		return nil
 	}
-	return s.rt.Stop(ctx, pod.InfraID, syscall.SIGTERM, 2*time.Second)
+	return m.rt.Stop(ctx, pod.InfraID, syscall.SIGTERM, 2*time.Second)
 }
 
 // removeInfra removes the infra container id (the pod's ID) and its bundle;
 // either being gone already is fine.
-func (s *Server) removeInfra(ctx context.Context, id string) error {
-	if err := s.rt.Delete(ctx, id); err != nil {
+func (m *Manager) removeInfra(ctx context.Context, id string) error {
+	if err := m.rt.Delete(ctx, id); err != nil {
 		return err
 	}
-	return os.RemoveAll(filepath.Join(s.opts.RunRoot, "bundles", id))
+	return os.RemoveAll(m.bundle(id))
 }

@@ -1,0 +1,212 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/oci/spec"
+	"github.com/crivet/crivet/sandbox"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// CreateRequest is a container to create, after the CRI server has found
+// its pod and images and the image service has admitted them.
+type CreateRequest struct {
+	Pod   *sandbox.Pod
+	Image *image.Image
+	// Identity is the reference the image was verified as.
+	Identity string
+	Config   *runtimeapi.ContainerConfig
+	// Volumes are the admitted images of the config's image mounts, in order.
+	Volumes []*image.Image
+}
+
+// CreateContainer reserves the container's name in its pod, creates it
+// (see createContainer) and publishes CONTAINER_CREATED.
+func (m *Manager) CreateContainer(ctx context.Context, req CreateRequest) (*sandbox.Container, error) {
+	if req.Pod.State != sandbox.Ready {
+		return nil, fmt.Errorf("create container: pod sandbox %s is not ready: %w", req.Pod.ID, ErrState)
+	}
+	id, release, err := m.pods.ReserveContainer(req.Pod, req.Config)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	c, err := m.createContainer(ctx, id, req.Pod, req.Image, req.Identity, req.Config, req.Volumes)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	m.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+	return c, nil
+}
+
+// createContainer makes the container's parts in an order a crash can be
+// recovered from: the record, in phase Creating, comes before any part
+// (storage container, image volume mounts, bundle, runc state and
+// monitor), so start-up recovery finds and removes whatever a kill left;
+// the record becomes Created only once runc has created the container.
+// A refused log_path makes nothing at all.
+func (m *Manager) createContainer(ctx context.Context, id string, pod *sandbox.Pod, img *image.Image, identity string, cfg *runtimeapi.ContainerConfig, volumes []*image.Image) (_ *sandbox.Container, err error) {
+	bundle := m.bundle(id)
+	start := time.Now()
+	var tRootfs, tSpec, tCreate time.Duration
+	logPath := ""
+	logDir := pod.Config.GetLogDirectory()
+	if logDir != "" && cfg.GetLogPath() != "" {
+		if logPath, err = sandbox.ContainerLogPath(logDir, cfg.GetLogPath()); err != nil {
+			return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+		}
+	}
+	c := &sandbox.Container{
+		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: identity,
+		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(),
+	}
+	if err := m.pods.BeginContainer(c); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	// Undo in reverse; the record goes last and only if every part is
+	// gone, so a failed undo is retried by the next start-up's recovery.
+	var cleanup []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		var undo []error
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			if e := cleanup[i](); e != nil {
+				undo = append(undo, e)
+			}
+		}
+		if e := errors.Join(undo...); e != nil {
+			m.log.Error("create container: undo failed; start-up recovery will retry", "id", id, "error", e)
+			return
+		}
+		_ = m.pods.RemoveContainer(id)
+	}()
+	cleanup = append(cleanup, func() error { return m.images.RemoveRootfs(id) })
+	rootfs, err := m.images.CreateRootfs(id, img)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	tRootfs = time.Since(start)
+	// Image volumes become read-only bind mounts of the mounted images.
+	specCfg, imageMounts, err := m.mountImageVolumes(cfg, volumes)
+	cleanup = append(cleanup, func() error {
+		var errs []error
+		for _, id := range imageMounts {
+			errs = append(errs, m.images.UnmountImage(id))
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	ic, err := m.images.RunConfig(img)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	nss, err := m.containerNamespaces(pod, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	hostname, hosts, resolv, shm := pod.Files()
+	sp, err := spec.Container(spec.ContainerInput{
+		ID: id, Sandbox: pod.Config, Config: specCfg,
+		Image:              spec.Image{Env: ic.Env, Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
+		Rootfs:             rootfs,
+		Namespaces:         nss,
+		Files:              spec.SandboxFiles{Hostname: hostname, Hosts: hosts, ResolvConf: resolv, Shm: shm},
+		CgroupParent:       pod.Config.GetLinux().GetCgroupParent(),
+		SeccompProfileRoot: m.cfg.SeccompProfileRoot,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: spec: %w", id, err)
+	}
+	cleanup = append(cleanup, func() error { return os.RemoveAll(bundle) })
+	if err := writeBundle(bundle, sp); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	tSpec = time.Since(start)
+	c.StopSignal, c.ImageMounts = ic.StopSignal, imageMounts
+	c.UID, c.GID = int64(sp.Process.User.UID), int64(sp.Process.User.GID)
+	if sp.Linux != nil {
+		c.CgroupPath = sp.Linux.CgroupsPath
+	}
+	for _, g := range sp.Process.User.AdditionalGids {
+		c.Supplemental = append(c.Supplemental, int64(g))
+	}
+	cleanup = append(cleanup, func() error { return m.rt.Delete(context.WithoutCancel(ctx), id) })
+	if err := m.rt.Create(ctx, runtime.CreateOptions{
+		ID: id, Bundle: bundle, LogPath: logPath, LogDir: logDir,
+		Tty: cfg.GetTty(), Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
+	}); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	tCreate = time.Since(start)
+	if err := m.pods.AddContainer(c); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	m.log.Info("container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(),
+		"rootfs", tRootfs, "spec", tSpec-tRootfs, "runc_create", tCreate-tSpec, "record", time.Since(start)-tCreate)
+	return c, nil
+}
+
+// containerNamespaces joins the pod's pinned namespaces, or the node's,
+// as the pod and container configs ask.
+func (m *Manager) containerNamespaces(pod *sandbox.Pod, cfg *runtimeapi.ContainerConfig) (spec.Namespaces, error) {
+	join := func(path string) spec.Namespace {
+		if path == "" {
+			return spec.Namespace{Host: true}
+		}
+		return spec.Namespace{Path: path}
+	}
+	n := spec.Namespaces{Network: join(pod.NetNS), IPC: join(pod.IPCNS), UTS: join(pod.UTSNS)}
+	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	switch opts.GetPid() {
+	case runtimeapi.NamespaceMode_NODE:
+		n.PID = spec.Namespace{Host: true}
+	case runtimeapi.NamespaceMode_POD:
+		pid, err := m.infraPid(pod)
+		if err != nil {
+			return n, err
+		}
+		n.PID = spec.Namespace{Path: fmt.Sprintf("/proc/%d/ns/pid", pid)}
+	case runtimeapi.NamespaceMode_TARGET:
+		st, err := m.rt.Status(context.Background(), opts.GetTargetId())
+		if err != nil || st.Pid == 0 {
+			return n, fmt.Errorf("target container %s for the PID namespace is not running", opts.GetTargetId())
+		}
+		n.PID = spec.Namespace{Path: fmt.Sprintf("/proc/%d/ns/pid", st.Pid)}
+	}
+	return n, nil
+}
+
+// mountImageVolumes returns a copy of cfg whose image mounts are
+// read-only bind mounts of the images, mounted here, and the IDs mounted.
+func (m *Manager) mountImageVolumes(cfg *runtimeapi.ContainerConfig, volumes []*image.Image) (*runtimeapi.ContainerConfig, []string, error) {
+	if len(volumes) == 0 {
+		return cfg, nil, nil
+	}
+	out := proto.Clone(cfg).(*runtimeapi.ContainerConfig)
+	var mounted []string
+	i := 0
+	for _, mnt := range out.Mounts {
+		if mnt.GetImage() == nil {
+			continue
+		}
+		path, err := m.images.MountImage(volumes[i])
+		if err != nil {
+			return nil, mounted, err
+		}
+		mounted = append(mounted, volumes[i].ID)
+		i++
+		mnt.HostPath, mnt.Readonly, mnt.Image = path, true, nil
+	}
+	return out, mounted, nil
+}

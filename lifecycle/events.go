@@ -1,0 +1,101 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/crivet/crivet/sandbox"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Event is one container state change, as CRI's GetContainerEvents names it.
+type Event struct {
+	ContainerID, PodID string
+	Type               runtimeapi.ContainerEventType
+	Time               time.Time
+}
+
+// bus fans events out to subscribers (kubelet's evented PLEG). A
+// subscriber too slow to keep up loses events rather than stalling
+// container operations; kubelet falls back to relisting.
+//
+// Every change is published exactly once: CREATED, STARTED and DELETED by
+// the one call that made them; STOPPED by whichever comes first of a stop
+// request and the exit record the monitor writes (a container that ends on
+// its own or is OOM-killed has only the latter).
+type bus struct {
+	mu      sync.Mutex
+	subs    map[chan Event]struct{}
+	stopped map[string]bool // containers whose STOPPED went out
+}
+
+func newBus() *bus {
+	return &bus{subs: map[chan Event]struct{}{}, stopped: map[string]bool{}}
+}
+
+// Subscribe returns a channel of events and the function that ends the
+// subscription.
+func (m *Manager) Subscribe() (<-chan Event, func()) {
+	b := m.events
+	ch := make(chan Event, 256)
+	b.mu.Lock()
+	b.subs[ch] = struct{}{}
+	b.mu.Unlock()
+	return ch, func() {
+		b.mu.Lock()
+		delete(b.subs, ch)
+		b.mu.Unlock()
+	}
+}
+
+func (b *bus) publish(containerID, podID string, t runtimeapi.ContainerEventType) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch t {
+	case runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT:
+		if b.stopped[containerID] {
+			return
+		}
+		b.stopped[containerID] = true
+	case runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT:
+		delete(b.stopped, containerID)
+	}
+	ev := Event{ContainerID: containerID, PodID: podID, Type: t, Time: time.Now()}
+	for ch := range b.subs {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+}
+
+// markStopped records, without publishing, containers found already
+// exited at start-up: their STOPPED belonged to an earlier daemon.
+func (b *bus) markStopped(id string) {
+	b.mu.Lock()
+	b.stopped[id] = true
+	b.mu.Unlock()
+}
+
+// followExits publishes STOPPED for each container whose monitor records
+// an exit. Exits of infra processes and of containers being created or
+// removed are not container events.
+func (m *Manager) followExits(ctx context.Context, exits <-chan string) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id, ok := <-exits:
+			if !ok {
+				return
+			}
+			c, err := m.pods.GetContainer(id)
+			if errors.Is(err, sandbox.ErrContainerNotFound) || err != nil || c.ID != id {
+				continue
+			}
+			m.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+		}
+	}
+}

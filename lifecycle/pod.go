@@ -1,0 +1,80 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/crivet/crivet/sandbox"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// RunPod creates a pod sandbox (sandbox.Manager.Run) and, for a pod that
+// shares one PID namespace, its infra process. The infra process starts
+// before the pod is recorded as created: a crash in between leaves a
+// Creating pod, which Recover removes with whatever of its infra exists.
+func (m *Manager) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (*sandbox.Pod, error) {
+	var complete func(*sandbox.Pod) error
+	if needsInfra(cfg) {
+		complete = func(p *sandbox.Pod) error { return m.startInfra(ctx, p) }
+	}
+	return m.pods.Run(ctx, cfg, handler, complete)
+}
+
+// needsInfra: only a pod whose containers share one PID namespace needs a
+// process to own that namespace; everything else is pinned.
+func needsInfra(cfg *runtimeapi.PodSandboxConfig) bool {
+	return cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD
+}
+
+// StopPod stops every container of the pod and its infra process, each
+// bounded by its grace period, then releases the pod's network.
+func (m *Manager) StopPod(ctx context.Context, pod *sandbox.Pod) error {
+	if err := m.stopPodProcesses(ctx, pod); err != nil {
+		return err
+	}
+	return m.pods.Stop(ctx, pod.ID)
+}
+
+// stopPodProcesses stops every container of the pod, then its infra
+// process; each stop is bounded by its grace period.
+func (m *Manager) stopPodProcesses(ctx context.Context, pod *sandbox.Pod) error {
+	var errs []error
+	for _, c := range m.pods.Containers(pod.ID) {
+		if err := m.StopContainer(ctx, c, 0); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if pod.InfraID != "" {
+		if err := m.stopInfra(ctx, pod); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stop pod sandbox %s: %w", pod.ID, err)
+	}
+	return nil
+}
+
+// RemovePod marks the pod Removing, removes its containers (each stopped
+// first), its infra container and then the pod itself (CNI DEL, pins,
+// files, record). Every step takes a part already gone as done; start-up
+// recovery runs it again for a pod still Removing or Creating.
+func (m *Manager) RemovePod(ctx context.Context, pod *sandbox.Pod) error {
+	if pod.Phase != sandbox.Removing {
+		if err := m.pods.MarkRemoving(pod.ID); err != nil {
+			return fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
+		}
+	}
+	for _, c := range m.pods.Containers(pod.ID) {
+		if err := m.RemoveContainer(ctx, c); err != nil {
+			return fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
+		}
+	}
+	// By the pod's ID, recorded or not: a crash can come between the
+	// infra's runc create and the record naming it.
+	if err := m.removeInfra(ctx, pod.ID); err != nil {
+		return fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
+	}
+	return m.pods.Remove(ctx, pod.ID)
+}

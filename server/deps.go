@@ -1,0 +1,63 @@
+package server
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/sandbox"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+)
+
+// What the CRI server needs of each domain package, declared here where it
+// is consumed: the real services satisfy them, and the RPC tests use
+// small fakes for the edge cases.
+
+// images is the image service (image.Service).
+type images interface {
+	Pull(ctx context.Context, req image.PullRequest) (*image.Image, error)
+	Get(ref string) (*image.Image, error)
+	List() ([]*image.Image, error)
+	Remove(ref string) error
+	AdmitFor(ctx context.Context, req image.AdmitRequest) (image.Admission, error)
+	FsUsage() (image.Usage, error)
+	RootfsUsage(containerID string) (uint64, error)
+	GraphRoot() string
+}
+
+// pods reads the pod and container records (sandbox.Manager).
+type pods interface {
+	Get(id string) (*sandbox.Pod, error)
+	List() []*sandbox.Pod
+	GetContainer(id string) (*sandbox.Container, error)
+	Containers(podID string) []*sandbox.Container
+	AddContainer(c *sandbox.Container) error
+	NetworkReady() error
+}
+
+// containers runs the container and pod lifecycle (lifecycle.Manager).
+type containers interface {
+	CreateContainer(ctx context.Context, req lifecycle.CreateRequest) (*sandbox.Container, error)
+	StartContainer(ctx context.Context, c *sandbox.Container) error
+	StopContainer(ctx context.Context, c *sandbox.Container, timeout time.Duration) error
+	RemoveContainer(ctx context.Context, c *sandbox.Container) error
+	RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (*sandbox.Pod, error)
+	StopPod(ctx context.Context, pod *sandbox.Pod) error
+	RemovePod(ctx context.Context, pod *sandbox.Pod) error
+	Subscribe() (<-chan lifecycle.Event, func())
+}
+
+// processes answers for running containers' processes (runtime.Runtime).
+type processes interface {
+	Status(ctx context.Context, id string) (runtime.Status, error)
+	ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, exitCode int32, err error)
+	Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
+	Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
+	ReopenLog(ctx context.Context, id string) error
+	Update(ctx context.Context, id string, res *specs.LinuxResources) error
+}

@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/crivet/crivet/test/fixtures"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Every container state change yields its CRI event exactly once,
+// including those no request caused: a container that exits by itself and
+// one the kernel OOM-kills each send CONTAINER_STOPPED (kubelet's evented
+// PLEG relies on it); a later StopContainer adds no second one.
+func TestExitsNobodyAskedForAreEvents(t *testing.T) {
+	n := newNode(t)
+	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}})
+	n.start()
+	n.mustCrictl("pull", img.Ref)
+	rc, _ := n.clients()
+	stream, err := rc.GetContainerEvents(ctx(t), &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan *runtimeapi.ContainerEventResponse, 64)
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				close(events)
+				return
+			}
+			events <- ev
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // let the subscription register
+
+	pod := n.podJSON("exits", "default", nil)
+	podID := firstLine(n.mustCrictl("runp", pod))
+	quick := firstLine(n.mustCrictl("create", podID, n.ctrJSON("quick", img.Ref, img.Ref, map[string]any{
+		"command": []string{"sh", "-c", "sleep 0.3; exit 3"}}), pod))
+	// The shell keeps 200 MB of command output in memory under a 32 MiB limit.
+	oom := firstLine(n.mustCrictl("create", podID, n.ctrJSON("oom", img.Ref, img.Ref, map[string]any{
+		"command": []string{"sh", "-c", `x=$(head -c 200000000 /dev/zero | tr '\0' x); echo ${#x}`},
+		"linux":   map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 32 << 20}}}), pod))
+	n.mustCrictl("start", quick)
+	n.mustCrictl("start", oom)
+
+	type key struct {
+		id string
+		t  runtimeapi.ContainerEventType
+	}
+	seen := map[key]int{}
+	stopped := func() bool {
+		return seen[key{quick, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT}] > 0 && seen[key{oom, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT}] > 0
+	}
+	collect := func(until func() bool, d time.Duration) {
+		deadline := time.After(d)
+		for !until() {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatal("event stream ended")
+				}
+				seen[key{ev.ContainerId, ev.ContainerEventType}]++
+				if ev.ContainerEventType == runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT && ev.PodSandboxStatus.GetId() != podID {
+					t.Errorf("STOPPED of %s without its pod's status: %+v", ev.ContainerId, ev)
+				}
+			case <-deadline:
+				return
+			}
+		}
+	}
+	collect(stopped, 30*time.Second)
+	if !stopped() {
+		t.Fatalf("no CONTAINER_STOPPED for containers that exited on their own: %v", seen)
+	}
+	if out := n.mustCrictl("inspect", "-o", "go-template", "--template", "{{.status.reason}} {{.status.exitCode}}", oom); !strings.HasPrefix(out, "OOMKilled") {
+		t.Errorf("oom container status: %q", out)
+	}
+	if out := n.mustCrictl("inspect", "-o", "go-template", "--template", "{{.status.reason}} {{.status.exitCode}}", quick); strings.TrimSpace(out) != "Error 3" {
+		t.Errorf("quick container status: %q", out)
+	}
+	// Stopping what already exited, then removing: DELETED once each, no second STOPPED.
+	for _, id := range []string{quick, oom} {
+		n.mustCrictl("stop", id)
+		n.mustCrictl("rm", id)
+	}
+	deleted := func() bool {
+		return seen[key{quick, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT}] > 0 && seen[key{oom, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT}] > 0
+	}
+	collect(deleted, 10*time.Second)
+	collect(func() bool { return false }, 300*time.Millisecond) // anything late
+	for _, id := range []string{quick, oom} {
+		for _, et := range []runtimeapi.ContainerEventType{runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
+			runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT} {
+			if got := seen[key{id, et}]; got != 1 {
+				t.Errorf("container %.12s: %v sent %d times, want exactly once (%v)", id, et, got, seen)
+			}
+		}
+	}
+	n.mustCrictl("stopp", podID)
+	n.mustCrictl("rmp", podID)
+	assertNothingLeft(t, n)
+}
