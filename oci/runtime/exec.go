@@ -18,6 +18,7 @@ import (
 
 	"github.com/containerd/console"
 	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
@@ -114,6 +115,12 @@ func (r *Runtime) exec(ctx context.Context, id string, req execRequest) (int, er
 		return -1, fmt.Errorf("exec in container %s: %w", id, err)
 	}
 	defer sio.Close()
+	if sio.size != nil && sio.size.Width > 0 && sio.size.Height > 0 {
+		// runc sets the container's console to this size before the
+		// process runs; copying it from our pty later races a program
+		// that reads its size at once (stty size, a shell's first prompt).
+		p.ConsoleSize = &specs.Box{Height: uint(sio.size.Height), Width: uint(sio.size.Width)}
+	}
 	copied := sio.copy(req)
 
 	// runc must outlive ctx: killing runc would orphan the process, not end it.
@@ -217,7 +224,9 @@ type execIO struct {
 	stdoutR, stderrR            *os.File // our ends of the output pipes
 	master                      *os.File // pty master (tty)
 	childIn, childOut, childErr *os.File
-	closeOnce                   sync.Once
+	// size is the terminal size the client asked for first, if any.
+	size      *remotecommand.TerminalSize
+	closeOnce sync.Once
 }
 
 func newExecIO(req execRequest) (_ *execIO, err error) {
@@ -239,6 +248,7 @@ func newExecIO(req execRequest) (_ *execIO, err error) {
 		case ws, ok := <-req.resize:
 			if ok {
 				resizePty(master, ws)
+				e.size = &ws
 			}
 		default:
 		}

@@ -28,7 +28,7 @@ func (s State) Live() bool { return s == StateCreated || s == StateRunning }
 // Status is a container's state as far as processes go.
 type Status struct {
 	State                 State
-	Pid                   int    // the init's host pid while created or running
+	Pid                   int // the init's host pid while created or running
 	ExitCode              int32
 	StartedAt, FinishedAt time.Time
 	Reason, Message       string
