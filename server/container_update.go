@@ -5,8 +5,7 @@ import (
 	"fmt"
 
 	"github.com/crivet/crivet/oci/spec"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -21,13 +20,20 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	}
 	lr, err := spec.Resources(res)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "update container %s: %v", c.ID, err)
+		// spec's sentinels (ErrInvalid, ErrUnsupported) get their codes in
+		// the interceptor, as at CreateContainer.
+		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
 	if err := s.rt.Update(ctx, c.ID, lr); err != nil {
 		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
-	// Remember the new limits so ContainerStatus reports them.
-	cfg := c.Config
+	// Remember the new limits so ContainerStatus reports them. The record
+	// shares its config with the pods service's stored one: change a copy,
+	// and let AddContainer store it (or, failing, leave the old limits).
+	cfg := proto.Clone(c.Config).(*runtimeapi.ContainerConfig)
+	if cfg == nil {
+		cfg = &runtimeapi.ContainerConfig{}
+	}
 	if cfg.Linux == nil {
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{}
 	}

@@ -3,9 +3,12 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"slices"
 	"testing"
 
 	"github.com/crivet/crivet/oci/spec"
+	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -34,4 +37,90 @@ func TestVerboseStatusReportsAppArmor(t *testing.T) {
 	if quiet, _ := s.Status(context.Background(), &runtimeapi.StatusRequest{}); len(quiet.Info) != 0 {
 		t.Fatalf("non-verbose status has info: %v", quiet.Info)
 	}
+}
+
+func TestVersionReportsCrivetAndItsBuild(t *testing.T) {
+	f := newFixture(t)
+	resp, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.VersionResponse, error) {
+		return f.s.Version(ctx, &runtimeapi.VersionRequest{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.RuntimeName != "crivet" || resp.RuntimeVersion != "test-1" || resp.RuntimeApiVersion != "v1" || resp.Version == "" {
+		t.Fatalf("version %v", resp)
+	}
+}
+
+func TestStatusReportsNetworkReadiness(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		pods    bool
+		netErr  error
+		ready   bool
+		message string
+	}{
+		{"network ready", true, nil, true, ""},
+		{"CNI not ready", true, errors.New("cni config uninitialized"), false, "cni config uninitialized"},
+		{"no pod service", false, nil, false, "crivet: no pod sandbox service"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.pods.netErr = c.netErr
+			if !c.pods {
+				f.s.pods = nil
+			}
+			resp, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.StatusResponse, error) {
+				return f.s.Status(ctx, &runtimeapi.StatusRequest{})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			conds := map[string]*runtimeapi.RuntimeCondition{}
+			for _, cond := range resp.Status.Conditions {
+				conds[cond.Type] = cond
+			}
+			if rt := conds[runtimeapi.RuntimeReady]; rt == nil || !rt.Status {
+				t.Fatalf("runtime condition %v", rt)
+			}
+			nw := conds[runtimeapi.NetworkReady]
+			if nw == nil || nw.Status != c.ready {
+				t.Fatalf("network condition %v, want ready=%v", nw, c.ready)
+			}
+			if !c.ready && (nw.Reason != "NetworkPluginNotReady" || nw.Message != c.message) {
+				t.Fatalf("network condition %v, want reason NetworkPluginNotReady and %q", nw, c.message)
+			}
+			if c.ready && (nw.Reason != "" || nw.Message != "") {
+				t.Fatalf("ready network has reason %q %q", nw.Reason, nw.Message)
+			}
+			var handlers []string
+			for _, h := range resp.RuntimeHandlers {
+				handlers = append(handlers, h.Name)
+			}
+			if !slices.Equal(handlers, []string{"", defaultHandler}) {
+				t.Fatalf("handlers %q", handlers)
+			}
+		})
+	}
+}
+
+func TestRuntimeConfigReportsTheCgroupDriver(t *testing.T) {
+	f := newFixture(t)
+	f.s.info.CgroupDriver = runtimeapi.CgroupDriver_CGROUPFS
+	resp, err := f.s.RuntimeConfig(context.Background(), &runtimeapi.RuntimeConfigRequest{})
+	if err != nil || resp.GetLinux().GetCgroupDriver() != runtimeapi.CgroupDriver_CGROUPFS {
+		t.Fatalf("runtime config %v %v", resp, err)
+	}
+}
+
+func TestUpdatePodSandboxResourcesNeedsThePod(t *testing.T) {
+	f := newFixture(t)
+	f.addPod("pod1", "ns", nil)
+	for id, code := range map[string]codes.Code{"pod1": codes.OK, "gone": codes.NotFound} {
+		_, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+			return f.s.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: id})
+		})
+		wantCode(t, err, code)
+	}
+	wantCalls(t, "lifecycle", f.lc.got())
 }
