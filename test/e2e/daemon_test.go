@@ -199,13 +199,32 @@ func (n *node) start() {
 			n.t.Fatalf("crivet exited during start-up: %v\n%s", err, n.log)
 		default:
 		}
-		if c, err := net.Dial("unix", n.sock); err == nil {
-			c.Close()
+		// Serving means answering a CRI call: a socket that accepts a
+		// connection may still be a dead daemon's file held open.
+		if n.answers() {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	n.t.Fatalf("crivet did not serve within 30s:\n%s", n.log)
+}
+
+// answers reports whether the daemon answers a Version call now.
+func (n *node) answers() bool {
+	probe, err := net.Dial("unix", n.sock)
+	if err != nil {
+		return false
+	}
+	probe.Close()
+	conn, err := grpc.NewClient("unix://"+n.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).Version(c, &runtimeapi.VersionRequest{})
+	return err == nil
 }
 
 // stop sends SIGTERM and waits; it reports the exit error.
