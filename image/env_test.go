@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -147,34 +146,13 @@ func (e *env) storeFiles() []string {
 	return out
 }
 
-// decisionLog captures the structured decision records.
-type decisionLog struct {
-	mu      sync.Mutex
-	records []map[string]string
-}
+// decisionLog is the env's log: every record is kept (recordLog), and
+// the signature policy decisions are read back from it.
+type decisionLog = recordLog
 
-func (d *decisionLog) Enabled(context.Context, slog.Level) bool { return true }
-func (d *decisionLog) WithAttrs([]slog.Attr) slog.Handler       { return d }
-func (d *decisionLog) WithGroup(string) slog.Handler            { return d }
-func (d *decisionLog) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "signature policy decision" {
-		return nil
-	}
-	m := map[string]string{}
-	r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.String(); return true })
-	d.mu.Lock()
-	d.records = append(d.records, m)
-	d.mu.Unlock()
-	return nil
-}
+func (l *recordLog) all() []map[string]string { return l.find("signature policy decision") }
 
-func (d *decisionLog) all() []map[string]string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.records)
-}
-
-func (d *decisionLog) String() string {
-	b, _ := json.Marshal(d.all())
+func (l *recordLog) String() string {
+	b, _ := json.Marshal(l.all())
 	return string(b)
 }

@@ -98,7 +98,8 @@ func diskUsage(root string) int64 {
 	return total
 }
 
-// recordLog keeps every log record's message and attributes.
+// recordLog keeps every log record's message and attributes, and passes
+// each on to next, if set.
 type recordLog struct {
 	next    slog.Handler
 	mu      sync.Mutex
@@ -114,6 +115,9 @@ func (l *recordLog) Handle(ctx context.Context, r slog.Record) error {
 	l.mu.Lock()
 	l.records = append(l.records, m)
 	l.mu.Unlock()
+	if l.next == nil {
+		return nil
+	}
 	return l.next.Handle(ctx, r)
 }
 

@@ -398,6 +398,18 @@ func (m *Manager) teardown(ctx context.Context, p *Pod, all bool) error {
 // Stop releases the pod's network and shm; its record stays (NotReady).
 // Stopping a missing pod succeeds (CRI idempotence).
 func (m *Manager) Stop(ctx context.Context, id string) error {
+	return m.withLockedPod(id, func(p *Pod) error {
+		if err := m.teardown(ctx, p, false); err != nil {
+			return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
+		}
+		// The network is released: a later Remove has no CNI DEL to repeat.
+		return m.update(p.ID, func(q *Pod) { q.State = NotReady; q.IPs = nil; q.NetNS = "" })
+	})
+}
+
+// withLockedPod runs f on the pod under its lock; a pod that is not there
+// is success (CRI idempotence).
+func (m *Manager) withLockedPod(id string, f func(p *Pod) error) error {
 	p, err := m.Get(id)
 	if errors.Is(err, ErrNotFound) {
 		return nil
@@ -407,11 +419,7 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	}
 	unlock := m.lock(p.ID)
 	defer unlock()
-	if err := m.teardown(ctx, p, false); err != nil {
-		return fmt.Errorf("stop pod sandbox %s: %w", p.ID, err)
-	}
-	// The network is released: a later Remove has no CNI DEL to repeat.
-	return m.update(p.ID, func(q *Pod) { q.State = NotReady; q.IPs = nil; q.NetNS = "" })
+	return f(p)
 }
 
 // MarkRemoving durably records that the pod's removal has begun: from
@@ -424,27 +432,20 @@ func (m *Manager) MarkRemoving(id string) error {
 // missing pod succeeds, and so does removing one whose parts (pins, CNI
 // attachment, directory) are partly gone.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	p, err := m.Get(id)
-	if errors.Is(err, ErrNotFound) {
+	return m.withLockedPod(id, func(p *Pod) error {
+		if err := m.teardown(ctx, p, true); err != nil {
+			return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
+		}
+		if err := os.Remove(filepath.Join(m.recordDir(), p.ID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
+		}
+		m.mu.Lock()
+		delete(m.pods, p.ID)
+		delete(m.names, nameKey(p.Config.GetMetadata()))
+		m.mu.Unlock()
+		m.log.Info("pod sandbox removed", "id", p.ID)
 		return nil
-	}
-	if err != nil {
-		return err
-	}
-	unlock := m.lock(p.ID)
-	defer unlock()
-	if err := m.teardown(ctx, p, true); err != nil {
-		return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
-	}
-	if err := os.Remove(filepath.Join(m.recordDir(), p.ID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove pod sandbox %s: %w", p.ID, err)
-	}
-	m.mu.Lock()
-	delete(m.pods, p.ID)
-	delete(m.names, nameKey(p.Config.GetMetadata()))
-	m.mu.Unlock()
-	m.log.Info("pod sandbox removed", "id", p.ID)
-	return nil
+	})
 }
 
 // RemoveOrphanDirs removes the pod directories under the run root that no
