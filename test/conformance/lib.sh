@@ -167,7 +167,9 @@ cri_tools_version() {
 ensure_tools() {
 	command -v go >/dev/null || die "go is not on PATH"
 	local m
-	(cd "$TOOLS_DIR" && for m in pause nnp mkimages critestsum; do gobuild "$BIN/$m" "./$m" || exit 1; done) ||
+	# The pause image runs crivet's own infra program: one pause, not two.
+	(cd "$REPO_ROOT" && gobuild "$BIN/pause" ./cmd/crivet-pause) || die "building pause failed"
+	(cd "$TOOLS_DIR" && for m in nnp mkimages critestsum; do gobuild "$BIN/$m" "./$m" || exit 1; done) ||
 		die "building the harness tools failed"
 	(cd "$TOOLS_DIR/cri" && gobuild "$BIN/cribench" ./cribench) || die "building cribench failed"
 	if [ "$CRITEST" = "$BIN/critest" ] && { [ ! -x "$CRITEST" ] || [ "$TOOLS_DIR/cri/go.sum" -nt "$CRITEST" ]; }; then
