@@ -81,14 +81,20 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	// Written first: a crash right after runc start must not lose the time.
-	// Status only shows it once runc says the container left "created".
-	if err := os.WriteFile(filepath.Join(dir, startedFile), []byte(time.Now().Format(time.RFC3339Nano)), 0o600); err != nil {
+	// Intent, then the act, then done: "starting" holds the start time
+	// across a crash right after runc start, and becomes "started" only
+	// once runc has started the process. A crash in between leaves
+	// "starting", which Status resolves by asking runc.
+	starting := filepath.Join(dir, startingFile)
+	if err := os.WriteFile(starting, []byte(time.Now().Format(time.RFC3339Nano)), 0o600); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
 	if err := r.runc.Start(ctx, id); err != nil {
-		os.Remove(filepath.Join(dir, startedFile))
+		os.Remove(starting)
 		return fmt.Errorf("start container %s: %w", id, runcErr(err))
+	}
+	if err := os.Rename(starting, filepath.Join(dir, startedFile)); err != nil {
+		return fmt.Errorf("start container %s: %w", id, err)
 	}
 	return nil
 }

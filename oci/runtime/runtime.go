@@ -134,10 +134,15 @@ func (r *Runtime) existing(id string) (string, error) {
 
 // startedFile records when Start ran runc start. It is the runtime's; the
 // monitor's files are listed in package monitor.
-const startedFile = "started"
+const (
+	startedFile  = "started"
+	startingFile = "starting" // a start in flight, or cut short by a crash
+)
 
-func readStarted(dir string) time.Time {
-	b, err := os.ReadFile(filepath.Join(dir, startedFile))
+func readStarted(dir string) time.Time { return readTime(filepath.Join(dir, startedFile)) }
+
+func readTime(path string) time.Time {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return time.Time{}
 	}

@@ -628,3 +628,49 @@ func TestUpdateSetsLimitsAndSkipsHugepagesWithoutTheController(t *testing.T) {
 		t.Errorf("memory.limit_in_bytes = %s", b)
 	}
 }
+
+// A daemon killed inside StartContainer leaves the start's intent behind.
+// Killed before runc start, the container is Created (not Running, as a
+// lone start time once made it look); killed after, it is Running with the
+// start time kept, and the record is finished.
+func TestStartCutShortByACrashReportsTheTruth(t *testing.T) {
+	e := newEnv(t)
+	when := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
+	for _, runcStarted := range []bool{false, true} {
+		rt := e.runtime(t)
+		c := create(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+		dir := filepath.Join(rt.cfg.StateDir, c.id)
+		if err := os.WriteFile(filepath.Join(dir, startingFile), []byte(when.Format(time.RFC3339Nano)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if runcStarted {
+			if out, err := exec.Command(rt.runc.Command, "--root", rt.cfg.Root, "start", c.id).CombinedOutput(); err != nil {
+				t.Fatalf("runc start: %v: %s", err, out)
+			}
+		}
+		// A restarted daemon: nothing cached.
+		st, err := e.runtime(t).Status(t.Context(), c.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case !runcStarted && st.State != StateCreated:
+			t.Errorf("start cut short before runc start: state %s, want created", st.State)
+		case runcStarted && (st.State != StateRunning || !st.StartedAt.Equal(when)):
+			t.Errorf("start cut short after runc start: %s since %s, want running since %s", st.State, st.StartedAt, when)
+		case runcStarted:
+			if _, err := os.Stat(filepath.Join(dir, startedFile)); err != nil {
+				t.Errorf("the start record was not finished: %v", err)
+			}
+		}
+		if !runcStarted {
+			// And a StartContainer retried by kubelet does start it.
+			if err := rt.Start(t.Context(), c.id); err != nil {
+				t.Fatal(err)
+			}
+			if st, _ := rt.Status(t.Context(), c.id); st.State != StateRunning {
+				t.Errorf("after the retried start: %s", st.State)
+			}
+		}
+	}
+}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/crivet/crivet/oci/monitor"
+	"golang.org/x/sys/unix"
 )
 
 // State is a container's process state, as CRI names them.
@@ -93,7 +93,10 @@ func (r *Runtime) status(ctx context.Context, id string) (Status, error) {
 	}
 	// Fast path, no runc exec: a live monitor whose init is alive answers
 	// for the container. Listing 200 containers must not cost 200 runc runs.
-	if pid := monitor.InitPid(dir); pid > 0 && monitor.Alive(dir) && unix.Kill(pid, 0) == nil {
+	starting := filepath.Join(dir, startingFile)
+	_, startErr := os.Stat(starting)
+	inFlight := startErr == nil
+	if pid := monitor.InitPid(dir); pid > 0 && !inFlight && monitor.Alive(dir) && unix.Kill(pid, 0) == nil {
 		if st.StartedAt.IsZero() {
 			return Status{State: StateCreated, Pid: pid}, nil
 		}
@@ -114,8 +117,14 @@ func (r *Runtime) status(ctx context.Context, id string) (Status, error) {
 	}
 	switch c.Status {
 	case "created":
+		// Not started, whatever a start cut short by a crash wrote.
 		return Status{State: StateCreated, Pid: c.Pid}, nil
 	case "running", "paused":
+		if st.StartedAt.IsZero() && inFlight {
+			// A start a crash cut short after runc start: finish its record.
+			st.StartedAt = readTime(starting)
+			_ = os.Rename(starting, filepath.Join(dir, startedFile))
+		}
 		st.State, st.Pid = StateRunning, c.Pid
 		return st, nil
 	case "stopped":
