@@ -46,8 +46,8 @@ flock -n 9 || die "another conformance or bench run holds $WORK/.lock"
 mkdir -p "$RESULTS" "$RAW"
 : >"$SAMPLES"
 # keep the raw files of the last 5 runs
-ls -d "$BW"/raw-* 2>/dev/null | head -n -5 | while read -r d; do rm -rf "$d"; done
-ls "$RESULTS"/bench-*.json 2>/dev/null | head -n -5 | while read -r f; do rm -f "$f"; done
+ls -d "$BW"/raw-* 2>/dev/null | head -n -5 | while read -r d; do rm -rf "$d"; done || true
+ls "$RESULTS"/bench-*.json 2>/dev/null | head -n -5 | while read -r f; do rm -f "$f"; done || true
 
 emit() { # RUNTIME OP VALUE UNIT
 	printf '{"runtime":"%s","op":"%s","value":%s,"unit":"%s"}\n' "$1" "$2" "$3" "$4" >>"$SAMPLES"
