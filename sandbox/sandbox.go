@@ -303,6 +303,12 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 			return nil, fmt.Errorf("run pod sandbox: /dev/shm: %w", err)
 		}
 	}
+	// The pod's config also goes beside its pins: should the record be
+	// lost, the start-up sweep of pod directories still knows the port
+	// mappings a CNI DEL needs to remove the pod's hostPort rules.
+	if err := writePodConfig(p); err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
 	// Record before attaching the network: a crash from here on leaves a
 	// record whose Stop/Remove undoes the attachment.
 	if err := m.save(p); err != nil {
@@ -475,7 +481,7 @@ func (m *Manager) RemoveOrphanDirs(ctx context.Context) ([]string, error) {
 		if known {
 			continue
 		}
-		p := &Pod{ID: id, Dir: filepath.Join(root, id), Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{}}}
+		p := &Pod{ID: id, Dir: filepath.Join(root, id), Config: readPodConfig(filepath.Join(root, id))}
 		if pin := filepath.Join(p.Dir, "ns", NetNS); isNamespace(pin) {
 			p.NetNS = pin
 		}
@@ -540,4 +546,28 @@ func (m *Manager) List() []*Pod {
 		out = append(out, p.clone())
 	}
 	return out
+}
+
+// podConfigFile is the pod's CRI config kept in its run directory.
+const podConfigFile = "config.json"
+
+func writePodConfig(p *Pod) error {
+	data, err := protojson.Marshal(p.Config)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(p.Dir, podConfigFile), data, 0o600, false)
+}
+
+// readPodConfig reads what writePodConfig wrote; an empty config when it
+// cannot (a directory from before this file existed, a torn write).
+func readPodConfig(dir string) *runtimeapi.PodSandboxConfig {
+	cfg := &runtimeapi.PodSandboxConfig{}
+	if data, err := os.ReadFile(filepath.Join(dir, podConfigFile)); err == nil && protojson.Unmarshal(data, cfg) == nil {
+		if cfg.Metadata == nil {
+			cfg.Metadata = &runtimeapi.PodSandboxMetadata{}
+		}
+		return cfg
+	}
+	return &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{}}
 }
