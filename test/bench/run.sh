@@ -31,7 +31,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 RUNTIMES=${RUNTIMES:-"crivet containerd"}
 RUNS=${RUNS:-10} N=${N:-20} P=${P:-2} IP=${IP:-1} ROUNDS=${ROUNDS:-1}
 LIST_CONTAINERS=${LIST_CONTAINERS:-200} LIST_PODS=${LIST_PODS:-4} RSS_PODS=${RSS_PODS:-20}
-RESULTS=$BENCH_DIR/results
+RESULTS=${RESULTS:-$BENCH_DIR/results}
 BW=$BENCH_DIR/_work
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 RAW=$BW/raw-$STAMP
