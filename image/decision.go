@@ -5,21 +5,41 @@ import (
 	"errors"
 	"time"
 
+	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/policy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
 )
 
 // decision is one signature-policy decision, at pull or at create; every
-// decision is logged once, in this one shape, by this package.
+// decision is logged once, in this one shape, by this package, and written
+// to the audit log before the RPC that asked for it answers.
 type decision struct {
-	stage     string // "pull" or "create"
-	namespace string
-	reference string // as the client wrote it
-	identity  string // the reference the image was verified as
-	image     string // the image ID, when known
-	digest    string // the manifest verified
-	pol       *policy.Policy
-	err       error
-	attrs     []any // stage-specific: pod, container, cached, ...
+	stage          string // "pull" or "create"
+	namespace      string
+	pod, container string
+	reference      string // as the client wrote it
+	identity       string // the reference the image was verified as
+	image          string // the image ID, when known
+	digest         string // the manifest verified
+	pol            *policy.Policy
+	requirements   []string // types of the requirements of the identity's scope
+	err            error
+	duration       time.Duration
+	attrs          []any // stage-specific log attributes: cached, ...
+}
+
+// outcome: allowed; rejected (a policy decision against the image); or
+// error (the policy could not be evaluated: a file, a key, a registry).
+func (d decision) outcome() string {
+	var rej *policy.Rejection
+	switch {
+	case d.err == nil:
+		return "allowed"
+	case errors.As(d.err, &rej), errors.Is(d.err, policy.ErrRefused):
+		return "rejected"
+	}
+	return "error"
 }
 
 func (s *Service) logPolicyDecision(d decision) {
@@ -28,12 +48,41 @@ func (s *Service) logPolicyDecision(d decision) {
 	if d.pol != nil {
 		attrs = append(attrs, "policy", d.pol.Path, "policy_digest", d.pol.Digest.String())
 	}
-	attrs = append(attrs, d.attrs...)
-	if d.err != nil {
-		s.log.Warn("signature policy decision", append(attrs, "outcome", "rejected", "reason", d.err.Error())...)
-		return
+	if d.pod != "" || d.container != "" {
+		attrs = append(attrs, "pod", d.pod, "container", d.container)
 	}
-	s.log.Info("signature policy decision", append(attrs, "outcome", "allowed")...)
+	attrs = append(attrs, d.attrs...)
+	attrs = append(attrs, "duration", d.duration, "outcome", d.outcome())
+	if d.err != nil {
+		s.log.Warn("signature policy decision", append(attrs, "reason", d.err.Error())...)
+	} else {
+		s.log.Info("signature policy decision", attrs...)
+	}
+	rec := audit.Record{Time: time.Now().UTC(), Stage: d.stage, Namespace: d.namespace, Pod: d.pod, Container: d.container,
+		Reference: d.reference, Resolved: d.identity, Image: d.image, Digest: d.digest,
+		Requirements: d.requirements, Outcome: d.outcome(), DurationMS: float64(d.duration.Microseconds()) / 1000}
+	if d.pol != nil {
+		rec.Policy, rec.PolicyDigest = d.pol.Path, d.pol.Digest.String()
+	}
+	if d.err != nil {
+		rec.Reason = d.err.Error()
+	}
+	if err := s.cfg.Audit.Write(rec); err != nil {
+		s.log.Error("audit log write failed", "error", err)
+	}
+}
+
+// requirementTypes names the requirements that decided for identity.
+func requirementTypes(pol *policy.Policy, identity string) []string {
+	named, err := reference.ParseNormalizedNamed(identity)
+	if err != nil {
+		return nil
+	}
+	ref, err := docker.NewReference(named)
+	if err != nil {
+		return nil
+	}
+	return pol.RequirementTypes(ref)
 }
 
 // AdmitRequest is one create-time check: the stored image a container (or
@@ -52,20 +101,23 @@ type AdmitRequest struct {
 // the decision. This is the only create-time entry to the policy.
 func (s *Service) AdmitFor(ctx context.Context, req AdmitRequest) (Admission, error) {
 	start := time.Now()
-	d := decision{stage: "create", namespace: req.Namespace, reference: req.UserRef, image: req.Image.ID,
-		digest: req.Image.Record.manifestDigest().String()}
+	d := decision{stage: "create", namespace: req.Namespace, pod: req.Pod, container: req.Container, reference: req.UserRef,
+		image: req.Image.ID, digest: req.Image.Record.manifestDigest().String()}
 	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
 	if err != nil {
 		if !errors.Is(err, policy.ErrInvalidNamespace) {
-			d.err = err
+			d.err, d.duration = err, time.Since(start)
 			s.logPolicyDecision(d)
 		}
 		return Admission{}, err
 	}
 	adm, err := s.Admit(ctx, req.Image, req.UserRef, pol)
 	d.pol, d.err, d.identity = pol, err, adm.Identity
-	d.attrs = []any{"pod", req.Pod, "container", req.Container, "cached", adm.Cached, "identity_from_record", adm.FromRecord,
-		"duration", time.Since(start)}
+	if adm.Identity != "" {
+		d.requirements = requirementTypes(pol, adm.Identity)
+	}
+	d.duration = time.Since(start)
+	d.attrs = []any{"cached", adm.Cached, "identity_from_record", adm.FromRecord}
 	s.logPolicyDecision(d)
 	return adm, err
 }

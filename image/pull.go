@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
@@ -77,6 +78,10 @@ func (a *Auth) apply(sys *types.SystemContext) error {
 func (s *Service) Pull(ctx context.Context, req PullRequest) (*Image, error) {
 	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
 	if err != nil {
+		if !errors.Is(err, policy.ErrInvalidNamespace) {
+			// A policy that cannot be read decides too: nothing is pulled.
+			s.logPolicyDecision(decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, err: err})
+		}
 		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
 	}
 	key := strings.Join([]string{req.Ref, req.Namespace, req.Auth.key(), string(pol.Fingerprint())}, "\x00")
@@ -215,9 +220,9 @@ func (s *Service) storedImage(ref types.ImageReference, configDigest digest.Dige
 	return istorage.Transport.GetStoreImage(s.store, ref)
 }
 
-func (s *Service) logDecision(req PullRequest, named reference.Named, d digest.Digest, pol *policy.Policy, err error) {
+func (s *Service) logDecision(req PullRequest, named reference.Named, d digest.Digest, pol *policy.Policy, err error, took time.Duration) {
 	s.logPolicyDecision(decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, identity: named.String(),
-		digest: d.String(), pol: pol, err: err})
+		digest: d.String(), pol: pol, requirements: requirementTypes(pol, named.String()), err: err, duration: took})
 }
 
 // dropReferenceElsewhere removes userRef from the records of every image

@@ -118,9 +118,10 @@ func (j *pullJob) checkLimits(m *remoteManifest) error {
 
 // checkPolicy is the pull's signature decision, logged once.
 func (j *pullJob) checkPolicy(r *resolved) error {
+	start := time.Now()
 	err := j.pol.Check(j.ctx, r.unparsed)
 	j.w.kick()
-	j.s.logDecision(j.req, j.named, r.m.Digest, j.pol, err)
+	j.s.logDecision(j.req, j.named, r.m.Digest, j.pol, err, time.Since(start))
 	if err == nil {
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/policy"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage"
@@ -38,7 +39,9 @@ type Config struct {
 	AuthFile string
 	// Policies decides which images may be pulled.
 	Policies *policy.Store
-	Logger   *slog.Logger
+	// Audit receives one record per signature decision; nil discards.
+	Audit  *audit.Log
+	Logger *slog.Logger
 
 	// PullProgressTimeout fails a pull when the registry sends no byte
 	// for that long while manifests, signatures or blobs are due

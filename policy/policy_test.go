@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
 )
 
 const (
@@ -194,5 +197,40 @@ func TestFingerprintChangesWithReferencedFileContent(t *testing.T) {
 	}
 	if c := p.Fingerprint(); c == a || c == b {
 		t.Fatal("fingerprint unchanged after the key file was removed")
+	}
+}
+
+func TestRequirementTypesFollowTheMostSpecificScope(t *testing.T) {
+	dir := t.TempDir()
+	global := filepath.Join(dir, "policy.json")
+	doc := `{"default":[{"type":"reject"}],"transports":{"docker":{
+	  "reg.example":[{"type":"insecureAcceptAnything"}],
+	  "reg.example/team":[{"type":"sigstoreSigned","keyPath":"/k.pub","signedIdentity":{"type":"matchRepository"}}],
+	  "reg.example/team/app:1":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k.gpg"},{"type":"sigstoreSigned","keyPath":"/k.pub"}]}}}`
+	if err := os.WriteFile(global, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewStore(global, "").Global()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ref, want := range map[string][]string{
+		"reg.example/team/app:1":   {"signedBy", "sigstoreSigned"},
+		"reg.example/team/app:2":   {"sigstoreSigned"},
+		"reg.example/team/x/y:1":   {"sigstoreSigned"},
+		"reg.example/other:1":      {"insecureAcceptAnything"},
+		"elsewhere.example/team:1": {"reject"},
+	} {
+		named, err := reference.ParseNormalizedNamed(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dref, err := docker.NewReference(named)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.RequirementTypes(dref); !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", ref, got, want)
+		}
 	}
 }

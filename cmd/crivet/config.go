@@ -62,6 +62,12 @@ type Config struct {
 	MaxImageSize int64 `toml:"max_image_size"`
 	// MaxLayers refuses images with more layers (0 = unlimited).
 	MaxLayers int `toml:"max_layers"`
+	// AuditLog receives one JSON line per signature decision: a file
+	// path, "stdout", or "" for none.
+	AuditLog string `toml:"audit_log"`
+	// AuditLogMaxSize rotates the audit file to <file>.1 past this many
+	// bytes (0 = never).
+	AuditLogMaxSize int64 `toml:"audit_log_max_size"`
 }
 
 // duration is a time.Duration written "5m", "30s" in TOML and flags.
@@ -100,6 +106,7 @@ func defaultConfig() Config {
 		PullProgressTimeout: duration(image.DefaultPullProgressTimeout),
 		MaxImageSize:        image.DefaultMaxImageSize,
 		MaxLayers:           image.DefaultMaxLayers,
+		AuditLogMaxSize:     100 << 20,
 	}
 }
 
@@ -124,6 +131,8 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.Var(&c.PullProgressTimeout, "pull-progress-timeout", "fail a pull when the registry sends nothing for this long (0 disables)")
 	fs.Int64Var(&c.MaxImageSize, "max-image-size", c.MaxImageSize, "refuse images larger than this many bytes, declared or uncompressed (0 = unlimited)")
 	fs.IntVar(&c.MaxLayers, "max-layers", c.MaxLayers, "refuse images with more layers (0 = unlimited)")
+	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, `one JSON line per signature decision: a file, "stdout", or "" for none`)
+	fs.Int64Var(&c.AuditLogMaxSize, "audit-log-max-size", c.AuditLogMaxSize, "rotate the audit file to <file>.1 past this many bytes (0 = never)")
 }
 
 // loadConfig applies, in order: defaults, the config file, explicit flags.
@@ -178,8 +187,8 @@ func (c Config) validate() error {
 			return fmt.Errorf("config: %s must be set", k)
 		}
 	}
-	if c.PullProgressTimeout < 0 || c.MaxImageSize < 0 || c.MaxLayers < 0 {
-		return errors.New("config: pull_progress_timeout, max_image_size and max_layers must not be negative")
+	if c.PullProgressTimeout < 0 || c.MaxImageSize < 0 || c.MaxLayers < 0 || c.AuditLogMaxSize < 0 {
+		return errors.New("config: pull_progress_timeout, max_image_size, max_layers and audit_log_max_size must not be negative")
 	}
 	switch c.LogFormat {
 	case "text", "json":

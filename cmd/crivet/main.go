@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/monitor"
@@ -125,10 +126,17 @@ func serve(args []string) error {
 		// every pull that would use it fails closed.
 		log.Error("global signature policy unusable; pulls using it will fail", "policy", cfg.SignaturePolicy, "error", err)
 	}
+	var auditLog *audit.Log
+	if cfg.AuditLog != "" {
+		if auditLog, err = audit.Open(cfg.AuditLog, cfg.AuditLogMaxSize); err != nil {
+			return err
+		}
+		defer auditLog.Close()
+	}
 	images, err := image.Open(image.Config{
 		Root: cfg.Root, RunRoot: cfg.RunRoot, Driver: cfg.StorageDriver,
 		RegistriesConf: cfg.RegistriesConf, RegistriesD: cfg.RegistriesD, AuthFile: cfg.GlobalAuthFile,
-		Policies: policies, Logger: log,
+		Policies: policies, Audit: auditLog, Logger: log,
 		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout), MaxImageSize: cfg.MaxImageSize, MaxLayers: cfg.MaxLayers,
 	})
 	if err != nil {

@@ -117,6 +117,8 @@ type node struct {
 	exited    chan error
 	// ids are the pods and containers created through mustCrictl.
 	ids map[string]bool
+	// extraArgs are added to the daemon's command line.
+	extraArgs []string
 }
 
 func newNode(t *testing.T) *node {
@@ -157,13 +159,13 @@ func newNode(t *testing.T) *node {
 }
 
 func (n *node) args() []string {
-	return []string{
+	return append([]string{
 		"--config", filepath.Join(n.dir, "none.toml"), // absent on purpose: explicit config must exist
 		"--listen", n.sock, "--root", n.root, "--runroot", filepath.Join(n.dir, "run"),
 		"--signature-policy", n.global, "--signature-policy-dir", n.nsDir,
 		"--registries-conf", n.regConf, "--registries-d", n.regD, "--log-format", "json",
 		"--cni-config-dir", filepath.Join(n.dir, "net.d"), "--cni-plugin-dir", "/usr/lib/cni,/opt/cni/bin",
-	}
+	}, n.extraArgs...)
 }
 
 func writeFile(t *testing.T, path, content string) {
