@@ -14,7 +14,7 @@ import (
 
 type auditLine struct {
 	Stage, Namespace, Pod, Container, Reference, Resolved, Digest, Policy, Outcome, Reason string
-	Requirements                                                                          []string
+	Requirements                                                                           []string
 }
 
 func readAudit(t *testing.T, path string) []auditLine {
