@@ -6,6 +6,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -121,4 +122,24 @@ func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.f.Close()
+}
+
+// ReadFile reads the records of an audit file, oldest first.
+func ReadFile(path string) ([]Record, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	var out []Record
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(line, &r); err != nil {
+			return out, fmt.Errorf("audit log %s: line %q: %w", path, line, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

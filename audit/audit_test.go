@@ -1,8 +1,6 @@
 package audit
 
 import (
-	"bufio"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,19 +9,9 @@ import (
 
 func readLines(t *testing.T, path string) []Record {
 	t.Helper()
-	f, err := os.Open(path)
+	out, err := ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []Record
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var r Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("line %q is not a record: %v", sc.Text(), err)
-		}
-		out = append(out, r)
 	}
 	return out
 }

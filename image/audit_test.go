@@ -1,10 +1,7 @@
 package image
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -34,19 +31,9 @@ func TestEveryDecisionIsAnAuditLineBeforeTheCallReturns(t *testing.T) {
 	e.setNamespace("broken", `{"default":[{"type":"nonsense"}]}`)
 
 	lines := func() []audit.Record {
-		f, err := os.Open(path)
+		out, err := audit.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
-		}
-		defer f.Close()
-		var out []audit.Record
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			var r audit.Record
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("audit line %q: %v", sc.Text(), err)
-			}
-			out = append(out, r)
 		}
 		return out
 	}

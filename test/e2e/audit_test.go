@@ -1,37 +1,20 @@
 package e2e
 
 import (
-	"bufio"
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/test/fixtures"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-type auditLine struct {
-	Stage, Namespace, Pod, Container, Reference, Resolved, Digest, Policy, Outcome, Reason string
-	Requirements                                                                           []string
-}
-
-func readAudit(t *testing.T, path string) []auditLine {
+func readAudit(t *testing.T, path string) []audit.Record {
 	t.Helper()
-	f, err := os.Open(path)
+	out, err := audit.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []auditLine
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var l auditLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("audit line %q: %v", sc.Text(), err)
-		}
-		out = append(out, l)
 	}
 	return out
 }

@@ -166,7 +166,17 @@ func TestCrictlPodAndContainerLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { pf.Process.Kill(); pf.Wait() }()
-	bufio.NewReader(pfOut).ReadString('\n') // "Forwarding from ..."
+	// crictl may log warnings first; the forward is up once it says so.
+	pfLines := bufio.NewReader(pfOut)
+	for {
+		line, err := pfLines.ReadString('\n')
+		if strings.HasPrefix(line, "Forwarding from") {
+			break
+		}
+		if err != nil {
+			t.Fatalf("port-forward ended before forwarding: %q %v", line, err)
+		}
+	}
 	if got := get("http://127.0.0.1:38082/"); got != "hello from crivet\n" {
 		t.Fatalf("port-forward: %q", got)
 	}
