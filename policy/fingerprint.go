@@ -1,12 +1,10 @@
 package policy
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -79,39 +77,10 @@ func (h *fileHashes) get(path string) string {
 // pki.caRootsPath, pki.caIntermediatesPath, and any such key a later
 // library version adds.
 func referencedFiles(data []byte) []string {
-	var doc any
-	if json.Unmarshal(data, &doc) != nil {
-		return nil
-	}
 	var out []string
-	var walk func(v any)
-	walk = func(v any) {
-		switch t := v.(type) {
-		case map[string]any:
-			for k, e := range t {
-				switch {
-				case strings.HasSuffix(k, "Path"):
-					if s, ok := e.(string); ok && s != "" {
-						out = append(out, s)
-					}
-				case strings.HasSuffix(k, "Paths"):
-					if l, ok := e.([]any); ok {
-						for _, x := range l {
-							if s, ok := x.(string); ok && s != "" {
-								out = append(out, s)
-							}
-						}
-					}
-				}
-				walk(e)
-			}
-		case []any:
-			for _, e := range t {
-				walk(e)
-			}
-		}
+	for _, f := range namedFiles(data) {
+		out = append(out, f.path)
 	}
-	walk(doc)
 	slices.Sort(out)
 	return slices.Compact(out)
 }

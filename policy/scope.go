@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"encoding/json"
-
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 )
@@ -23,18 +21,7 @@ func (p *Policy) RequirementTypes(ref types.ImageReference) []string {
 			reqs = r
 		}
 	}
-	out := make([]string, 0, len(reqs))
-	for _, r := range reqs {
-		// The requirement types are the library's own (unexported); each
-		// marshals with its "type" as containers-policy.json(5) spells it.
-		var t struct {
-			Type string `json:"type"`
-		}
-		if b, err := json.Marshal(r); err == nil && json.Unmarshal(b, &t) == nil {
-			out = append(out, t.Type)
-		}
-	}
-	return out
+	return typesOf(reqs)
 }
 
 func scopeRequirements(scopes signature.PolicyTransportScopes, ref types.ImageReference) (signature.PolicyRequirements, bool) {

@@ -58,15 +58,61 @@ func main() {
 		fmt.Printf("crivet %s\nCRI API v1 (k8s.io/cri-api v0.37)\n", version)
 	case "config":
 		err = printConfig(args)
+	case "policy":
+		err = policyCmd(args)
 	case "help":
-		fmt.Println("usage: crivet [serve] [flags] | crivet config [flags] | crivet version\nrun 'crivet -h' for flags")
+		fmt.Println("usage: crivet [serve] [flags] | crivet config [flags] | crivet policy lint [FILE|DIR] [flags] | crivet version\nrun 'crivet -h' for flags")
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, config, version)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, config, policy, version)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crivet:", err)
 		os.Exit(1)
 	}
+}
+
+// policyCmd: `crivet policy lint [FILE|DIR] [flags]` checks the policy
+// files the daemon would use (the configured global policy and namespace
+// directory), or one FILE as a global policy, or DIR as the namespace
+// directory. It prints one line per finding and exits 1 on any error.
+func policyCmd(args []string) error {
+	if len(args) == 0 || args[0] != "lint" {
+		return errors.New("usage: crivet policy lint [FILE|DIR] [flags]")
+	}
+	args = args[1:]
+	path := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		path, args = args[0], args[1:]
+	}
+	cfg, err := loadConfig(args, "crivet policy lint")
+	if err != nil {
+		return err
+	}
+	global, dir := cfg.SignaturePolicy, cfg.SignaturePolicyDir
+	if path != "" {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		if fi.IsDir() {
+			dir = path
+		} else {
+			global, dir = path, ""
+		}
+	}
+	findings := policy.Lint(global, dir)
+	errs := 0
+	for _, f := range findings {
+		fmt.Println(f)
+		if f.Severity == "error" {
+			errs++
+		}
+	}
+	fmt.Printf("%d errors, %d warnings (global %s, namespaces %s)\n", errs, len(findings)-errs, global, dir)
+	if errs > 0 {
+		os.Exit(1)
+	}
+	return nil
 }
 
 func printConfig(args []string) error {

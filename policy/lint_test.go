@@ -1,0 +1,77 @@
+package policy
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/crivet/crivet/test/fixtures"
+)
+
+func TestLintAcceptsAWorkingSetupWithRealKeys(t *testing.T) {
+	dir := t.TempDir()
+	key := fixtures.NewSigstoreKey(t)
+	gpg := fixtures.NewGPGKey(t)
+	keyless := fixtures.NewKeyless(t, "https://issuer.example", "dev@example.com")
+	global := filepath.Join(dir, "policy.json")
+	write(t, global, fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{
+	  "reg.example/a":[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}],
+	  "reg.example/b":[{"type":"signedBy","keyType":"GPGKeys","keyPath":%q}],
+	  "reg.example/c":[{"type":"sigstoreSigned","fulcio":{"caPath":%q,"oidcIssuer":"https://issuer.example","subjectEmail":"dev@example.com"},"rekorPublicKeyPath":%q,"signedIdentity":{"type":"matchRepository"}}]}}}`,
+		key.PublicKeyPath, gpg.PublicKeyPath, keyless.CAPath, keyless.RekorPublicKeyPath))
+	nsDir := filepath.Join(dir, "policies.d")
+	write(t, filepath.Join(nsDir, "team-a.json"), rejectAll)
+	if f := Lint(global, nsDir); len(f) != 0 {
+		t.Fatalf("findings on a working setup: %v", f)
+	}
+}
+
+func TestLintFindsWhatWouldFailAndWhatLooksUnmeant(t *testing.T) {
+	dir := t.TempDir()
+	key := fixtures.NewSigstoreKey(t)
+	global := filepath.Join(dir, "policy.json")
+	sig := func(keyPath string) string {
+		return fmt.Sprintf(`[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}]`, keyPath)
+	}
+	notAKey := filepath.Join(dir, "not-a-key.pub")
+	write(t, notAKey, "hello\n")
+	write(t, global, fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{"reg.example":%s,"reg.example/x":%s,"reg.example/y":%s}}}`,
+		sig(key.PublicKeyPath), sig(filepath.Join(dir, "missing.pub")), sig(notAKey)))
+	nsDir := filepath.Join(dir, "policies.d")
+	write(t, filepath.Join(nsDir, "broken.json"), `{"default":[{"type":"reject"}],"bogus":1}`)
+	write(t, filepath.Join(nsDir, "Not_A_Namespace.json"), rejectAll)
+	write(t, filepath.Join(nsDir, "notes.txt"), "x")
+	write(t, filepath.Join(nsDir, "loose.json"), `{"default":[{"type":"insecureAcceptAnything"}]}`)
+	write(t, filepath.Join(nsDir, "scoped.json"), `{"default":[{"type":"reject"}],"transports":{"docker":{"reg.example/team":[{"type":"insecureAcceptAnything"}]}}}`)
+
+	got := map[string]bool{}
+	for _, f := range Lint(global, nsDir) {
+		got[f.Severity+" "+filepath.Base(f.File)+" "+f.Message] = true
+	}
+	for _, want := range []string{
+		"error policy.json keyPath " + filepath.Join(dir, "missing.pub"),
+		"error policy.json keyPath " + notAKey + ": no PEM PUBLIC KEY block",
+		"error broken.json ",
+		"warning Not_A_Namespace.json ",
+		"warning notes.txt ",
+		"warning loose.json accepts unsigned images for every docker image",
+		"warning scoped.json accepts unsigned images for scope reg.example/team, where the global policy requires sigstoreSigned",
+	} {
+		found := false
+		for g := range got {
+			if strings.HasPrefix(g, want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no finding %q in %v", want, got)
+		}
+	}
+	if len(got) != 7 {
+		t.Errorf("%d findings, want 7: %v", len(got), got)
+	}
+	if f := Lint(filepath.Join(dir, "absent.json"), ""); len(f) != 1 || f[0].Severity != "error" {
+		t.Errorf("missing global policy: %v", f)
+	}
+}
