@@ -203,6 +203,25 @@ func crashPodConfig(n *node, name string, sharedPID bool, hostPort int32) *runti
 	return cfg
 }
 
+// startWithPod starts the node with a busybox image pulled and one running
+// pod (its own PID namespace, hostPort on 127.0.0.1) recorded in n.ids.
+func (n *node) startWithPod(t *testing.T, name string, hostPort int32) (fixtures.Image, *runtimeapi.PodSandboxConfig, string) {
+	t.Helper()
+	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{})
+	n.start()
+	rc, ic := n.clients()
+	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: img.Ref}}); err != nil {
+		t.Fatal(err)
+	}
+	podCfg := crashPodConfig(n, name, false, hostPort)
+	pod, err := rc.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ids[pod.PodSandboxId] = true
+	return img, podCfg, pod.PodSandboxId
+}
+
 func crashContainerConfig(name, image string) *runtimeapi.ContainerConfig {
 	return &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: name},
@@ -223,19 +242,8 @@ func crashContainerConfig(name, image string) *runtimeapi.ContainerConfig {
 // is left on the node.
 func TestRemoveSucceedsWhenPartsAreAlreadyGone(t *testing.T) {
 	n := newNode(t)
-	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{})
-	n.start()
-	rc, ic := n.clients()
-	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: img.Ref}}); err != nil {
-		t.Fatal(err)
-	}
-	podCfg := crashPodConfig(n, "gone", false, 38091)
-	pod, err := rc.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	podID := pod.PodSandboxId
-	n.ids[podID] = true
+	img, podCfg, podID := n.startWithPod(t, "gone", 38091)
+	rc, _ := n.clients()
 	var ids []string
 	for _, name := range []string{"vanished", "no-storage"} {
 		c, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: crashContainerConfig(name, img.Ref), SandboxConfig: podCfg})

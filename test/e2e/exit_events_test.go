@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crivet/crivet/test/fixtures"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -15,14 +14,7 @@ import (
 // PLEG relies on it); a later StopContainer adds no second one.
 func TestExitsNobodyAskedForAreEvents(t *testing.T) {
 	n := newNode(t)
-	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}})
-	n.start()
-	n.mustCrictl("pull", img.Ref)
-	rc, _ := n.clients()
-	stream, err := rc.GetContainerEvents(ctx(t), &runtimeapi.GetEventsRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, stream := n.startSubscribed(t)
 	events := make(chan *runtimeapi.ContainerEventResponse, 64)
 	go func() {
 		for {
@@ -34,8 +26,6 @@ func TestExitsNobodyAskedForAreEvents(t *testing.T) {
 			events <- ev
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // let the subscription register
-
 	pod := n.podJSON("exits", "default", nil)
 	podID := firstLine(n.mustCrictl("runp", pod))
 	quick := firstLine(n.mustCrictl("create", podID, n.ctrJSON("quick", img.Ref, img.Ref, map[string]any{

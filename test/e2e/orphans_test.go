@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/crivet/crivet/test/fixtures"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -16,19 +15,9 @@ import (
 // record. The next start removes every one of them.
 func TestStartupRemovesPartsNoRecordOwns(t *testing.T) {
 	n := newNode(t)
-	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{})
-	n.start()
-	rc, ic := n.clients()
-	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: img.Ref}}); err != nil {
-		t.Fatal(err)
-	}
-	podCfg := crashPodConfig(n, "orphan", false, 38092)
-	pod, err := rc.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.ids[pod.PodSandboxId] = true
-	c, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: crashContainerConfig("orphan", img.Ref), SandboxConfig: podCfg})
+	img, podCfg, podID := n.startWithPod(t, "orphan", 38092)
+	rc, _ := n.clients()
+	c, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: crashContainerConfig("orphan", img.Ref), SandboxConfig: podCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +29,7 @@ func TestStartupRemovesPartsNoRecordOwns(t *testing.T) {
 
 	for _, rec := range []string{
 		filepath.Join(n.root, "containers", c.ContainerId+".json"),
-		filepath.Join(n.root, "sandboxes", pod.PodSandboxId+".json"),
+		filepath.Join(n.root, "sandboxes", podID+".json"),
 	} {
 		if err := os.Remove(rec); err != nil {
 			t.Fatalf("take away record: %v", err)
@@ -50,7 +39,7 @@ func TestStartupRemovesPartsNoRecordOwns(t *testing.T) {
 		filepath.Join(n.runRoot(), "runc", c.ContainerId),
 		filepath.Join(n.runRoot(), "containers", c.ContainerId),
 		filepath.Join(n.runRoot(), "bundles", c.ContainerId),
-		filepath.Join(n.runRoot(), "sandboxes", pod.PodSandboxId, "ns", "net"),
+		filepath.Join(n.runRoot(), "sandboxes", podID, "ns", "net"),
 	} {
 		if _, err := os.Stat(part); err != nil {
 			t.Fatalf("part %s missing before restart: %v", part, err)
@@ -70,7 +59,7 @@ func TestStartupRemovesPartsNoRecordOwns(t *testing.T) {
 		filepath.Join(n.runRoot(), "runc", c.ContainerId),
 		filepath.Join(n.runRoot(), "containers", c.ContainerId),
 		filepath.Join(n.runRoot(), "bundles", c.ContainerId),
-		filepath.Join(n.runRoot(), "sandboxes", pod.PodSandboxId),
+		filepath.Join(n.runRoot(), "sandboxes", podID),
 	} {
 		if _, err := os.Stat(part); !os.IsNotExist(err) {
 			t.Errorf("part %s left after restart: %v", part, err)

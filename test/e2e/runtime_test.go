@@ -475,10 +475,10 @@ func TestImageVolumesAreVerifiedAndMounted(t *testing.T) {
 	assertNothingLeft(t, n)
 }
 
-// GetContainerEvents streams lifecycle events with the pod's status, as
-// kubelet's evented PLEG expects.
-func TestContainerEventsCarryPodStatus(t *testing.T) {
-	n := newNode(t)
+// startSubscribed starts the node with a busybox image pulled and a
+// GetContainerEvents stream open.
+func (n *node) startSubscribed(t *testing.T) (fixtures.Image, runtimeapi.RuntimeService_GetContainerEventsClient) {
+	t.Helper()
 	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}})
 	n.start()
 	n.mustCrictl("pull", img.Ref)
@@ -488,6 +488,14 @@ func TestContainerEventsCarryPodStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond) // let the subscription register
+	return img, stream
+}
+
+// GetContainerEvents streams lifecycle events with the pod's status, as
+// kubelet's evented PLEG expects.
+func TestContainerEventsCarryPodStatus(t *testing.T) {
+	n := newNode(t)
+	img, stream := n.startSubscribed(t)
 	pod := n.podJSON("ev", "default", nil)
 	podID := firstLine(n.mustCrictl("runp", pod))
 	id := firstLine(n.mustCrictl("create", podID, n.ctrJSON("ev", img.Ref, img.Ref, nil), pod))
