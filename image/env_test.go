@@ -15,6 +15,7 @@ import (
 
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/test/fixtures"
+	"go.podman.io/image/v5/docker/reference"
 )
 
 // env is a node: a real registry, the files an operator configures, and
@@ -155,4 +156,19 @@ func (l *recordLog) all() []map[string]string { return l.find("signature policy 
 func (l *recordLog) String() string {
 	b, _ := json.Marshal(l.all())
 	return string(b)
+}
+
+// verifyStored re-verifies a stored image offline under namespace ns's
+// policy, as the image named identity.
+func (e *env) verifyStored(img *Image, ns, identity string) error {
+	e.t.Helper()
+	pol, err := policy.NewStore(e.global, e.nsDir).ForNamespace(ns)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	named, err := reference.ParseNormalizedNamed(identity)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.svc.VerifyStored(context.Background(), img, reference.TagNameOnly(named), pol)
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/test/fixtures"
-	"go.podman.io/image/v5/docker/reference"
 )
 
 func errorsAs(err error, target any) bool { return err != nil && errors.As(err, target) }
@@ -387,18 +386,7 @@ func TestStoredImageReverifiesOffline(t *testing.T) {
 	pulled := e.mustPull(img.Ref, "keyless")
 	e.reg.Stop() // everything below is local
 
-	ps := policy.NewStore(e.global, e.nsDir)
-	check := func(ns, identity string) error {
-		pol, err := ps.ForNamespace(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		named, err := reference.ParseNormalizedNamed(identity)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e.svc.VerifyStored(context.Background(), pulled, reference.TagNameOnly(named), pol)
-	}
+	check := func(ns, identity string) error { return e.verifyStored(pulled, ns, identity) }
 	if err := check("keyless", img.Ref); err != nil {
 		t.Fatalf("offline re-verification of a correctly signed image: %v", err)
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/test/fixtures"
-	"go.podman.io/image/v5/docker/reference"
 )
 
 // The same image pulled from repository A (signed with K1) and then from
@@ -35,19 +34,7 @@ func TestSignaturesOfEachSourceAreKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := policy.NewStore(e.global, e.nsDir)
-	check := func(ns, identity string) error {
-		t.Helper()
-		pol, err := ps.ForNamespace(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		named, err := reference.ParseNormalizedNamed(identity)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e.svc.VerifyStored(context.Background(), img, reference.TagNameOnly(named), pol)
-	}
+	check := func(ns, identity string) error { return e.verifyStored(img, ns, identity) }
 	e.reg.Stop() // everything below is local
 	if err := check("ns1", a.Ref); err != nil {
 		t.Fatalf("K1's namespace lost A's signature when B's replaced it: %v", err)
@@ -65,7 +52,7 @@ func TestSignaturesOfEachSourceAreKept(t *testing.T) {
 		t.Fatalf("A's signature accepted for another repository: %v", err)
 	}
 	// Admission at create time goes through the same check.
-	pol1, _ := ps.ForNamespace("ns1")
+	pol1, _ := policy.NewStore(e.global, e.nsDir).ForNamespace("ns1")
 	if _, err := e.svc.Admit(context.Background(), img, a.Ref, pol1); err != nil {
 		t.Fatalf("admit as A under ns1: %v", err)
 	}
