@@ -43,6 +43,9 @@ install: build
 	@[ -e /etc/crivet/crivet.toml ] || install -D -m 0644 contrib/crivet.toml /etc/crivet/crivet.toml
 	@mkdir -p /etc/crivet/policies.d /etc/containers/registries.d /etc/cni/net.d
 	@ls /etc/cni/net.d/*.conf* >/dev/null 2>&1 || install -D -m 0644 contrib/cni/10-crivet-bridge.conflist /etc/cni/net.d/10-crivet-bridge.conflist
+	@mkdir -p /etc/crivet/crivet.toml.d /usr/local/share/man/man8 /usr/local/share/man/man5 /usr/share/bash-completion/completions
+	@$(CRIVET) man $(BIN)/man >/dev/null && install -m 0644 $(BIN)/man/*.8 /usr/local/share/man/man8/ && install -m 0644 $(BIN)/man/*.5 /usr/local/share/man/man5/
+	@$(CRIVET) completion bash > /usr/share/bash-completion/completions/crivet
 	@[ -e /etc/crictl.yaml ] || printf 'runtime-endpoint: unix:///run/crivet/crivet.sock\nimage-endpoint: unix:///run/crivet/crivet.sock\ntimeout: 60\n' > /etc/crictl.yaml
 
 # Runs crivet in the foreground with its defaults (/etc/crivet/crivet.toml).

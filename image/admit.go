@@ -21,6 +21,9 @@ type Admission struct {
 	FromRecord bool
 	// Cached: an earlier identical decision was reused.
 	Cached bool
+	// Warning is the reason of a refusal the namespace's warn mode
+	// admitted; "" when the policy allowed the image.
+	Warning string
 }
 
 // Admit decides, offline, whether a stored image may run under pol when

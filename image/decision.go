@@ -25,21 +25,46 @@ type decision struct {
 	pol            *policy.Policy
 	requirements   []string // types of the requirements of the identity's scope
 	err            error
+	warned         bool // err is a refusal the namespace's warn mode admitted
+	noWarn         bool // err is no verdict (signatures unreachable): never admitted
 	duration       time.Duration
 	attrs          []any // stage-specific log attributes: cached, ...
 }
 
-// outcome: allowed; rejected (a policy decision against the image); or
-// error (the policy could not be evaluated: a file, a key, a registry).
+// outcome: allowed; rejected (a policy decision against the image);
+// warned (a rejection admitted by warn mode); or error (the policy could
+// not be evaluated: a file, a key, a registry).
 func (d decision) outcome() string {
-	var rej *policy.Rejection
 	switch {
 	case d.err == nil:
 		return "allowed"
-	case errors.As(d.err, &rej), errors.Is(d.err, policy.ErrRefused):
+	case d.warned:
+		return "warned"
+	case isRefusal(d.err):
 		return "rejected"
 	}
 	return "error"
+}
+
+func isRefusal(err error) bool {
+	var rej *policy.Rejection
+	return errors.As(err, &rej) || errors.Is(err, policy.ErrRefused)
+}
+
+// settle applies the namespace's mode, then logs and audits the decision
+// once. Under warn a refusal is admitted: the decision keeps its reason
+// and is marked warned, and nil is returned. An error (a broken policy
+// file, an unreachable registry) is never admitted: warn relaxes the
+// policy's verdict, not the ability to reach one.
+func (s *Service) settle(d *decision) error {
+	if d.err != nil && !d.noWarn && isRefusal(d.err) && s.cfg.Policies.ModeFor(d.namespace) == policy.Warn {
+		d.warned = true
+	}
+	s.logPolicyDecision(*d)
+	if d.warned {
+		return nil
+	}
+	return d.err
 }
 
 func (s *Service) logPolicyDecision(d decision) {
@@ -53,7 +78,10 @@ func (s *Service) logPolicyDecision(d decision) {
 	}
 	attrs = append(attrs, d.attrs...)
 	attrs = append(attrs, "duration", d.duration, "outcome", d.outcome())
-	if d.err != nil {
+	if d.warned {
+		// Same message as every decision, so one query finds them all.
+		s.log.Warn("signature policy decision", append(attrs, "mode", "warn", "reason", d.err.Error())...)
+	} else if d.err != nil {
 		s.log.Warn("signature policy decision", append(attrs, "reason", d.err.Error())...)
 	} else {
 		s.log.Info("signature policy decision", attrs...)
@@ -118,6 +146,14 @@ func (s *Service) AdmitFor(ctx context.Context, req AdmitRequest) (Admission, er
 	}
 	d.duration = time.Since(start)
 	d.attrs = []any{"cached", adm.Cached, "identity_from_record", adm.FromRecord}
-	s.logPolicyDecision(d)
-	return adm, err
+	if err := s.settle(&d); err != nil {
+		return Admission{}, err
+	}
+	if d.warned {
+		adm.Warning = d.err.Error()
+		if adm.Identity == "" {
+			adm.Identity = req.UserRef
+		}
+	}
+	return adm, nil
 }

@@ -220,9 +220,18 @@ func (s *Service) storedImage(ref types.ImageReference, configDigest digest.Dige
 	return istorage.Transport.GetStoreImage(s.store, ref)
 }
 
-func (s *Service) logDecision(req PullRequest, named reference.Named, d digest.Digest, pol *policy.Policy, err error, took time.Duration) {
-	s.logPolicyDecision(decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, identity: named.String(),
-		digest: d.String(), pol: pol, requirements: requirementTypes(pol, named.String()), err: err, duration: took})
+// settlePull logs the pull's decision and applies the namespace's mode;
+// warned is the reason of a refusal that warn mode admitted.
+func (s *Service) settlePull(req PullRequest, named reference.Named, d digest.Digest, pol *policy.Policy, err error, took time.Duration, mayWarn bool) (warned string, _ error) {
+	dec := decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, identity: named.String(),
+		digest: d.String(), pol: pol, requirements: requirementTypes(pol, named.String()), err: err, duration: took, noWarn: !mayWarn}
+	if err := s.settle(&dec); err != nil {
+		return "", err
+	}
+	if dec.warned {
+		return dec.err.Error(), nil
+	}
+	return "", nil
 }
 
 // dropReferenceElsewhere removes userRef from the records of every image

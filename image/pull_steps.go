@@ -27,6 +27,8 @@ type pullJob struct {
 	pol   *policy.Policy
 	named reference.Named
 	w     *pullWatch
+	// warned is the reason of a refusal the namespace's warn mode admitted.
+	warned string
 }
 
 // resolved is what the registry said the image is, checked for use.
@@ -121,7 +123,10 @@ func (j *pullJob) checkPolicy(r *resolved) error {
 	start := time.Now()
 	err := j.pol.Check(j.ctx, r.unparsed)
 	j.w.kick()
-	j.s.logDecision(j.req, j.named, r.m.Digest, j.pol, err, time.Since(start))
+	// Signatures that could not be fetched are no verdict a warn mode
+	// could admit: the library words them as a rejection all the same.
+	offline := err != nil && (unreachable(err) || context.Cause(j.ctx) != nil)
+	j.warned, err = j.s.settlePull(j.req, j.named, r.m.Digest, j.pol, err, time.Since(start), !offline)
 	if err == nil {
 		return nil
 	}
@@ -215,7 +220,7 @@ func (j *pullJob) record(simg *storage.Image, r *resolved) (*Image, error) {
 		rec.IndexDigest = r.indexDigest
 	}
 	rec.addReference(Reference{User: j.req.Ref, Resolved: j.named.String(), Pulled: now})
-	rec.addDecision(Decision{Namespace: j.req.Namespace, PolicyPath: j.pol.Path, PolicyDigest: j.pol.Digest, Reference: j.named.String(), Allowed: true, Time: now})
+	rec.addDecision(Decision{Namespace: j.req.Namespace, PolicyPath: j.pol.Path, PolicyDigest: j.pol.Digest, Reference: j.named.String(), Allowed: true, Warning: j.warned, Time: now})
 	if cfg, err := s.store.ImageBigData(simg.ID, r.m.Config.Digest.String()); err == nil {
 		var c struct {
 			Config struct{ User string } `json:"config"`

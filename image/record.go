@@ -45,7 +45,9 @@ type Decision struct {
 	PolicyDigest digest.Digest `json:"policyDigest"`
 	Reference    string        `json:"reference"`
 	Allowed      bool          `json:"allowed"`
-	Time         time.Time     `json:"time"`
+	// Warning is the reason of a refusal that warn mode admitted.
+	Warning string    `json:"warning,omitempty"`
+	Time    time.Time `json:"time"`
 }
 
 func (r *Record) addReference(ref Reference) {

@@ -25,6 +25,8 @@ type CreateRequest struct {
 	Config   *runtimeapi.ContainerConfig
 	// Volumes are the admitted images of the config's image mounts, in order.
 	Volumes []*image.Image
+	// SignatureWarnings are refusals warn mode admitted; kept in the record.
+	SignatureWarnings []string
 }
 
 // CreateContainer reserves the container's name in its pod, creates it
@@ -37,7 +39,7 @@ func (m *Manager) CreateContainer(ctx context.Context, req CreateRequest) (*sand
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
-	c, err := m.createContainer(ctx, id, req.Pod, req.Image, req.Identity, req.Config, req.Volumes)
+	c, err := m.createContainer(ctx, id, req)
 	if err != nil {
 		release()
 		return nil, err
@@ -52,7 +54,8 @@ func (m *Manager) CreateContainer(ctx context.Context, req CreateRequest) (*sand
 // monitor), so start-up recovery finds and removes whatever a kill left;
 // the record becomes Created only once runc has created the container.
 // A refused log_path makes nothing at all.
-func (m *Manager) createContainer(ctx context.Context, id string, pod *sandbox.Pod, img *image.Image, identity string, cfg *runtimeapi.ContainerConfig, volumes []*image.Image) (_ *sandbox.Container, err error) {
+func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequest) (_ *sandbox.Container, err error) {
+	pod, img, cfg, volumes := req.Pod, req.Image, req.Config, req.Volumes
 	bundle := m.bundle(id)
 	start := time.Now()
 	var tRootfs, tSpec, tCreate time.Duration
@@ -64,7 +67,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, pod *sandbox.P
 		}
 	}
 	c := &sandbox.Container{
-		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: identity,
+		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: req.Identity, SignatureWarnings: req.SignatureWarnings,
 		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(),
 	}
 	if err := m.pods.BeginContainer(c); err != nil {

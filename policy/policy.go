@@ -116,6 +116,7 @@ type Store struct {
 
 	mu    sync.Mutex
 	cache map[string]cached
+	modes map[string]Mode
 
 	hashes fileHashes
 }

@@ -45,8 +45,11 @@ type Container struct {
 	ImageID string `json:"imageID"`
 	// ImageRef is the reference the image was verified as at creation.
 	ImageRef string `json:"imageRef"`
-	LogPath  string `json:"logPath,omitempty"`
-	Bundle   string `json:"bundle"`
+	// SignatureWarnings are the refusals that warn mode admitted at
+	// creation (the image's, then each image volume's).
+	SignatureWarnings []string `json:"signatureWarnings,omitempty"`
+	LogPath           string   `json:"logPath,omitempty"`
+	Bundle            string   `json:"bundle"`
 	// Mounts as resolved at creation (for ContainerStatus).
 	Mounts []*runtimeapi.Mount `json:"-"`
 	// User is the process user as resolved from the image.

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	cni "github.com/containerd/go-cni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -23,23 +25,31 @@ type network struct {
 
 	mu  sync.Mutex
 	cni cni.CNI
+	// confs identifies the configuration files cni was loaded from: a
+	// network add-on rewriting or removing them is seen at the next use.
+	confs string
 }
 
 func newNetwork(confDir string, pluginDirs []string) *network {
 	return &network{confDir: confDir, pluginDirs: pluginDirs}
 }
 
-// load (re)reads the configuration: a node's CNI config is often written
-// after the runtime starts (by a network add-on), so it is read lazily and
-// again while it is missing.
+// load (re)reads the configuration whenever its files change: a node's
+// CNI config is often written after the runtime starts (by a network
+// add-on), and may be replaced or removed while it runs.
 func (n *network) load() (cni.CNI, error) {
+	confs, err := confFiles(n.confDir)
+	if err != nil {
+		return nil, err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.cni != nil {
+	if n.cni != nil && confs == n.confs {
 		if err := n.cni.Status(); err == nil {
 			return n.cni, nil
 		}
 	}
+	n.cni, n.confs = nil, ""
 	c, err := cni.New(cni.WithMinNetworkCount(1), cni.WithPluginConfDir(n.confDir), cni.WithPluginDir(n.pluginDirs), cni.WithInterfacePrefix("eth"))
 	if err != nil {
 		return nil, fmt.Errorf("cni: %w", err)
@@ -47,19 +57,60 @@ func (n *network) load() (cni.CNI, error) {
 	// No CNI loopback network: the pod's lo is brought up when its
 	// network namespace is created (pinNamespaces).
 	if err := c.Load(cni.WithDefaultConf); err != nil {
-		return nil, fmt.Errorf("cni: no network configuration in %s: %w", n.confDir, err)
+		return nil, fmt.Errorf("cni: no loadable network configuration in %s: %w", n.confDir, err)
 	}
-	n.cni = c
+	n.cni, n.confs = c, confs
 	return c, nil
 }
 
-// Ready reports whether pods can be attached.
-func (n *network) Ready() error {
-	if _, err := os.Stat(n.confDir); err != nil {
-		return fmt.Errorf("cni config dir: %w", err)
+// confFiles names the configuration files libcni would consider, with
+// their size and mtime: a change of any of them means a reload.
+func confFiles(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("cni config dir: %w", err)
 	}
-	_, err := n.load()
-	return err
+	var b strings.Builder
+	for _, e := range entries {
+		switch filepath.Ext(e.Name()) {
+		case ".conf", ".conflist", ".json":
+		default:
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		fmt.Fprintf(&b, "%s/%d/%d;", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+	}
+	if b.Len() == 0 {
+		return "", fmt.Errorf("cni: no network configuration in %s", dir)
+	}
+	return b.String(), nil
+}
+
+// Ready reports whether pods can be attached: a configuration loads and
+// every plugin it names is installed. Checked at each call (kubelet's
+// Status), so removing the config or a plugin turns the node NotReady.
+func (n *network) Ready() error {
+	c, err := n.load()
+	if err != nil {
+		return err
+	}
+	for _, net := range c.GetConfig().Networks {
+		if net.Config == nil {
+			continue
+		}
+		for _, p := range net.Config.Plugins {
+			if p.Network == nil {
+				continue
+			}
+			if _, err := invoke.FindInPath(p.Network.Type, n.pluginDirs); err != nil {
+				return fmt.Errorf("cni: network %s: plugin %q: %w", net.Config.Name, p.Network.Type, err)
+			}
+		}
+	}
+	return nil
 }
 
 func podLabels(id string, md *runtimeapi.PodSandboxMetadata) map[string]string {

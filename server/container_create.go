@@ -28,9 +28,13 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: image %q: %w", cfg.GetMetadata().GetName(), cfg.GetImage().GetImage(), err)
 	}
-	identity, err := s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName())
+	adm, err := s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName())
 	if err != nil {
 		return nil, err
+	}
+	var warnings []string
+	if adm.Warning != "" {
+		warnings = append(warnings, adm.Warning)
 	}
 	// Image volumes (KEP-4639) put code from the same node store into the
 	// container: the same namespace policy applies to each.
@@ -43,13 +47,17 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		if err != nil {
 			return nil, fmt.Errorf("create container: image volume %q: %w", m.GetImage().GetImage(), err)
 		}
-		if _, err := s.admit(ctx, pod, vimg, m.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName()); err != nil {
+		vadm, err := s.admit(ctx, pod, vimg, m.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName())
+		if err != nil {
 			return nil, err
+		}
+		if vadm.Warning != "" {
+			warnings = append(warnings, "image volume "+m.GetImage().GetImage()+": "+vadm.Warning)
 		}
 		volumes = append(volumes, vimg)
 	}
 
-	c, err := s.lc.CreateContainer(ctx, lifecycle.CreateRequest{Pod: pod, Image: img, Identity: identity, Config: cfg, Volumes: volumes})
+	c, err := s.lc.CreateContainer(ctx, lifecycle.CreateRequest{Pod: pod, Image: img, Identity: adm.Identity, Config: cfg, Volumes: volumes, SignatureWarnings: warnings})
 	if err != nil {
 		return nil, err
 	}
@@ -58,11 +66,11 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 
 // admit asks the image service for the create-time decision under the
 // stored pod's namespace (never the request's) and returns the identity
-// the image was verified as.
-func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, userRef, container string) (string, error) {
+// the image was verified as (and any refusal warn mode admitted).
+func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, userRef, container string) (image.Admission, error) {
 	adm, err := s.images.AdmitFor(ctx, image.AdmitRequest{Image: img, UserRef: userRef, Namespace: pod.Namespace(), Pod: pod.ID, Container: container})
 	if err != nil {
-		return "", fmt.Errorf("create container %s: %w", container, err)
+		return image.Admission{}, fmt.Errorf("create container %s: %w", container, err)
 	}
-	return adm.Identity, nil
+	return adm, nil
 }

@@ -78,6 +78,11 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	resp := &runtimeapi.ContainerStatusResponse{Status: cs}
 	if req.GetVerbose() {
 		info := map[string]any{"id": c.ID, "podID": c.PodID, "bundle": c.Bundle, "verifiedAs": c.ImageRef}
+		if len(c.SignatureWarnings) > 0 {
+			// Warn mode admitted what the policy refuses: say so wherever
+			// the container is inspected.
+			info["signaturePolicy"] = map[string]any{"outcome": "warned", "warnings": c.SignatureWarnings}
+		}
 		if st, err := s.rt.Status(ctx, c.ID); err == nil && st.Pid > 0 {
 			info["pid"] = st.Pid // what crictl inspect users (and scripts) look for
 		}

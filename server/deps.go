@@ -60,4 +60,6 @@ type processes interface {
 	Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
 	ReopenLog(ctx context.Context, id string) error
 	Update(ctx context.Context, id string, res *specs.LinuxResources) error
+	// Ready: the runtime binary can run containers, checked live.
+	Ready(ctx context.Context) error
 }

@@ -336,6 +336,7 @@ type fakeProcesses struct {
 	execCmds  [][]string
 	execTOs   []time.Duration
 	updates   []*specs.LinuxResources
+	readyErr  error
 	updateErr error
 }
 
@@ -374,6 +375,8 @@ func (f *fakeProcesses) ReopenLog(ctx context.Context, id string) error {
 	f.record("ReopenLog %s", id)
 	return nil
 }
+
+func (f *fakeProcesses) Ready(ctx context.Context) error { return f.readyErr }
 
 func (f *fakeProcesses) Update(ctx context.Context, id string, res *specs.LinuxResources) error {
 	f.record("Update %s", id)

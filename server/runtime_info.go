@@ -22,6 +22,11 @@ func (s *Server) Version(ctx context.Context, req *runtimeapi.VersionRequest) (*
 
 func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
 	runtimeReady := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
+	if s.rt != nil {
+		if err := s.rt.Ready(ctx); err != nil {
+			runtimeReady.Status, runtimeReady.Reason, runtimeReady.Message = false, "RuntimeBinaryNotReady", err.Error()
+		}
+	}
 	networkReady := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
 	if s.pods == nil {
 		networkReady.Status, networkReady.Reason, networkReady.Message = false, "NetworkPluginNotReady", "crivet: no pod sandbox service"
@@ -31,16 +36,28 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}}}
 	resp.RuntimeHandlers = []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{}}, {Name: defaultHandler, Features: &runtimeapi.RuntimeHandlerFeatures{}}}
 	if req.GetVerbose() {
-		resp.Info = statusInfo()
+		resp.Info = s.statusInfo()
 	}
 	return resp, nil
 }
 
-// statusInfo is the verbose Status (crictl info): what the node's security
-// features do here, so an operator can see, e.g., that RuntimeDefault
-// AppArmor is not applied on a kernel without AppArmor.
-func statusInfo() map[string]string {
+// statusInfo is the verbose Status (crictl info): the running
+// configuration, each policy file's state, and what the node's security
+// features do here (e.g. that RuntimeDefault AppArmor is not applied on a
+// kernel without AppArmor).
+func (s *Server) statusInfo() map[string]string {
 	info := map[string]string{}
+	if s.info.Config != nil {
+		if b, err := json.Marshal(s.info.Config()); err == nil {
+			info["config"] = string(b)
+		}
+	}
+	if s.info.Policies != nil {
+		// An object, not a list: crictl shows only JSON objects.
+		if b, err := json.Marshal(map[string]any{"files": s.info.Policies.Files()}); err == nil {
+			info["signaturePolicies"] = string(b)
+		}
+	}
 	h, err := spec.CurrentHost()
 	if err != nil {
 		info["host"] = err.Error()

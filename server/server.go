@@ -12,6 +12,7 @@ import (
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -22,6 +23,11 @@ import (
 type Info struct {
 	Version      string
 	CgroupDriver runtimeapi.CgroupDriver
+	// Config returns the daemon's configuration in force (it changes on
+	// reload), shown by crictl info; may be nil.
+	Config func() any
+	// Policies reports the policy files' state for crictl info (may be nil).
+	Policies interface{ Files() []policy.FileState }
 }
 
 // Options wires the server to the domain packages.

@@ -3,15 +3,20 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/policy"
+	"github.com/spf13/pflag"
 )
 
 const defaultConfigPath = "/etc/crivet/crivet.toml"
@@ -68,6 +73,11 @@ type Config struct {
 	// AuditLogMaxSize rotates the audit file to <file>.1 past this many
 	// bytes (0 = never).
 	AuditLogMaxSize int64 `toml:"audit_log_max_size"`
+	// SignaturePolicyModes sets a namespace's enforcement: "enforce" (the
+	// default) or "warn" (a would-be refusal is admitted, logged, audited
+	// and counted as warned). The key "*" applies to namespaces without an
+	// entry; the global policy is only ever warn when set here explicitly.
+	SignaturePolicyModes map[string]string `toml:"signature_policy_modes"`
 }
 
 // duration is a time.Duration written "5m", "30s" in TOML and flags.
@@ -84,6 +94,7 @@ func (d *duration) Set(v string) error {
 }
 func (d duration) MarshalText() ([]byte, error)     { return []byte(d.String()), nil }
 func (d *duration) UnmarshalText(text []byte) error { return d.Set(string(text)) }
+func (d *duration) Type() string                    { return "duration" }
 
 func defaultConfig() Config {
 	return Config{
@@ -110,7 +121,7 @@ func defaultConfig() Config {
 	}
 }
 
-func bindFlags(fs *flag.FlagSet, c *Config) {
+func bindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "CRI unix socket")
 	fs.StringVar(&c.Root, "root", c.Root, "persistent state directory")
 	fs.StringVar(&c.RunRoot, "runroot", c.RunRoot, "runtime state directory (tmpfs)")
@@ -121,7 +132,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.RegistriesD, "registries-d", c.RegistriesD, "containers-registries.d(5) directory")
 	fs.StringVar(&c.GlobalAuthFile, "global-auth-file", c.GlobalAuthFile, "auth.json used when a pull carries no credentials")
 	fs.StringVar(&c.CNIConfigDir, "cni-config-dir", c.CNIConfigDir, "CNI network configuration directory")
-	fs.Var((*listFlag)(&c.CNIPluginDirs), "cni-plugin-dir", "CNI plugin directories, comma-separated, searched in order")
+	fs.StringSliceVar(&c.CNIPluginDirs, "cni-plugin-dir", c.CNIPluginDirs, "CNI plugin directories, comma-separated, searched in order")
 	fs.StringVar(&c.Runtime, "runtime", c.Runtime, "OCI runtime binary")
 	fs.StringVar(&c.PauseBinary, "pause-binary", c.PauseBinary, "static infra program for pods sharing a PID namespace (default: crivet-pause beside crivet)")
 	fs.StringVar(&c.StreamAddress, "stream-address", c.StreamAddress, "host:port of the exec/attach/port-forward server")
@@ -135,51 +146,102 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.Int64Var(&c.AuditLogMaxSize, "audit-log-max-size", c.AuditLogMaxSize, "rotate the audit file to <file>.1 past this many bytes (0 = never)")
 }
 
-// loadConfig applies, in order: defaults, the config file, explicit flags.
-func loadConfig(args []string, name string) (Config, error) {
-	probe := defaultConfig()
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	configPath := fs.String("config", defaultConfigPath, "configuration file (TOML)")
-	bindFlags(fs, &probe)
-	if err := fs.Parse(args); err != nil {
-		return Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	explicit := false
-	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+// Sources says where each configuration key's value came from: "default",
+// a file path, or "flag --name".
+type Sources map[string]string
 
+// dropInDir is where drop-ins for the config file at path live.
+func dropInDir(path string) string { return path + ".d" }
+
+// loadConfig applies, in order: defaults, the config file, its drop-ins
+// (<config>.d/*.toml, lexical order), then the flags set on the command
+// line. Unknown keys are errors: a typo must not silently keep a default.
+func loadConfig(flags *pflag.FlagSet) (Config, Sources, error) {
 	cfg := defaultConfig()
-	data, err := os.ReadFile(*configPath)
-	switch {
-	case err == nil:
-		md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
-		if err != nil {
-			return Config{}, fmt.Errorf("config %s: %w", *configPath, err)
-		}
-		if und := md.Undecoded(); len(und) > 0 {
-			return Config{}, fmt.Errorf("config %s: unknown keys %v", *configPath, und)
-		}
-	case errors.Is(err, fs_ErrNotExist) && !explicit:
-		// No file at the default path: defaults.
-	default:
-		return Config{}, fmt.Errorf("config: %w", err)
+	src := Sources{}
+	for _, k := range configKeys() {
+		src[k] = "default"
 	}
-	// Flags given on the command line win over the file.
-	final := flag.NewFlagSet(name, flag.ContinueOnError)
+	configPath, explicit := defaultConfigPath, false
+	if f := flags.Lookup("config"); f != nil {
+		configPath, explicit = f.Value.String(), f.Changed
+	}
+	files := []string{configPath}
+	if _, err := os.Stat(configPath); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) || explicit {
+			return Config{}, nil, fmt.Errorf("config: %w", err)
+		}
+		files = nil // no file at the default path: defaults
+	}
+	dropIns, err := filepath.Glob(filepath.Join(dropInDir(configPath), "*.toml"))
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("config: %w", err)
+	}
+	sort.Strings(dropIns)
+	for _, file := range append(files, dropIns...) {
+		if err := applyFile(&cfg, src, file); err != nil {
+			return Config{}, nil, err
+		}
+	}
+	// Flags given on the command line win over the files.
+	final := pflag.NewFlagSet("final", pflag.ContinueOnError)
 	bindFlags(final, &cfg)
 	var setErr error
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "config" || setErr != nil {
+	flags.Visit(func(f *pflag.Flag) {
+		if setErr != nil || final.Lookup(f.Name) == nil {
 			return
 		}
-		setErr = final.Set(f.Name, f.Value.String())
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			setErr = final.Lookup(f.Name).Value.(pflag.SliceValue).Replace(sv.GetSlice())
+		} else {
+			setErr = final.Set(f.Name, f.Value.String())
+		}
+		src[strings.ReplaceAll(f.Name, "-", "_")] = "flag --" + f.Name
 	})
-	return cfg, setErr
+	if setErr != nil {
+		return Config{}, nil, setErr
+	}
+	return cfg, src, nil
 }
 
-var fs_ErrNotExist = fs.ErrNotExist
+// applyFile decodes one TOML file over cfg. Tables (signature_policy_modes)
+// merge key by key, so a drop-in can add one namespace's mode.
+func applyFile(cfg *Config, src Sources, file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	modes := maps.Clone(cfg.SignaturePolicyModes)
+	cfg.SignaturePolicyModes = nil
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("config %s: unknown keys %v", file, und)
+	}
+	if modes == nil {
+		modes = map[string]string{}
+	}
+	maps.Copy(modes, cfg.SignaturePolicyModes)
+	cfg.SignaturePolicyModes = modes
+	for _, k := range md.Keys() {
+		src[strings.Join(k, ".")] = file
+	}
+	return nil
+}
+
+// configKeys lists every top-level key, in the order of Config's fields.
+func configKeys() []string {
+	t := reflect.TypeOf(Config{})
+	keys := make([]string, 0, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		if k := t.Field(i).Tag.Get("toml"); k != "" && k != "-" {
+			keys = append(keys, strings.Split(k, ",")[0])
+		}
+	}
+	return keys
+}
 
 func (c Config) validate() error {
 	for k, v := range map[string]string{"listen": c.Listen, "root": c.Root, "runroot": c.RunRoot} {
@@ -195,18 +257,15 @@ func (c Config) validate() error {
 	default:
 		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
 	}
-	return nil
-}
-
-// listFlag is a comma-separated list flag.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error {
-	*l = nil
-	for _, p := range strings.Split(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			*l = append(*l, p)
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	for ns, mode := range c.SignaturePolicyModes {
+		if ns != policy.AnyNamespace && policy.ValidateNamespace(ns) != nil {
+			return fmt.Errorf("config: signature_policy_modes: %q is not a namespace name (or \"*\")", ns)
+		}
+		if _, err := policy.ParseMode(mode); err != nil {
+			return fmt.Errorf("config: signature_policy_modes.%s: %w", ns, err)
 		}
 	}
 	return nil

@@ -66,6 +66,7 @@ type Runtime struct {
 	procs map[string]*specs.Process // exec template per container: its config.json process
 
 	statuses sync.Map // id → Status: see cachedStatus
+	health   health
 }
 
 // New checks cfg and prepares its directories.

@@ -119,6 +119,8 @@ type node struct {
 	ids map[string]bool
 	// extraArgs are added to the daemon's command line.
 	extraArgs []string
+	// env is added to the daemon's environment.
+	env []string
 }
 
 func newNode(t *testing.T) *node {
@@ -188,6 +190,7 @@ func (n *node) start() {
 	writeFile(n.t, filepath.Join(n.dir, "none.toml"), "")
 	n.log = &bytes.Buffer{}
 	n.cmd = exec.Command(crivetBin, n.args()...)
+	n.cmd.Env = append(os.Environ(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
