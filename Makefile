@@ -10,7 +10,7 @@ CRI_TOOLS := v1.37.0
 APT_PKGS  := runc conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench bench-smoke kubelet clean
+.PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench bench-smoke kubelet cluster cluster-down up check down clean
 
 all: build
 
@@ -93,6 +93,19 @@ bench-smoke: deps build
 
 kubelet: deps build
 	test/kubelet/run.sh
+
+# A kubeadm cluster (v1.34.12, everything built offline: ~30 min the first
+# time) whose every pod runs on crivet: up, check, down. `make cluster down`
+# (or cluster-down) only cleans up; `make cluster up` / `make cluster check`
+# run one step; KEEP=1 leaves it running; RUNTIME=containerd for comparison.
+CLUSTER_STEP := $(firstword $(filter up check down,$(MAKECMDGOALS)))
+cluster: $(if $(filter down,$(CLUSTER_STEP)),,deps)
+	test/cluster/run.sh $(CLUSTER_STEP)
+cluster-down:
+	test/cluster/run.sh down
+# Steps of `make cluster <step>`: nothing by themselves.
+up check down:
+	@$(if $(filter cluster,$(MAKECMDGOALS)),:,echo "use: make cluster $@")
 
 clean:
 	rm -rf $(BIN)

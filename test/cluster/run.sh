@@ -1,0 +1,947 @@
+#!/usr/bin/env bash
+# A real single-node kubeadm cluster (Kubernetes v1.34.12) whose every pod
+# runs on crivet, offline. See README.md beside this file. As root, Debian 12:
+#
+#   test/cluster/run.sh            # up, check, down
+#   KEEP=1 test/cluster/run.sh     # up, check, leave it running
+#   test/cluster/run.sh up|check|down
+#   RUNTIME=containerd test/cluster/run.sh   # the same cluster on Debian's containerd 1.6
+#
+# Everything the script owns lives in $LAB (default /var/tmp/crivet-cluster);
+# kubeadm's hard-coded paths (/etc/kubernetes, /var/lib/kubelet,
+# /var/lib/etcd) are backed up if they exist and restored by `down`.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LAB=${LAB:-/var/tmp/crivet-cluster}
+RUNTIME=${RUNTIME:-crivet}
+K8S_VERSION=v1.34.12
+STAGING_VERSION=v0.34.12
+CRI_TOOLS=v1.37.0
+REG=127.0.0.1:5002
+NODE=crivet-node
+BRIDGE=kclu0
+POD_CIDR=10.245.0.0/16
+NODE_POD_CIDR=10.245.0.0/24 # the first /24 the node IPAM controller hands out
+SVC_CIDR=10.96.0.0/12
+DNS_IP=10.96.0.10
+TAGS="containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
+RUNROOT=/run/crivet-cluster
+SOCK=$LAB/crivet.sock
+CTRD_SOCK=$LAB/containerd/containerd.sock
+HOST_PATHS="/etc/kubernetes /var/lib/kubelet /var/lib/etcd"
+export KUBECONFIG=/etc/kubernetes/admin.conf
+export PATH=$LAB/bin:$PATH
+NODE_IP=${NODE_IP:-$(ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") print $(i+1); exit}' | xargs -r ip -4 -o addr show dev | awk '{sub("/.*", "", $4); print $4; exit}')}
+
+case $RUNTIME in
+crivet) CRI_SOCK=$SOCK ;;
+containerd) CRI_SOCK=$CTRD_SOCK ;;
+*) echo "RUNTIME must be crivet or containerd" >&2; exit 2 ;;
+esac
+CRICTL() { "$LAB/bin/crictl" --runtime-endpoint "unix://$CRI_SOCK" --image-endpoint "unix://$CRI_SOCK" --timeout 60s "$@"; }
+KC() { "$LAB/bin/kubectl" "$@"; }
+
+log() { printf '%s %s\n' "$(date +%T)" "$*"; }
+die() { log "FATAL: $*"; exit 1; }
+RESULTS=$LAB/results-$RUNTIME.txt
+pass() { log "PASS: $*"; echo "PASS: $*" >>"$RESULTS"; }
+fail() { log "FAIL: $*"; echo "FAIL: $*" >>"$RESULTS"; }
+note() { log "NOTE: $*"; echo "NOTE: $*" >>"$RESULTS"; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc | xargs printf '%.1f'; }
+
+[ "$(id -u)" = 0 ] || die "run as root"
+
+# ---------------------------------------------------------------- building
+# One throwaway module builds every Kubernetes binary: k8s.io/kubernetes at
+# $K8S_VERSION with each staging module (the ./staging/src replaces of its
+# go.mod) pinned to the published $STAGING_VERSION. CGO off: the same
+# binaries go into scratch images.
+K8S_BINS="kubeadm kubectl kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy"
+build_k8s() {
+	local b missing=
+	for b in $K8S_BINS; do
+		"$LAB/bin/$b" --version 2>/dev/null | grep -q "$K8S_VERSION" || missing=1
+	done
+	[ -z "$missing" ] && return
+	log "building $K8S_BINS $K8S_VERSION (20-40 minutes on 2 cores, once)"
+	local d=$LAB/kbuild gomod pkgs=
+	mkdir -p "$d"
+	gomod=$(cd "$d" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod) || die "go mod download k8s.io/kubernetes@$K8S_VERSION"
+	{
+		printf 'module kbuild\n\ngo 1.25.0\n\ngodebug default=go1.24\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
+		sed -n "s#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 $STAGING_VERSION#p" "$gomod"
+		printf ')\n'
+	} >"$d/go.mod"
+	{
+		printf '//go:build tools\n\npackage kbuild\n\nimport (\n'
+		for b in $K8S_BINS; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$b"; pkgs="$pkgs k8s.io/kubernetes/cmd/$b"; done
+		printf ')\n'
+	} >"$d/tools.go"
+	# shellcheck disable=SC2086
+	(cd "$d" && nice -n 10 go mod tidy && CGO_ENABLED=0 nice -n 10 go build -tags tools \
+		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34 -X k8s.io/component-base/version.gitTreeState=clean" \
+		-o "$LAB/bin/" $pkgs) >"$LAB/logs/k8s-build.log" 2>&1 || die "kubernetes build failed, see $LAB/logs/k8s-build.log"
+}
+
+# Versions kubeadm $K8S_VERSION deploys (cmd/kubeadm/app/constants).
+kubeadm_const() {
+	sed -n "s/^[[:space:]]*$1 = \"\(.*\)\"/\1/p" "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/cmd/kubeadm/app/constants/constants.go"
+}
+
+# etcd: the server module has replace lines of its own (../api, ...), so it
+# is built from a module of ours requiring it; CoreDNS installs directly.
+build_etcd_coredns() {
+	if ! "$LAB/bin/etcd" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION%-*}$"; then
+		log "building etcd ${ETCD_VERSION%-*}"
+		local d=$LAB/ebuild
+		mkdir -p "$d"
+		printf 'module ebuild\n\ngo 1.25.0\n\nrequire go.etcd.io/etcd/server/v3 v%s\n' "${ETCD_VERSION%-*}" >"$d/go.mod"
+		printf '//go:build tools\n\npackage ebuild\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$d/tools.go"
+		(cd "$d" && GOFLAGS=-mod=mod nice -n 10 go mod tidy && CGO_ENABLED=0 nice -n 10 go build -ldflags "-s -w" -o "$LAB/bin/etcd" go.etcd.io/etcd/server/v3) \
+			>"$LAB/logs/etcd-build.log" 2>&1 || die "etcd build failed, see $LAB/logs/etcd-build.log"
+	fi
+	if ! "$LAB/bin/coredns" -version 2>/dev/null | grep -q "CoreDNS-${COREDNS_VERSION#v}$"; then
+		log "building CoreDNS $COREDNS_VERSION"
+		(cd /tmp && CGO_ENABLED=0 GOBIN=$LAB/bin nice -n 10 go install -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION") \
+			>"$LAB/logs/coredns-build.log" 2>&1 || die "CoreDNS build failed, see $LAB/logs/coredns-build.log"
+	fi
+}
+
+build_crivet() {
+	local v
+	v=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo dev)
+	log "building crivet $v from $REPO"
+	(cd "$REPO" &&
+		nice go build -tags "$TAGS" -ldflags "-X main.version=$v" -o "$LAB/bin/crivet" ./cmd/crivet &&
+		CGO_ENABLED=0 nice go build -o "$LAB/bin/crivet-pause" ./cmd/crivet-pause &&
+		CGO_ENABLED=0 nice go build -o "$LAB/bin/crivet-monitor" ./cmd/crivet-monitor) || die "crivet build failed"
+}
+
+build_crictl() {
+	[ -x "$LAB/bin/crictl" ] && return
+	if [ -x "$REPO/bin/crictl" ]; then cp "$REPO/bin/crictl" "$LAB/bin/"; return; fi
+	GOBIN=$LAB/bin go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS" || die "crictl install failed"
+}
+
+# sigtool: sigstore key pair and signing with go.podman.io/image/v5 (the
+# library crivet verifies with); Debian's skopeo 1.9.3 cannot sign sigstore.
+build_sigtool() {
+	[ -x "$LAB/bin/sigtool" ] && return
+	local d=$LAB/sigtool
+	mkdir -p "$d"
+	cat >"$d/main.go" <<'EOF'
+// sigtool keygen DIR PASS: a sigstore (cosign-format) key pair.
+// sigtool sign KEY PASS REGISTRIES_D HOST:PORT/REPO:TAG...: sign those images
+// in place (plain-http registry) with sigstore attachments.
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/signature/signer"
+	"go.podman.io/image/v5/signature/sigstore"
+	"go.podman.io/image/v5/types"
+)
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+func main() {
+	switch os.Args[1] {
+	case "keygen":
+		kp, err := sigstore.GenerateKeyPair([]byte(os.Args[3]))
+		must(err)
+		must(os.WriteFile(filepath.Join(os.Args[2], "cosign.key"), kp.PrivateKey, 0o600))
+		must(os.WriteFile(filepath.Join(os.Args[2], "cosign.pub"), kp.PublicKey, 0o644))
+	case "sign":
+		key, pass, regd := os.Args[2], []byte(os.Args[3]), os.Args[4]
+		tmp, err := os.MkdirTemp("", "sigtool")
+		must(err)
+		defer os.RemoveAll(tmp)
+		conf := filepath.Join(tmp, "registries.conf")
+		must(os.WriteFile(conf, []byte("unqualified-search-registries = []\n"), 0o644))
+		sc := &types.SystemContext{
+			DockerInsecureSkipTLSVerify: types.OptionalBoolTrue,
+			RegistriesDirPath:           regd,
+			SystemRegistriesConfPath:    conf,
+			SystemRegistriesConfDirPath: filepath.Join(tmp, "registries.conf.d"),
+			AuthFilePath:                filepath.Join(tmp, "auth.json"),
+			BlobInfoCacheDir:            tmp,
+		}
+		s, err := sigstore.NewSigner(sigstore.WithPrivateKeyFile(key, pass))
+		must(err)
+		defer s.Close()
+		pc, err := signature.NewPolicyContext(&signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}})
+		must(err)
+		defer pc.Destroy()
+		for _, ref := range os.Args[5:] {
+			r, err := docker.ParseReference("//" + ref)
+			must(err)
+			_, err = copy.Image(context.Background(), pc, r, r, &copy.Options{
+				Signers: []*signer.Signer{s}, SourceCtx: sc, DestinationCtx: sc,
+				ReportWriter: io.Discard, PreserveDigests: true,
+			})
+			must(err)
+		}
+	default:
+		panic("usage: sigtool keygen DIR PASS | sign KEY PASS REGISTRIES_D REF...")
+	}
+}
+EOF
+	local v
+	v=$(cd "$REPO" && go list -m -f '{{.Version}}' go.podman.io/image/v5) || die "go.podman.io/image/v5 not in $REPO/go.mod"
+	printf 'module sigtool\n\ngo 1.25.0\n\nrequire go.podman.io/image/v5 %s\n' "$v" >"$d/go.mod"
+	cp "$REPO/go.sum" "$d/go.sum"
+	(cd "$d" && GOFLAGS=-mod=mod nice go mod tidy && nice go build -tags containers_image_openpgp -o "$LAB/bin/sigtool" .) \
+		>"$LAB/logs/sigtool-build.log" 2>&1 || die "sigtool build failed, see $LAB/logs/sigtool-build.log"
+}
+
+# ---------------------------------------------------------------- images
+# rootfs_base DIR: what every image has besides its program.
+rootfs_base() {
+	rm -rf "$1"
+	mkdir -p "$1"/{etc,tmp,root,usr/local/bin}
+	chmod 1777 "$1/tmp"
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$1/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$1/etc/group"
+}
+
+# oci_image NAME ROOTFS CONFIG: a one-layer OCI image in a dir: layout
+# ($LAB/images/NAME.dir) from ROOTFS; CONFIG is the image config's "config"
+# object (JSON). Rebuilt only when ROOTFS changed.
+oci_image() {
+	local name=$1 root=$2 config=$3 out=$LAB/images/$1.dir sum
+	sum=$( (cd "$root" && find . -printf '%p %m %l\n' | sort && find . -type f -print0 | sort -z | xargs -0 cat; echo "$config") | sha256sum | cut -d' ' -f1)
+	if [ -s "$out/manifest.json" ] && [ "$(cat "$out/.source" 2>/dev/null)" = "$sum" ]; then rm -rf "$root"; return; fi
+	rm -rf "$out"
+	mkdir -p "$out"
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$LAB/images/$name.tar" .
+	local diffid layer lsize cfg csize
+	diffid=$(sha256sum <"$LAB/images/$name.tar" | cut -d' ' -f1)
+	gzip -n -c "$LAB/images/$name.tar" >"$LAB/images/$name.tar.gz"
+	layer=$(sha256sum <"$LAB/images/$name.tar.gz" | cut -d' ' -f1)
+	lsize=$(stat -c %s "$LAB/images/$name.tar.gz")
+	mv "$LAB/images/$name.tar.gz" "$out/$layer"
+	rm -f "$LAB/images/$name.tar"
+	jq -cn --arg d "sha256:$diffid" --argjson c "$config" '{architecture: "amd64", os: "linux",
+		config: ({Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]} + $c),
+		rootfs: {type: "layers", diff_ids: [$d]}}' >"$out/config.json"
+	cfg=$(sha256sum <"$out/config.json" | cut -d' ' -f1)
+	csize=$(stat -c %s "$out/config.json")
+	mv "$out/config.json" "$out/$cfg"
+	jq -cn --arg c "sha256:$cfg" --argjson cs "$csize" --arg l "sha256:$layer" --argjson ls "$lsize" '{schemaVersion: 2,
+		mediaType: "application/vnd.oci.image.manifest.v1+json",
+		config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
+		layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $l, size: $ls}]}' >"$out/manifest.json"
+	echo 'Directory Transport Version: 1.1' >"$out/version"
+	echo "$sum" >"$out/.source"
+	rm -rf "$root"
+}
+
+# copy_with_libs ROOT FILE...: FILE and the shared libraries ldd lists for it.
+copy_with_libs() {
+	local root=$1 f l
+	shift
+	for f in "$@"; do
+		cp -a --parents "$f" "$root/"
+		for l in $(ldd "$f" 2>/dev/null | grep -oE '/[^ ]+'); do
+			[ -e "$root$l" ] || cp -L --parents "$l" "$root/"
+		done
+	done
+}
+
+build_images() {
+	local r=$LAB/images/rootfs b a
+	mkdir -p "$LAB/images"
+	for b in kube-apiserver kube-controller-manager kube-scheduler; do
+		rootfs_base "$r"
+		cp "$LAB/bin/$b" "$r/usr/local/bin/"
+		oci_image "$b" "$r" '{}'
+	done
+	rootfs_base "$r"
+	cp "$LAB/bin/etcd" "$r/usr/local/bin/"
+	mkdir -p "$r/var/lib/etcd"
+	oci_image etcd "$r" '{}'
+	rootfs_base "$r"
+	cp "$LAB/bin/coredns" "$r/coredns"
+	oci_image coredns "$r" '{"Entrypoint": ["/coredns"], "ExposedPorts": {"53/tcp": {}, "53/udp": {}}}'
+	rootfs_base "$r"
+	cp "$LAB/bin/crivet-pause" "$r/pause"
+	oci_image pause "$r" '{"Entrypoint": ["/pause"]}'
+	# kube-proxy (iptables mode) runs the host's iptables-nft: the multi-call
+	# binary, its libraries, and the xtables match/target modules it dlopens.
+	rootfs_base "$r"
+	cp "$LAB/bin/kube-proxy" "$r/usr/local/bin/"
+	copy_with_libs "$r" /usr/sbin/xtables-nft-multi
+	cp -a --parents /usr/lib/x86_64-linux-gnu/xtables "$r/"
+	mkdir -p "$r/usr/sbin" "$r/run"
+	for a in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do ln -sf xtables-nft-multi "$r/usr/sbin/$a"; done
+	oci_image kube-proxy "$r" '{}'
+	# Workloads: busybox-static with every applet; "unsigned" differs by a marker.
+	for b in busybox unsigned; do
+		rootfs_base "$r"
+		mkdir -p "$r/bin"
+		cp /bin/busybox "$r/bin/busybox"
+		for a in $(/bin/busybox --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+		echo "lab-$b" >"$r/etc/image-name"
+		oci_image "$b" "$r" '{"Cmd": ["sh"]}'
+	done
+}
+
+push() { # dir-name repo:tag
+	skopeo --registries.d "$LAB/etc/registries.d" copy -q --dest-tls-verify=false "dir:$LAB/images/$1.dir" "docker://$REG/$2" || die "push $2"
+}
+
+CP_IMAGES=
+push_images() {
+	local b
+	for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do push $b "$b:$K8S_VERSION"; done
+	push etcd "etcd:$ETCD_VERSION"
+	push coredns "coredns:$COREDNS_VERSION"
+	push pause "pause:$PAUSE_VERSION"
+	CP_IMAGES=$(for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do echo "$REG/$b:$K8S_VERSION"; done; echo "$REG/etcd:$ETCD_VERSION $REG/coredns:$COREDNS_VERSION $REG/pause:$PAUSE_VERSION")
+	push busybox lab/busybox:1.0
+	push unsigned lab/unsigned:1.0
+	push busybox lab/signed:1.0
+	[ -s "$LAB/keys/cosign.key" ] || "$LAB/bin/sigtool" keygen "$LAB/keys" cluster-pass || die keygen
+	# shellcheck disable=SC2086
+	"$LAB/bin/sigtool" sign "$LAB/keys/cosign.key" cluster-pass "$LAB/etc/registries.d" $CP_IMAGES "$REG/lab/signed:1.0" || die "sign"
+}
+
+# ---------------------------------------------------------------- host state
+save_host_state() {
+	[ -s "$LAB/host-state" ] && return # a KEEP=1 run already recorded it
+	local p ipt t
+	mkdir -p "$LAB/backup"
+	{
+		for s in vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.all.route_localnet; do echo "sysctl $s $(sysctl -n $s)"; done
+		for p in /var/log/pods /var/log/containers /usr/libexec/kubernetes /run/xtables.lock /etc/cni /opt/cni; do [ -e "$p" ] && echo "existed $p"; done
+		for p in /var/log/pods /var/log/containers; do [ -d "$p" ] && ls -A "$p" | sed "s#^#entry $p/#"; done
+		for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do [ -d "$c" ] && echo "existed $c"; done
+		for ipt in iptables ip6tables; do
+			for t in filter nat mangle; do
+				$ipt -t $t -S 2>/dev/null | awk -v i=$ipt -v t=$t '$1=="-N"{print "chain", i, t, $2}'
+			done
+		done
+	} >"$LAB/host-state"
+	# kubeadm's own paths: moved aside, put back by down.
+	for p in $HOST_PATHS; do
+		if [ -e "$p" ]; then
+			awk -v p="$p/" 'index($5, p)==1 {found=1} END {exit !found}' /proc/self/mountinfo && die "$p has mounts: something else uses it"
+			mkdir -p "$LAB/backup$(dirname "$p")"
+			mv "$p" "$LAB/backup$p" && echo "backup $p" >>"$LAB/host-state"
+		fi
+	done
+}
+existed() { grep -qxF "existed $1" "$LAB/host-state"; }
+had_chain() { grep -qxF "chain $1 $2 $3" "$LAB/host-state"; }
+
+# ---------------------------------------------------------------- config
+write_config() {
+	mkdir -p "$LAB"/{etc/policies,etc/registries.d,etc/net.d,keys,registry/data,crivet,cni-data,manifests}
+	cat >"$LAB/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $LAB/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $REG
+EOF
+	: >"$LAB/etc/crivet.toml"
+	printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"$LAB/etc/policy.json"
+	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
+	printf 'unqualified-search-registries = []\n\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$REG" "$REG" >"$LAB/etc/registries.conf"
+	cat >"$LAB/etc/net.d/10-cluster.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "cluster",
+  "plugins": [
+    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$NODE_POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$LAB/cni-data"}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+	# Signed-only namespaces: the control plane's own (kube-system, whose
+	# images are all signed) and "strict".
+	local ns
+	for ns in kube-system strict; do
+		cat >"$LAB/etc/policies/$ns.json" <<EOF
+{
+  "default": [{"type": "reject"}],
+  "transports": {
+    "docker": {
+      "$REG": [{"type": "sigstoreSigned", "keyPath": "$LAB/keys/cosign.pub", "signedIdentity": {"type": "matchRepository"}}]
+    }
+  }
+}
+EOF
+	done
+	cat >"$LAB/kubeadm.yaml" <<EOF
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint:
+  advertiseAddress: $NODE_IP
+  bindPort: 6443
+nodeRegistration:
+  name: $NODE
+  criSocket: unix://$CRI_SOCK
+  imagePullPolicy: IfNotPresent
+  ignorePreflightErrors: [$IGNORE_PREFLIGHT]
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: $K8S_VERSION
+clusterName: crivet-cluster
+imageRepository: $REG
+networking:
+  podSubnet: $POD_CIDR
+  serviceSubnet: $SVC_CIDR
+  dnsDomain: cluster.local
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+clusterDNS: [$DNS_IP]
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: "100Mi"
+  nodefs.available: "2%"
+  imagefs.available: "2%"
+---
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clusterCIDR: $POD_CIDR
+iptables:
+  localhostNodePorts: false
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+EOF
+	write_manifests
+}
+
+# Preflight checks that cannot hold on this host (see README.md).
+IGNORE_PREFLIGHT=${IGNORE_PREFLIGHT:-}
+
+# ---------------------------------------------------------------- daemons
+port_free() { ! ss -ltn "sport = :$1" | grep -q LISTEN; }
+
+start_registry() {
+	port_free 5002 || die "something already listens on $REG"
+	setsid docker-registry serve "$LAB/registry/config.yml" >"$LAB/logs/registry.log" 2>&1 &
+	echo $! >"$LAB/registry/pid"
+	for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && return; sleep 0.2; done
+	die "registry did not start"
+}
+
+start_crivet() {
+	setsid "$LAB/bin/crivet" --config "$LAB/etc/crivet.toml" --listen "$SOCK" \
+		--root "$LAB/crivet/root" --runroot "$RUNROOT" \
+		--signature-policy "$LAB/etc/policy.json" --signature-policy-dir "$LAB/etc/policies" \
+		--registries-conf "$LAB/etc/registries.conf" --registries-d "$LAB/etc/registries.d" \
+		--cni-config-dir "$LAB/etc/net.d" --cni-plugin-dir /usr/lib/cni \
+		--audit-log "$LAB/logs/audit.jsonl" \
+		>>"$LAB/logs/crivet.log" 2>&1 &
+	echo $! >"$LAB/crivet/pid"
+	for _ in $(seq 100); do CRICTL version >/dev/null 2>&1 && return; sleep 0.2; done
+	die "crivet did not start, see $LAB/logs/crivet.log"
+}
+
+start_runtime() {
+	case $RUNTIME in
+	crivet) start_crivet ;;
+	containerd) start_containerd ;;
+	esac
+	log "runtime: $(CRICTL version | awk '/RuntimeName|RuntimeVersion/{printf "%s ", $2}')on $CRI_SOCK"
+}
+
+# kubelet as kubeadm's systemd drop-in would start it: the flags kubeadm
+# wrote, its config and kubeconfigs.
+start_kubelet() {
+	local KUBELET_KUBEADM_ARGS=
+	# shellcheck disable=SC1091
+	. /var/lib/kubelet/kubeadm-flags.env
+	# shellcheck disable=SC2086
+	setsid "$LAB/bin/kubelet" --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \
+		--kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml \
+		$KUBELET_KUBEADM_ARGS --v=2 >>"$LAB/logs/kubelet.log" 2>&1 &
+	echo $! >"$LAB/kubelet.pid"
+}
+
+stop_pid() { # pidfile [seconds]
+	local f=$1 t=${2:-20} p
+	[ -s "$f" ] || return 0
+	p=$(cat "$f")
+	if kill -0 "$p" 2>/dev/null; then
+		kill -TERM "$p"
+		for _ in $(seq $((t * 5))); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+		kill -0 "$p" 2>/dev/null && { log "pid $p ($f) ignored SIGTERM, killing"; kill -KILL "$p"; }
+	fi
+	rm -f "$f"
+}
+
+# ---------------------------------------------------------------- up
+up() {
+	for c in docker-registry skopeo runc jq curl go iptables bc; do command -v $c >/dev/null || die "$c missing (make deps installs it)"; done
+	[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/portmap ] || die "containernetworking-plugins missing"
+	file -L /bin/busybox | grep -q 'statically linked' || die "/bin/busybox is not static (install busybox-static)"
+	[ -s "$LAB/kubelet.pid" ] && kill -0 "$(cat "$LAB/kubelet.pid")" 2>/dev/null && die "a cluster is still up: $0 down"
+	for p in 2379 2380 2381 6443 10248 10249 10250 10256 10257 10259; do port_free $p || die "port $p in use (another kubelet or cluster?)"; done
+	[ "$(cat /proc/1/comm)" = systemd ] || log "PID 1 is $(cat /proc/1/comm), not systemd: kubelet and the runtime use the cgroupfs driver; kubelet is started by this script"
+	mkdir -p "$LAB"/{bin,logs,images}
+	: >"$RESULTS"
+	for f in crivet kubelet registry kubeadm containerd; do [ -s "$LAB/logs/$f.log" ] && mv "$LAB/logs/$f.log" "$LAB/logs/$f.log.old"; done
+
+	ETCD_VERSION=$(kubeadm_const DefaultEtcdVersion)
+	COREDNS_VERSION=$(kubeadm_const CoreDNSVersion)
+	PAUSE_VERSION=$(kubeadm_const PauseVersion)
+	build_k8s
+	build_etcd_coredns
+	build_crivet
+	build_crictl
+	build_sigtool
+	write_config
+	build_images
+	save_host_state
+
+	start_registry
+	push_images
+	start_runtime
+
+	log "kubeadm init (node $NODE, $NODE_IP, runtime $RUNTIME)"
+	T0=$(now)
+	echo "$T0" >"$LAB/t0"
+	setsid "$LAB/bin/kubeadm" init --config "$LAB/kubeadm.yaml" --v=1 >"$LAB/logs/kubeadm.log" 2>&1 &
+	local kpid=$!
+	# kubeadm's kubelet-start phase would start the kubelet service; with
+	# no init system this script does it once the phase wrote its files.
+	for _ in $(seq 600); do
+		grep -q '^\[kubelet-start\] Starting the kubelet' "$LAB/logs/kubeadm.log" && break
+		kill -0 $kpid 2>/dev/null || break
+		sleep 0.2
+	done
+	grep -q '^\[kubelet-start\] Starting the kubelet' "$LAB/logs/kubeadm.log" || { tail -30 "$LAB/logs/kubeadm.log"; die "kubeadm did not reach kubelet-start, see $LAB/logs/kubeadm.log"; }
+	start_kubelet
+	log "kubelet started ($(since "$T0") s after kubeadm init)"
+	(
+		# node-ready clock, in the background while kubeadm goes on
+		for _ in $(seq 1200); do
+			if [ "$(KC get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; then
+				since "$T0" >"$LAB/node-ready-$RUNTIME"
+				exit 0
+			fi
+			sleep 0.5
+		done
+	) &
+	local wpid=$!
+	wait $kpid
+	local rc=$?
+	tail -n 25 "$LAB/logs/kubeadm.log" | sed 's/^/  kubeadm: /'
+	[ $rc = 0 ] || die "kubeadm init failed ($rc), see $LAB/logs/kubeadm.log and $LAB/logs/kubelet.log"
+	echo "$(since "$T0")" >"$LAB/kubeadm-done-$RUNTIME"
+	pass "kubeadm init finished in $(cat "$LAB/kubeadm-done-$RUNTIME") s"
+	# kubelet-finalize pointed kubelet.conf at the rotated client
+	# certificate and asked the init system to restart kubelet: do it.
+	if grep -q '^\[kubelet-finalize\] Updating' "$LAB/logs/kubeadm.log"; then
+		stop_pid "$LAB/kubelet.pid" 30
+		start_kubelet
+		log "kubelet restarted after kubelet-finalize"
+	fi
+	KC taint node "$NODE" node-role.kubernetes.io/control-plane:NoSchedule- >/dev/null || fail "removing the control-plane taint"
+	wait $wpid
+	if [ -s "$LAB/node-ready-$RUNTIME" ]; then pass "node $NODE Ready $(cat "$LAB/node-ready-$RUNTIME") s after kubeadm init started"; else fail "node $NODE not Ready"; fi
+}
+
+# ---------------------------------------------------------------- checks
+write_manifests() {
+	local m=$LAB/manifests
+	cat >"$m/web.yaml" <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: httpd
+        image: $REG/lab/busybox:1.0
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /index.html, port: 8080}
+          periodSeconds: 2
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+	cat >"$m/client.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: $REG/lab/busybox:1.0
+    command: ["sh", "-c", "echo client-log-marker; exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talker, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: talker
+    image: $REG/lab/busybox:1.0
+    stdin: true
+    command: ["sh", "-c", "while read line; do echo \"got:\$line\"; done; sleep 3600"]
+EOF
+	cat >"$m/job.yaml" <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once, namespace: default}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: once
+        image: $REG/lab/busybox:1.0
+        command: ["sh", "-c", "nslookup web.default.svc.cluster.local $DNS_IP && wget -qO- http://web/index.html"]
+EOF
+	cat >"$m/namespaces.yaml" <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: strict}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: loose}
+EOF
+	mkpod() { # name namespace image
+		cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: $2}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: $3
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "exec sleep 3600"]
+EOF
+	}
+	mkpod strict-pull strict "$REG/lab/unsigned:1.0" >"$m/strict-pull.yaml"
+	mkpod loose-pull loose "$REG/lab/unsigned:1.0" >"$m/loose-pull.yaml"
+	mkpod strict-reuse strict "$REG/lab/unsigned:1.0" >"$m/strict-reuse.yaml"
+	mkpod strict-signed strict "$REG/lab/signed:1.0" >"$m/strict-signed.yaml"
+	cat >"$m/scale.yaml" <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: scale, namespace: default}
+spec:
+  replicas: 30
+  selector: {matchLabels: {app: scale}}
+  template:
+    metadata: {labels: {app: scale}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: sleep
+        image: $REG/lab/busybox:1.0
+        command: ["sleep", "3600"]
+EOF
+}
+
+wait_for() { # seconds command...
+	local t=$1
+	shift
+	for _ in $(seq "$t"); do "$@" && return 0; sleep 1; done
+	return 1
+}
+waiting_reason() { KC get pod -n "$1" "$2" -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}' 2>/dev/null; }
+has_reason() { case " $3 " in *" $(waiting_reason "$1" "$2") "*) [ -n "$(waiting_reason "$1" "$2")" ] ;; *) return 1 ;; esac; }
+events_of() { KC get events -n "$1" --field-selector "involvedObject.name=$2" -o custom-columns=REASON:.reason,MESSAGE:.message --no-headers 2>/dev/null; }
+event_has() { events_of "$1" "$2" | grep -q "$3"; }
+pod_phase() { KC get pod -n "$1" "$2" -o jsonpath='{.status.phase}' 2>/dev/null; }
+ready_replicas() { KC get deploy -n default "$1" -o jsonpath='{.status.readyReplicas}' 2>/dev/null; }
+deploy_ready() { [ "$(ready_replicas "$1")" = "$2" ]; }
+pod_ready() { KC wait --for=condition=Ready --timeout=2s pod -n "$1" "$2" >/dev/null 2>&1; }
+
+check_control_plane() {
+	log "check: control plane and CoreDNS"
+	if wait_for 180 sh -c "[ \$($LAB/bin/kubectl get pods -n kube-system -l k8s-app=kube-dns -o jsonpath='{.items[*].status.containerStatuses[0].ready}' | grep -o true | wc -l) = 2 ]"; then
+		pass "CoreDNS Running and Ready: $(KC get pods -n kube-system -l k8s-app=kube-dns --no-headers | awk '{print $1, $3}' | tr '\n' ' ')"
+	else fail "CoreDNS not Ready: $(KC get pods -n kube-system -l k8s-app=kube-dns --no-headers 2>&1 | tr '\n' ' ')"; fi
+	if wait_for 120 sh -c "! $LAB/bin/kubectl get pods -n kube-system --no-headers | grep -v ' Running '"; then
+		pass "kube-system: every pod Running: $(KC get pods -n kube-system --no-headers | awk '{print $1}' | sed "s/-$NODE\$//" | tr '\n' ' ')"
+	else fail "kube-system pods not Running: $(KC get pods -n kube-system --no-headers | grep -v ' Running ' | tr '\n' ';')"; fi
+}
+
+# Every container the API server knows of is one the runtime reports.
+check_all_on_runtime() {
+	local api rt missing
+	api=$(KC get pods -A -o jsonpath='{range .items[*]}{range .status.containerStatuses[*]}{.containerID}{"\n"}{end}{end}' | sed -n 's#^[a-z]*://##p' | sort -u)
+	rt=$(CRICTL ps -q --no-trunc | sort -u)
+	missing=$(comm -23 <(echo "$api") <(echo "$rt"))
+	local scheme
+	scheme=$(KC get pods -A -o jsonpath='{range .items[*]}{range .status.containerStatuses[*]}{.containerID}{"\n"}{end}{end}' | sed -n 's#://.*##p' | sort -u | tr '\n' ' ')
+	if [ -n "$api" ] && [ -z "$missing" ]; then
+		pass "$1: all $(echo "$api" | wc -l) containers of $(KC get pods -A --no-headers | wc -l) pods (scheme: ${scheme% }) are in crictl ps on $CRI_SOCK"
+	else fail "$1: containers not on $CRI_SOCK: $(echo "$missing" | tr '\n' ' ')"; fi
+}
+
+check_service() {
+	log "check: Deployment web (4 replicas) behind Service web, reached from a pod through CoreDNS and kube-proxy"
+	KC apply -f "$LAB/manifests/web.yaml" -f "$LAB/manifests/client.yaml" >/dev/null || { fail "apply web/client"; return; }
+	if wait_for 120 deploy_ready web 4; then pass "Deployment web: 4/4 Ready"; else fail "Deployment web: $(ready_replicas web)/4 Ready"; fi
+	wait_for 60 pod_ready default client || fail "client pod not Ready"
+	local out names
+	out=$(KC exec client -- nslookup web.default.svc.cluster.local 2>&1)
+	if echo "$out" | grep -q "$(KC get svc web -o jsonpath='{.spec.clusterIP}')"; then
+		pass "CoreDNS resolves web.default.svc.cluster.local to the ClusterIP from a pod: $(echo "$out" | grep -A1 'Name:.*web' | tail -1 | xargs)"
+	else fail "nslookup from a pod: $(echo "$out" | tr '\n' ' ')"; fi
+	names=$(KC exec client -- sh -c 'for i in $(seq 24); do wget -qO- -T 3 http://web/index.html; done' 2>&1 | sort | uniq -c | xargs)
+	if [ "$(echo "$names" | grep -o ' web-' | wc -l)" -ge 2 ]; then
+		pass "Service web (ClusterIP, kube-proxy iptables) balanced 24 requests over pods: $names"
+	else fail "Service web from a pod: $names"; fi
+}
+
+check_kubectl_streams() {
+	log "check: kubectl logs / exec / port-forward / attach"
+	local out
+	out=$(KC logs client 2>&1)
+	if [ "$out" = client-log-marker ]; then pass "kubectl logs: $out"; else fail "kubectl logs: $out"; fi
+	out=$(KC exec client -- sh -c 'echo exec-ok $(cat /etc/image-name) $(id -u)' 2>&1)
+	if [ "$out" = "exec-ok lab-busybox 0" ]; then pass "kubectl exec: $out"; else fail "kubectl exec: $out"; fi
+	local pod
+	pod=$(KC get pods -l app=web -o jsonpath='{.items[0].metadata.name}')
+	KC port-forward "pod/$pod" 18092:8080 >"$LAB/logs/port-forward.log" 2>&1 &
+	local pf=$!
+	out=
+	for _ in $(seq 20); do out=$(curl -fs -m 3 http://127.0.0.1:18092/index.html) && break; sleep 0.5; done
+	kill $pf 2>/dev/null
+	wait $pf 2>/dev/null
+	if [ "$out" = "$pod" ]; then pass "kubectl port-forward 18092 -> $pod:8080 answered '$out'"; else fail "kubectl port-forward: '$out' $(tr '\n' ' ' <"$LAB/logs/port-forward.log")"; fi
+	wait_for 60 pod_ready default talker || fail "talker pod not Ready"
+	out=$( (echo attach-line-1; sleep 2) | timeout 10 "$LAB/bin/kubectl" attach -i talker -c talker 2>&1)
+	if echo "$out" | grep -q 'got:attach-line-1'; then
+		pass "kubectl attach -i: stdin reached the container and its answer came back ($(echo "$out" | grep got: | head -1))"
+	else fail "kubectl attach -i: $(echo "$out" | tr '\n' ' ')"; fi
+}
+
+check_job() {
+	log "check: a Job completing"
+	KC apply -f "$LAB/manifests/job.yaml" >/dev/null || { fail "apply job"; return; }
+	if KC wait --for=condition=Complete --timeout=120s job/once >/dev/null 2>&1; then
+		pass "Job once Complete (nslookup + wget of the Service): $(KC logs job/once 2>&1 | tail -1)"
+	else fail "Job once: $(KC get job once -o jsonpath='{.status}' 2>&1) $(KC logs job/once 2>&1 | tail -3 | tr '\n' ' ')"; fi
+}
+
+check_signatures() {
+	[ "$RUNTIME" = crivet ] || { note "signature cases skipped: namespace policies are crivet's"; return; }
+	log "check: namespace strict (sigstore-signed images only)"
+	KC apply -f "$LAB/manifests/namespaces.yaml" >/dev/null
+	KC apply -f "$LAB/manifests/strict-pull.yaml" >/dev/null
+	if wait_for 90 event_has strict strict-pull SignatureValidationFailed; then
+		wait_for 30 has_reason strict strict-pull "ErrImagePull ImagePullBackOff SignatureValidationFailed"
+		pass "strict/strict-pull (unsigned, not on the node): waiting reason $(waiting_reason strict strict-pull); events: $(events_of strict strict-pull | grep -E 'Failed|BackOff' | cut -c1-230 | sort -u | tr '\n' '|')"
+	else fail "strict/strict-pull: reason $(waiting_reason strict strict-pull), events: $(events_of strict strict-pull | tr '\n' '|')"; fi
+	if CRICTL images -q "$REG/lab/unsigned:1.0" 2>/dev/null | grep -q .; then fail "rejected image is on the node"; else pass "rejected image not stored"; fi
+	log "check: the same image pulled by a pod in namespace loose, then used in strict"
+	KC apply -f "$LAB/manifests/loose-pull.yaml" >/dev/null
+	if wait_for 90 pod_ready loose loose-pull; then pass "loose/loose-pull Running (global policy)"; else fail "loose/loose-pull: $(waiting_reason loose loose-pull)"; fi
+	KC apply -f "$LAB/manifests/strict-reuse.yaml" >/dev/null
+	if wait_for 90 has_reason strict strict-reuse CreateContainerError && wait_for 30 event_has strict strict-reuse SignatureValidationFailed; then
+		pass "strict/strict-reuse (image already on the node): CreateContainerError; events: $(events_of strict strict-reuse | grep -E 'Failed' | cut -c1-230 | sort -u | tr '\n' '|')"
+	else fail "strict/strict-reuse: reason $(waiting_reason strict strict-reuse), events: $(events_of strict strict-reuse | tr '\n' '|')"; fi
+	KC apply -f "$LAB/manifests/strict-signed.yaml" >/dev/null
+	if wait_for 90 pod_ready strict strict-signed; then pass "strict/strict-signed (sigstore-signed image) Running"; else fail "strict/strict-signed: $(waiting_reason strict strict-signed) $(events_of strict strict-signed | tail -2 | tr '\n' '|')"; fi
+	# kube-system requires signatures too: every control-plane image passed.
+	local acc
+	acc=$(jq -r 'select(.namespace=="kube-system" and .outcome=="accepted") | .reference // .image // empty' "$LAB/logs/audit.jsonl" 2>/dev/null | sort -u | tr '\n' ' ')
+	note "kube-system signature decisions (audit log, accepted): ${acc:-none recorded}"
+	KC delete ns strict loose --wait=false >/dev/null
+}
+
+check_scale() {
+	log "check: 30 pods"
+	local t0
+	t0=$(now)
+	KC apply -f "$LAB/manifests/scale.yaml" >/dev/null || { fail "apply scale"; return; }
+	if wait_for 300 deploy_ready scale 30; then
+		since "$t0" >"$LAB/scale-ready-$RUNTIME"
+		pass "Deployment scale: 30 pods Ready $(cat "$LAB/scale-ready-$RUNTIME") s after kubectl apply"
+	else fail "Deployment scale: $(ready_replicas scale)/30 Ready after 300 s"; fi
+	check_all_on_runtime "with 30 more pods"
+	t0=$(now)
+	KC delete -f "$LAB/manifests/scale.yaml" --wait=false >/dev/null
+	if wait_for 300 sh -c "[ -z \"\$($LAB/bin/kubectl get pods -l app=scale --no-headers 2>/dev/null)\" ]"; then
+		pass "Deployment scale deleted: 30 pods gone in $(since "$t0") s"
+	else fail "scale pods left: $(KC get pods -l app=scale --no-headers | wc -l)"; fi
+}
+
+check() {
+	[ -s "$LAB/t0" ] || die "no cluster up: $0 up"
+	check_control_plane
+	check_all_on_runtime "control plane"
+	check_service
+	check_kubectl_streams
+	check_job
+	check_signatures
+	check_scale
+	check_all_on_runtime "end of checks"
+	echo
+	log "node Ready: $(cat "$LAB/node-ready-$RUNTIME" 2>/dev/null || echo -) s after kubeadm init; kubeadm init: $(cat "$LAB/kubeadm-done-$RUNTIME" 2>/dev/null || echo -) s; 30 pods Ready: $(cat "$LAB/scale-ready-$RUNTIME" 2>/dev/null || echo -) s ($RUNTIME)"
+	log "results ($RESULTS):"
+	grep -c '^PASS' "$RESULTS" | sed 's/^/  passed: /'
+	grep -c '^FAIL' "$RESULTS" | sed 's/^/  failed: /'
+	grep -E '^FAIL' "$RESULTS"
+	! grep -q '^FAIL' "$RESULTS"
+}
+
+# ---------------------------------------------------------------- down
+down() {
+	log "down"
+	stop_pid "$LAB/kubelet.pid" 30
+	if [ -S "$CRI_SOCK" ]; then
+		CRICTL rmp --force --all >/dev/null 2>&1
+		CRICTL rm --force --all >/dev/null 2>&1
+	fi
+	stop_pid "$LAB/crivet/pid" 30
+	stop_containerd
+	local p
+	for p in $(pgrep -f "^$LAB/bin/crivet-monitor"); do log "leftover monitor pid $p"; kill -KILL "$p"; done
+	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do runc --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
+	# kubelet bind-mounts, pod volumes, crivet's pins and rootfs mounts
+	awk -v r="$RUNROOT" -v l="$LAB/" '$5 ~ "^"r || index($5, l)==1 || $5 ~ "^/var/lib/kubelet" || $5 ~ "^/run/containerd-cluster" {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+		umount "$m" 2>/dev/null || umount -l "$m"
+	done
+	stop_pid "$LAB/registry/pid" 10
+	ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
+	rm -rf "$RUNROOT" "$LAB/crivet/root" "$LAB/cni-data" "$LAB/registry/data" "$SOCK" "$LAB/containerd/root" /run/containerd-cluster "$LAB/t0"
+	[ -s "$LAB/host-state" ] || return 0
+	for p in $HOST_PATHS; do rm -rf "$p"; done
+	while read -r kind a b; do
+		case $kind in
+		sysctl) sysctl -q -w "$a=$b" ;;
+		backup) [ -e "$LAB/backup$a" ] && mv "$LAB/backup$a" "$a" ;;
+		esac
+	done <"$LAB/host-state"
+	for p in /var/log/pods /var/log/containers /usr/libexec/kubernetes /run/xtables.lock /etc/cni /opt/cni; do existed "$p" || rm -rf "$p"; done
+	for p in /var/log/pods /var/log/containers; do
+		[ -d "$p" ] || continue
+		ls -A "$p" | while read -r e; do grep -qxF "entry $p/$e" "$LAB/host-state" || rm -rf "${p:?}/$e"; done
+	done
+	for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
+		existed "$c" || { [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null; }
+	done
+	# Every KUBE-* and CNI-* chain kubelet, kube-proxy and the CNI plugins
+	# made: jumps to it first, then the chain.
+	local ipt t ch parent rule
+	for ipt in iptables ip6tables; do
+		for t in filter nat mangle; do
+			for ch in $($ipt -t $t -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}'); do
+				had_chain $ipt $t "$ch" && continue
+				$ipt -t $t -S 2>/dev/null | grep -E -- "-j $ch( |\$)" | sed 's/^-A/-D/' | while read -r rule; do
+					# shellcheck disable=SC2086
+					$ipt -t $t $rule 2>/dev/null
+				done
+				$ipt -t $t -F "$ch" 2>/dev/null
+			done
+			for ch in $($ipt -t $t -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}'); do
+				had_chain $ipt $t "$ch" || $ipt -t $t -X "$ch" 2>/dev/null
+			done
+		done
+	done
+	rm -f "$LAB/host-state"
+	rmdir "$LAB/backup" 2>/dev/null
+	leftovers_report
+}
+
+# What a cluster could leave on the host; empty when down cleaned up.
+leftovers() {
+	local p
+	pgrep -f "^$LAB/bin/" | sed 's/^/process /'
+	pgrep -x kube-apiserver | sed 's/^/process kube-apiserver /'
+	pgrep -x etcd | sed 's/^/process etcd /'
+	awk -v r="$RUNROOT" -v l="$LAB/" '$5 ~ "^"r || index($5, l)==1 || $5 ~ "^/var/lib/kubelet" {print "mount " $5}' /proc/self/mountinfo
+	ip -br link show "$BRIDGE" 2>/dev/null | awk '{print "bridge " $1}'
+	ip -br link show type veth 2>/dev/null | awk '$1 ~ /^veth/ {print $1}' | while read -r v; do
+		[ "$(ip -j link show "${v%@*}" 2>/dev/null | jq -r '.[0].master // empty')" = "$BRIDGE" ] && echo "veth $v"
+	done
+	for p in $HOST_PATHS; do [ -e "$p" ] && ! grep -qxF "backup $p" "$LAB/host-state.last" 2>/dev/null && echo "path $p"; done
+	local ipt t
+	for ipt in iptables ip6tables; do
+		for t in filter nat mangle; do
+			$ipt -t $t -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}' | while read -r ch; do
+				grep -qxF "chain $ipt $t $ch" "$LAB/host-state.last" 2>/dev/null || echo "chain $ipt $t $ch"
+			done
+		done
+	done
+	[ -d /var/log/pods ] && ls /var/log/pods | grep -E '^(kube-system|default|strict|loose)_' | sed 's/^/pod-log /'
+	ip route | grep -F "${NODE_POD_CIDR%/*}" | sed 's/^/route /'
+}
+leftovers_report() {
+	local l
+	l=$(leftovers)
+	if [ -z "$l" ]; then log "down: nothing left (processes, mounts, bridge, veths, kubeadm paths, KUBE-*/CNI-* chains, pod logs, routes)"; else
+		log "down: LEFT BEHIND:"; echo "$l" | sed 's/^/  /'; return 1
+	fi
+}
+
+# ---------------------------------------------------------------- containerd
+start_containerd() { die "RUNTIME=containerd: not written yet"; }
+stop_containerd() { :; }
+
+# ---------------------------------------------------------------- main
+mkdir -p "$LAB/logs"
+exec 9>"$LAB/.lock"
+flock -n 9 || die "another run holds $LAB/.lock"
+case ${1:-all} in
+up) up ;;
+check) check ;;
+down) [ -s "$LAB/host-state" ] && cp "$LAB/host-state" "$LAB/host-state.last"; down ;;
+all)
+	[ "${KEEP:-0}" = 1 ] || trap 'cp "$LAB/host-state" "$LAB/host-state.last" 2>/dev/null; down' EXIT
+	trap 'exit 130' INT TERM
+	up
+	check
+	;;
+*) die "usage: $0 [up|check|down|all]" ;;
+esac
