@@ -571,8 +571,9 @@ up() {
 			fi
 			sleep 0.5
 		done
-	) &
+	) 9>&- &
 	local wpid=$!
+	echo $wpid >"$LAB/clock.pid"
 	wait $kpid
 	local rc=$?
 	tail -n 25 "$LAB/logs/kubeadm.log" | sed 's/^/  kubeadm: /'
@@ -588,6 +589,7 @@ up() {
 	fi
 	KC taint node "$NODE" node-role.kubernetes.io/control-plane:NoSchedule- >/dev/null || fail "removing the control-plane taint"
 	wait $wpid
+	rm -f "$LAB/clock.pid"
 	if [ -s "$LAB/node-ready-$RUNTIME" ]; then pass "node $NODE Ready $(cat "$LAB/node-ready-$RUNTIME") s after kubeadm init started"; else fail "node $NODE not Ready"; fi
 	local rv
 	rv=$(KC get node "$NODE" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}')
@@ -727,7 +729,8 @@ pod_ready() { KC wait --for=condition=Ready --timeout=2s pod -n "$1" "$2" >/dev/
 check_control_plane() {
 	log "check: control plane and CoreDNS"
 	if wait_for 180 sh -c "[ \$($LAB/bin/kubectl get pods -n kube-system -l k8s-app=kube-dns -o jsonpath='{.items[*].status.containerStatuses[0].ready}' | grep -o true | wc -l) = 2 ]"; then
-		pass "CoreDNS Running and Ready: $(KC get pods -n kube-system -l k8s-app=kube-dns --no-headers | awk '{print $1, $3}' | tr '\n' ' ')"
+		since "$(cat "$LAB/t0")" >"$LAB/dns-ready-$RUNTIME"
+		pass "CoreDNS Running and Ready ($(cat "$LAB/dns-ready-$RUNTIME") s after kubeadm init started): $(KC get pods -n kube-system -l k8s-app=kube-dns --no-headers | awk '{print $1, $3}' | tr '\n' ' ')"
 	else fail "CoreDNS not Ready: $(KC get pods -n kube-system -l k8s-app=kube-dns --no-headers 2>&1 | tr '\n' ' ')"; fi
 	if wait_for 120 sh -c "! $LAB/bin/kubectl get pods -n kube-system --no-headers | grep -v ' Running '"; then
 		pass "kube-system: every pod Running: $(KC get pods -n kube-system --no-headers | awk '{print $1}' | sed "s/-$NODE\$//" | tr '\n' ' ')"
@@ -780,9 +783,11 @@ check_kubectl_streams() {
 	wait $pf 2>/dev/null
 	if [ "$out" = "$pod" ]; then pass "kubectl port-forward 18092 -> $pod:8080 answered '$out'"; else fail "kubectl port-forward: '$out' $(tr '\n' ' ' <"$LAB/logs/port-forward.log")"; fi
 	wait_for 60 pod_ready default talker || fail "talker pod not Ready"
+	local t0
+	t0=$(now)
 	out=$( (echo attach-line-1; sleep 2) | timeout 10 "$LAB/bin/kubectl" attach -i talker -c talker 2>&1)
 	if echo "$out" | grep -q 'got:attach-line-1'; then
-		pass "kubectl attach -i: stdin reached the container and its answer came back ($(echo "$out" | grep got: | head -1))"
+		pass "kubectl attach -i: stdin reached the container and its answer came back ($(echo "$out" | grep got: | head -1)); kubectl returned $(since "$t0") s after start, stdin closed at 2 s (timeout 10 s)"
 	else fail "kubectl attach -i: $(echo "$out" | tr '\n' ' ')"; fi
 }
 
@@ -857,7 +862,10 @@ check() {
 	check_scale
 	check_all_on_runtime "end of checks"
 	echo
-	log "node Ready: $(cat "$LAB/node-ready-$RUNTIME" 2>/dev/null || echo -) s after kubeadm init; kubeadm init: $(cat "$LAB/kubeadm-done-$RUNTIME" 2>/dev/null || echo -) s; 30 pods Ready: $(cat "$LAB/scale-ready-$RUNTIME" 2>/dev/null || echo -) s ($RUNTIME)"
+	log "node Ready: $(cat "$LAB/node-ready-$RUNTIME" 2>/dev/null || echo -) s after kubeadm init; kubeadm init: $(cat "$LAB/kubeadm-done-$RUNTIME" 2>/dev/null || echo -) s; CoreDNS Ready: $(cat "$LAB/dns-ready-$RUNTIME" 2>/dev/null || echo -) s; 30 pods Ready: $(cat "$LAB/scale-ready-$RUNTIME" 2>/dev/null || echo -) s ($RUNTIME)"
+	# one line per run, for side-by-side tables
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$RUNTIME" "$(cat "$LAB/node-ready-$RUNTIME" 2>/dev/null)" "$(cat "$LAB/kubeadm-done-$RUNTIME" 2>/dev/null)" \
+		"$(cat "$LAB/dns-ready-$RUNTIME" 2>/dev/null)" "$(cat "$LAB/scale-ready-$RUNTIME" 2>/dev/null)" "$(grep -c '^FAIL' "$RESULTS")" >>"$LAB/timings.tsv"
 	log "results ($RESULTS):"
 	grep -c '^PASS' "$RESULTS" | sed 's/^/  passed: /'
 	grep -c '^FAIL' "$RESULTS" | sed 's/^/  failed: /'
@@ -868,6 +876,7 @@ check() {
 # ---------------------------------------------------------------- down
 down() {
 	log "down"
+	stop_pid "$LAB/clock.pid" 1
 	stop_pid "$LAB/kubelet.pid" 30
 	if [ -S "$CRI_SOCK" ]; then
 		CRICTL rmp --force --all >/dev/null 2>&1
@@ -975,6 +984,7 @@ EOF
 version = 2
 root = "$d/root"
 state = "/run/containerd-cluster"
+oom_score = 0
 [grpc]
   address = "$CTRD_SOCK"
 [ttrpc]
@@ -985,6 +995,11 @@ state = "/run/containerd-cluster"
   address = ""
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$REG/pause:$PAUSE_VERSION"
+  # netns pins under the state dir, not /run/netns: down removes them with it
+  netns_mounts_under_state_dir = true
+  # root here lacks CAP_SYS_RESOURCE: runc fails to lower oom_score_adj
+  # ("can't get final child's PID from pipe"), so clamp to containerd's own
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
