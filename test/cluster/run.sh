@@ -786,8 +786,15 @@ check_kubectl_streams() {
 	local t0
 	t0=$(now)
 	out=$( (echo attach-line-1; sleep 2) | timeout 10 "$LAB/bin/kubectl" attach -i talker -c talker 2>&1)
+	local took
+	took=$(since "$t0")
 	if echo "$out" | grep -q 'got:attach-line-1'; then
-		pass "kubectl attach -i: stdin reached the container and its answer came back ($(echo "$out" | grep got: | head -1)); kubectl returned $(since "$t0") s after start, stdin closed at 2 s (timeout 10 s)"
+		pass "kubectl attach -i: stdin reached the container and its answer came back ($(echo "$out" | grep got: | head -1))"
+		# containerd ends the session when the client's stdin ends (for a
+		# container without stdinOnce); kubectl then returns.
+		if [ "$(echo "$took > 8" | bc)" = 1 ]; then
+			gap "kubectl attach -i with piped stdin did not return when stdin ended at 2 s (killed by timeout at $took s): the runtime keeps the attach session until the container exits"
+		fi
 	else fail "kubectl attach -i: $(echo "$out" | tr '\n' ' ')"; fi
 }
 
