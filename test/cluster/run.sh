@@ -760,7 +760,14 @@ check_service() {
 	if echo "$out" | grep -q "$(KC get svc web -o jsonpath='{.spec.clusterIP}')"; then
 		pass "CoreDNS resolves web.default.svc.cluster.local to the ClusterIP from a pod: $(echo "$out" | grep -A1 'Name:.*web' | tail -1 | xargs)"
 	else fail "nslookup from a pod: $(echo "$out" | tr '\n' ' ')"; fi
-	names=$(KC exec client -- sh -c 'for i in $(seq 24); do wget -qO- http://web/index.html; done' 2>&1 | sort | uniq -c | xargs)
+	# kube-proxy programs endpoints as they become ready, rate-limited: wait
+	# for the EndpointSlice to list all four, then retry a few times.
+	wait_for 30 sh -c "[ \$($LAB/bin/kubectl get endpointslices -l kubernetes.io/service-name=web -o json | jq '[.items[].endpoints[] | select(.conditions.ready)] | length') = 4 ]"
+	for _ in 1 2 3 4 5; do
+		names=$(KC exec client -- sh -c 'for i in $(seq 24); do wget -qO- http://web/index.html; done' 2>&1 | sort | uniq -c | xargs)
+		[ "$(echo "$names" | grep -o ' web-' | wc -l)" -ge 2 ] && break
+		sleep 2
+	done
 	if [ "$(echo "$names" | grep -o ' web-' | wc -l)" -ge 2 ]; then
 		pass "Service web (ClusterIP, kube-proxy iptables) balanced 24 requests over pods: $names"
 	else fail "Service web from a pod: $names"; fi
@@ -804,6 +811,24 @@ check_job() {
 	if KC wait --for=condition=Complete --timeout=120s job/once >/dev/null 2>&1; then
 		pass "Job once Complete (nslookup + wget of the Service): $(KC logs job/once 2>&1 | tail -1)"
 	else fail "Job once: $(KC get job once -o jsonpath='{.status}' 2>&1) $(KC logs job/once 2>&1 | tail -3 | tr '\n' ' ')"; fi
+}
+
+# crivet restarted under a running cluster: containers (control plane
+# included) outlive the daemon through their monitors, and kubelet sees the
+# same containers afterwards.
+check_runtime_restart() {
+	[ "$RUNTIME" = crivet ] || return 0
+	log "check: crivet restart with the cluster running"
+	local q='[.items[] | {n: .metadata.name, c: [.status.containerStatuses[]? | .containerID, .restartCount]}] | sort_by(.n)'
+	local before after
+	before=$(KC get pods -A -o json | jq -c "$q")
+	stop_pid "$LAB/crivet/pid" 30
+	start_crivet
+	sleep 20
+	after=$(KC get pods -A -o json | jq -c "$q")
+	if [ "$before" = "$after" ] && [ "$(KC get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; then
+		pass "crivet restart: node Ready, all $(echo "$before" | jq length) pods keep their containers, no restarts"
+	else fail "crivet restart: before $before after $after"; fi
 }
 
 check_signatures() {
@@ -865,6 +890,7 @@ check() {
 	check_service
 	check_kubectl_streams
 	check_job
+	check_runtime_restart
 	check_signatures
 	check_scale
 	check_all_on_runtime "end of checks"
