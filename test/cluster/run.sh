@@ -912,14 +912,28 @@ down() {
 	stop_pid "$LAB/clock.pid" 1
 	stop_pid "$LAB/kubelet.pid" 30
 	if [ -S "$CRI_SOCK" ]; then
-		CRICTL rmp --force --all >/dev/null 2>&1
-		CRICTL rm --force --all >/dev/null 2>&1
+		{
+			log "down: crictl rmp --force --all"
+			CRICTL rmp --force --all 2>&1
+			CRICTL rm --force --all 2>&1
+			CRICTL ps -a 2>&1 | tail -n +2 | sed 's/^/still listed: /'
+		} >>"$LAB/logs/down.log"
 	fi
 	stop_pid "$LAB/crivet/pid" 30
 	stop_containerd
 	local p
 	for p in $(pgrep -f "^$LAB/bin/crivet-monitor"); do log "leftover monitor pid $p"; kill -KILL "$p"; done
-	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do runc --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
+	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do log "leftover runc container $p"; runc --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
+	# Any process still in a pod cgroup made during the run is a container
+	# process the runtime lost: named in the log, then killed.
+	local c
+	for c in $(new_cgroups | grep '^/sys/fs/cgroup/memory/'); do
+		for p in $(cat "$c/cgroup.procs" 2>/dev/null); do
+			log "down: pid $p ($(cat /proc/$p/comm 2>/dev/null)) still in $c after the runtime stopped; killing it" | tee -a "$LAB/logs/down.log"
+			kill -KILL "$p"
+		done
+	done
+	sleep 1
 	# kubelet bind-mounts, pod volumes, crivet's pins and rootfs mounts
 	awk -v r="$RUNROOT" -v l="$LAB/" '$5 ~ "^"r || index($5, l)==1 || $5 ~ "^/var/lib/kubelet" || $5 ~ "^/run/containerd-cluster" {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
 		umount "$m" 2>/dev/null || umount -l "$m"
@@ -991,7 +1005,11 @@ leftovers() {
 }
 leftovers_report() {
 	local l
-	l=$(leftovers)
+	for _ in $(seq 10); do # processes may still be exiting
+		l=$(leftovers)
+		[ -z "$l" ] && break
+		sleep 1
+	done
 	if [ -z "$l" ]; then log "down: nothing left (processes, mounts, bridge, veths, kubeadm paths, KUBE-*/CNI-* chains, pod logs, routes)"; else
 		log "down: LEFT BEHIND:"; echo "$l" | sed 's/^/  /'; return 1
 	fi
