@@ -350,15 +350,31 @@ save_host_state() {
 	done
 }
 existed() { grep -qxF "existed $1" "$LAB/host-state"; }
-# new_cgroups: kubelet's pod cgroups that were not there before, deepest first.
-new_cgroups() {
-	local f=$LAB/host-state
-	[ -s "$f" ] || f=$LAB/host-state.last
-	find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice -depth -type d 2>/dev/null | while read -r c; do
-		grep -qxF "cgroup $c" "$f" 2>/dev/null || echo "$c"
+# Pod UIDs of this cluster: kubelet's pod directories, kept before down
+# removes /var/lib/kubelet (static pods' UIDs repeat from run to run).
+record_pod_uids() { ls /var/lib/kubelet/pods 2>/dev/null >>"$LAB/pod-uids"; }
+# my_cgroups: the cgroups of this cluster's pods (cgroupfs names pod<uid>,
+# and everything below), deepest first. Only those: other work on this host
+# makes pod cgroups of its own under the same kubepods.
+my_cgroups() {
+	[ -s "$LAB/pod-uids" ] || return 0
+	sort -u "$LAB/pod-uids" | while read -r uid; do
+		[ -n "$uid" ] && find /sys/fs/cgroup/*/kubepods -depth -type d -path "*/pod$uid*" 2>/dev/null
 	done
 }
-had_chain() { grep -qxF "chain $1 $2 $3" "$LAB/host-state"; }
+# my_chain IPT TABLE CHAIN: a chain this cluster made: KUBE-* (kubelet,
+# kube-proxy) that was not there before, or a CNI-* one naming our bridge or
+# pod addresses (other CNI users on this host have theirs).
+my_chain() {
+	local f=$LAB/host-state
+	[ -s "$f" ] || f=$LAB/host-state.last
+	grep -qxF "chain $1 $2 $3" "$f" 2>/dev/null && return 1
+	case $3 in
+	KUBE-*) return 0 ;;
+	CNI-*) $1 -t $2 -S "$3" 2>/dev/null | grep -qE -- "${NODE_POD_CIDR%.*}\.|$BRIDGE" ;;
+	*) return 1 ;;
+	esac
+}
 
 # ---------------------------------------------------------------- config
 write_config() {
@@ -909,6 +925,7 @@ check() {
 # ---------------------------------------------------------------- down
 down() {
 	log "down"
+	record_pod_uids
 	stop_pid "$LAB/clock.pid" 1
 	stop_pid "$LAB/kubelet.pid" 30
 	if [ -S "$CRI_SOCK" ]; then
@@ -924,10 +941,10 @@ down() {
 	local p
 	for p in $(pgrep -f "^$LAB/bin/crivet-monitor"); do log "leftover monitor pid $p"; kill -KILL "$p"; done
 	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do log "leftover runc container $p"; runc --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
-	# Any process still in a pod cgroup made during the run is a container
+	# Any process still in one of this cluster's pod cgroups is a container
 	# process the runtime lost: named in the log, then killed.
 	local c
-	for c in $(new_cgroups | grep '^/sys/fs/cgroup/memory/'); do
+	for c in $(my_cgroups | grep '^/sys/fs/cgroup/memory/'); do
 		for p in $(cat "$c/cgroup.procs" 2>/dev/null); do
 			log "down: pid $p ($(cat /proc/$p/comm 2>/dev/null)) still in $c after the runtime stopped; killing it" | tee -a "$LAB/logs/down.log"
 			kill -KILL "$p"
@@ -955,23 +972,25 @@ down() {
 		[ -d "$p" ] || continue
 		ls -A "$p" | while read -r e; do grep -qxF "entry $p/$e" "$LAB/host-state" || rm -rf "${p:?}/$e"; done
 	done
-	new_cgroups | while read -r c; do rmdir "$c" 2>/dev/null; done
-	# Every KUBE-* and CNI-* chain kubelet, kube-proxy and the CNI plugins
-	# made: jumps to it first, then the chain.
-	local ipt t ch parent rule
+	my_cgroups | while read -r c; do rmdir "$c" 2>/dev/null; done
+	# kubelet's QoS cgroups, if it made them (rmdir fails while in use)
+	for c in /sys/fs/cgroup/*/kubepods/burstable /sys/fs/cgroup/*/kubepods/besteffort /sys/fs/cgroup/*/kubepods; do
+		grep -qxF "cgroup $c" "$LAB/host-state" || rmdir "$c" 2>/dev/null
+	done
+	# The chains kubelet, kube-proxy and the CNI plugins made for this
+	# cluster: jumps to each first, then the chains.
+	local ipt t ch rule mine
 	for ipt in iptables ip6tables; do
 		for t in filter nat mangle; do
-			for ch in $($ipt -t $t -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}'); do
-				had_chain $ipt $t "$ch" && continue
+			mine=$($ipt -t $t -S 2>/dev/null | awk '$1=="-N" {print $2}' | while read -r ch; do my_chain $ipt $t "$ch" && echo "$ch"; done)
+			for ch in $mine; do
 				# iptables -S quotes comments the way a shell does
 				$ipt -t $t -S 2>/dev/null | grep -E -- "-j $ch( |\$)" | sed 's/^-A/-D/' | while read -r rule; do
 					eval "$ipt -t $t $rule" 2>/dev/null
 				done
 				$ipt -t $t -F "$ch" 2>/dev/null
 			done
-			for ch in $($ipt -t $t -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}'); do
-				had_chain $ipt $t "$ch" || $ipt -t $t -X "$ch" 2>/dev/null
-			done
+			for ch in $mine; do $ipt -t $t -X "$ch" 2>/dev/null; done
 		done
 	done
 	rm -f "$LAB/host-state"
@@ -983,8 +1002,10 @@ down() {
 leftovers() {
 	local p
 	pgrep -f "^$LAB/bin/" | sed 's/^/process /'
-	pgrep -x kube-apiserver | sed 's/^/process kube-apiserver /'
-	pgrep -x etcd | sed 's/^/process etcd /'
+	# control-plane processes (with state and parent: a zombie shows Z)
+	for p in $(pgrep -x 'kube-apiserver|etcd|kube-scheduler|kube-controller|kube-proxy|coredns'); do
+		echo "process $(ps -o pid=,ppid=,stat=,comm= -p "$p" | xargs) $(grep -m1 memory /proc/$p/cgroup 2>/dev/null)"
+	done
 	awk -v r="$RUNROOT" -v l="$LAB/" '$5 ~ "^"r || index($5, l)==1 || $5 ~ "^/var/lib/kubelet" {print "mount " $5}' /proc/self/mountinfo
 	ip -br link show "$BRIDGE" 2>/dev/null | awk '{print "bridge " $1}'
 	ip -br link show type veth 2>/dev/null | awk '$1 ~ /^veth/ {print $1}' | while read -r v; do
@@ -994,14 +1015,14 @@ leftovers() {
 	local ipt t
 	for ipt in iptables ip6tables; do
 		for t in filter nat mangle; do
-			$ipt -t $t -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}' | while read -r ch; do
-				grep -qxF "chain $ipt $t $ch" "$LAB/host-state.last" 2>/dev/null || echo "chain $ipt $t $ch"
+			$ipt -t $t -S 2>/dev/null | awk '$1=="-N" {print $2}' | while read -r ch; do
+				my_chain $ipt $t "$ch" && echo "chain $ipt $t $ch"
 			done
 		done
 	done
 	[ -d /var/log/pods ] && ls /var/log/pods | grep -E '^(kube-system|default|strict|loose)_' | sed 's/^/pod-log /'
 	ip route | grep -F "${NODE_POD_CIDR%/*}" | sed 's/^/route /'
-	new_cgroups | sed 's/^/cgroup /'
+	my_cgroups | sed 's/^/cgroup /'
 }
 leftovers_report() {
 	local l
@@ -1010,7 +1031,7 @@ leftovers_report() {
 		[ -z "$l" ] && break
 		sleep 1
 	done
-	if [ -z "$l" ]; then log "down: nothing left (processes, mounts, bridge, veths, kubeadm paths, KUBE-*/CNI-* chains, pod logs, routes)"; else
+	if [ -z "$l" ]; then rm -f "$LAB/pod-uids"; log "down: nothing left (processes, mounts, bridge, veths, kubeadm paths, KUBE-*/CNI-* chains, pod logs, routes)"; else
 		log "down: LEFT BEHIND:"; echo "$l" | sed 's/^/  /'; return 1
 	fi
 }
