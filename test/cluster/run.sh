@@ -115,8 +115,11 @@ build_etcd_coredns() {
 }
 
 build_crivet() {
-	local v
-	v=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo dev)
+	# The version as `make build` stamps it: kubelet parses the runtime's
+	# version as semver (the Makefile's release + the commit).
+	local v base
+	base=$(sed -n 's/^VERSION *:= *\([0-9][0-9.]*\)+.*/\1/p' "$REPO/Makefile")
+	v=${base:-0.0.0}+$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 	log "building crivet $v from $REPO"
 	(cd "$REPO" &&
 		nice go build -tags "$TAGS" -ldflags "-X main.version=$v" -o "$LAB/bin/crivet" ./cmd/crivet &&
@@ -1003,7 +1006,8 @@ leftovers() {
 	local p
 	pgrep -f "^$LAB/bin/" | sed 's/^/process /'
 	# control-plane processes (with state and parent: a zombie shows Z)
-	for p in $(pgrep -x 'kube-apiserver|etcd|kube-scheduler|kube-controller|kube-proxy|coredns'); do
+	# (pgrep -x matches the 15-character comm: one name at a time)
+	for p in $(for n in kube-apiserver etcd kube-scheduler kube-controller kube-proxy coredns; do pgrep -x "$n"; done); do
 		echo "process $(ps -o pid=,ppid=,stat=,comm= -p "$p" | xargs) $(grep -m1 memory /proc/$p/cgroup 2>/dev/null)"
 	done
 	awk -v r="$RUNROOT" -v l="$LAB/" '$5 ~ "^"r || index($5, l)==1 || $5 ~ "^/var/lib/kubelet" {print "mount " $5}' /proc/self/mountinfo
