@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	runc "github.com/containerd/go-runc"
@@ -66,7 +67,14 @@ type Runtime struct {
 	procs map[string]*specs.Process // exec template per container: its config.json process
 
 	statuses sync.Map // id → Status: see cachedStatus
-	health   health
+	// watching counts live exit watches (WatchExits): while one runs,
+	// every exit record forgets the container's cached status, so a cached
+	// live status can be trusted without asking the kernel.
+	watching atomic.Int32
+	// exits increases at each forgotten status: a status computed while it
+	// changed may predate an exit and is not cached.
+	exits  atomic.Uint64
+	health health
 }
 
 // New checks cfg and prepares its directories.
