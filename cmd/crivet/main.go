@@ -60,6 +60,8 @@ func main() {
 		err = printConfig(args)
 	case "policy":
 		err = policyCmd(args)
+	case "image":
+		err = imageCmd(args)
 	case "help":
 		fmt.Println("usage: crivet [serve] [flags] | crivet config [flags] | crivet policy lint [FILE|DIR] [flags] | crivet version\nrun 'crivet -h' for flags")
 	default:
