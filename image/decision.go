@@ -141,8 +141,8 @@ func (s *Service) AdmitFor(ctx context.Context, req AdmitRequest) (Admission, er
 	}
 	adm, err := s.Admit(ctx, req.Image, req.UserRef, pol)
 	d.pol, d.err, d.identity = pol, err, adm.Identity
-	if adm.Identity != "" {
-		d.requirements = requirementTypes(pol, adm.Identity)
+	if adm.ref != nil {
+		d.requirements = pol.RequirementTypes(adm.ref)
 	}
 	d.duration = time.Since(start)
 	d.attrs = []any{"cached", adm.Cached, "identity_from_record", adm.FromRecord}

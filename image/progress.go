@@ -103,13 +103,19 @@ func tooLarge(limit int64) error {
 // newPullWatch starts watching a pull whose context cancel cancels. The
 // registry phase (manifests, signatures) is watched from now on.
 func (s *Service) newPullWatch(ref string, cancel context.CancelCauseFunc) (*pullWatch, error) {
-	tmp, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "pull-")
+	return s.newWatch("pull-", ref, s.cfg.PullProgressTimeout, cancel)
+}
+
+// newWatch is newPullWatch for any copy into the store: timeout 0 watches
+// only the size limit (an import reads a local file, not a registry).
+func (s *Service) newWatch(prefix, ref string, timeout time.Duration, cancel context.CancelCauseFunc) (*pullWatch, error) {
+	tmp, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), prefix)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
 	w := &pullWatch{
-		s: s, ref: ref, timeout: s.cfg.PullProgressTimeout, limit: s.cfg.MaxImageSize,
+		s: s, ref: ref, timeout: timeout, limit: s.cfg.MaxImageSize,
 		cancel: cancel, tmpDir: tmp, start: now, last: now,
 		active: map[digest.Digest]*artifact{}, files: map[string]int64{},
 		progress: make(chan types.ProgressProperties), done: make(chan struct{}),

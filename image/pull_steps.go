@@ -108,12 +108,18 @@ func (j *pullJob) resolve(src types.ImageSource) (*resolved, error) {
 // checkLimits refuses, before any blob is fetched, an image whose manifest
 // declares more layers or bytes than the node allows.
 func (j *pullJob) checkLimits(m *remoteManifest) error {
-	cfg := j.s.cfg
+	if err := checkManifestLimits(j.s.cfg, m); err != nil {
+		return fmt.Errorf("pull %s: %w", j.named, err)
+	}
+	return nil
+}
+
+func checkManifestLimits(cfg Config, m *remoteManifest) error {
 	if cfg.MaxLayers > 0 && len(m.Layers) > cfg.MaxLayers {
-		return fmt.Errorf("pull %s: %w", j.named, &limitError{fmt.Sprintf("image has %d layers, more than max_layers (%d)", len(m.Layers), cfg.MaxLayers)})
+		return &limitError{fmt.Sprintf("image has %d layers, more than max_layers (%d)", len(m.Layers), cfg.MaxLayers)}
 	}
 	if cfg.MaxImageSize > 0 && m.LayerBytes > cfg.MaxImageSize {
-		return fmt.Errorf("pull %s: %w", j.named, tooLarge(cfg.MaxImageSize))
+		return tooLarge(cfg.MaxImageSize)
 	}
 	return nil
 }
@@ -171,7 +177,7 @@ func (j *pullJob) copyPinned(r *resolved) (*storage.Image, error) {
 		ProgressInterval:   progressInterval,
 	})
 	if err == nil && !existed {
-		err = j.enforceStoredSize(configDigest)
+		err = s.enforceStoredSize(j.ctx, configDigest)
 	}
 	if err != nil {
 		s.removePulledLayers(layersBefore, r.m)
@@ -189,10 +195,9 @@ func (j *pullJob) copyPinned(r *resolved) (*storage.Image, error) {
 // had already read when the watch cancelled, and layers reused from the
 // store were never inflated by the watch; the stored sizes are exact. A
 // refused image is removed.
-func (j *pullJob) enforceStoredSize(configDigest digest.Digest) error {
-	s := j.s
+func (s *Service) enforceStoredSize(ctx context.Context, configDigest digest.Digest) error {
 	var err error
-	if cause := context.Cause(j.ctx); cause != nil {
+	if cause := context.Cause(ctx); cause != nil {
 		err = cause
 	} else if s.cfg.MaxImageSize > 0 && s.imageUncompressedSize(configDigest.Encoded()) > s.cfg.MaxImageSize {
 		err = tooLarge(s.cfg.MaxImageSize)

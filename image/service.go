@@ -53,6 +53,13 @@ type Config struct {
 	MaxImageSize int64
 	// MaxLayers refuses images with more layers. 0 = unlimited.
 	MaxLayers int
+
+	// Shared opens a store a running daemon may be using (crivet image
+	// import/export): what the daemon's pulls have in flight (their
+	// temporary files, layers not yet owned by an image) is left alone,
+	// and so are its mounts at Close. The daemon's next start cleans what
+	// an interrupted shared user left.
+	Shared bool
 }
 
 // Service is the only owner of the image store.
@@ -71,7 +78,7 @@ type Service struct {
 	locks keyedMutex
 
 	recMu   sync.Mutex
-	records map[string]*Record // by storage image ID; a cache of what is on disk
+	records map[string]cachedRecord // by storage image ID; a cache of what is on disk
 
 	admitted admitCache
 }
@@ -95,8 +102,10 @@ func Open(cfg Config) (*Service, error) {
 	// Temporary pull data lives under our root, not /var/tmp, so a crash
 	// mid-pull leaves it where the next start can find and remove it.
 	tmp := filepath.Join(cfg.Root, "tmp")
-	if err := os.RemoveAll(tmp); err != nil {
-		return nil, fmt.Errorf("image store: clean %s: %w", tmp, err)
+	if !cfg.Shared {
+		if err := os.RemoveAll(tmp); err != nil {
+			return nil, fmt.Errorf("image store: clean %s: %w", tmp, err)
+		}
 	}
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
@@ -109,7 +118,10 @@ func Open(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open image store in %s (driver %s): %w", cfg.Root, cfg.Driver, err)
 	}
-	s := &Service{cfg: cfg, store: store, log: cfg.Logger, records: map[string]*Record{}}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger, records: map[string]cachedRecord{}}
+	if cfg.Shared {
+		return s, nil
+	}
 	if err := s.removeOrphanLayers(); err != nil {
 		_, _ = store.Shutdown(true)
 		return nil, err
@@ -121,8 +133,13 @@ func Open(cfg Config) (*Service, error) {
 // root filesystems are created from the same layers).
 func (s *Service) Storage() storage.Store { return s.store }
 
-// Close unmounts what the store mounted and releases it.
+// Close unmounts what the store mounted and releases it. A shared user
+// mounted nothing, and the driver's clean-up would undo the daemon's
+// mount of its home.
 func (s *Service) Close() error {
+	if s.cfg.Shared {
+		return nil
+	}
 	_, err := s.store.Shutdown(false)
 	return err
 }
