@@ -36,12 +36,19 @@ type Admission struct {
 // from the ID. With no userRef (older kubelets, critest) the same applies.
 // The first recorded reference the policy admits is used.
 func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *policy.Policy) (Admission, error) {
+	adm, _, err := s.admit(ctx, img, userRef, pol, &s.admitted)
+	return adm, err
+}
+
+// admit is Admit with the cache to use (nil: none); it also returns the
+// identities it tried.
+func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *policy.Policy, cache *admitCache) (Admission, []reference.Named, error) {
 	var ids []reference.Named
 	fromRecord := true
 	if userRef != "" {
 		named, m, err := s.userIdentity(userRef, img)
 		if err != nil {
-			return Admission{}, err
+			return Admission{}, nil, err
 		}
 		if m == byName {
 			ids, fromRecord = append(ids, named), false
@@ -60,15 +67,15 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 	var errs []error
 	for _, named := range ids {
 		key := admitKey(fp, img.Record.manifestDigest(), named.String())
-		if s.admitted.has(key) {
-			return Admission{Identity: named.String(), FromRecord: fromRecord, Cached: true}, nil
+		if cache.has(key) {
+			return Admission{Identity: named.String(), FromRecord: fromRecord, Cached: true}, ids, nil
 		}
 		err := s.VerifyStored(ctx, img, named, pol)
 		if err == nil {
 			// Only admissions are cached: a rejection may be lifted by
 			// signatures a later pull stores for the same manifest.
-			s.admitted.add(key)
-			return Admission{Identity: named.String(), FromRecord: fromRecord}, nil
+			cache.add(key)
+			return Admission{Identity: named.String(), FromRecord: fromRecord}, ids, nil
 		}
 		var rej *policy.Rejection
 		if !errors.As(err, &rej) {
@@ -77,7 +84,7 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 		}
 		errs = append(errs, err)
 	}
-	return Admission{}, refusal(img, ids, errs)
+	return Admission{}, ids, refusal(img, ids, errs)
 }
 
 // refusal is the one error of a failed admission: the library's decision
@@ -219,6 +226,9 @@ type admitCache struct {
 const admitCacheMax = 4096
 
 func (c *admitCache) has(k string) bool {
+	if c == nil {
+		return false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, ok := c.m[k]
@@ -226,6 +236,9 @@ func (c *admitCache) has(k string) bool {
 }
 
 func (c *admitCache) add(k string) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= admitCacheMax {

@@ -101,11 +101,16 @@ func tooLarge(limit int64) error {
 }
 
 // newPullWatch starts watching a pull whose context cancel cancels. The
-// registry phase (manifests, signatures) is watched from now on.
-func (s *Service) newPullWatch(ref string, cancel context.CancelCauseFunc) (*pullWatch, error) {
-	tmp, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "pull-")
-	if err != nil {
-		return nil, err
+// registry phase (manifests, signatures) is watched from now on. Only a
+// pull that copies gets a temporary directory (tmpDir) for its blobs; a
+// check fetches manifests and signatures into memory and writes nothing.
+func (s *Service) newPullWatch(ref string, cancel context.CancelCauseFunc, copies bool) (*pullWatch, error) {
+	tmp := ""
+	if copies {
+		var err error
+		if tmp, err = os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "pull-"); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	w := &pullWatch{
@@ -114,10 +119,13 @@ func (s *Service) newPullWatch(ref string, cancel context.CancelCauseFunc) (*pul
 		active: map[digest.Digest]*artifact{}, files: map[string]int64{},
 		progress: make(chan types.ProgressProperties), done: make(chan struct{}),
 	}
-	w.wg.Add(3)
+	w.wg.Add(2)
 	go w.consume()
 	go w.tick()
-	go w.followFiles()
+	if copies {
+		w.wg.Add(1)
+		go w.followFiles()
+	}
 	return w, nil
 }
 
@@ -144,7 +152,9 @@ func (w *pullWatch) stop() {
 	w.stopOnce.Do(func() {
 		close(w.done)
 		w.wg.Wait()
-		_ = os.RemoveAll(w.tmpDir)
+		if w.tmpDir != "" {
+			_ = os.RemoveAll(w.tmpDir)
+		}
 	})
 }
 

@@ -61,7 +61,7 @@ func main() {
 	case "policy":
 		err = policyCmd(args)
 	case "help":
-		fmt.Println("usage: crivet [serve] [flags] | crivet config [flags] | crivet policy lint [FILE|DIR] [flags] | crivet version\nrun 'crivet -h' for flags")
+		fmt.Println("usage: crivet [serve] [flags] | crivet config [flags] | crivet policy lint [FILE|DIR] [flags] | crivet policy check [flags] IMAGE | crivet version\nrun 'crivet -h' for flags")
 	default:
 		err = fmt.Errorf("unknown command %q (want serve, config, policy, version)", cmd)
 	}
@@ -76,8 +76,11 @@ func main() {
 // directory), or one FILE as a global policy, or DIR as the namespace
 // directory. It prints one line per finding and exits 1 on any error.
 func policyCmd(args []string) error {
+	if len(args) > 0 && args[0] == "check" {
+		return policyCheckCmd(args[1:])
+	}
 	if len(args) == 0 || args[0] != "lint" {
-		return errors.New("usage: crivet policy lint [FILE|DIR] [flags]")
+		return errors.New("usage: crivet policy lint [FILE|DIR] [flags] | crivet policy check [flags] IMAGE")
 	}
 	args = args[1:]
 	path := ""
