@@ -87,7 +87,6 @@ func (s *Service) CheckStored(ctx context.Context, ns, userRef string) (CheckRes
 	res := CheckResult{Stage: "create", Namespace: ns, Reference: userRef, Step: "lookup"}
 	img, err := s.Get(userRef)
 	if err != nil {
-		err = fmt.Errorf("image %q: %w", userRef, err)
 		return res.finish(err), err
 	}
 	res.Image = img.ID
