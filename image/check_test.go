@@ -268,3 +268,25 @@ func TestCheckStoredAgreesWithAdmitFor(t *testing.T) {
 		t.Errorf("stored check of an unsigned image: %+v %v", res, err)
 	}
 }
+
+// A check reaches the registry as a pull would: with the request's
+// credentials, else the node's auth file, else none.
+func TestCheckUsesThePullsCredentials(t *testing.T) {
+	e := newEnv(t)
+	img := fixtures.PushImage(t, e.ref("private/app:1"), 1024)
+	e.reg.RequireBasicAuth("alice", "s3cret")
+	c := e.checker(nil)
+	res, cerr := c.Check(context.Background(), PullRequest{Ref: img.Ref})
+	_, perr := e.pull(img.Ref, "")
+	if cerr == nil || perr == nil || cerr.Error() != perr.Error() || res.Outcome != "error" {
+		t.Fatalf("without credentials: check %+v %v, pull %v", res, cerr, perr)
+	}
+	if res, err := c.Check(context.Background(), PullRequest{Ref: img.Ref, Auth: &Auth{Username: "alice", Password: "s3cret"}}); err != nil || res.Outcome != "allowed" {
+		t.Fatalf("with credentials: %+v %v", res, err)
+	}
+	authFile := filepath.Join(e.dir, "auth.json")
+	writeFile(t, authFile, `{"auths":{"`+e.reg.Addr+`":{"auth":"YWxpY2U6czNjcmV0"}}}`)
+	if res, err := e.checker(func(c *Config) { c.AuthFile = authFile }).Check(context.Background(), PullRequest{Ref: img.Ref}); err != nil || res.Outcome != "allowed" {
+		t.Fatalf("with the node's auth file: %+v %v", res, err)
+	}
+}

@@ -81,7 +81,9 @@ func TestPolicyCheckAnswersWhatTheDaemonDoes(t *testing.T) {
 		return fmt.Sprintf(`{"type":"sigstoreSigned","fulcio":{"caPath":%q,"oidcIssuer":%q,"subjectEmail":%q},"rekorPublicKeyPath":%q,"signedIdentity":{"type":"matchRepository"}}`,
 			kl.CAPath, kl.Issuer, email, kl.RekorPublicKeyPath)
 	}
-	gpgReq := func(pub string) string { return fmt.Sprintf(`{"type":"signedBy","keyType":"GPGKeys","keyPath":%q}`, pub) }
+	gpgReq := func(pub string) string {
+		return fmt.Sprintf(`{"type":"signedBy","keyType":"GPGKeys","keyPath":%q}`, pub)
+	}
 	anyDocker := func(req string) string {
 		return fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{"":[%s]}}}`, req)
 	}
