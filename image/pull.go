@@ -226,8 +226,8 @@ func (s *Service) checkCandidate(ctx context.Context, sys *types.SystemContext, 
 
 // newJob starts one candidate's job under its own watch; done ends both.
 // Only a job that copies writes: its blobs go to its own temporary
-// directory, where the watch follows them and which a failed pull leaves
-// behind for nobody.
+// directory, which the watch follows and which done removes, so a failed
+// pull leaves nothing behind.
 func (s *Service) newJob(ctx context.Context, sys *types.SystemContext, req PullRequest, pol *policy.Policy, named reference.Named, copies bool) (*pullJob, func(), error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	w, err := s.newPullWatch(named.String(), cancel, copies)
