@@ -62,12 +62,19 @@ func dockerIdentity(named reference.Named) (identity, bool) {
 // from the ID. With no userRef (older kubelets, critest) the same applies.
 // The first recorded reference the policy admits is used.
 func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *policy.Policy) (Admission, error) {
+	adm, _, err := s.admit(ctx, img, userRef, pol, &s.admitted)
+	return adm, err
+}
+
+// admit is Admit with the cache to use (nil: none); it also returns the
+// identities it tried.
+func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *policy.Policy, cache *admitCache) (Admission, []identity, error) {
 	var ids []identity
 	fromRecord := true
 	if userRef != "" {
 		named, m, err := s.userIdentity(userRef, img)
 		if err != nil {
-			return Admission{}, err
+			return Admission{}, nil, err
 		}
 		if m == byName {
 			ids, fromRecord = identitiesForName(img, named), false
@@ -91,15 +98,15 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 			manifest = img.Record.manifestDigest()
 		}
 		key := admitKey(fp, manifest, id.ref.Transport().Name()+":"+id.name)
-		if s.admitted.has(key) {
-			return Admission{Identity: id.name, FromRecord: fromRecord, Cached: true, ref: id.ref}, nil
+		if cache.has(key) {
+			return Admission{Identity: id.name, FromRecord: fromRecord, Cached: true, ref: id.ref}, ids, nil
 		}
 		err := s.verifyAs(ctx, img, manifest, id.ref, pol)
 		if err == nil {
 			// Only admissions are cached: a rejection may be lifted by
 			// signatures a later pull stores for the same manifest.
-			s.admitted.add(key)
-			return Admission{Identity: id.name, FromRecord: fromRecord, ref: id.ref}, nil
+			cache.add(key)
+			return Admission{Identity: id.name, FromRecord: fromRecord, ref: id.ref}, ids, nil
 		}
 		var rej *policy.Rejection
 		if !errors.As(err, &rej) {
@@ -108,7 +115,7 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 		}
 		errs = append(errs, err)
 	}
-	return Admission{}, refusal(img, ids, errs)
+	return Admission{}, ids, refusal(img, ids, errs)
 }
 
 // refusal is the one error of a failed admission: the library's decision
@@ -320,6 +327,9 @@ type admitCache struct {
 const admitCacheMax = 4096
 
 func (c *admitCache) has(k string) bool {
+	if c == nil {
+		return false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, ok := c.m[k]
@@ -327,6 +337,9 @@ func (c *admitCache) has(k string) bool {
 }
 
 func (c *admitCache) add(k string) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= admitCacheMax {

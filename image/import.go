@@ -499,7 +499,7 @@ func (s *Service) checkImport(ctx context.Context, sys *types.SystemContext, e *
 			err = pol.Check(ctx, &asIdentity{UnparsedImage: unparsed, ref: ref})
 		}
 		s.logPolicyDecision(decision{stage: "import", reference: src.String(), identity: src.String(), digest: e.m.Digest.String(),
-			pol: pol, requirements: pol.RequirementTypes(ref), err: err, duration: time.Since(start)})
+			pol: pol, scope: pol.ScopeFor(ref), err: err, duration: time.Since(start)})
 		if err != nil {
 			return fmt.Errorf("%s: %w", src.String(), err)
 		}
@@ -516,7 +516,7 @@ func (s *Service) storeImport(ctx context.Context, sys *types.SystemContext, e *
 	defer cancel(nil)
 	// Watched for max_image_size like a pull (a compression bomb stops
 	// before it is unpacked); a local file has no progress timeout.
-	w, err := s.newWatch("import-copy-", label, 0, cancel)
+	w, err := s.newWatch("import-copy-", label, 0, cancel, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}

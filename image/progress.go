@@ -101,17 +101,22 @@ func tooLarge(limit int64) error {
 }
 
 // newPullWatch starts watching a pull whose context cancel cancels. The
-// registry phase (manifests, signatures) is watched from now on.
-func (s *Service) newPullWatch(ref string, cancel context.CancelCauseFunc) (*pullWatch, error) {
-	return s.newWatch("pull-", ref, s.cfg.PullProgressTimeout, cancel)
+// registry phase (manifests, signatures) is watched from now on. Only a
+// pull that copies gets a temporary directory (tmpDir) for its blobs; a
+// check fetches manifests and signatures into memory and writes nothing.
+func (s *Service) newPullWatch(ref string, cancel context.CancelCauseFunc, copies bool) (*pullWatch, error) {
+	return s.newWatch("pull-", ref, s.cfg.PullProgressTimeout, cancel, copies)
 }
 
 // newWatch is newPullWatch for any copy into the store: timeout 0 watches
 // only the size limit (an import reads a local file, not a registry).
-func (s *Service) newWatch(prefix, ref string, timeout time.Duration, cancel context.CancelCauseFunc) (*pullWatch, error) {
-	tmp, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), prefix)
-	if err != nil {
-		return nil, err
+func (s *Service) newWatch(prefix, ref string, timeout time.Duration, cancel context.CancelCauseFunc, copies bool) (*pullWatch, error) {
+	tmp := ""
+	if copies {
+		var err error
+		if tmp, err = os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), prefix); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	w := &pullWatch{
@@ -120,10 +125,13 @@ func (s *Service) newWatch(prefix, ref string, timeout time.Duration, cancel con
 		active: map[digest.Digest]*artifact{}, files: map[string]int64{},
 		progress: make(chan types.ProgressProperties), done: make(chan struct{}),
 	}
-	w.wg.Add(3)
+	w.wg.Add(2)
 	go w.consume()
 	go w.tick()
-	go w.followFiles()
+	if copies {
+		w.wg.Add(1)
+		go w.followFiles()
+	}
 	return w, nil
 }
 
@@ -150,7 +158,9 @@ func (w *pullWatch) stop() {
 	w.stopOnce.Do(func() {
 		close(w.done)
 		w.wg.Wait()
-		_ = os.RemoveAll(w.tmpDir)
+		if w.tmpDir != "" {
+			_ = os.RemoveAll(w.tmpDir)
+		}
 	})
 }
 

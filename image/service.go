@@ -85,14 +85,9 @@ type Service struct {
 
 // Open opens (or creates) the store, cleaning what an interrupted pull left.
 func Open(cfg Config) (*Service, error) {
-	if cfg.Driver == "" {
-		cfg.Driver = "overlay"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Policies == nil {
-		return nil, errors.New("image service: no policy store")
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	for _, d := range []string{cfg.Root, cfg.RunRoot} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -110,15 +105,11 @@ func Open(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
-	store, err := storage.GetStore(storagetypes.StoreOptions{
-		GraphRoot:       filepath.Join(cfg.Root, "storage"),
-		RunRoot:         filepath.Join(cfg.RunRoot, "storage"),
-		GraphDriverName: cfg.Driver,
-	})
+	store, err := storage.GetStore(cfg.storeOptions())
 	if err != nil {
 		return nil, fmt.Errorf("open image store in %s (driver %s): %w", cfg.Root, cfg.Driver, err)
 	}
-	s := &Service{cfg: cfg, store: store, log: cfg.Logger, records: map[string]cachedRecord{}}
+	s := newService(cfg, store)
 	if cfg.Shared {
 		return s, nil
 	}
@@ -127,6 +118,32 @@ func Open(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Driver == "" {
+		cfg.Driver = "overlay"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Policies == nil {
+		return cfg, errors.New("image service: no policy store")
+	}
+	return cfg, nil
+}
+
+func (cfg Config) storeOptions() storagetypes.StoreOptions {
+	return storagetypes.StoreOptions{
+		GraphRoot:       filepath.Join(cfg.Root, "storage"),
+		RunRoot:         filepath.Join(cfg.RunRoot, "storage"),
+		GraphDriverName: cfg.Driver,
+	}
+}
+
+// newService: store is nil for a Checker that checks pulls only.
+func newService(cfg Config, store storage.Store) *Service {
+	return &Service{cfg: cfg, store: store, log: cfg.Logger, records: map[string]cachedRecord{}}
 }
 
 // Storage exposes the underlying store to the runtime side (container

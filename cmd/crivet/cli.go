@@ -101,7 +101,7 @@ Exit status: 0 no errors (warnings allowed), 1 errors.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: runPolicyLint,
 	}
-	cmd.AddCommand(lint)
+	cmd.AddCommand(lint, newPolicyCheckCmd())
 	return cmd
 }
 

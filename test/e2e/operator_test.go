@@ -128,6 +128,15 @@ func TestWarnModeBySIGHUP(t *testing.T) {
 	if out, err := pull("prod"); err == nil || !strings.Contains(out, "SignatureValidationFailed") {
 		t.Fatalf("prod (enforced) admitted the unsigned image: %v\n%s", err, out)
 	}
+	// crivet policy check reads the same drop-ins and answers as the daemon.
+	for ns, want := range map[string]string{"staging": "warned", "prod": "rejected"} {
+		out, err := exec.Command(crivetBin, append([]string{"policy", "check", "--json", "--stored", "--namespace", ns, img.Ref}, n.args()...)...).Output()
+		var res struct{ Outcome, Reason string }
+		json.Unmarshal(out, &res)
+		if res.Outcome != want || (want == "warned") != (err == nil) || !strings.Contains(res.Reason, "A signature was required") {
+			t.Errorf("policy check --stored in %s: %v %+v\n%s", ns, err, res, out)
+		}
+	}
 	podID := firstLine(n.mustCrictl("runp", n.podJSON("w", "staging", nil)))
 	ctrID := firstLine(n.mustCrictl("create", podID, n.ctrJSON("c", img.Ref, img.Ref, nil), n.podJSON("w", "staging", nil)))
 	n.mustCrictl("start", ctrID)
