@@ -41,7 +41,7 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 	if userRef != "" {
 		named, m, err := s.userIdentity(userRef, img)
 		if err != nil {
-			return Admission{}, err
+			return Admission{}, &classed{err, policy.ReasonReferenceMismatch}
 		}
 		if m == byName {
 			ids, fromRecord = append(ids, named), false
@@ -60,7 +60,9 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 	var errs []error
 	for _, named := range ids {
 		key := admitKey(fp, img.Record.manifestDigest(), named.String())
-		if s.admitted.has(key) {
+		hit := s.admitted.has(key)
+		s.obs.AdmissionCache(hit)
+		if hit {
 			return Admission{Identity: named.String(), FromRecord: fromRecord, Cached: true}, nil
 		}
 		err := s.VerifyStored(ctx, img, named, pol)
@@ -73,7 +75,7 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 		var rej *policy.Rejection
 		if !errors.As(err, &rej) {
 			// Not verifiable is not admitted: fail closed, as a refusal.
-			err = fmt.Errorf("%w: image %s cannot be verified as %s: %w", policy.ErrRefused, img.ID, named, err)
+			err = &classed{fmt.Errorf("%w: image %s cannot be verified as %s: %w", policy.ErrRefused, img.ID, named, err), policy.ReasonNotVerifiable}
 		}
 		errs = append(errs, err)
 	}

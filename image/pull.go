@@ -76,11 +76,12 @@ func (a *Auth) apply(sys *types.SystemContext) error {
 // namespace and stores it. Identical concurrent pulls (same reference,
 // namespace and credentials) are done once.
 func (s *Service) Pull(ctx context.Context, req PullRequest) (*Image, error) {
+	start := time.Now()
 	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
 	if err != nil {
 		if !errors.Is(err, policy.ErrInvalidNamespace) {
 			// A policy that cannot be read decides too: nothing is pulled.
-			s.logPolicyDecision(decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, err: err})
+			s.logPolicyDecision(decision{stage: StagePull, namespace: req.Namespace, reference: req.Ref, err: err, duration: time.Since(start)})
 		}
 		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
 	}
@@ -221,7 +222,7 @@ func (s *Service) storedImage(ref types.ImageReference, configDigest digest.Dige
 }
 
 func (s *Service) logDecision(req PullRequest, named reference.Named, d digest.Digest, pol *policy.Policy, err error, took time.Duration) {
-	s.logPolicyDecision(decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, identity: named.String(),
+	s.logPolicyDecision(decision{stage: StagePull, namespace: req.Namespace, reference: req.Ref, identity: named.String(),
 		digest: d.String(), pol: pol, requirements: requirementTypes(pol, named.String()), err: err, duration: took})
 }
 

@@ -42,6 +42,9 @@ type Config struct {
 	// Audit receives one record per signature decision; nil discards.
 	Audit  *audit.Log
 	Logger *slog.Logger
+	// Observer is told of decisions, admission-cache look-ups and pulls
+	// (metrics); nil observes nothing.
+	Observer Observer
 
 	// PullProgressTimeout fails a pull when the registry sends no byte
 	// for that long while manifests, signatures or blobs are due
@@ -60,6 +63,7 @@ type Service struct {
 	cfg   Config
 	store storage.Store
 	log   *slog.Logger
+	obs   Observer
 
 	pulls singleflight.Group
 	// flights are the shared contexts of the pulls in pulls, cancelled
@@ -109,7 +113,10 @@ func Open(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open image store in %s (driver %s): %w", cfg.Root, cfg.Driver, err)
 	}
-	s := &Service{cfg: cfg, store: store, log: cfg.Logger, records: map[string]*Record{}}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger, obs: cfg.Observer, records: map[string]*Record{}}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
 	if err := s.removeOrphanLayers(); err != nil {
 		_, _ = store.Shutdown(true)
 		return nil, err

@@ -28,7 +28,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: image %q: %w", cfg.GetMetadata().GetName(), cfg.GetImage().GetImage(), err)
 	}
-	identity, err := s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName())
+	identity, err := s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +43,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		if err != nil {
 			return nil, fmt.Errorf("create container: image volume %q: %w", m.GetImage().GetImage(), err)
 		}
-		if _, err := s.admit(ctx, pod, vimg, m.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName()); err != nil {
+		if _, err := s.admit(ctx, pod, vimg, m.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName(), true); err != nil {
 			return nil, err
 		}
 		volumes = append(volumes, vimg)
@@ -58,9 +58,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 
 // admit asks the image service for the create-time decision under the
 // stored pod's namespace (never the request's) and returns the identity
-// the image was verified as.
-func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, userRef, container string) (string, error) {
-	adm, err := s.images.AdmitFor(ctx, image.AdmitRequest{Image: img, UserRef: userRef, Namespace: pod.Namespace(), Pod: pod.ID, Container: container})
+// the image was verified as. volume: img is an image volume of the container.
+func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, userRef, container string, volume bool) (string, error) {
+	adm, err := s.images.AdmitFor(ctx, image.AdmitRequest{Image: img, UserRef: userRef, Namespace: pod.Namespace(), Pod: pod.ID, Container: container, Volume: volume})
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", container, err)
 	}

@@ -68,6 +68,9 @@ type Config struct {
 	// AuditLogMaxSize rotates the audit file to <file>.1 past this many
 	// bytes (0 = never).
 	AuditLogMaxSize int64 `toml:"audit_log_max_size"`
+	// MetricsAddress serves Prometheus metrics on host:port/metrics; ""
+	// = off. A missing host (":9090") means 127.0.0.1.
+	MetricsAddress string `toml:"metrics_address"`
 }
 
 // duration is a time.Duration written "5m", "30s" in TOML and flags.
@@ -133,6 +136,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.MaxLayers, "max-layers", c.MaxLayers, "refuse images with more layers (0 = unlimited)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, `one JSON line per signature decision: a file, "stdout", or "" for none`)
 	fs.Int64Var(&c.AuditLogMaxSize, "audit-log-max-size", c.AuditLogMaxSize, "rotate the audit file to <file>.1 past this many bytes (0 = never)")
+	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, `host:port serving Prometheus metrics at /metrics ("" = off; ":9090" = 127.0.0.1:9090)`)
 }
 
 // loadConfig applies, in order: defaults, the config file, explicit flags.

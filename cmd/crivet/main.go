@@ -20,6 +20,7 @@ import (
 	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/oci/monitor"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
@@ -166,7 +167,13 @@ func serve(args []string) error {
 	}
 	defer unlock()
 
+	// nil when metrics are off; a nil *Metrics observes nothing.
+	var met *metrics.Metrics
+	if cfg.MetricsAddress != "" {
+		met = metrics.New()
+	}
 	policies := policy.NewStore(cfg.SignaturePolicy, cfg.SignaturePolicyDir)
+	policies.OnLoad(met.PolicyLoaded)
 	if _, err := policies.Global(); err != nil {
 		// Not fatal: the file may be fixed without a restart. Until then
 		// every pull that would use it fails closed.
@@ -182,7 +189,7 @@ func serve(args []string) error {
 	images, err := image.Open(image.Config{
 		Root: cfg.Root, RunRoot: cfg.RunRoot, Driver: cfg.StorageDriver,
 		RegistriesConf: cfg.RegistriesConf, RegistriesD: cfg.RegistriesD, AuthFile: cfg.GlobalAuthFile,
-		Policies: policies, Audit: auditLog, Logger: log,
+		Policies: policies, Audit: auditLog, Logger: log, Observer: met,
 		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout), MaxImageSize: cfg.MaxImageSize, MaxLayers: cfg.MaxLayers,
 	})
 	if err != nil {
@@ -235,7 +242,7 @@ func serve(args []string) error {
 	srv, err := server.New(server.Options{
 		Info:   server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
-		StreamAddress: cfg.StreamAddress, Logger: log,
+		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met,
 	})
 	if err != nil {
 		return err
@@ -247,6 +254,19 @@ func serve(args []string) error {
 		return err
 	}
 	defer os.Remove(cfg.Listen)
+
+	if met != nil {
+		met.Watch(metrics.Inventory{Images: images, Pods: pods, Runtime: rt})
+		ms, err := met.Serve(cfg.MetricsAddress, log)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		if _, loopback, _ := metrics.ListenAddress(cfg.MetricsAddress); !loopback {
+			log.Warn("metrics served beyond this host: they name namespaces and the node's workload", "metrics_address", ms.Addr())
+		}
+		log.Info("serving metrics", "address", ms.Addr())
+	}
 
 	g := grpc.NewServer(append(srv.ServerOptions(), grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))...)
 	srv.Register(g)
