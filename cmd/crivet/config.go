@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/metrics"
 )
 
 const defaultConfigPath = "/etc/crivet/crivet.toml"
@@ -198,6 +199,11 @@ func (c Config) validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
+	}
+	if c.MetricsAddress != "" {
+		if _, _, err := metrics.ListenAddress(c.MetricsAddress); err != nil {
+			return fmt.Errorf("config: metrics_address: %w", err)
+		}
 	}
 	return nil
 }
