@@ -74,7 +74,7 @@ func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *po
 	if userRef != "" {
 		named, m, err := s.userIdentity(userRef, img)
 		if err != nil {
-			return Admission{}, nil, err
+			return Admission{}, nil, &classed{err, policy.ReasonReferenceMismatch}
 		}
 		if m == byName {
 			ids, fromRecord = identitiesForName(img, named), false
@@ -98,7 +98,12 @@ func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *po
 			manifest = img.Record.manifestDigest()
 		}
 		key := admitKey(fp, manifest, id.ref.Transport().Name()+":"+id.name)
-		if cache.has(key) {
+		hit := cache.has(key)
+		if cache != nil {
+			// A dry run (crivet policy check --stored) uses no cache.
+			s.obs.AdmissionCache(hit)
+		}
+		if hit {
 			return Admission{Identity: id.name, FromRecord: fromRecord, Cached: true, ref: id.ref}, ids, nil
 		}
 		err := s.verifyAs(ctx, img, manifest, id.ref, pol)
@@ -111,7 +116,7 @@ func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *po
 		var rej *policy.Rejection
 		if !errors.As(err, &rej) {
 			// Not verifiable is not admitted: fail closed, as a refusal.
-			err = fmt.Errorf("%w: image %s cannot be verified as %s: %w", policy.ErrRefused, img.ID, id.name, err)
+			err = &classed{fmt.Errorf("%w: image %s cannot be verified as %s: %w", policy.ErrRefused, img.ID, id.name, err), policy.ReasonNotVerifiable}
 		}
 		errs = append(errs, err)
 	}

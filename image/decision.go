@@ -15,7 +15,7 @@ import (
 // decision is logged once, in this one shape, by this package, and written
 // to the audit log before the RPC that asked for it answers.
 type decision struct {
-	stage          string // "pull" or "create"
+	stage          string // StagePull, StageCreate or StageImageVolume
 	namespace      string
 	pod, container string
 	reference      string // as the client wrote it
@@ -88,7 +88,11 @@ func (s *Service) logPolicyDecision(d decision) {
 		attrs = append(attrs, "pod", d.pod, "container", d.container)
 	}
 	attrs = append(attrs, d.attrs...)
-	attrs = append(attrs, "duration", d.duration, "outcome", d.outcome())
+	outcome := d.outcome()
+	if !d.dryRun {
+		s.obs.Decision(d.stage, d.namespace, outcome, d.reason(), d.duration)
+	}
+	attrs = append(attrs, "duration", d.duration, "outcome", outcome)
 	if d.dryRun {
 		if d.err != nil {
 			attrs = append(attrs, "reason", d.err.Error())
@@ -106,7 +110,7 @@ func (s *Service) logPolicyDecision(d decision) {
 	}
 	rec := audit.Record{Time: time.Now().UTC(), Stage: d.stage, Namespace: d.namespace, Pod: d.pod, Container: d.container,
 		Reference: d.reference, Resolved: d.identity, Image: d.image, Digest: d.digest,
-		Requirements: d.scope.Requirements, Outcome: d.outcome(), DurationMS: float64(d.duration.Microseconds()) / 1000}
+		Requirements: d.scope.Requirements, Outcome: outcome, DurationMS: float64(d.duration.Microseconds()) / 1000}
 	if d.pol != nil {
 		rec.Policy, rec.PolicyDigest = d.pol.Path, d.pol.Digest.String()
 	}
@@ -140,6 +144,9 @@ type AdmitRequest struct {
 	Namespace string
 	// Pod and Container only label the decision.
 	Pod, Container string
+	// Volume: the image is mounted as a volume, not run (the decision's
+	// stage is StageImageVolume).
+	Volume bool
 }
 
 // AdmitFor applies the namespace's effective policy (its own file, else
@@ -163,7 +170,11 @@ func (s *Service) AdmitFor(ctx context.Context, req AdmitRequest) (Admission, er
 // it tried; cache nil evaluates afresh and remembers nothing.
 func (s *Service) admission(ctx context.Context, req AdmitRequest, cache *admitCache) (Admission, decision, []identity) {
 	start := time.Now()
-	d := decision{stage: "create", namespace: req.Namespace, pod: req.Pod, container: req.Container, reference: req.UserRef,
+	stage := StageCreate
+	if req.Volume {
+		stage = StageImageVolume
+	}
+	d := decision{stage: stage, namespace: req.Namespace, pod: req.Pod, container: req.Container, reference: req.UserRef,
 		image: req.Image.ID, digest: req.Image.Record.manifestDigest().String()}
 	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
 	if err != nil {

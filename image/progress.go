@@ -367,9 +367,11 @@ func (t *tailReader) Read(p []byte) (int, error) {
 // summary is logged when the pull ends.
 func (w *pullWatch) summary(err error) {
 	w.mu.Lock()
-	attrs := []any{"reference", w.ref, "bytes", w.bytes, "layers", w.layersTotal, "layers_reused", w.reused,
-		"duration", time.Since(w.start).Round(time.Millisecond).String()}
+	took, bytes := time.Since(w.start), w.bytes
+	attrs := []any{"reference", w.ref, "bytes", bytes, "layers", w.layersTotal, "layers_reused", w.reused,
+		"duration", took.Round(time.Millisecond).String()}
 	w.mu.Unlock()
+	w.s.obs.Pull(bytes, took, err)
 	if err != nil {
 		w.s.log.Warn("pull failed", append(attrs, "error", err.Error())...)
 		return

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
@@ -93,9 +94,11 @@ func (s *Service) Pull(ctx context.Context, req PullRequest) (*Image, error) {
 // effective policy. A policy that cannot be read decides too: nothing is
 // pulled.
 func (s *Service) policyFor(req PullRequest, dryRun bool) (*policy.Policy, error) {
+	start := time.Now()
 	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
 	if err != nil {
-		s.logPolicyDecision(decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, err: err, dryRun: dryRun})
+		// A policy that cannot be read decides too: nothing is pulled.
+		s.logPolicyDecision(decision{stage: StagePull, namespace: req.Namespace, reference: req.Ref, err: err, duration: time.Since(start), dryRun: dryRun})
 		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
 	}
 	return pol, nil

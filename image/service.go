@@ -42,6 +42,9 @@ type Config struct {
 	// Audit receives one record per signature decision; nil discards.
 	Audit  *audit.Log
 	Logger *slog.Logger
+	// Observer is told of decisions, admission-cache look-ups and pulls
+	// (metrics); nil observes nothing.
+	Observer Observer
 
 	// PullProgressTimeout fails a pull when the registry sends no byte
 	// for that long while manifests, signatures or blobs are due
@@ -67,6 +70,7 @@ type Service struct {
 	cfg   Config
 	store storage.Store
 	log   *slog.Logger
+	obs   Observer
 
 	pulls singleflight.Group
 	// flights are the shared contexts of the pulls in pulls, cancelled
@@ -143,7 +147,11 @@ func (cfg Config) storeOptions() storagetypes.StoreOptions {
 
 // newService: store is nil for a Checker that checks pulls only.
 func newService(cfg Config, store storage.Store) *Service {
-	return &Service{cfg: cfg, store: store, log: cfg.Logger, records: map[string]cachedRecord{}}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger, obs: cfg.Observer, records: map[string]cachedRecord{}}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	return s
 }
 
 // Storage exposes the underlying store to the runtime side (container

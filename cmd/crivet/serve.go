@@ -19,6 +19,7 @@ import (
 	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
@@ -53,7 +54,12 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	defer unlock()
 
+	// Counting costs ~0.3 µs per decision, so it always runs; metrics_address
+	// only says whether (and where) the endpoint serves, and SIGHUP may
+	// change that.
+	met := metrics.New()
 	policies := policy.NewStore(cfg.SignaturePolicy, cfg.SignaturePolicyDir)
+	policies.OnLoad(met.PolicyLoaded)
 	policies.SetModes(cfg.policyModes())
 	for ns, mode := range cfg.SignaturePolicyModes {
 		if mode == string(policy.Warn) {
@@ -75,7 +81,7 @@ func serve(flags *pflag.FlagSet) error {
 	images, err := image.Open(image.Config{
 		Root: cfg.Root, RunRoot: cfg.RunRoot, Driver: cfg.StorageDriver,
 		RegistriesConf: cfg.RegistriesConf, RegistriesD: cfg.RegistriesD, AuthFile: cfg.GlobalAuthFile,
-		Policies: policies, Audit: auditLog, Logger: log,
+		Policies: policies, Audit: auditLog, Logger: log, Observer: met,
 		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout), MaxImageSize: cfg.MaxImageSize, MaxLayers: cfg.MaxLayers,
 	})
 	if err != nil {
@@ -135,7 +141,7 @@ func serve(flags *pflag.FlagSet) error {
 		Info: server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,
 			Config: func() any { return shown.Load() }, Policies: policies},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
-		StreamAddress: cfg.StreamAddress, Logger: log,
+		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met,
 	})
 	if err != nil {
 		return err
@@ -147,6 +153,13 @@ func serve(flags *pflag.FlagSet) error {
 		return err
 	}
 	defer os.Remove(cfg.Listen)
+
+	met.Watch(metrics.Inventory{Images: images, Pods: pods, Runtime: rt})
+	endpoint := &metricsEndpoint{met: met, log: log}
+	if err := endpoint.set(cfg.MetricsAddress); err != nil {
+		return err
+	}
+	defer endpoint.set("")
 
 	g := grpc.NewServer(append(srv.ServerOptions(), grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))...)
 	srv.Register(g)
@@ -172,7 +185,7 @@ func serve(flags *pflag.FlagSet) error {
 		case <-ctx.Done():
 			done = true
 		case <-reloads:
-			running, src = reload(flags, running, src, log, level, policies)
+			running, src = reload(flags, running, src, log, level, policies, endpoint)
 			shown.Store(configEntries(running, src))
 		}
 	}

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,6 +241,29 @@ func TestSIGHUPReloadsWhatItCan(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("log_level debug not applied by SIGHUP")
 		}
+	}
+	// The metrics endpoint is switched on, then off, by SIGHUP.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	writeFile(t, dropIn, fmt.Sprintf("metrics_address = %q\n", addr))
+	n.hup(`"reload: configuration applied"`)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics after SIGHUP: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "crivet_cri_requests_total") {
+		t.Errorf("metrics endpoint: %.300s", body)
+	}
+	writeFile(t, dropIn, "")
+	n.hup(`"metrics endpoint stopped"`)
+	if _, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		t.Error("metrics still served after metrics_address was removed")
 	}
 	writeFile(t, dropIn, "log_level = [\n")
 	n.hup(`"reload: configuration not applied"`)
