@@ -11,6 +11,7 @@ import (
 
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc"
@@ -21,7 +22,7 @@ import (
 // Info describes the runtime to Version and RuntimeConfig.
 type Info struct {
 	Version      string
-	CgroupDriver runtimeapi.CgroupDriver
+	CgroupDriver cgroup.Driver
 }
 
 // Options wires the server to the domain packages.

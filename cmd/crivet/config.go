@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/cgroup"
 )
 
 const defaultConfigPath = "/etc/crivet/crivet.toml"
@@ -68,6 +69,9 @@ type Config struct {
 	// AuditLogMaxSize rotates the audit file to <file>.1 past this many
 	// bytes (0 = never).
 	AuditLogMaxSize int64 `toml:"audit_log_max_size"`
+	// CgroupManager is the cgroup driver, "systemd" or "cgroupfs"; it must
+	// match kubelet's cgroupDriver. "" = systemd when systemd is PID 1.
+	CgroupManager string `toml:"cgroup_manager"`
 }
 
 // duration is a time.Duration written "5m", "30s" in TOML and flags.
@@ -133,6 +137,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.MaxLayers, "max-layers", c.MaxLayers, "refuse images with more layers (0 = unlimited)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, `one JSON line per signature decision: a file, "stdout", or "" for none`)
 	fs.Int64Var(&c.AuditLogMaxSize, "audit-log-max-size", c.AuditLogMaxSize, "rotate the audit file to <file>.1 past this many bytes (0 = never)")
+	fs.StringVar(&c.CgroupManager, "cgroup-manager", c.CgroupManager, `cgroup driver, "systemd" or "cgroupfs", as kubelet's cgroupDriver (default: systemd when systemd is PID 1)`)
 }
 
 // loadConfig applies, in order: defaults, the config file, explicit flags.
@@ -194,6 +199,9 @@ func (c Config) validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
+	}
+	if _, err := cgroup.ParseDriver(c.CgroupManager); err != nil {
+		return fmt.Errorf("config: cgroup_manager: %w", err)
 	}
 	return nil
 }

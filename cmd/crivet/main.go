@@ -20,6 +20,7 @@ import (
 	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/monitor"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
@@ -30,7 +31,6 @@ import (
 	"go.podman.io/storage/pkg/reexec"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -190,9 +190,10 @@ func serve(args []string) error {
 	}
 	defer images.Close()
 
+	cgDriver, _ := cgroup.ParseDriver(cfg.CgroupManager) // checked by validate
 	pods, err := sandbox.New(sandbox.Config{
 		Root: cfg.Root, RunRoot: cfg.RunRoot,
-		CNIConfDir: cfg.CNIConfigDir, CNIPluginDirs: cfg.CNIPluginDirs, Logger: log,
+		CNIConfDir: cfg.CNIConfigDir, CNIPluginDirs: cfg.CNIPluginDirs, CgroupDriver: string(cgDriver), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -209,7 +210,7 @@ func serve(args []string) error {
 	}
 	rt, err := runtime.New(runtime.Config{
 		Runc: cfg.Runtime, Root: filepath.Join(cfg.RunRoot, "runc"),
-		StateDir: filepath.Join(cfg.RunRoot, "containers"), MonitorCmd: monitorCmd,
+		StateDir: filepath.Join(cfg.RunRoot, "containers"), MonitorCmd: monitorCmd, CgroupDriver: cgDriver,
 	})
 	if err != nil {
 		return err
@@ -224,7 +225,7 @@ func serve(args []string) error {
 	}
 	lc := lifecycle.New(lifecycle.Config{
 		Images: images, Pods: pods, Runtime: rt,
-		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, Logger: log,
+		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, CgroupDriver: cgDriver, Logger: log,
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -233,7 +234,7 @@ func serve(args []string) error {
 		return err
 	}
 	srv, err := server.New(server.Options{
-		Info:   server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS},
+		Info:   server.Info{Version: version, CgroupDriver: cgDriver},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
 		StreamAddress: cfg.StreamAddress, Logger: log,
 	})
@@ -260,7 +261,7 @@ func serve(args []string) error {
 			log.Warn("AppArmor: RuntimeDefault applies no profile", "reason", aa.Reason)
 		}
 	}
-	log.Info("crivet serving CRI", "version", version, "listen", cfg.Listen, "root", cfg.Root, "policy", cfg.SignaturePolicy, "policy_dir", cfg.SignaturePolicyDir)
+	log.Info("crivet serving CRI", "version", version, "cgroup_manager", cgDriver, "listen", cfg.Listen, "root", cfg.Root, "policy", cfg.SignaturePolicy, "policy_dir", cfg.SignaturePolicyDir)
 
 	select {
 	case err := <-errc:
