@@ -10,7 +10,7 @@ CRI_TOOLS := v1.37.0
 APT_PKGS  := runc conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench bench-smoke kubelet clean
+.PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench bench-smoke kubelet systemd-test clean
 
 all: build
 
@@ -93,6 +93,11 @@ bench-smoke: deps build
 
 kubelet: deps build
 	test/kubelet/run.sh
+
+# crivet with cgroup_manager = "systemd" on a real systemd: a Debian root
+# filesystem booted as a node with systemd-nspawn (opt-in; see the script).
+systemd-test: deps
+	test/systemd/run.sh
 
 clean:
 	rm -rf $(BIN)

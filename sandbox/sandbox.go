@@ -64,6 +64,10 @@ type Pod struct {
 	Dir string `json:"dir"`
 	// InfraID is the container owning the pod's shared PID namespace, if any.
 	InfraID string `json:"infraID,omitempty"`
+	// CgroupDir is the pod's own cgroup (kubelet's cgroup_parent, as a
+	// directory below each hierarchy's root; see package oci/cgroup), ""
+	// when the pod names none.
+	CgroupDir string `json:"cgroupDir,omitempty"`
 	// Phase: see Phase. A pod still Creating at start-up never got its ID
 	// to the client and is undone; one Removing is finished.
 	Phase Phase `json:"phase,omitempty"`
@@ -107,7 +111,10 @@ type Config struct {
 	Root, RunRoot string
 	CNIConfDir    string
 	CNIPluginDirs []string
-	Logger        *slog.Logger
+	// CgroupDriver is the node's cgroup driver ("systemd", "cgroupfs"):
+	// New refuses to change it while pods exist. "" skips the check.
+	CgroupDriver string
+	Logger       *slog.Logger
 }
 
 // Manager is the only owner of pod records and pod namespaces.
@@ -173,6 +180,9 @@ func New(cfg Config) (*Manager, error) {
 		m.locks[p.ID] = &sync.Mutex{}
 	}
 	if err := m.loadContainers(); err != nil {
+		return nil, err
+	}
+	if err := m.checkCgroupDriver(cfg.CgroupDriver); err != nil {
 		return nil, err
 	}
 	m.recovering.Store(true)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/sandbox"
@@ -22,7 +23,7 @@ import (
 // Info describes the runtime to Version and RuntimeConfig.
 type Info struct {
 	Version      string
-	CgroupDriver runtimeapi.CgroupDriver
+	CgroupDriver cgroup.Driver
 	// Config returns the daemon's configuration in force (it changes on
 	// reload), shown by crictl info; may be nil.
 	Config func() any

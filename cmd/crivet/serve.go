@@ -20,6 +20,7 @@ import (
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/metrics"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
@@ -28,7 +29,6 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 func serve(flags *pflag.FlagSet) error {
@@ -89,9 +89,10 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	defer images.Close()
 
+	cgDriver, _ := cgroup.ParseDriver(cfg.CgroupManager) // checked by validate
 	pods, err := sandbox.New(sandbox.Config{
 		Root: cfg.Root, RunRoot: cfg.RunRoot,
-		CNIConfDir: cfg.CNIConfigDir, CNIPluginDirs: cfg.CNIPluginDirs, Logger: log,
+		CNIConfDir: cfg.CNIConfigDir, CNIPluginDirs: cfg.CNIPluginDirs, CgroupDriver: string(cgDriver), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -108,7 +109,7 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	rt, err := runtime.New(runtime.Config{
 		Runc: cfg.Runtime, Root: filepath.Join(cfg.RunRoot, "runc"),
-		StateDir: filepath.Join(cfg.RunRoot, "containers"), MonitorCmd: monitorCmd,
+		StateDir: filepath.Join(cfg.RunRoot, "containers"), MonitorCmd: monitorCmd, CgroupDriver: cgDriver,
 	})
 	if err != nil {
 		return err
@@ -123,7 +124,7 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	lc := lifecycle.New(lifecycle.Config{
 		Images: images, Pods: pods, Runtime: rt,
-		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, Logger: log,
+		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, CgroupDriver: cgDriver, Logger: log,
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -138,7 +139,7 @@ func serve(flags *pflag.FlagSet) error {
 		return err
 	}
 	srv, err := server.New(server.Options{
-		Info: server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,
+		Info: server.Info{Version: version, CgroupDriver: cgDriver,
 			Config: func() any { return shown.Load() }, Policies: policies},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
 		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met,
@@ -173,7 +174,7 @@ func serve(flags *pflag.FlagSet) error {
 			log.Warn("AppArmor: RuntimeDefault applies no profile", "reason", aa.Reason)
 		}
 	}
-	log.Info("crivet serving CRI", "version", version, "listen", cfg.Listen, "root", cfg.Root, "policy", cfg.SignaturePolicy, "policy_dir", cfg.SignaturePolicyDir)
+	log.Info("crivet serving CRI", "version", version, "cgroup_manager", cgDriver, "listen", cfg.Listen, "root", cfg.Root, "policy", cfg.SignaturePolicy, "policy_dir", cfg.SignaturePolicyDir)
 
 	notifyReady(log)
 	go watchdog(ctx, log, cfg.Listen)
