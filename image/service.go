@@ -124,6 +124,11 @@ func Open(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// memoryOnlyBlobInfoCache is a path under a character device, which no
+// MkdirAll can create: go.podman.io/image then falls back to its
+// memory-only blob-info cache (pkg/blobinfocache.DefaultCache).
+var memoryOnlyBlobInfoCache = filepath.Join(os.DevNull, "crivet-memory-only-blob-info-cache")
+
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Driver == "" {
 		cfg.Driver = "overlay"
@@ -277,10 +282,13 @@ func (s *Service) systemContext() *types.SystemContext {
 		RegistriesDirPath:           s.cfg.RegistriesD,
 		AuthFilePath:                s.cfg.AuthFile,
 		BigFilesTemporaryDir:        filepath.Join(s.cfg.Root, "tmp"),
-		// The blob-info cache (which registry blobs are already stored, as
-		// what) is an accelerator, rebuilt as images are pulled: kept on the
-		// run root (a tmpfs on nodes), its SQLite writes cost no disk syncs.
-		BlobInfoCacheDir: filepath.Join(s.cfg.RunRoot, "cache"),
+		// The blob-info cache only accelerates: it maps compressed to
+		// uncompressed digests and remembers where blobs were seen. The
+		// store itself finds layers by either digest, which is what lets a
+		// pull reuse stored layers; the SQLite file costs ~20 syncs and
+		// 4-5 ms per pull. A directory that cannot exist makes the library
+		// use its memory-only cache for the copy.
+		BlobInfoCacheDir: memoryOnlyBlobInfoCache,
 		// Short names that need a prompt cannot get one in a daemon.
 		ShortNameMode: &mode,
 	}
