@@ -2,7 +2,9 @@ package image
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 
 	"github.com/crivet/crivet/metrics"
@@ -114,4 +116,29 @@ func benchmarkAdmit(b *testing.B, cached, full, withMetrics bool) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkCreateRootfsParallel is what a Deployment's replicas starting
+// at once cost the image store: container layers of one image created
+// (and mounted) from 10 goroutines, as kubelet's parallel pod workers do.
+func BenchmarkCreateRootfsParallel(b *testing.B) {
+	e := newEnv(b)
+	ref := fixtures.PushImage(b, e.ref("bench/rootfs:1"), 1<<20).Ref
+	img := e.mustPull(ref, "")
+	var n atomic.Int64
+	b.SetParallelism(5) // 10 goroutines on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := fmt.Sprintf("bench-rootfs-%d", n.Add(1))
+			if _, err := e.svc.CreateRootfs(id, img); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := e.svc.RemoveRootfs(id); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

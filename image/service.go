@@ -238,18 +238,33 @@ func (s *Service) removeOrphanLayers() error {
 	}
 }
 
-// keyedMutex is a set of mutexes created on demand, one per key.
+// keyedMutex is a set of read-write mutexes created on demand, one per
+// key.
 type keyedMutex struct {
 	mu    sync.Mutex
 	locks map[string]*keyedEntry
 }
 
 type keyedEntry struct {
-	mu   sync.Mutex
+	mu   sync.RWMutex
 	refs int
 }
 
+// Lock holds key exclusively.
 func (k *keyedMutex) Lock(key string) func() {
+	e := k.entry(key)
+	e.mu.Lock()
+	return k.release(key, e, e.mu.Unlock)
+}
+
+// RLock holds key shared: any number of RLock holders, but no Lock.
+func (k *keyedMutex) RLock(key string) func() {
+	e := k.entry(key)
+	e.mu.RLock()
+	return k.release(key, e, e.mu.RUnlock)
+}
+
+func (k *keyedMutex) entry(key string) *keyedEntry {
 	k.mu.Lock()
 	if k.locks == nil {
 		k.locks = map[string]*keyedEntry{}
@@ -261,9 +276,12 @@ func (k *keyedMutex) Lock(key string) func() {
 	}
 	e.refs++
 	k.mu.Unlock()
-	e.mu.Lock()
+	return e
+}
+
+func (k *keyedMutex) release(key string, e *keyedEntry, unlock func()) func() {
 	return func() {
-		e.mu.Unlock()
+		unlock()
 		k.mu.Lock()
 		e.refs--
 		if e.refs == 0 {
