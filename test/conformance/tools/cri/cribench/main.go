@@ -468,7 +468,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   cribench lifecycle -e LABEL=unix:///sock ... -image IMG [-n 10] [-logdir DIR]
   cribench list      -e LABEL=unix:///sock ... -image IMG [-pods 4] [-containers 200] [-n 30]
-  cribench scale     -e LABEL=unix:///sock ... -image IMG [-pods 100] [-parallel 10] [-rounds 3]
+  cribench scale     -e LABEL=unix:///sock ... -image IMG -pods N [-parallel 10] [-rounds 3]
                      [-daemon LABEL=PID]... [-own-cgroup=true]
   cribench pods      -e LABEL=unix:///sock -pid PID [-n 20] [-settle 3s]
   cribench floor     -bundle DIR [-runc /usr/sbin/runc] [-root DIR] [-n 10]
