@@ -205,14 +205,25 @@ func serve(flags *pflag.FlagSet) error {
 }
 
 // lockRoot makes sure only one crivet uses a root: two daemons over one
-// image store would corrupt each other's records.
+// image store would corrupt each other's records. A daemon killed with
+// SIGKILL can leave the lock held for a moment by a child it was forking
+// (the child holds a copy of every descriptor until it execs), so a lock
+// held by someone else is retried for rootLockWait before giving up.
 func lockRoot(root string) (func(), error) {
 	path := filepath.Join(root, "crivet.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	deadline := time.Now().Add(rootLockWait)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
 		pid, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
@@ -224,6 +235,8 @@ func lockRoot(root string) (func(), error) {
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() { f.Close() }, nil
 }
+
+const rootLockWait = 5 * time.Second
 
 func listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
