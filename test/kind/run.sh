@@ -164,8 +164,10 @@ storage:
 http:
   addr: $REG
 EOF
-	(cd / && setsid docker-registry serve "$LAB/registry/config.yml" >"$LAB/logs/registry.log" 2>&1 9>&- </dev/null & echo $! >"$LAB/registry/pid")
+	(cd / && setsid docker-registry serve "$LAB/registry/config.yml" >"$LAB/logs/registry.log" 2>&1 9>&- </dev/null &)
 	for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && break; sleep 0.2; done
+	# setsid may fork: the pid is the server's, found by its own config path
+	pgrep -f -x "docker-registry serve $LAB/registry/config.yml" | head -1 >"$LAB/registry/pid"
 	curl -fs "http://$REG/v2/" >/dev/null || die "registry did not start on $REG, see $LAB/logs/registry.log"
 	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
 	local p
@@ -455,7 +457,7 @@ check_service() {
 	if wait_for 120 deploy_ready web 4; then pass "Deployment web: 4/4 Ready"; else fail "Deployment web: $(ready_replicas web)/4 Ready"; fi
 	local spread
 	spread=$(KC get pods -l app=web -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort | uniq -c | awk '{print $2 "=" $1}' | xargs)
-	case " $spread " in *" $W1=2 "*" $W2=2 "*) pass "replicas spread over both workers: $spread" ;; *) fail "replicas spread: $spread" ;; esac
+	if [ "$spread" = "$W1=2 $W2=2" ]; then pass "replicas spread over both workers: $spread"; else fail "replicas spread: $spread"; fi
 	wait_for 60 pod_ready default client || fail "client pod not Ready"
 	local out names target tip
 	out=$(KC exec client -- nslookup web.default.svc.cluster.local 2>&1)
@@ -603,7 +605,7 @@ down() {
 		"$LAB/bin/kind" delete cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG" >/dev/null 2>&1
 		docker network rm "$NET" >/dev/null 2>&1
 	fi
-	stop_pid "$LAB/registry/pid" 10
+	stop_pid "$LAB/registry/pid" 20
 	stop_pid "$LAB/dockerd.pid" 60
 	# dockerd normally removes these itself; make sure
 	local l ch ipt t rule
