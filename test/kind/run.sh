@@ -659,7 +659,10 @@ mkdir -p "$LAB/logs"
 exec 9>"$LAB/.lock"
 flock -n 9 || die "another run holds $LAB/.lock"
 case ${1:-all} in
-image) image ;;
+image)
+	image
+	[ "${KEEP:-0}" = 1 ] || down # the image stays in $LAB/docker
+	;;
 up) up ;;
 check) check ;;
 down) down ;;
