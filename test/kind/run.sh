@@ -626,14 +626,14 @@ down() {
 	leftovers_report
 }
 
-# What up could leave on the host, compared with what save_host_state saw;
-# chains of other clusters that come and go (KUBE-*, CNI-*) are theirs.
+# What up could leave on the host, compared with what save_host_state saw.
+# Only what is ours: other harnesses' bridges, veths and KUBE-*/CNI-*
+# chains come and go meanwhile.
 leftovers() {
 	pgrep -f "dockerd --data-root $LAB/" | sed 's/^/process dockerd /'
 	pgrep -f "docker-registry serve $LAB/" | sed 's/^/process registry /'
 	awk -v l="$LAB/" 'index($5, l)==1 {print "mount " $5}' /proc/self/mountinfo
 	[ -s "$LAB/state/links" ] || return 0
-	comm -13 "$LAB/state/links" <(ip -o link show | awk -F': ' '{sub("@.*", "", $2); print $2}' | sort) | grep -v '^veth' | sed 's/^/link /'
 	ip -o link show | awk -F': ' '{sub("@.*", "", $2); print $2}' | grep -E "^($NET_BRIDGE|docker0|br-)" | sed 's/^/link /'
 	local ipt t
 	for ipt in iptables ip6tables; do
