@@ -10,7 +10,7 @@ CRI_TOOLS := v1.37.0
 APT_PKGS  := runc conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench bench-smoke kubelet systemd-test clean
+.PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench bench-smoke kubelet systemd-test kind-deps kind-image kind kind-down clean
 
 all: build
 
@@ -110,6 +110,26 @@ kubelet: deps build
 # filesystem booted as a node with systemd-nspawn (opt-in; see the script).
 systemd-test: deps
 	test/systemd/run.sh
+
+# A kind cluster (1 control-plane + 2 workers) whose nodes run crivet,
+# offline: its own dockerd (Debian's docker.io) and node image built from a
+# debootstrapped Debian (contrib/kind/README.md). Opt-in, not in CI.
+KIND_PKGS := docker.io debootstrap
+kind-deps: deps
+	@missing=$$(for p in $(KIND_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+kind-image: kind-deps
+	test/kind/run.sh image
+
+kind: kind-deps
+	test/kind/run.sh
+
+kind-down:
+	test/kind/run.sh down
 
 clean:
 	rm -rf $(BIN)

@@ -369,19 +369,24 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 
 func (m *Manager) writeFiles(p *Pod, ips []string) error {
 	cfg := p.Config
-	if p.NetNS == "" {
-		// Host network: the node's own files.
-		return nil
-	}
-	hostname := cfg.GetHostname()
-	if hostname == "" {
-		hostname = cfg.GetMetadata().GetName()
-	}
 	resolv, err := resolvConf(cfg.GetDnsConfig())
 	if err != nil {
 		return fmt.Errorf("run pod sandbox: resolv.conf: %w", err)
 	}
-	for name, data := range map[string][]byte{"hostname": []byte(hostname + "\n"), "hosts": hostsFile(hostname, ips), "resolv.conf": resolv} {
+	files := map[string][]byte{"resolv.conf": resolv}
+	// A host-network pod keeps the node's hostname (its UTS namespace) and
+	// kubelet binds its own hosts file; resolv.conf it still needs, since
+	// its image (often scratch, as kube-proxy's) has none: kube-proxy on a
+	// kind worker resolves the API server's name through it.
+	if p.NetNS != "" {
+		hostname := cfg.GetHostname()
+		if hostname == "" {
+			hostname = cfg.GetMetadata().GetName()
+		}
+		files["hostname"] = []byte(hostname + "\n")
+		files["hosts"] = hostsFile(hostname, ips)
+	}
+	for name, data := range files {
 		if data == nil {
 			continue
 		}

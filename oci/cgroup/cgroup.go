@@ -82,7 +82,8 @@ func (d Driver) ContainerPath(parent, id string) (string, error) {
 		if parent == "" {
 			parent = DefaultSystemdSlice
 		}
-		if err := checkSlice(parent); err != nil {
+		parent, err := sliceName(parent)
+		if err != nil {
 			return "", err
 		}
 		// runc's systemd form: <slice>:<scope prefix>:<name>.
@@ -139,10 +140,11 @@ func (d Driver) PodDir(parent string) (string, error) {
 		return "", nil
 	}
 	if d == Systemd {
-		if err := checkSlice(parent); err != nil {
+		name, err := sliceName(parent)
+		if err != nil {
 			return "", err
 		}
-		return systemd.ExpandSlice(parent)
+		return systemd.ExpandSlice(name)
 	}
 	if err := checkDir(parent); err != nil {
 		return "", err
@@ -150,12 +152,29 @@ func (d Driver) PodDir(parent string) (string, error) {
 	return path.Join("/", parent), nil
 }
 
+// sliceName is the slice unit a systemd parent names. kubelet's systemd
+// driver sends the slice's expanded path
+// ("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice",
+// under cgroupRoot /kubelet "/kubelet.slice/kubelet-kubepods.slice/…"),
+// critest the bare unit name: both name the last element, and a path is
+// accepted only when it is that unit's own expansion.
+func sliceName(parent string) (string, error) {
+	name := parent
+	if strings.Contains(parent, "/") {
+		name = path.Base(parent)
+		if strings.HasSuffix(name, ".slice") && !isSlicePath(parent) {
+			return "", fmt.Errorf("cgroup parent %q is not the path of slice %s", parent, name)
+		}
+	}
+	return name, checkSlice(name, parent)
+}
+
 // checkSlice refuses a cgroupfs parent given to the systemd driver.
-func checkSlice(parent string) error {
-	if strings.Contains(parent, "/") || !strings.HasSuffix(parent, ".slice") {
+func checkSlice(name, parent string) error {
+	if strings.Contains(name, "/") || !strings.HasSuffix(name, ".slice") {
 		return fmt.Errorf("cgroup parent %q is a cgroupfs path, but crivet's cgroup_manager is %q: set kubelet's cgroupDriver to systemd or crivet's cgroup_manager to cgroupfs", parent, Systemd)
 	}
-	if _, err := systemd.ExpandSlice(parent); err != nil {
+	if _, err := systemd.ExpandSlice(name); err != nil {
 		return fmt.Errorf("cgroup parent: %w", err)
 	}
 	return nil
@@ -164,10 +183,17 @@ func checkSlice(parent string) error {
 // checkDir refuses a systemd slice given to the cgroupfs driver: runc
 // would make a directory named like the slice beside kubelet's real one.
 func checkDir(parent string) error {
-	if !strings.Contains(parent, "/") && strings.HasSuffix(parent, ".slice") {
+	if strings.HasSuffix(parent, ".slice") && (!strings.Contains(parent, "/") || isSlicePath(parent)) {
 		return fmt.Errorf("cgroup parent %q is a systemd slice, but crivet's cgroup_manager is %q: set kubelet's cgroupDriver to cgroupfs or crivet's cgroup_manager to systemd", parent, Cgroupfs)
 	}
 	return nil
+}
+
+// isSlicePath tells an expanded slice path, as kubelet's systemd driver
+// sends it, from a cgroupfs directory that merely ends in ".slice".
+func isSlicePath(parent string) bool {
+	dir, err := systemd.ExpandSlice(path.Base(parent))
+	return err == nil && dir == path.Clean(parent)
 }
 
 // Root is where the cgroup hierarchies are mounted.

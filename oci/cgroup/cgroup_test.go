@@ -24,6 +24,12 @@ func TestContainerPathsUnderBothDrivers(t *testing.T) {
 			"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice/crivet-c1.scope"},
 		{"systemd guaranteed pod", Systemd, "kubepods-pod1234.slice", "c1", "kubepods-pod1234.slice:crivet:c1",
 			"/kubepods.slice/kubepods-pod1234.slice/crivet-c1.scope"},
+		// kubelet's systemd driver sends the slice's expanded path; kind's
+		// cgroupRoot /kubelet puts every pod slice below kubelet.slice.
+		{"systemd kubelet pod as a path", Systemd, "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice", "c1",
+			"kubepods-besteffort-pod1234.slice:crivet:c1", "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice/crivet-c1.scope"},
+		{"systemd kubelet cgroupRoot /kubelet", Systemd, "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod1.slice", "c1",
+			"kubelet-kubepods-burstable-pod1.slice:crivet:c1", "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod1.slice/crivet-c1.scope"},
 		{"systemd no parent", Systemd, "", "c1", "crivet.slice:crivet:c1", "/crivet.slice/crivet-c1.scope"},
 		{"systemd root slice", Systemd, "-.slice", "c1", "-.slice:crivet:c1", "/crivet-c1.scope"},
 	} {
@@ -75,6 +81,8 @@ func TestParentOfTheOtherDriverIsRefused(t *testing.T) {
 		{Systemd, "kubepods", "cgroupfs path"},
 		{Systemd, "kubepods--x.slice", "invalid slice"},
 		{Cgroupfs, "kubepods-besteffort-pod1.slice", "systemd slice"},
+		{Cgroupfs, "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice", "systemd slice"},
+		{Systemd, "/other.slice/kubepods-pod1.slice", "not the path of slice"},
 	} {
 		_, err := c.driver.ContainerPath(c.parent, "c1")
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "cgroup") {
@@ -94,6 +102,7 @@ func TestPodDir(t *testing.T) {
 		{Cgroupfs, "/kubepods/burstable/pod1", "/kubepods/burstable/pod1"},
 		{Cgroupfs, "", ""},
 		{Systemd, "kubepods-burstable-pod1.slice", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"},
+		{Systemd, "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"},
 		{Systemd, "", ""},
 	} {
 		if got, err := c.driver.PodDir(c.parent); err != nil || got != c.dir {
