@@ -8,7 +8,8 @@ CRIVET    := $(BIN)/crivet
 CRICTL    := $(BIN)/crictl
 CRI_TOOLS := v1.37.0
 APT_PKGS  := runc conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
-VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Semantic (kubelet parses the runtime version as semver): release + commit.
+VERSION   := 0.2.0+$(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 .PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench bench-smoke kubelet systemd-test kind-deps kind-image kind kind-down clean
 
