@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ func serve(flags *pflag.FlagSet) error {
 
 	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
 		return err
+	}
+	if n := waitHalfForkedChildren(halfForkWait); n > 0 {
+		log.Warn("waited for children a killed crivet was starting", "processes", n)
 	}
 	unlock, err := lockRoot(cfg.Root)
 	if err != nil {
@@ -225,9 +229,10 @@ func lockRoot(root string) (func(), error) {
 	}
 	if err != nil {
 		pid, _ := os.ReadFile(path)
+		holder := lockHolder(f)
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another crivet (pid %s) is already using root %s", strings.TrimSpace(string(pid)), root)
+			return nil, fmt.Errorf("another crivet (pid %s) is already using root %s%s", strings.TrimSpace(string(pid)), root, holder)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
@@ -237,6 +242,74 @@ func lockRoot(root string) (func(), error) {
 }
 
 const rootLockWait = 5 * time.Second
+
+// halfForkWait bounds waitHalfForkedChildren.
+const halfForkWait = 5 * time.Second
+
+// waitHalfForkedChildren waits, up to d, while another process is still a
+// copy of this daemon: same executable, same command line. Those are
+// children a previous crivet was starting (a CNI plugin, runc) when it was
+// killed, between fork and exec. Until they exec they hold that daemon's
+// descriptors (the root lock among them) and do not yet show what they are
+// (a CNI plugin's CNI_CONTAINERID), so recovery could run a CNI DEL before
+// the ADD they are about to run. It returns how many it saw.
+func waitHalfForkedChildren(d time.Duration) int {
+	self, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return 0
+	}
+	cmdline, err := os.ReadFile("/proc/self/cmdline")
+	if err != nil {
+		return 0
+	}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(d)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		copies := 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid := e.Name()
+			if pid == strconv.Itoa(os.Getpid()) || pid[0] < '0' || pid[0] > '9' {
+				continue
+			}
+			if exe, err := os.Readlink("/proc/" + pid + "/exe"); err != nil || exe != self {
+				continue
+			}
+			if c, err := os.ReadFile("/proc/" + pid + "/cmdline"); err == nil && bytes.Equal(c, cmdline) {
+				copies++
+				seen[pid] = true
+			}
+		}
+		if copies == 0 || time.Now().After(deadline) {
+			return len(seen)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// lockHolder names the process /proc/locks says holds f's lock, as
+// "; the lock is held by pid N (cmdline)", or "" if it cannot tell.
+func lockHolder(f *os.File) string {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return ""
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	// "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+	want := fmt.Sprintf(":%d", st.Ino)
+	for _, line := range strings.Split(string(locks), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 6 || fields[1] != "FLOCK" || !strings.HasSuffix(fields[5], want) {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + fields[4] + "/cmdline")
+		return fmt.Sprintf("; the lock is held by pid %s (%s)", fields[4], strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")))
+	}
+	return ""
+}
 
 func listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
