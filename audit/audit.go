@@ -18,7 +18,7 @@ import (
 // Record is one decision.
 type Record struct {
 	Time      time.Time `json:"time"`
-	Stage     string    `json:"stage"` // pull, create
+	Stage     string    `json:"stage"` // pull, create, image-volume
 	Namespace string    `json:"namespace"`
 	Pod       string    `json:"pod,omitempty"`
 	Container string    `json:"container,omitempty"`

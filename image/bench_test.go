@@ -2,8 +2,12 @@ package image
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"testing"
 
+	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/test/fixtures"
 )
@@ -69,11 +73,20 @@ func BenchmarkPolicyCheckKeyless(b *testing.B) {
 }
 
 // The create-time re-check: cold (every iteration a new policy digest,
-// so nothing is cached) and cached.
-func BenchmarkAdmitKeylessCold(b *testing.B)   { benchmarkAdmit(b, false) }
-func BenchmarkAdmitKeylessCached(b *testing.B) { benchmarkAdmit(b, true) }
+// so nothing is cached) and cached; Admit alone, and AdmitFor (the whole
+// create-time decision: policy look-up, Admit, log, audit, observer). The
+// Metrics variants observe into a real metrics registry, to compare.
+func BenchmarkAdmitKeylessCold(b *testing.B)          { benchmarkAdmit(b, false, false, false) }
+func BenchmarkAdmitKeylessCached(b *testing.B)        { benchmarkAdmit(b, true, false, false) }
+func BenchmarkAdmitKeylessColdMetrics(b *testing.B)   { benchmarkAdmit(b, false, false, true) }
+func BenchmarkAdmitKeylessCachedMetrics(b *testing.B) { benchmarkAdmit(b, true, false, true) }
 
-func benchmarkAdmit(b *testing.B, cached bool) {
+func BenchmarkAdmitForKeylessCold(b *testing.B)          { benchmarkAdmit(b, false, true, false) }
+func BenchmarkAdmitForKeylessCached(b *testing.B)        { benchmarkAdmit(b, true, true, false) }
+func BenchmarkAdmitForKeylessColdMetrics(b *testing.B)   { benchmarkAdmit(b, false, true, true) }
+func BenchmarkAdmitForKeylessCachedMetrics(b *testing.B) { benchmarkAdmit(b, true, true, true) }
+
+func benchmarkAdmit(b *testing.B, cached, full, withMetrics bool) {
 	e := newEnv(b)
 	img := fixtures.PushImage(b, e.ref("bench/img:1"), 1024)
 	k := fixtures.NewKeyless(b, "", "")
@@ -84,12 +97,48 @@ func benchmarkAdmit(b *testing.B, cached bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The daemon's log goes to a file; the test log would keep every record.
+	e.svc.log = slog.New(slog.DiscardHandler)
+	if withMetrics {
+		e.svc.obs = metrics.New()
+	}
+	req := AdmitRequest{Image: stored, UserRef: img.Ref, Namespace: "team-a", Pod: "p", Container: "c"}
 	for b.Loop() {
 		if !cached {
 			e.svc.admitted = admitCache{}
 		}
-		if _, err := e.svc.Admit(context.Background(), stored, img.Ref, pol); err != nil {
+		if full {
+			_, err = e.svc.AdmitFor(context.Background(), req)
+		} else {
+			_, err = e.svc.Admit(context.Background(), stored, img.Ref, pol)
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkCreateRootfsParallel is what a Deployment's replicas starting
+// at once cost the image store: container layers of one image created
+// (and mounted) from 10 goroutines, as kubelet's parallel pod workers do.
+func BenchmarkCreateRootfsParallel(b *testing.B) {
+	e := newEnv(b)
+	ref := fixtures.PushImage(b, e.ref("bench/rootfs:1"), 1<<20).Ref
+	img := e.mustPull(ref, "")
+	var n atomic.Int64
+	b.SetParallelism(5) // 10 goroutines on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := fmt.Sprintf("bench-rootfs-%d", n.Add(1))
+			if _, err := e.svc.CreateRootfs(id, img); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := e.svc.RemoveRootfs(id); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

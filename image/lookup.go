@@ -71,7 +71,7 @@ func (s *Service) List() ([]*Image, error) {
 	}
 	out := make([]*Image, 0, len(imgs))
 	for i := range imgs {
-		rec, err := s.record(imgs[i].ID)
+		rec, err := s.recordOf(&imgs[i])
 		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				continue // removed while listing
@@ -97,7 +97,7 @@ func (s *Service) Get(ref string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec, err := s.record(img.ID)
+	rec, err := s.recordOf(img)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func (s *Service) findByDigest(repo string, d digest.Digest, notFound error) (*s
 		if slices.Contains(img.Digests, d) || img.Digest == d {
 			return img, nil
 		}
-		if rec, err := s.record(img.ID); err == nil && rec.IndexDigest == d {
+		if rec, err := s.recordOf(img); err == nil && rec.IndexDigest == d {
 			return img, nil
 		}
 	}
@@ -263,7 +263,7 @@ func (s *Service) findByUserReference(ref string) *storage.Image {
 		return nil
 	}
 	for i := range imgs {
-		rec, err := s.record(imgs[i].ID)
+		rec, err := s.recordOf(&imgs[i])
 		if err != nil {
 			continue
 		}

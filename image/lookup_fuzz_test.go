@@ -58,7 +58,7 @@ func FuzzReferenceResolution(f *testing.F) {
 		}
 		if v, err := svc.Get(ref); err == nil {
 			_, _ = svc.identityFor(ref, v)
-			_ = svc.recordedIdentities(v)
+			_ = recordedIdentities(v)
 		}
 	})
 }

@@ -101,23 +101,37 @@ func tooLarge(limit int64) error {
 }
 
 // newPullWatch starts watching a pull whose context cancel cancels. The
-// registry phase (manifests, signatures) is watched from now on.
-func (s *Service) newPullWatch(ref string, cancel context.CancelCauseFunc) (*pullWatch, error) {
-	tmp, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "pull-")
-	if err != nil {
-		return nil, err
+// registry phase (manifests, signatures) is watched from now on. Only a
+// pull that copies gets a temporary directory (tmpDir) for its blobs; a
+// check fetches manifests and signatures into memory and writes nothing.
+func (s *Service) newPullWatch(ref string, cancel context.CancelCauseFunc, copies bool) (*pullWatch, error) {
+	return s.newWatch("pull-", ref, s.cfg.PullProgressTimeout, cancel, copies)
+}
+
+// newWatch is newPullWatch for any copy into the store: timeout 0 watches
+// only the size limit (an import reads a local file, not a registry).
+func (s *Service) newWatch(prefix, ref string, timeout time.Duration, cancel context.CancelCauseFunc, copies bool) (*pullWatch, error) {
+	tmp := ""
+	if copies {
+		var err error
+		if tmp, err = os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), prefix); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	w := &pullWatch{
-		s: s, ref: ref, timeout: s.cfg.PullProgressTimeout, limit: s.cfg.MaxImageSize,
+		s: s, ref: ref, timeout: timeout, limit: s.cfg.MaxImageSize,
 		cancel: cancel, tmpDir: tmp, start: now, last: now,
 		active: map[digest.Digest]*artifact{}, files: map[string]int64{},
 		progress: make(chan types.ProgressProperties), done: make(chan struct{}),
 	}
-	w.wg.Add(3)
+	w.wg.Add(2)
 	go w.consume()
 	go w.tick()
-	go w.followFiles()
+	if copies {
+		w.wg.Add(1)
+		go w.followFiles()
+	}
 	return w, nil
 }
 
@@ -144,7 +158,9 @@ func (w *pullWatch) stop() {
 	w.stopOnce.Do(func() {
 		close(w.done)
 		w.wg.Wait()
-		_ = os.RemoveAll(w.tmpDir)
+		if w.tmpDir != "" {
+			_ = os.RemoveAll(w.tmpDir)
+		}
 	})
 }
 
@@ -351,9 +367,11 @@ func (t *tailReader) Read(p []byte) (int, error) {
 // summary is logged when the pull ends.
 func (w *pullWatch) summary(err error) {
 	w.mu.Lock()
-	attrs := []any{"reference", w.ref, "bytes", w.bytes, "layers", w.layersTotal, "layers_reused", w.reused,
-		"duration", time.Since(w.start).Round(time.Millisecond).String()}
+	took, bytes := time.Since(w.start), w.bytes
+	attrs := []any{"reference", w.ref, "bytes", bytes, "layers", w.layersTotal, "layers_reused", w.reused,
+		"duration", took.Round(time.Millisecond).String()}
 	w.mu.Unlock()
+	w.s.obs.Pull(bytes, took, err)
 	if err != nil {
 		w.s.log.Warn("pull failed", append(attrs, "error", err.Error())...)
 		return

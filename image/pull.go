@@ -13,7 +13,6 @@ import (
 
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
-	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/pkg/shortnames"
 	"go.podman.io/image/v5/signature"
@@ -76,13 +75,9 @@ func (a *Auth) apply(sys *types.SystemContext) error {
 // namespace and stores it. Identical concurrent pulls (same reference,
 // namespace and credentials) are done once.
 func (s *Service) Pull(ctx context.Context, req PullRequest) (*Image, error) {
-	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
+	pol, err := s.policyFor(req, false)
 	if err != nil {
-		if !errors.Is(err, policy.ErrInvalidNamespace) {
-			// A policy that cannot be read decides too: nothing is pulled.
-			s.logPolicyDecision(decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, err: err})
-		}
-		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
+		return nil, err
 	}
 	key := strings.Join([]string{req.Ref, req.Namespace, req.Auth.key(), string(pol.Fingerprint())}, "\x00")
 	v, err, callerGone := s.shared(ctx, key, func(ctx context.Context) (any, error) { return s.pull(ctx, req, pol) })
@@ -95,21 +90,49 @@ func (s *Service) Pull(ctx context.Context, req PullRequest) (*Image, error) {
 	return v.(*Image), nil
 }
 
+// policyFor is the first step of a pull and of a check: the namespace's
+// effective policy. A policy that cannot be read decides too: nothing is
+// pulled.
+func (s *Service) policyFor(req PullRequest, dryRun bool) (*policy.Policy, error) {
+	start := time.Now()
+	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
+	if err != nil {
+		// A policy that cannot be read decides too: nothing is pulled.
+		s.logPolicyDecision(decision{stage: StagePull, namespace: req.Namespace, reference: req.Ref, err: err, duration: time.Since(start), dryRun: dryRun})
+		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
+	}
+	return pol, nil
+}
+
 func (s *Service) pull(ctx context.Context, req PullRequest, pol *policy.Policy) (*Image, error) {
+	var img *Image
+	err := s.eachCandidate(req, func(sys *types.SystemContext, named reference.Named) (err error) {
+		img, err = s.pullCandidate(ctx, sys, req, pol, named)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.dropReferenceElsewhere(req.Ref, img.StorageID())
+	return img, nil
+}
+
+// eachCandidate tries the request's reference as each fully qualified
+// candidate in turn, with the request's credentials, until try succeeds.
+func (s *Service) eachCandidate(req PullRequest, try func(*types.SystemContext, reference.Named) error) error {
 	sys := s.systemContext()
 	if err := req.Auth.apply(sys); err != nil {
-		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
+		return fmt.Errorf("pull %s: %w", req.Ref, err)
 	}
 	candidates, err := s.candidates(sys, req.Ref)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
+		return fmt.Errorf("pull %s: %w", req.Ref, err)
 	}
 	var errs []error
 	for _, named := range candidates {
-		img, err := s.pullCandidate(ctx, sys, req, pol, named)
+		err := try(sys, named)
 		if err == nil {
-			s.dropReferenceElsewhere(req.Ref, img.StorageID())
-			return img, nil
+			return nil
 		}
 		errs = append(errs, err)
 		// A registry that has the image decides: a rejection or an
@@ -117,10 +140,10 @@ func (s *Service) pull(ctx context.Context, req PullRequest, pol *policy.Policy)
 		// same name elsewhere.
 		var rej *policy.Rejection
 		if errors.As(err, &rej) || len(candidates) == 1 {
-			return nil, err
+			return err
 		}
 	}
-	return nil, fmt.Errorf("pull %s: no candidate succeeded: %w", req.Ref, errors.Join(errs...))
+	return fmt.Errorf("pull %s: no candidate succeeded: %w", req.Ref, errors.Join(errs...))
 }
 
 // candidates turns the user's reference into fully qualified ones:
@@ -158,45 +181,26 @@ func (e *badManifest) Error() string        { return e.err.Error() }
 func (e *badManifest) Unwrap() error        { return e.err }
 func (e *badManifest) Is(target error) bool { return target == ErrBadManifest }
 
-// pullCandidate pulls one fully qualified reference in five steps, each a
-// method of pullJob: resolve the manifest the node will run, refuse what
-// exceeds the limits, check the signature policy, copy exactly what was
-// checked, and record who pulled it under which policy.
+// pullCandidate pulls one fully qualified reference: the steps a check
+// runs too (verify: resolve the manifest the node will run, refuse what
+// exceeds the limits, check the signature policy), then copy exactly what
+// was checked, and record who pulled it under which policy.
 func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, req PullRequest, pol *policy.Policy, named reference.Named) (_ *Image, retErr error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	w, err := s.newPullWatch(named.String(), cancel)
+	j, done, err := s.newJob(ctx, sys, req, pol, named, true)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", named, err)
+		return nil, err
 	}
 	defer func() {
-		w.stop()
-		w.summary(retErr)
+		done()
+		j.w.summary(retErr)
 	}()
-	// Blobs go to this pull's own temporary directory: the watch follows
-	// them there, and a failed pull leaves nothing behind.
-	sysCopy := *sys
-	sysCopy.BigFilesTemporaryDir = w.tmpDir
-	j := &pullJob{s: s, ctx: ctx, sys: &sysCopy, req: req, pol: pol, named: named, w: w}
-
-	srcRef, err := docker.NewReference(named)
+	src, err := j.openSource()
 	if err != nil {
-		return nil, j.fail("", err)
-	}
-	src, err := srcRef.NewImageSource(ctx, j.sys)
-	if err != nil {
-		return nil, j.fail("", err)
+		return nil, err
 	}
 	defer src.Close()
-
-	r, err := j.resolve(src)
+	r, err := j.verify(src)
 	if err != nil {
-		return nil, err
-	}
-	if err := j.checkLimits(r.m); err != nil {
-		return nil, err
-	}
-	if err := j.checkPolicy(r); err != nil {
 		return nil, err
 	}
 	simg, err := j.copyPinned(r)
@@ -204,6 +208,43 @@ func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, r
 		return nil, err
 	}
 	return j.record(simg, r)
+}
+
+// checkCandidate runs a pull's verify steps for one candidate and stops
+// before the copy: nothing is written, the decision is a dry run.
+func (s *Service) checkCandidate(ctx context.Context, sys *types.SystemContext, req PullRequest, pol *policy.Policy, named reference.Named) (*pullJob, *resolved, error) {
+	j, done, err := s.newJob(ctx, sys, req, pol, named, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer done()
+	src, err := j.openSource()
+	if err != nil {
+		return j, nil, err
+	}
+	defer src.Close()
+	r, err := j.verify(src)
+	return j, r, err
+}
+
+// newJob starts one candidate's job under its own watch; done ends both.
+// Only a job that copies writes: its blobs go to its own temporary
+// directory, which the watch follows and which done removes, so a failed
+// pull leaves nothing behind.
+func (s *Service) newJob(ctx context.Context, sys *types.SystemContext, req PullRequest, pol *policy.Policy, named reference.Named, copies bool) (*pullJob, func(), error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	w, err := s.newPullWatch(named.String(), cancel, copies)
+	if err != nil {
+		cancel(nil)
+		return nil, nil, fmt.Errorf("pull %s: %w", named, err)
+	}
+	j := &pullJob{s: s, ctx: ctx, sys: sys, req: req, pol: pol, named: named, w: w, dryRun: !copies}
+	if copies {
+		sysCopy := *sys
+		sysCopy.BigFilesTemporaryDir = w.tmpDir
+		j.sys = &sysCopy
+	}
+	return j, func() { w.stop(); cancel(nil) }, nil
 }
 
 // acceptVerified is the policy of the copy step: the manifest it copies is
@@ -218,20 +259,6 @@ func (s *Service) storedImage(ref types.ImageReference, configDigest digest.Dige
 		return img, nil
 	}
 	return istorage.Transport.GetStoreImage(s.store, ref)
-}
-
-// settlePull logs the pull's decision and applies the namespace's mode;
-// warned is the reason of a refusal that warn mode admitted.
-func (s *Service) settlePull(req PullRequest, named reference.Named, d digest.Digest, pol *policy.Policy, err error, took time.Duration, mayWarn bool) (warned string, _ error) {
-	dec := decision{stage: "pull", namespace: req.Namespace, reference: req.Ref, identity: named.String(),
-		digest: d.String(), pol: pol, requirements: requirementTypes(pol, named.String()), err: err, duration: took, noWarn: !mayWarn}
-	if err := s.settle(&dec); err != nil {
-		return "", err
-	}
-	if dec.warned {
-		return dec.err.Error(), nil
-	}
-	return "", nil
 }
 
 // dropReferenceElsewhere removes userRef from the records of every image

@@ -18,7 +18,8 @@ import (
 	"go.podman.io/storage"
 )
 
-// pullJob is one candidate of one pull: the state its steps share.
+// pullJob is one candidate of one pull, or of one check: the state its
+// steps share.
 type pullJob struct {
 	s     *Service
 	ctx   context.Context
@@ -29,6 +30,13 @@ type pullJob struct {
 	w     *pullWatch
 	// warned is the reason of a refusal the namespace's warn mode admitted.
 	warned string
+	// dryRun: a check, which stops before the copy and whose decision is
+	// no audit record.
+	dryRun bool
+	// step is the step running, or the one that failed.
+	step string
+	// decided is checkPolicy's decision.
+	decided *decision
 }
 
 // resolved is what the registry said the image is, checked for use.
@@ -58,6 +66,37 @@ func (j *pullJob) fail(stage string, err error) error {
 
 func (j *pullJob) bad(err error) error {
 	return fmt.Errorf("pull %s: %w", j.named, &badManifest{err})
+}
+
+// openSource opens the image in its registry.
+func (j *pullJob) openSource() (types.ImageSource, error) {
+	j.step = "registry"
+	srcRef, err := docker.NewReference(j.named)
+	if err != nil {
+		return nil, j.fail("", err)
+	}
+	src, err := srcRef.NewImageSource(j.ctx, j.sys)
+	if err != nil {
+		return nil, j.fail("", err)
+	}
+	return src, nil
+}
+
+// verify is what a pull and a check share: the manifest the node will
+// run, the limits, and the signature decision on exactly those bytes. r
+// is returned as far as it got.
+func (j *pullJob) verify(src types.ImageSource) (*resolved, error) {
+	j.step = "manifest"
+	r, err := j.resolve(src)
+	if err != nil {
+		return nil, err
+	}
+	j.step = "limits"
+	if err := j.checkLimits(r.m); err != nil {
+		return r, err
+	}
+	j.step = "policy"
+	return r, j.checkPolicy(r)
 }
 
 // resolve fetches the top manifest and, for an index, the node's
@@ -108,12 +147,18 @@ func (j *pullJob) resolve(src types.ImageSource) (*resolved, error) {
 // checkLimits refuses, before any blob is fetched, an image whose manifest
 // declares more layers or bytes than the node allows.
 func (j *pullJob) checkLimits(m *remoteManifest) error {
-	cfg := j.s.cfg
+	if err := checkManifestLimits(j.s.cfg, m); err != nil {
+		return fmt.Errorf("pull %s: %w", j.named, err)
+	}
+	return nil
+}
+
+func checkManifestLimits(cfg Config, m *remoteManifest) error {
 	if cfg.MaxLayers > 0 && len(m.Layers) > cfg.MaxLayers {
-		return fmt.Errorf("pull %s: %w", j.named, &limitError{fmt.Sprintf("image has %d layers, more than max_layers (%d)", len(m.Layers), cfg.MaxLayers)})
+		return &limitError{fmt.Sprintf("image has %d layers, more than max_layers (%d)", len(m.Layers), cfg.MaxLayers)}
 	}
 	if cfg.MaxImageSize > 0 && m.LayerBytes > cfg.MaxImageSize {
-		return fmt.Errorf("pull %s: %w", j.named, tooLarge(cfg.MaxImageSize))
+		return tooLarge(cfg.MaxImageSize)
 	}
 	return nil
 }
@@ -126,7 +171,13 @@ func (j *pullJob) checkPolicy(r *resolved) error {
 	// Signatures that could not be fetched are no verdict a warn mode
 	// could admit: the library words them as a rejection all the same.
 	offline := err != nil && (unreachable(err) || context.Cause(j.ctx) != nil)
-	j.warned, err = j.s.settlePull(j.req, j.named, r.m.Digest, j.pol, err, time.Since(start), !offline)
+	j.decided = &decision{stage: "pull", namespace: j.req.Namespace, reference: j.req.Ref, identity: j.named.String(),
+		digest: r.m.Digest.String(), pol: j.pol, scope: scopeFor(j.pol, j.named.String()), err: err, duration: time.Since(start),
+		dryRun: j.dryRun, noWarn: offline}
+	err = j.s.settle(j.decided)
+	if j.decided.warned {
+		j.warned = j.decided.err.Error()
+	}
 	if err == nil {
 		return nil
 	}
@@ -171,7 +222,7 @@ func (j *pullJob) copyPinned(r *resolved) (*storage.Image, error) {
 		ProgressInterval:   progressInterval,
 	})
 	if err == nil && !existed {
-		err = j.enforceStoredSize(configDigest)
+		err = s.enforceStoredSize(j.ctx, configDigest)
 	}
 	if err != nil {
 		s.removePulledLayers(layersBefore, r.m)
@@ -189,10 +240,9 @@ func (j *pullJob) copyPinned(r *resolved) (*storage.Image, error) {
 // had already read when the watch cancelled, and layers reused from the
 // store were never inflated by the watch; the stored sizes are exact. A
 // refused image is removed.
-func (j *pullJob) enforceStoredSize(configDigest digest.Digest) error {
-	s := j.s
+func (s *Service) enforceStoredSize(ctx context.Context, configDigest digest.Digest) error {
 	var err error
-	if cause := context.Cause(j.ctx); cause != nil {
+	if cause := context.Cause(ctx); cause != nil {
 		err = cause
 	} else if s.cfg.MaxImageSize > 0 && s.imageUncompressedSize(configDigest.Encoded()) > s.cfg.MaxImageSize {
 		err = tooLarge(s.cfg.MaxImageSize)

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -499,4 +500,29 @@ func TestConcurrentRemovesOfOneImageAllSucceedOrFindItGone(t *testing.T) {
 			t.Fatalf("image still there: %v", err)
 		}
 	}
+}
+
+// The blob-info cache is memory-only (no SQLite file, no syncs), and a
+// pull still reuses the layers the store already has: the store finds
+// them by digest.
+func TestSharedLayersAreReusedWithoutABlobInfoCacheFile(t *testing.T) {
+	e := newEnv(t)
+	baseLayer := fixtures.BombTar(t, 1<<20)
+	base := fixtures.PushLayers(t, e.ref("shared/base:1"), baseLayer)
+	app := fixtures.PushLayers(t, e.ref("shared/app:1"), baseLayer, fixtures.BombTar(t, 2<<20))
+	e.mustPull(base.Ref, "")
+	e.mustPull(app.Ref, "")
+	var reused []string
+	for _, r := range e.decisions.find("pull finished") {
+		reused = append(reused, r["reference"]+"="+r["layers_reused"])
+	}
+	if got, want := strings.Join(reused, " "), base.Ref+"=0 "+app.Ref+"=1"; got != want {
+		t.Fatalf("layers reused: %s, want %s", got, want)
+	}
+	filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), "blob-info-cache") {
+			t.Errorf("blob-info cache file %s", path)
+		}
+		return nil
+	})
 }

@@ -36,7 +36,32 @@ type Reference struct {
 	// Resolved is the fully qualified reference it was pulled as.
 	Resolved string    `json:"resolved"`
 	Pulled   time.Time `json:"pulled"`
+	// Import is set when the image came under this name from an archive,
+	// not from a registry.
+	Import *ImportSource `json:"import,omitempty"`
 }
+
+// ImportSource is the archive an image was imported from, as the policy
+// saw it then: the create-time check evaluates the policy for this very
+// transport and scope, even after the file is gone.
+type ImportSource struct {
+	// Transport is "docker-archive", "oci-archive" or "oci".
+	Transport string `json:"transport"`
+	// Path is the archive (or layout directory) as an absolute path.
+	Path string `json:"path"`
+	// Name is the name the archive gave the image (or --name), normalised.
+	Name string `json:"name"`
+	// Manifest is the manifest verified at import.
+	Manifest digest.Digest `json:"manifest"`
+	// PolicyIdentity, PolicyNamespaces and DockerReference are the
+	// library's reference's answers for the archive at import time.
+	PolicyIdentity   string   `json:"policyIdentity,omitempty"`
+	PolicyNamespaces []string `json:"policyNamespaces,omitempty"`
+	DockerReference  string   `json:"dockerReference,omitempty"`
+}
+
+// String is how logs and admissions name the source.
+func (i *ImportSource) String() string { return i.Transport + ":" + i.Path + ":" + i.Name }
 
 // Decision is one namespace's verdict on the image at pull time.
 type Decision struct {
@@ -50,8 +75,12 @@ type Decision struct {
 	Time    time.Time `json:"time"`
 }
 
+// addReference replaces the reference of the same name and kind: a pull
+// and an import under one name are two facts and both stay.
 func (r *Record) addReference(ref Reference) {
-	r.References = slices.DeleteFunc(r.References, func(x Reference) bool { return x.User == ref.User })
+	r.References = slices.DeleteFunc(r.References, func(x Reference) bool {
+		return x.User == ref.User && (x.Import == nil) == (ref.Import == nil)
+	})
 	r.References = append(r.References, ref)
 }
 
@@ -67,30 +96,54 @@ func (r *Record) clone() *Record {
 	return &c
 }
 
-// record returns the image's record (a copy), reading it once from disk.
-// An image without one (created by another tool) gets an empty record.
+// cachedRecord is a record with the digest of the item it was read from.
+type cachedRecord struct {
+	digest digest.Digest
+	rec    *Record
+}
+
+// record returns the image's record (a copy), reading it from disk only
+// when its item changed: another process (crivet image import) may write
+// records into the store this daemon serves.
 func (s *Service) record(id string) (*Record, error) {
-	s.recMu.Lock()
-	r, ok := s.records[id]
-	s.recMu.Unlock()
-	if ok {
-		return r.clone(), nil
-	}
-	data, err := s.store.ImageBigData(id, recordKey)
-	switch {
-	case err == nil:
-		r = &Record{}
-		if err := json.Unmarshal(data, r); err != nil {
-			return nil, fmt.Errorf("image %s: corrupt record: %w", id, err)
+	img, err := s.store.Image(id)
+	if err != nil {
+		if errors.Is(err, storage.ErrImageUnknown) || errors.Is(err, storage.ErrNotAnImage) {
+			return nil, fmt.Errorf("image %s: %w", id, ErrNotFound)
 		}
-	case errors.Is(err, storage.ErrImageUnknown):
-		return nil, fmt.Errorf("image %s: %w", id, ErrNotFound)
-	default:
-		// No record item: an image stored by something else.
-		r = &Record{}
+		return nil, fmt.Errorf("image %s: %w", id, err)
+	}
+	return s.recordOf(img)
+}
+
+// recordOf is record for an image already looked up. An image without a
+// record item (stored by another tool) gets an empty record.
+func (s *Service) recordOf(img *storage.Image) (*Record, error) {
+	id, d := img.ID, img.BigDataDigests[recordKey]
+	s.recMu.Lock()
+	c, ok := s.records[id]
+	s.recMu.Unlock()
+	if ok && c.digest == d {
+		return c.rec.clone(), nil
+	}
+	r := &Record{}
+	if d != "" {
+		data, err := s.store.ImageBigData(id, recordKey)
+		switch {
+		case err == nil:
+			if err := json.Unmarshal(data, r); err != nil {
+				return nil, fmt.Errorf("image %s: corrupt record: %w", id, err)
+			}
+			// The item read may be newer than img; its own digest keys it.
+			d = digest.FromBytes(data)
+		case errors.Is(err, storage.ErrImageUnknown):
+			return nil, fmt.Errorf("image %s: %w", id, ErrNotFound)
+		default:
+			return nil, fmt.Errorf("image %s: read record: %w", id, err)
+		}
 	}
 	s.recMu.Lock()
-	s.records[id] = r
+	s.records[id] = cachedRecord{digest: d, rec: r}
 	s.recMu.Unlock()
 	return r.clone(), nil
 }
@@ -106,7 +159,7 @@ func (s *Service) saveRecord(id string, r *Record) error {
 		return fmt.Errorf("image %s: save record: %w", id, err)
 	}
 	s.recMu.Lock()
-	s.records[id] = r.clone()
+	s.records[id] = cachedRecord{digest: digest.FromBytes(data), rec: r.clone()}
 	s.recMu.Unlock()
 	return nil
 }

@@ -11,10 +11,16 @@ import (
 // CreateRootfs makes a container's writable layer on top of the image and
 // mounts it; the returned path is the container's root filesystem. All
 // writes of the container land in its own upper directory.
+//
+// Creations from one image share its lock (the store makes each creation
+// atomic against a removal of the image); only a removal or a pull's write
+// phase of that image excludes them. The layer and its record are
+// volatile: written without syncs, which matter only if the machine goes
+// down, and then every container is gone anyway (kubelet recreates them).
 func (s *Service) CreateRootfs(containerID string, img *Image) (string, error) {
-	unlock := s.locks.Lock(img.StorageID())
+	unlock := s.locks.RLock(img.StorageID())
 	defer unlock()
-	if _, err := s.store.CreateContainer(containerID, nil, img.StorageID(), "", "", nil); err != nil {
+	if _, err := s.store.CreateContainer(containerID, nil, img.StorageID(), "", "", &storage.ContainerOptions{Volatile: true}); err != nil {
 		if errors.Is(err, storage.ErrImageUnknown) {
 			return "", fmt.Errorf("rootfs for %s: image %s: %w", containerID, img.ID, ErrNotFound)
 		}

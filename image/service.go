@@ -42,6 +42,9 @@ type Config struct {
 	// Audit receives one record per signature decision; nil discards.
 	Audit  *audit.Log
 	Logger *slog.Logger
+	// Observer is told of decisions, admission-cache look-ups and pulls
+	// (metrics); nil observes nothing.
+	Observer Observer
 
 	// PullProgressTimeout fails a pull when the registry sends no byte
 	// for that long while manifests, signatures or blobs are due
@@ -53,6 +56,13 @@ type Config struct {
 	MaxImageSize int64
 	// MaxLayers refuses images with more layers. 0 = unlimited.
 	MaxLayers int
+
+	// Shared opens a store a running daemon may be using (crivet image
+	// import/export): what the daemon's pulls have in flight (their
+	// temporary files, layers not yet owned by an image) is left alone,
+	// and so are its mounts at Close. The daemon's next start cleans what
+	// an interrupted shared user left.
+	Shared bool
 }
 
 // Service is the only owner of the image store.
@@ -60,6 +70,7 @@ type Service struct {
 	cfg   Config
 	store storage.Store
 	log   *slog.Logger
+	obs   Observer
 
 	pulls singleflight.Group
 	// flights are the shared contexts of the pulls in pulls, cancelled
@@ -71,21 +82,16 @@ type Service struct {
 	locks keyedMutex
 
 	recMu   sync.Mutex
-	records map[string]*Record // by storage image ID; a cache of what is on disk
+	records map[string]cachedRecord // by storage image ID; a cache of what is on disk
 
 	admitted admitCache
 }
 
 // Open opens (or creates) the store, cleaning what an interrupted pull left.
 func Open(cfg Config) (*Service, error) {
-	if cfg.Driver == "" {
-		cfg.Driver = "overlay"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Policies == nil {
-		return nil, errors.New("image service: no policy store")
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	for _, d := range []string{cfg.Root, cfg.RunRoot} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -95,21 +101,22 @@ func Open(cfg Config) (*Service, error) {
 	// Temporary pull data lives under our root, not /var/tmp, so a crash
 	// mid-pull leaves it where the next start can find and remove it.
 	tmp := filepath.Join(cfg.Root, "tmp")
-	if err := os.RemoveAll(tmp); err != nil {
-		return nil, fmt.Errorf("image store: clean %s: %w", tmp, err)
+	if !cfg.Shared {
+		if err := os.RemoveAll(tmp); err != nil {
+			return nil, fmt.Errorf("image store: clean %s: %w", tmp, err)
+		}
 	}
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
-	store, err := storage.GetStore(storagetypes.StoreOptions{
-		GraphRoot:       filepath.Join(cfg.Root, "storage"),
-		RunRoot:         filepath.Join(cfg.RunRoot, "storage"),
-		GraphDriverName: cfg.Driver,
-	})
+	store, err := storage.GetStore(cfg.storeOptions())
 	if err != nil {
 		return nil, fmt.Errorf("open image store in %s (driver %s): %w", cfg.Root, cfg.Driver, err)
 	}
-	s := &Service{cfg: cfg, store: store, log: cfg.Logger, records: map[string]*Record{}}
+	s := newService(cfg, store)
+	if cfg.Shared {
+		return s, nil
+	}
 	if err := s.removeOrphanLayers(); err != nil {
 		_, _ = store.Shutdown(true)
 		return nil, err
@@ -117,12 +124,52 @@ func Open(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// memoryOnlyBlobInfoCache is a path under a character device, which no
+// MkdirAll can create: go.podman.io/image then falls back to its
+// memory-only blob-info cache (pkg/blobinfocache.DefaultCache).
+var memoryOnlyBlobInfoCache = filepath.Join(os.DevNull, "crivet-memory-only-blob-info-cache")
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Driver == "" {
+		cfg.Driver = "overlay"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Policies == nil {
+		return cfg, errors.New("image service: no policy store")
+	}
+	return cfg, nil
+}
+
+func (cfg Config) storeOptions() storagetypes.StoreOptions {
+	return storagetypes.StoreOptions{
+		GraphRoot:       filepath.Join(cfg.Root, "storage"),
+		RunRoot:         filepath.Join(cfg.RunRoot, "storage"),
+		GraphDriverName: cfg.Driver,
+	}
+}
+
+// newService: store is nil for a Checker that checks pulls only.
+func newService(cfg Config, store storage.Store) *Service {
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger, obs: cfg.Observer, records: map[string]cachedRecord{}}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	return s
+}
+
 // Storage exposes the underlying store to the runtime side (container
 // root filesystems are created from the same layers).
 func (s *Service) Storage() storage.Store { return s.store }
 
-// Close unmounts what the store mounted and releases it.
+// Close unmounts what the store mounted and releases it. A shared user
+// mounted nothing, and the driver's clean-up would undo the daemon's
+// mount of its home.
 func (s *Service) Close() error {
+	if s.cfg.Shared {
+		return nil
+	}
 	_, err := s.store.Shutdown(false)
 	return err
 }
@@ -191,18 +238,33 @@ func (s *Service) removeOrphanLayers() error {
 	}
 }
 
-// keyedMutex is a set of mutexes created on demand, one per key.
+// keyedMutex is a set of read-write mutexes created on demand, one per
+// key.
 type keyedMutex struct {
 	mu    sync.Mutex
 	locks map[string]*keyedEntry
 }
 
 type keyedEntry struct {
-	mu   sync.Mutex
+	mu   sync.RWMutex
 	refs int
 }
 
+// Lock holds key exclusively.
 func (k *keyedMutex) Lock(key string) func() {
+	e := k.entry(key)
+	e.mu.Lock()
+	return k.release(key, e, e.mu.Unlock)
+}
+
+// RLock holds key shared: any number of RLock holders, but no Lock.
+func (k *keyedMutex) RLock(key string) func() {
+	e := k.entry(key)
+	e.mu.RLock()
+	return k.release(key, e, e.mu.RUnlock)
+}
+
+func (k *keyedMutex) entry(key string) *keyedEntry {
 	k.mu.Lock()
 	if k.locks == nil {
 		k.locks = map[string]*keyedEntry{}
@@ -214,9 +276,12 @@ func (k *keyedMutex) Lock(key string) func() {
 	}
 	e.refs++
 	k.mu.Unlock()
-	e.mu.Lock()
+	return e
+}
+
+func (k *keyedMutex) release(key string, e *keyedEntry, unlock func()) func() {
 	return func() {
-		e.mu.Unlock()
+		unlock()
 		k.mu.Lock()
 		e.refs--
 		if e.refs == 0 {
@@ -235,10 +300,13 @@ func (s *Service) systemContext() *types.SystemContext {
 		RegistriesDirPath:           s.cfg.RegistriesD,
 		AuthFilePath:                s.cfg.AuthFile,
 		BigFilesTemporaryDir:        filepath.Join(s.cfg.Root, "tmp"),
-		// The blob-info cache (which registry blobs are already stored, as
-		// what) is an accelerator, rebuilt as images are pulled: kept on the
-		// run root (a tmpfs on nodes), its SQLite writes cost no disk syncs.
-		BlobInfoCacheDir: filepath.Join(s.cfg.RunRoot, "cache"),
+		// The blob-info cache only accelerates: it maps compressed to
+		// uncompressed digests and remembers where blobs were seen. The
+		// store itself finds layers by either digest, which is what lets a
+		// pull reuse stored layers; the SQLite file costs ~20 syncs and
+		// 4-5 ms per pull. A directory that cannot exist makes the library
+		// use its memory-only cache for the copy.
+		BlobInfoCacheDir: memoryOnlyBlobInfoCache,
 		// Short names that need a prompt cannot get one in a daemon.
 		ShortNameMode: &mode,
 	}

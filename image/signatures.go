@@ -95,12 +95,20 @@ func (s *Service) keepDisplacedSignatures(id string, inst digest.Digest, prev *s
 	if cur := s.librarySignatures(id, inst); cur != nil && cur.same(prev) {
 		return
 	}
-	sets := s.keptSignatures(id)
-	if slices.ContainsFunc(sets, prev.same) {
-		return
+	if s.keepSignatureSet(id, prev) {
+		s.log.Info("kept signatures displaced by a new pull", "image", id, "manifest", inst.String(), "source", prev.Source, "signatures", len(prev.Sizes))
 	}
-	prev.Kept = time.Now().UTC()
-	sets = append(sets, prev)
+}
+
+// keepSignatureSet adds set to the image's kept sets, unless it is there;
+// it reports whether it added it. Callers hold the image's lock.
+func (s *Service) keepSignatureSet(id string, set *signatureSet) bool {
+	sets := s.keptSignatures(id)
+	if slices.ContainsFunc(sets, set.same) {
+		return false
+	}
+	set.Kept = time.Now().UTC()
+	sets = append(sets, set)
 	if len(sets) > maxKeptSignatureSets {
 		sets = sets[len(sets)-maxKeptSignatureSets:]
 	}
@@ -109,10 +117,10 @@ func (s *Service) keepDisplacedSignatures(id string, inst digest.Digest, prev *s
 		err = s.store.SetImageBigData(id, keptSignaturesKey, data, nil)
 	}
 	if err != nil {
-		s.log.Warn("could not keep the image's earlier signatures", "image", id, "source", prev.Source, "error", err)
-		return
+		s.log.Warn("could not keep the image's signatures", "image", id, "source", set.Source, "error", err)
+		return false
 	}
-	s.log.Info("kept signatures displaced by a new pull", "image", id, "manifest", inst.String(), "source", prev.Source, "signatures", len(prev.Sizes))
+	return true
 }
 
 // verifyKept evaluates pol with the kept set instead of the library's:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/crivet/crivet/policy"
+	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/image"
@@ -17,7 +18,17 @@ import (
 // named identity in its registry, using only local data: the manifest and
 // the signatures kept at pull time. No registry is contacted.
 func (s *Service) VerifyStored(ctx context.Context, img *Image, identity reference.Named, pol *policy.Policy) error {
-	if img.Record == nil || img.Record.ManifestDigest == "" {
+	dref, err := docker.NewReference(identity)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", img.ID, err)
+	}
+	return s.verifyAs(ctx, img, img.Record.manifestDigest(), dref, pol)
+}
+
+// verifyAs is VerifyStored for the stored manifest d presented as ref: a
+// registry reference, or the archive an image was imported from.
+func (s *Service) verifyAs(ctx context.Context, img *Image, d digest.Digest, ref types.ImageReference, pol *policy.Policy) error {
+	if d == "" {
 		return fmt.Errorf("verify %s: no verified manifest recorded", img.ID)
 	}
 	sref, err := istorage.Transport.NewStoreReference(s.store, nil, img.StorageID())
@@ -29,13 +40,8 @@ func (s *Service) VerifyStored(ctx context.Context, img *Image, identity referen
 		return fmt.Errorf("verify %s: %w", img.ID, err)
 	}
 	defer src.Close()
-	dref, err := docker.NewReference(identity)
-	if err != nil {
-		return fmt.Errorf("verify %s: %w", img.ID, err)
-	}
-	d := img.Record.ManifestDigest
 	unparsed := image.UnparsedInstance(src, &d)
-	err = pol.Check(ctx, &asIdentity{UnparsedImage: unparsed, ref: dref})
+	err = pol.Check(ctx, &asIdentity{UnparsedImage: unparsed, ref: ref})
 	var rej *policy.Rejection
 	if err == nil || !errors.As(err, &rej) {
 		return err
@@ -52,7 +58,7 @@ func (s *Service) VerifyStored(ctx context.Context, img *Image, identity referen
 				return fmt.Errorf("verify %s: %w", img.ID, err)
 			}
 		}
-		kerr := s.verifyKept(ctx, manifestBlob, set, dref, pol)
+		kerr := s.verifyKept(ctx, manifestBlob, set, ref, pol)
 		if kerr == nil {
 			return nil
 		}
@@ -63,8 +69,8 @@ func (s *Service) VerifyStored(ctx context.Context, img *Image, identity referen
 	return rej
 }
 
-// asIdentity presents a locally stored image under the registry
-// reference it is being admitted as. The policy picks its scope and
+// asIdentity presents a locally stored image under the reference it is
+// being admitted as (a registry's, or an archive's). The policy picks its scope and
 // matches signedIdentity by Reference(); everything else (manifest,
 // signatures, including sigstore ones reachable only through the embedded
 // value's unexported-type methods) comes from the store.

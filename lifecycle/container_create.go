@@ -126,6 +126,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 		Namespaces:         nss,
 		Files:              spec.SandboxFiles{Hostname: hostname, Hosts: hosts, ResolvConf: resolv, Shm: shm},
 		CgroupParent:       pod.Config.GetLinux().GetCgroupParent(),
+		CgroupDriver:       m.cfg.CgroupDriver,
 		SeccompProfileRoot: m.cfg.SeccompProfileRoot,
 	})
 	if err != nil {
@@ -139,7 +140,10 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	c.StopSignal, c.ImageMounts = ic.StopSignal, imageMounts
 	c.UID, c.GID = int64(sp.Process.User.UID), int64(sp.Process.User.GID)
 	if sp.Linux != nil {
-		c.CgroupPath = sp.Linux.CgroupsPath
+		// Stats read the directory the kernel shows, not runc's form.
+		if c.CgroupPath, err = m.cfg.CgroupDriver.Dir(sp.Linux.CgroupsPath); err != nil {
+			return nil, fmt.Errorf("create container %s: %w", id, err)
+		}
 	}
 	for _, g := range sp.Process.User.AdditionalGids {
 		c.Supplemental = append(c.Supplemental, int64(g))

@@ -40,6 +40,7 @@ func (m *Manager) startInfra(ctx context.Context, pod *sandbox.Pod) (err error) 
 		ID: id, Sandbox: pod.Config, Rootfs: rootfs, PauseBinary: m.cfg.PauseBinary,
 		Namespaces:   spec.Namespaces{Network: ns(pod.NetNS), IPC: ns(pod.IPCNS), UTS: ns(pod.UTSNS)},
 		CgroupParent: pod.Config.GetLinux().GetCgroupParent(),
+		CgroupDriver: m.cfg.CgroupDriver,
 	})
 	if err != nil {
 		return fmt.Errorf("pod %s infra spec: %w", id, err)

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -39,7 +40,9 @@ type Config struct {
 	PauseBinary string
 	// SeccompProfileRoot resolves relative Localhost seccomp profiles.
 	SeccompProfileRoot string
-	Logger             *slog.Logger
+	// CgroupDriver places pods and containers (as Runtime's driver).
+	CgroupDriver cgroup.Driver
+	Logger       *slog.Logger
 }
 
 // Manager runs the lifecycle. It is the only writer of bundles and the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/sandbox"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -14,9 +15,18 @@ import (
 // before the pod is recorded as created: a crash in between leaves a
 // Creating pod, which Recover removes with whatever of its infra exists.
 func (m *Manager) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (*sandbox.Pod, error) {
-	var complete func(*sandbox.Pod) error
-	if needsInfra(cfg) {
-		complete = func(p *sandbox.Pod) error { return m.startInfra(ctx, p) }
+	// A cgroup parent of the other driver (kubelet's cgroupDriver is not
+	// crivet's) is refused before anything is made.
+	cgDir, err := m.cfg.CgroupDriver.PodDir(cfg.GetLinux().GetCgroupParent())
+	if err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w: %w", spec.ErrInvalid, err)
+	}
+	complete := func(p *sandbox.Pod) error {
+		p.CgroupDir = cgDir
+		if needsInfra(cfg) {
+			return m.startInfra(ctx, p)
+		}
+		return nil
 	}
 	return m.pods.Run(ctx, cfg, handler, complete)
 }

@@ -119,6 +119,8 @@ type Store struct {
 	modes map[string]Mode
 
 	hashes fileHashes
+
+	onLoad func(namespace string, err error)
 }
 
 type cached struct {
@@ -157,6 +159,12 @@ func NewStore(globalPath, dir string) *Store {
 	return &Store{globalPath: globalPath, dir: dir, cache: map[string]cached{}}
 }
 
+// OnLoad sets fn to be told of every policy file parsed anew (err nil:
+// a first load or a reload after a change) and of every attempt that
+// found a file unusable (err a *FileError), for metrics. Set it before
+// the store is used; fn must be cheap.
+func (s *Store) OnLoad(fn func(namespace string, err error)) { s.onLoad = fn }
+
 // GlobalPath is the file of the node-wide policy.
 func (s *Store) GlobalPath() string { return s.globalPath }
 
@@ -182,7 +190,11 @@ func (s *Store) ForNamespace(ns string) (*Policy, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return s.Global()
 		}
-		return nil, fmt.Errorf("signature policy for namespace %s: %w", ns, &FileError{Path: path, Err: err})
+		fe := &FileError{Path: path, Err: err}
+		if s.onLoad != nil {
+			s.onLoad(ns, fe)
+		}
+		return nil, fmt.Errorf("signature policy for namespace %s: %w", ns, fe)
 	}
 	p, err := s.load(path, ns)
 	if err != nil {
@@ -192,29 +204,39 @@ func (s *Store) ForNamespace(ns string) (*Policy, error) {
 }
 
 func (s *Store) load(path, ns string) (*Policy, error) {
+	p, parsed, err := s.loadFile(path, ns)
+	if s.onLoad != nil && (parsed || err != nil) {
+		s.onLoad(ns, err)
+	}
+	return p, err
+}
+
+// loadFile returns the cached policy of path, parsing it when it changed
+// (parsed true).
+func (s *Store) loadFile(path, ns string) (_ *Policy, parsed bool, _ error) {
 	id, err := statID(path)
 	if err != nil {
-		return nil, &FileError{Path: path, Err: err}
+		return nil, false, &FileError{Path: path, Err: err}
 	}
 	s.mu.Lock()
 	c, ok := s.cache[path]
 	s.mu.Unlock()
 	if ok && c.id == id {
-		return c.policy, nil
+		return c.policy, false, nil
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &FileError{Path: path, Err: err}
+		return nil, false, &FileError{Path: path, Err: err}
 	}
-	parsed, err := signature.NewPolicyFromBytes(data)
+	pol, err := signature.NewPolicyFromBytes(data)
 	if err != nil {
-		return nil, &FileError{Path: path, Err: err}
+		return nil, false, &FileError{Path: path, Err: err}
 	}
-	p := &Policy{Path: path, Digest: digest.FromBytes(data), Namespace: ns, Files: referencedFiles(data), parsed: parsed, hashes: &s.hashes}
+	p := &Policy{Path: path, Digest: digest.FromBytes(data), Namespace: ns, Files: referencedFiles(data), parsed: pol, hashes: &s.hashes}
 	// The file may have changed between stat and read; keying the entry
 	// by the earlier stat only means the next call reads it once more.
 	s.mu.Lock()
 	s.cache[path] = cached{id: id, policy: p}
 	s.mu.Unlock()
-	return p, nil
+	return p, true, nil
 }

@@ -221,6 +221,13 @@ func TestRequirementTypesFollowTheMostSpecificScope(t *testing.T) {
 		"reg.example/other:1":      {"insecureAcceptAnything"},
 		"elsewhere.example/team:1": {"reject"},
 	} {
+		scope := map[string]string{
+			"reg.example/team/app:1":   `docker: "reg.example/team/app:1"`,
+			"reg.example/team/app:2":   `docker: "reg.example/team"`,
+			"reg.example/team/x/y:1":   `docker: "reg.example/team"`,
+			"reg.example/other:1":      `docker: "reg.example"`,
+			"elsewhere.example/team:1": `default`,
+		}[ref]
 		named, err := reference.ParseNormalizedNamed(ref)
 		if err != nil {
 			t.Fatal(err)
@@ -232,5 +239,20 @@ func TestRequirementTypesFollowTheMostSpecificScope(t *testing.T) {
 		if got := p.RequirementTypes(dref); !slices.Equal(got, want) {
 			t.Errorf("%s: %v, want %v", ref, got, want)
 		}
+		if got := p.ScopeFor(dref).String(); got != scope {
+			t.Errorf("%s: scope %s, want %s", ref, got, scope)
+		}
+	}
+	// The transport's catch-all scope is a scope of its own, not the default.
+	if err := os.WriteFile(global, []byte(`{"default":[{"type":"reject"}],"transports":{"docker":{"":[{"type":"insecureAcceptAnything"}]}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = NewStore(global, "").Global(); err != nil {
+		t.Fatal(err)
+	}
+	named, _ := reference.ParseNormalizedNamed("elsewhere.example/team:1")
+	dref, _ := docker.NewReference(named)
+	if got := p.ScopeFor(dref); got.String() != `docker: ""` || !slices.Equal(got.Requirements, []string{"insecureAcceptAnything"}) {
+		t.Errorf("catch-all scope: %+v", got)
 	}
 }

@@ -59,7 +59,9 @@ type Container struct {
 	StopSignal   string  `json:"stopSignal,omitempty"`
 	// ImageMounts are the images mounted as volumes for this container.
 	ImageMounts []string `json:"imageMounts,omitempty"`
-	// CgroupPath is the container's cgroup as given to runc.
+	// CgroupPath is the container's cgroup directory below each
+	// hierarchy's root (oci/cgroup's Dir of runc's cgroupsPath; under the
+	// cgroupfs driver, the only one of older records, the two are equal).
 	CgroupPath string `json:"cgroupPath,omitempty"`
 	// Phase: see Phase. Creating records are not listed or found by ID:
 	// the client has no ID for them until CreateContainer returns.

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/crivet/crivet/internal/atomicfile"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/crivet/crivet/internal/atomicfile"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -64,6 +64,10 @@ type Pod struct {
 	Dir string `json:"dir"`
 	// InfraID is the container owning the pod's shared PID namespace, if any.
 	InfraID string `json:"infraID,omitempty"`
+	// CgroupDir is the pod's own cgroup (kubelet's cgroup_parent, as a
+	// directory below each hierarchy's root; see package oci/cgroup), ""
+	// when the pod names none.
+	CgroupDir string `json:"cgroupDir,omitempty"`
 	// Phase: see Phase. A pod still Creating at start-up never got its ID
 	// to the client and is undone; one Removing is finished.
 	Phase Phase `json:"phase,omitempty"`
@@ -107,7 +111,10 @@ type Config struct {
 	Root, RunRoot string
 	CNIConfDir    string
 	CNIPluginDirs []string
-	Logger        *slog.Logger
+	// CgroupDriver is the node's cgroup driver ("systemd", "cgroupfs"):
+	// New refuses to change it while pods exist. "" skips the check.
+	CgroupDriver string
+	Logger       *slog.Logger
 }
 
 // Manager is the only owner of pod records and pod namespaces.
@@ -175,6 +182,9 @@ func New(cfg Config) (*Manager, error) {
 	if err := m.loadContainers(); err != nil {
 		return nil, err
 	}
+	if err := m.checkCgroupDriver(cfg.CgroupDriver); err != nil {
+		return nil, err
+	}
 	m.recovering.Store(true)
 	return m, nil
 }
@@ -197,7 +207,12 @@ func (m *Manager) load(path string) (*Pod, error) {
 	return &p, nil
 }
 
-func (m *Manager) save(p *Pod) error {
+// save writes the pod's record. durable adds the syncs that matter only
+// if the machine goes down: the final record of a pod wants them; a
+// Creating or Removing mark does not (a killed daemon's writes are in the
+// page cache, and a machine that went down has lost the pod's namespaces
+// and network anyway: kubelet removes and recreates it).
+func (m *Manager) save(p *Pod, durable bool) error {
 	cfg, err := protojson.Marshal(p.Config)
 	if err != nil {
 		return err
@@ -206,7 +221,7 @@ func (m *Manager) save(p *Pod) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(m.recordDir(), p.ID+".json"), data, 0o600)
+	return atomicfile.Write(filepath.Join(m.recordDir(), p.ID+".json"), data, 0o600, durable)
 }
 
 func nameKey(md *runtimeapi.PodSandboxMetadata) string {
@@ -265,7 +280,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	defer unlock()
 
 	start := time.Now()
-	var cniTime time.Duration
+	// Step times, logged with the result: where a pod start's time goes.
+	var cniTime, nsTime, filesTime, recordTime time.Duration
 	p := &Pod{ID: id, Config: cfg, RuntimeHandler: handler, CreatedAt: time.Now(), State: Ready,
 		Dir: filepath.Join(m.cfg.RunRoot, "sandboxes", id), Phase: Creating}
 	defer func() {
@@ -289,12 +305,15 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
 		kinds = append(kinds, IPCNS)
 	}
+	t := time.Now()
 	pins, err := pinNamespaces(filepath.Join(p.Dir, "ns"), kinds, cfg.GetHostname())
 	if err != nil {
 		return nil, fmt.Errorf("run pod sandbox: %w", err)
 	}
 	p.NetNS, p.IPCNS, p.UTSNS = pins[NetNS], pins[IPCNS], pins[UTSNS]
+	nsTime = time.Since(t)
 
+	t = time.Now()
 	if err := m.writeFiles(p, nil); err != nil {
 		return nil, err
 	}
@@ -309,11 +328,14 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if err := writePodConfig(p); err != nil {
 		return nil, fmt.Errorf("run pod sandbox: %w", err)
 	}
+	filesTime = time.Since(t)
 	// Record before attaching the network: a crash from here on leaves a
 	// record whose Stop/Remove undoes the attachment.
-	if err := m.save(p); err != nil {
+	t = time.Now()
+	if err := m.save(p, false); err != nil {
 		return nil, fmt.Errorf("run pod sandbox: save: %w", err)
 	}
+	recordTime = time.Since(t)
 	if p.NetNS != "" {
 		t := time.Now()
 		ips, err := m.net.Attach(ctx, id, p.NetNS, cfg)
@@ -332,32 +354,39 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		}
 	}
 	p.Phase = Created
-	if err := m.save(p); err != nil {
+	t = time.Now()
+	if err := m.save(p, true); err != nil {
 		return nil, fmt.Errorf("run pod sandbox: save: %w", err)
 	}
+	recordTime += time.Since(t)
 	m.mu.Lock()
 	m.pods[id] = p
 	m.mu.Unlock()
 	m.log.Info("pod sandbox ready", "id", id, "pod", md.GetName(), "namespace", md.GetNamespace(), "ips", p.IPs,
-		"duration", time.Since(start), "cni", cniTime)
+		"duration", time.Since(start), "namespaces", nsTime, "files", filesTime, "records", recordTime, "cni", cniTime)
 	return p.clone(), nil
 }
 
 func (m *Manager) writeFiles(p *Pod, ips []string) error {
 	cfg := p.Config
-	if p.NetNS == "" {
-		// Host network: the node's own files.
-		return nil
-	}
-	hostname := cfg.GetHostname()
-	if hostname == "" {
-		hostname = cfg.GetMetadata().GetName()
-	}
 	resolv, err := resolvConf(cfg.GetDnsConfig())
 	if err != nil {
 		return fmt.Errorf("run pod sandbox: resolv.conf: %w", err)
 	}
-	for name, data := range map[string][]byte{"hostname": []byte(hostname + "\n"), "hosts": hostsFile(hostname, ips), "resolv.conf": resolv} {
+	files := map[string][]byte{"resolv.conf": resolv}
+	// A host-network pod keeps the node's hostname (its UTS namespace) and
+	// kubelet binds its own hosts file; resolv.conf it still needs, since
+	// its image (often scratch, as kube-proxy's) has none: kube-proxy on a
+	// kind worker resolves the API server's name through it.
+	if p.NetNS != "" {
+		hostname := cfg.GetHostname()
+		if hostname == "" {
+			hostname = cfg.GetMetadata().GetName()
+		}
+		files["hostname"] = []byte(hostname + "\n")
+		files["hosts"] = hostsFile(hostname, ips)
+	}
+	for name, data := range files {
 		if data == nil {
 			continue
 		}
@@ -428,8 +457,9 @@ func (m *Manager) withLockedPod(id string, f func(p *Pod) error) error {
 	return f(p)
 }
 
-// MarkRemoving durably records that the pod's removal has begun: from
-// here on a crash is finished by start-up recovery, not left half done.
+// MarkRemoving records that the pod's removal has begun: from here on a
+// killed daemon's removal is finished by start-up recovery, not left half
+// done. Not synced: see save.
 func (m *Manager) MarkRemoving(id string) error {
 	return m.update(id, func(p *Pod) { p.Phase = Removing })
 }
@@ -506,7 +536,7 @@ func (m *Manager) update(id string, f func(*Pod)) error {
 	}
 	c := p.clone()
 	f(c)
-	if err := m.save(c); err != nil {
+	if err := m.save(c, c.Phase != Removing); err != nil {
 		return err
 	}
 	m.pods[id] = c

@@ -194,6 +194,7 @@ func TestHostNetworkPodHasNoNetns(t *testing.T) {
 	root := t.TempDir()
 	m := newManager(t, root)
 	cfg := podConfig("hostnet", 0)
+	cfg.DnsConfig = nil
 	cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}}
 	p, err := m.Run(context.Background(), cfg, "", nil)
@@ -202,6 +203,30 @@ func TestHostNetworkPodHasNoNetns(t *testing.T) {
 	}
 	if p.NetNS != "" || p.UTSNS != "" || len(p.IPs) != 0 || p.IPCNS == "" {
 		t.Fatalf("host-network pod: %+v", p)
+	}
+	// The node's hostname and kubelet's hosts file; a resolv.conf of its
+	// own, which a scratch image lacks (kube-proxy's, resolving the API
+	// server's name on a kind worker).
+	hostname, hosts, resolv, _ := p.Files()
+	if hostname != "" || hosts != "" {
+		t.Errorf("host-network pod has its own hostname %q / hosts %q", hostname, hosts)
+	}
+	node, _ := os.ReadFile("/etc/resolv.conf")
+	if got, err := os.ReadFile(resolv); err != nil || string(got) != string(node) {
+		t.Errorf("host-network pod without DNS config: resolv.conf %q, %v; want the node's %q", got, err, node)
+	}
+	cfg.Metadata.Uid = "hostnet-dns"
+	cfg.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"192.0.2.53"}, Options: []string{"ndots:0"}}
+	p2, err := m.Run(context.Background(), cfg, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, resolv, _ = p2.Files()
+	if got, err := os.ReadFile(resolv); err != nil || string(got) != "nameserver 192.0.2.53\noptions ndots:0\n" {
+		t.Errorf("host-network pod with kubelet's DNS config: resolv.conf %q, %v", got, err)
+	}
+	if err := m.Remove(context.Background(), p2.ID); err != nil {
+		t.Fatal(err)
 	}
 	if err := m.Remove(context.Background(), p.ID); err != nil {
 		t.Fatal(err)

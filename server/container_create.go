@@ -28,7 +28,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: image %q: %w", cfg.GetMetadata().GetName(), cfg.GetImage().GetImage(), err)
 	}
-	adm, err := s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName())
+	adm, err := s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		if err != nil {
 			return nil, fmt.Errorf("create container: image volume %q: %w", m.GetImage().GetImage(), err)
 		}
-		vadm, err := s.admit(ctx, pod, vimg, m.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName())
+		vadm, err := s.admit(ctx, pod, vimg, m.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName(), true)
 		if err != nil {
 			return nil, err
 		}
@@ -66,9 +66,10 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 
 // admit asks the image service for the create-time decision under the
 // stored pod's namespace (never the request's) and returns the identity
-// the image was verified as (and any refusal warn mode admitted).
-func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, userRef, container string) (image.Admission, error) {
-	adm, err := s.images.AdmitFor(ctx, image.AdmitRequest{Image: img, UserRef: userRef, Namespace: pod.Namespace(), Pod: pod.ID, Container: container})
+// the image was verified as (and any refusal warn mode admitted). volume:
+// img is an image volume of the container.
+func (s *Server) admit(ctx context.Context, pod *sandbox.Pod, img *image.Image, userRef, container string, volume bool) (image.Admission, error) {
+	adm, err := s.images.AdmitFor(ctx, image.AdmitRequest{Image: img, UserRef: userRef, Namespace: pod.Namespace(), Pod: pod.ID, Container: container, Volume: volume})
 	if err != nil {
 		return image.Admission{}, fmt.Errorf("create container %s: %w", container, err)
 	}

@@ -99,7 +99,8 @@ func TestCreateContainerAdmitsUnderTheStoredPodsNamespace(t *testing.T) {
 }
 
 // Image volumes: each mount's image is admitted as its own
-// user_specified_image under the pod's namespace, other mounts are left
+// user_specified_image under the pod's namespace (marked as a volume, so
+// the decision's stage says so), other mounts are left
 // alone, and the lifecycle gets the admitted images in mount order.
 func TestCreateContainerAdmitsEachImageVolumeAndPassesThemInOrder(t *testing.T) {
 	f := createFixture(t)
@@ -116,9 +117,13 @@ func TestCreateContainerAdmitsEachImageVolumeAndPassesThemInOrder(t *testing.T) 
 		if a.Namespace != "team-a" || a.Pod != "pod1" || a.Container != "web" {
 			t.Fatalf("admission %+v not under the stored pod", a)
 		}
-		got = append(got, a.Image.ID+" as "+a.UserRef)
+		kind := "image"
+		if a.Volume {
+			kind = "volume"
+		}
+		got = append(got, kind+" "+a.Image.ID+" as "+a.UserRef)
 	}
-	want := []string{"sha256:app as reg/app:1", "sha256:volb as mirror.example/b:2", "sha256:vola as reg/a:1"}
+	want := []string{"image sha256:app as reg/app:1", "volume sha256:volb as mirror.example/b:2", "volume sha256:vola as reg/a:1"}
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Fatalf("admissions %q, want %q", got, want)
 	}

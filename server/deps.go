@@ -10,6 +10,7 @@ import (
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 )
@@ -50,6 +51,13 @@ type containers interface {
 	StopPod(ctx context.Context, pod *sandbox.Pod) error
 	RemovePod(ctx context.Context, pod *sandbox.Pod) error
 	Subscribe() (<-chan lifecycle.Event, func())
+}
+
+// Observer is told of each CRI request when it ends: the RPC's name
+// ("PullImage"), the gRPC code it was answered with, and how long it took
+// (a stream: how long it was open). The metrics package implements it.
+type Observer interface {
+	CRIRequest(method string, code codes.Code, took time.Duration)
 }
 
 // processes answers for running containers' processes (runtime.Runtime).

@@ -442,7 +442,7 @@ func (f *fixture) addContainer(id, podID string, state runtime.State, labels map
 func call[T any](t *testing.T, s *Server, h func(context.Context) (T, error)) (T, error) {
 	t.Helper()
 	var zero T
-	resp, err := unaryGuard(s.log)(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/test"},
+	resp, err := unaryGuard(s.log, s.obs)(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/test"},
 		func(ctx context.Context, _ any) (any, error) { return h(ctx) })
 	if err != nil || resp == nil {
 		return zero, err
@@ -492,7 +492,7 @@ func (f *fakeStream[T]) RecvMsg(any) error            { return io.EOF }
 // callStream runs a streaming handler behind the stream interceptor.
 func callStream(t *testing.T, s *Server, ss grpc.ServerStream, h func() error) error {
 	t.Helper()
-	return streamGuard(s.log)(s, ss, &grpc.StreamServerInfo{FullMethod: "/test"},
+	return streamGuard(s.log, s.obs)(s, ss, &grpc.StreamServerInfo{FullMethod: "/test"},
 		func(any, grpc.ServerStream) error { return h() })
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path"
 	rdebug "runtime/debug"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,8 +17,8 @@ import (
 // panics become errors, and every handler's error gets its CRI shape.
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(unaryGuard(s.log)),
-		grpc.ChainStreamInterceptor(streamGuard(s.log)),
+		grpc.ChainUnaryInterceptor(unaryGuard(s.log, s.obs)),
+		grpc.ChainStreamInterceptor(streamGuard(s.log, s.obs)),
 	}
 }
 
@@ -25,28 +27,43 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 // kubelet's retries of the same request would make that a crash loop, so a
 // panic is answered as Internal, logged with the method and stack, and the
 // process goes on. It is also the single place where domain errors become
-// gRPC statuses (toStatus is idempotent for handlers that still map).
-func unaryGuard(log *slog.Logger) grpc.UnaryServerInterceptor {
+// gRPC statuses (toStatus is idempotent for handlers that still map),
+// and so where each request is observed with the code it was answered.
+func unaryGuard(log *slog.Logger, obs Observer) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		start := time.Now()
 		defer func() {
 			if r := recover(); r != nil {
 				resp, err = nil, panicked(log, info.FullMethod, r)
 			}
+			observe(obs, info.FullMethod, err, start)
 		}()
 		resp, err = handler(ctx, req)
 		return resp, toStatus(err)
 	}
 }
 
-func streamGuard(log *slog.Logger) grpc.StreamServerInterceptor {
+func streamGuard(log *slog.Logger, obs Observer) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		start := time.Now()
 		defer func() {
 			if r := recover(); r != nil {
 				err = panicked(log, info.FullMethod, r)
 			}
+			observe(obs, info.FullMethod, err, start)
 		}()
 		return toStatus(handler(srv, ss))
 	}
+}
+
+// observe reports a finished request by its bare method name: the gRPC
+// server routes only registered methods through interceptors, so the
+// names are CRI's, a bounded set.
+func observe(obs Observer, fullMethod string, err error, start time.Time) {
+	if obs == nil {
+		return
+	}
+	obs.CRIRequest(path.Base(fullMethod), status.Code(err), time.Since(start))
 }
 
 func panicked(log *slog.Logger, method string, r any) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/spec"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -69,8 +70,14 @@ func (s *Server) statusInfo() map[string]string {
 	return info
 }
 
+// RuntimeConfig tells kubelet which cgroup driver to use: kubelet takes it
+// from here when it asks (KubeletCgroupDriverFromCRI) and must match it.
 func (s *Server) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
-	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: s.info.CgroupDriver}}, nil
+	driver := runtimeapi.CgroupDriver_CGROUPFS
+	if s.info.CgroupDriver == cgroup.Systemd {
+		driver = runtimeapi.CgroupDriver_SYSTEMD
+	}
+	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
 }
 
 // UpdateRuntimeConfig: the pod CIDR kubelet sends is for CNI plugins that

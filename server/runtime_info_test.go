@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/spec"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -104,12 +105,19 @@ func TestStatusReportsNetworkReadiness(t *testing.T) {
 	}
 }
 
+// kubelet (KubeletCgroupDriverFromCRI) takes its cgroupDriver from here.
 func TestRuntimeConfigReportsTheCgroupDriver(t *testing.T) {
-	f := newFixture(t)
-	f.s.info.CgroupDriver = runtimeapi.CgroupDriver_CGROUPFS
-	resp, err := f.s.RuntimeConfig(context.Background(), &runtimeapi.RuntimeConfigRequest{})
-	if err != nil || resp.GetLinux().GetCgroupDriver() != runtimeapi.CgroupDriver_CGROUPFS {
-		t.Fatalf("runtime config %v %v", resp, err)
+	for driver, want := range map[cgroup.Driver]runtimeapi.CgroupDriver{
+		cgroup.Cgroupfs: runtimeapi.CgroupDriver_CGROUPFS,
+		cgroup.Systemd:  runtimeapi.CgroupDriver_SYSTEMD,
+		"":              runtimeapi.CgroupDriver_CGROUPFS,
+	} {
+		f := newFixture(t)
+		f.s.info.CgroupDriver = driver
+		resp, err := f.s.RuntimeConfig(context.Background(), &runtimeapi.RuntimeConfigRequest{})
+		if err != nil || resp.GetLinux().GetCgroupDriver() != want {
+			t.Errorf("driver %q: runtime config %v %v, want %v", driver, resp, err, want)
+		}
 	}
 }
 

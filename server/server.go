@@ -11,6 +11,7 @@ import (
 
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/sandbox"
@@ -22,7 +23,7 @@ import (
 // Info describes the runtime to Version and RuntimeConfig.
 type Info struct {
 	Version      string
-	CgroupDriver runtimeapi.CgroupDriver
+	CgroupDriver cgroup.Driver
 	// Config returns the daemon's configuration in force (it changes on
 	// reload), shown by crictl info; may be nil.
 	Config func() any
@@ -40,6 +41,9 @@ type Options struct {
 	// StreamAddress is where the exec/attach/port-forward server listens ("127.0.0.1:0").
 	StreamAddress string
 	Logger        *slog.Logger
+	// Observer is told of every CRI request when it ends (metrics); nil
+	// observes nothing.
+	Observer Observer
 }
 
 // Server implements the CRI RuntimeService and ImageService. RPCs not
@@ -57,6 +61,7 @@ type Server struct {
 	httpSrv *http.Server
 	info    Info
 	log     *slog.Logger
+	obs     Observer
 }
 
 // New returns a server over the given services and starts its streaming
@@ -65,7 +70,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{info: o.Info, log: o.Logger}
+	s := &Server{info: o.Info, log: o.Logger, obs: o.Observer}
 	// A nil service stays a nil interface (a server without a runtime
 	// answers the image service only).
 	if o.Images != nil {

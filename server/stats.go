@@ -89,7 +89,7 @@ func (s *Server) podStats(ctx context.Context, p *sandbox.Pod) *runtimeapi.PodSa
 	}
 	// The pod cgroup kubelet created holds every container (and what the
 	// sums above miss: exited containers' past use): it wins when present.
-	if pc, err := stats.ReadCgroup(p.Config.GetLinux().GetCgroupParent(), stats.Options{}); err == nil {
+	if pc, err := stats.ReadCgroup(p.CgroupDir, stats.Options{}); err == nil {
 		cpu, mem, ws = pc.CPU.Usage, pc.Memory.Usage, pc.Memory.WorkingSet
 	}
 	ls.Cpu.UsageCoreNanoSeconds = &runtimeapi.UInt64Value{Value: cpu}

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/crivet/crivet/oci/cgroup"
 )
 
 // ErrNoCgroup: the path is empty or the cgroup does not exist.
@@ -65,8 +66,8 @@ type Options struct {
 	Processes bool
 }
 
-// ReadCgroup reads the cgroup at path (as given to runc: relative to each
-// hierarchy's root).
+// ReadCgroup reads the cgroup at path, relative to each hierarchy's root
+// as package cgroup's Dir and PodDir name it (under either driver).
 func ReadCgroup(path string, o Options) (*Cgroup, error) {
 	if path == "" {
 		return nil, ErrNoCgroup
@@ -78,11 +79,10 @@ func ReadCgroup(path string, o Options) (*Cgroup, error) {
 	)
 	if cgroups.Mode() == cgroups.Unified {
 		c, err = readV2(path)
-		procsFile = filepath.Join("/sys/fs/cgroup", path, "cgroup.procs")
 	} else {
 		c, err = readV1(path)
-		procsFile = filepath.Join("/sys/fs/cgroup/pids", path, "cgroup.procs")
 	}
+	procsFile = filepath.Join(cgroup.ControllerDir(path, "pids"), "cgroup.procs")
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func readV1(path string) (*Cgroup, error) {
 			c.Memory.Swap = sub(mem.Swap.Usage, mem.Usage.Usage) // memsw counts memory + swap
 		}
 	}
-	c.OOMKills = oomKills(filepath.Join("/sys/fs/cgroup/memory", path, "memory.oom_control"))
+	c.OOMKills = oomKills(filepath.Join(cgroup.ControllerDir(path, "memory"), "memory.oom_control"))
 	if p := st.Pids; p != nil {
 		c.Pids, c.PidsLimit = p.Current, p.Limit
 	}

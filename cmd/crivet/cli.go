@@ -76,7 +76,7 @@ where it was set.`,
 			fmt.Fprintf(cmd.OutOrStdout(), "crivet %s\nCRI API v1 (k8s.io/cri-api v0.37)\n", version)
 		},
 	}
-	root.AddCommand(serveCmd, versionCmd, newConfigCmd(), newPolicyCmd(), newManCmd(root))
+	root.AddCommand(serveCmd, versionCmd, newConfigCmd(), newPolicyCmd(), newImageCmd(), newManCmd(root))
 	return root
 }
 
@@ -101,7 +101,7 @@ Exit status: 0 no errors (warnings allowed), 1 errors.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: runPolicyLint,
 	}
-	cmd.AddCommand(lint)
+	cmd.AddCommand(lint, newPolicyCheckCmd())
 	return cmd
 }
 

@@ -15,6 +15,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/metrics"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/policy"
 	"github.com/spf13/pflag"
 )
@@ -73,6 +75,12 @@ type Config struct {
 	// AuditLogMaxSize rotates the audit file to <file>.1 past this many
 	// bytes (0 = never).
 	AuditLogMaxSize int64 `toml:"audit_log_max_size"`
+	// CgroupManager is the cgroup driver, "systemd" or "cgroupfs"; it must
+	// match kubelet's cgroupDriver. "" = systemd when systemd is PID 1.
+	CgroupManager string `toml:"cgroup_manager"`
+	// MetricsAddress serves Prometheus metrics on host:port/metrics; ""
+	// = off. A missing host (":9090") means 127.0.0.1.
+	MetricsAddress string `toml:"metrics_address"`
 	// SignaturePolicyModes sets a namespace's enforcement: "enforce" (the
 	// default) or "warn" (a would-be refusal is admitted, logged, audited
 	// and counted as warned). The key "*" applies to namespaces without an
@@ -144,6 +152,8 @@ func bindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.IntVar(&c.MaxLayers, "max-layers", c.MaxLayers, "refuse images with more layers (0 = unlimited)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, `one JSON line per signature decision: a file, "stdout", or "" for none`)
 	fs.Int64Var(&c.AuditLogMaxSize, "audit-log-max-size", c.AuditLogMaxSize, "rotate the audit file to <file>.1 past this many bytes (0 = never)")
+	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, `host:port serving Prometheus metrics at /metrics ("" = off; ":9090" = 127.0.0.1:9090)`)
+	fs.StringVar(&c.CgroupManager, "cgroup-manager", c.CgroupManager, `cgroup driver, "systemd" or "cgroupfs", as kubelet's cgroupDriver (default: systemd when systemd is PID 1)`)
 }
 
 // Sources says where each configuration key's value came from: "default",
@@ -256,6 +266,14 @@ func (c Config) validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
+	}
+	if _, err := cgroup.ParseDriver(c.CgroupManager); err != nil {
+		return fmt.Errorf("config: cgroup_manager: %w", err)
+	}
+	if c.MetricsAddress != "" {
+		if _, _, err := metrics.ListenAddress(c.MetricsAddress); err != nil {
+			return fmt.Errorf("config: metrics_address: %w", err)
+		}
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err

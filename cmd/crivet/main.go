@@ -10,7 +10,7 @@ import (
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
-var version = "0.1.0-dev"
+var version = "0.2.0-dev"
 
 func main() {
 	// containers/storage unpacks layers in a re-executed child chrooted

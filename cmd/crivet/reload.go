@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/policy"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
@@ -26,13 +27,13 @@ func (c Config) policyModes() map[string]policy.Mode {
 
 // reloadable are the keys SIGHUP applies to the running daemon; every
 // other key needs a restart (sockets, directories, the store).
-var reloadable = map[string]bool{"log_level": true, "signature_policy_modes": true}
+var reloadable = map[string]bool{"log_level": true, "signature_policy_modes": true, "metrics_address": true}
 
 // reload re-reads the configuration (files and the original flags) on
 // SIGHUP, applies what can change while running, and says which changed
 // keys need a restart. A configuration that does not load or validate
 // changes nothing. It returns the configuration now in force.
-func reload(flags *pflag.FlagSet, running Config, src Sources, log *slog.Logger, level *slog.LevelVar, policies *policy.Store) (Config, Sources) {
+func reload(flags *pflag.FlagSet, running Config, src Sources, log *slog.Logger, level *slog.LevelVar, policies *policy.Store, endpoint *metricsEndpoint) (Config, Sources) {
 	notify(log, daemon.SdNotifyReloading)
 	defer notify(log, daemon.SdNotifyReady)
 	next, nextSrc, err := loadConfig(flags)
@@ -53,6 +54,13 @@ func reload(flags *pflag.FlagSet, running Config, src Sources, log *slog.Logger,
 			applied = append(applied, key)
 		} else {
 			restart = append(restart, key)
+		}
+	}
+	if next.MetricsAddress != running.MetricsAddress {
+		if err := endpoint.set(next.MetricsAddress); err != nil {
+			log.Error("reload: metrics endpoint not changed", "metrics_address", next.MetricsAddress, "error", err)
+			next.MetricsAddress = running.MetricsAddress
+			_ = endpoint.set(running.MetricsAddress)
 		}
 	}
 	lvl, _ := parseLevel(next.LogLevel)
@@ -80,6 +88,7 @@ func reload(flags *pflag.FlagSet, running Config, src Sources, log *slog.Logger,
 
 func applyReloadable(running *Config, next Config) {
 	running.LogLevel = next.LogLevel
+	running.MetricsAddress = next.MetricsAddress
 	running.SignaturePolicyModes = next.SignaturePolicyModes
 }
 
@@ -130,4 +139,33 @@ func watchdog(ctx context.Context, log *slog.Logger, socket string) {
 		}
 		notify(log, daemon.SdNotifyWatchdog)
 	}
+}
+
+// metricsEndpoint serves the metrics at the configured address, if any;
+// set moves or stops it (SIGHUP).
+type metricsEndpoint struct {
+	met *metrics.Metrics
+	log *slog.Logger
+	srv *metrics.Server
+}
+
+func (e *metricsEndpoint) set(addr string) error {
+	if e.srv != nil {
+		_ = e.srv.Close()
+		e.srv = nil
+		e.log.Info("metrics endpoint stopped")
+	}
+	if addr == "" {
+		return nil
+	}
+	srv, err := e.met.Serve(addr, e.log)
+	if err != nil {
+		return err
+	}
+	e.srv = srv
+	if _, loopback, _ := metrics.ListenAddress(addr); !loopback {
+		e.log.Warn("metrics served beyond this host: they name namespaces and the node's workload", "metrics_address", srv.Addr())
+	}
+	e.log.Info("serving metrics", "address", srv.Addr())
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/metrics"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
@@ -27,7 +30,6 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 func serve(flags *pflag.FlagSet) error {
@@ -47,13 +49,21 @@ func serve(flags *pflag.FlagSet) error {
 	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
 		return err
 	}
+	if n := waitHalfForkedChildren(halfForkWait); n > 0 {
+		log.Warn("waited for children a killed crivet was starting", "processes", n)
+	}
 	unlock, err := lockRoot(cfg.Root)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 
+	// Counting costs ~0.3 µs per decision, so it always runs; metrics_address
+	// only says whether (and where) the endpoint serves, and SIGHUP may
+	// change that.
+	met := metrics.New()
 	policies := policy.NewStore(cfg.SignaturePolicy, cfg.SignaturePolicyDir)
+	policies.OnLoad(met.PolicyLoaded)
 	policies.SetModes(cfg.policyModes())
 	for ns, mode := range cfg.SignaturePolicyModes {
 		if mode == string(policy.Warn) {
@@ -75,7 +85,7 @@ func serve(flags *pflag.FlagSet) error {
 	images, err := image.Open(image.Config{
 		Root: cfg.Root, RunRoot: cfg.RunRoot, Driver: cfg.StorageDriver,
 		RegistriesConf: cfg.RegistriesConf, RegistriesD: cfg.RegistriesD, AuthFile: cfg.GlobalAuthFile,
-		Policies: policies, Audit: auditLog, Logger: log,
+		Policies: policies, Audit: auditLog, Logger: log, Observer: met,
 		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout), MaxImageSize: cfg.MaxImageSize, MaxLayers: cfg.MaxLayers,
 	})
 	if err != nil {
@@ -83,9 +93,10 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	defer images.Close()
 
+	cgDriver, _ := cgroup.ParseDriver(cfg.CgroupManager) // checked by validate
 	pods, err := sandbox.New(sandbox.Config{
 		Root: cfg.Root, RunRoot: cfg.RunRoot,
-		CNIConfDir: cfg.CNIConfigDir, CNIPluginDirs: cfg.CNIPluginDirs, Logger: log,
+		CNIConfDir: cfg.CNIConfigDir, CNIPluginDirs: cfg.CNIPluginDirs, CgroupDriver: string(cgDriver), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -102,7 +113,7 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	rt, err := runtime.New(runtime.Config{
 		Runc: cfg.Runtime, Root: filepath.Join(cfg.RunRoot, "runc"),
-		StateDir: filepath.Join(cfg.RunRoot, "containers"), MonitorCmd: monitorCmd,
+		StateDir: filepath.Join(cfg.RunRoot, "containers"), MonitorCmd: monitorCmd, CgroupDriver: cgDriver,
 	})
 	if err != nil {
 		return err
@@ -117,7 +128,7 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	lc := lifecycle.New(lifecycle.Config{
 		Images: images, Pods: pods, Runtime: rt,
-		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, Logger: log,
+		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, CgroupDriver: cgDriver, Logger: log,
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -132,10 +143,10 @@ func serve(flags *pflag.FlagSet) error {
 		return err
 	}
 	srv, err := server.New(server.Options{
-		Info: server.Info{Version: version, CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,
+		Info: server.Info{Version: version, CgroupDriver: cgDriver,
 			Config: func() any { return shown.Load() }, Policies: policies},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
-		StreamAddress: cfg.StreamAddress, Logger: log,
+		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met,
 	})
 	if err != nil {
 		return err
@@ -147,6 +158,13 @@ func serve(flags *pflag.FlagSet) error {
 		return err
 	}
 	defer os.Remove(cfg.Listen)
+
+	met.Watch(metrics.Inventory{Images: images, Pods: pods, Runtime: rt})
+	endpoint := &metricsEndpoint{met: met, log: log}
+	if err := endpoint.set(cfg.MetricsAddress); err != nil {
+		return err
+	}
+	defer endpoint.set("")
 
 	g := grpc.NewServer(append(srv.ServerOptions(), grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))...)
 	srv.Register(g)
@@ -160,7 +178,7 @@ func serve(flags *pflag.FlagSet) error {
 			log.Warn("AppArmor: RuntimeDefault applies no profile", "reason", aa.Reason)
 		}
 	}
-	log.Info("crivet serving CRI", "version", version, "listen", cfg.Listen, "root", cfg.Root, "policy", cfg.SignaturePolicy, "policy_dir", cfg.SignaturePolicyDir)
+	log.Info("crivet serving CRI", "version", version, "cgroup_manager", cgDriver, "listen", cfg.Listen, "root", cfg.Root, "policy", cfg.SignaturePolicy, "policy_dir", cfg.SignaturePolicyDir)
 
 	notifyReady(log)
 	go watchdog(ctx, log, cfg.Listen)
@@ -172,7 +190,7 @@ func serve(flags *pflag.FlagSet) error {
 		case <-ctx.Done():
 			done = true
 		case <-reloads:
-			running, src = reload(flags, running, src, log, level, policies)
+			running, src = reload(flags, running, src, log, level, policies, endpoint)
 			shown.Store(configEntries(running, src))
 		}
 	}
@@ -191,24 +209,106 @@ func serve(flags *pflag.FlagSet) error {
 }
 
 // lockRoot makes sure only one crivet uses a root: two daemons over one
-// image store would corrupt each other's records.
+// image store would corrupt each other's records. A daemon killed with
+// SIGKILL can leave the lock held for a moment by a child it was forking
+// (the child holds a copy of every descriptor until it execs), so a lock
+// held by someone else is retried for rootLockWait before giving up.
 func lockRoot(root string) (func(), error) {
 	path := filepath.Join(root, "crivet.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	deadline := time.Now().Add(rootLockWait)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
 		pid, _ := os.ReadFile(path)
+		holder := lockHolder(f)
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another crivet (pid %s) is already using root %s", strings.TrimSpace(string(pid)), root)
+			return nil, fmt.Errorf("another crivet (pid %s) is already using root %s%s", strings.TrimSpace(string(pid)), root, holder)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return func() { f.Close() }, nil
+}
+
+const rootLockWait = 5 * time.Second
+
+// halfForkWait bounds waitHalfForkedChildren.
+const halfForkWait = 5 * time.Second
+
+// waitHalfForkedChildren waits, up to d, while another process is still a
+// copy of this daemon: same executable, same command line. Those are
+// children a previous crivet was starting (a CNI plugin, runc) when it was
+// killed, between fork and exec. Until they exec they hold that daemon's
+// descriptors (the root lock among them) and do not yet show what they are
+// (a CNI plugin's CNI_CONTAINERID), so recovery could run a CNI DEL before
+// the ADD they are about to run. It returns how many it saw.
+func waitHalfForkedChildren(d time.Duration) int {
+	self, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return 0
+	}
+	cmdline, err := os.ReadFile("/proc/self/cmdline")
+	if err != nil {
+		return 0
+	}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(d)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		copies := 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid := e.Name()
+			if pid == strconv.Itoa(os.Getpid()) || pid[0] < '0' || pid[0] > '9' {
+				continue
+			}
+			if exe, err := os.Readlink("/proc/" + pid + "/exe"); err != nil || exe != self {
+				continue
+			}
+			if c, err := os.ReadFile("/proc/" + pid + "/cmdline"); err == nil && bytes.Equal(c, cmdline) {
+				copies++
+				seen[pid] = true
+			}
+		}
+		if copies == 0 || time.Now().After(deadline) {
+			return len(seen)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// lockHolder names the process /proc/locks says holds f's lock, as
+// "; the lock is held by pid N (cmdline)", or "" if it cannot tell.
+func lockHolder(f *os.File) string {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return ""
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	// "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+	want := fmt.Sprintf(":%d", st.Ino)
+	for _, line := range strings.Split(string(locks), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 6 || fields[1] != "FLOCK" || !strings.HasSuffix(fields[5], want) {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + fields[4] + "/cmdline")
+		return fmt.Sprintf("; the lock is held by pid %s (%s)", fields[4], strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")))
+	}
+	return ""
 }
 
 func listen(path string) (net.Listener, error) {

@@ -75,7 +75,7 @@ type monitor struct {
 	ln      *net.UnixListener
 
 	initPid int
-	memcg   string // the init's memory cgroup directory, for OOM accounting
+	memcg   string // the container's memory cgroup directory, for OOM accounting
 	oomBase int64  // oom_kill count of memcg when the container was created
 
 	// Container stdio as the monitor holds it: a pipe per stream, or the pty
@@ -157,9 +157,9 @@ func (m *monitor) create() error {
 		return err
 	}
 	defer null.Close()
-	cmd := exec.Command(m.cfg.Runc, "--root", m.cfg.RuncRoot,
+	cmd := exec.Command(m.cfg.Runc, append(m.cfg.runcArgs(),
 		"--log", filepath.Join(m.dir, runcLogFile), "--log-format", "json",
-		"create", "--bundle", m.cfg.Bundle, "--pid-file", filepath.Join(m.dir, initPidFile))
+		"create", "--bundle", m.cfg.Bundle, "--pid-file", filepath.Join(m.dir, initPidFile))...)
 	cmd.Env = withoutNotifySocket(os.Environ())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
 
@@ -234,15 +234,17 @@ func (m *monitor) create() error {
 			m.stdin = got.f
 		}
 	}
-	m.memcg = memoryCgroup(m.initPid)
-	m.oomBase, _ = oomKills(m.memcg)
+	m.memcg = m.cfg.MemoryCgroup
+	if m.oomBase, err = oomKills(m.memcg); err != nil {
+		m.diagf("OOM kills will not be detected: %v", err)
+	}
 	return nil
 }
 
 // destroy removes a container that was created but cannot be monitored, so
 // a failed Create leaves nothing running.
 func (m *monitor) destroy() {
-	exec.Command(m.cfg.Runc, "--root", m.cfg.RuncRoot, "delete", "--force", m.cfg.ID).Run()
+	exec.Command(m.cfg.Runc, append(m.cfg.runcArgs(), "delete", "--force", m.cfg.ID)...).Run()
 }
 
 // receiveMaster takes the pty master runc sends over the console socket and

@@ -50,6 +50,22 @@ type Config struct {
 	StdinOnce bool   `json:"stdin_once,omitempty"`
 	Runc      string `json:"runc"`
 	RuncRoot  string `json:"runc_root"`
+	// SystemdCgroup runs runc with --systemd-cgroup: the container's
+	// cgroup is a systemd scope.
+	SystemdCgroup bool `json:"systemd_cgroup,omitempty"`
+	// MemoryCgroup is the absolute directory of the container's memory
+	// cgroup (package cgroup computes it, for stats too), where the
+	// kernel counts OOM kills; "" means OOM kills are not detected.
+	MemoryCgroup string `json:"memory_cgroup,omitempty"`
+}
+
+// runcArgs is the start of every runc command line the monitor runs.
+func (c Config) runcArgs() []string {
+	args := []string{"--root", c.RuncRoot}
+	if c.SystemdCgroup {
+		args = append(args, "--systemd-cgroup")
+	}
+	return args
 }
 
 // Exit is how the container's init ended.

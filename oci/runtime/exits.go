@@ -46,11 +46,21 @@ func (r *Runtime) WatchExits(ctx context.Context) (<-chan string, error) {
 			return // removed meanwhile
 		}
 		if _, err := os.Stat(filepath.Join(dir, monitor.ExitFileName)); err == nil {
+			r.forgetStatus(id)
 			report(id)
 		}
 	}
-	// Containers already there: only exits from now on are news.
+	// Containers already there: only exits from now on are news. Watch
+	// first, then forget what was cached: an exit in between is then seen
+	// by one or the other.
 	ents, _ := os.ReadDir(r.cfg.StateDir)
+	for _, e := range ents {
+		if e.IsDir() {
+			_ = w.Add(filepath.Join(r.cfg.StateDir, e.Name()))
+		}
+	}
+	r.watching.Add(1)
+	r.forgetAll()
 	for _, e := range ents {
 		if !e.IsDir() {
 			continue
@@ -58,11 +68,13 @@ func (r *Runtime) WatchExits(ctx context.Context) (<-chan string, error) {
 		if _, err := os.Stat(filepath.Join(r.cfg.StateDir, e.Name(), monitor.ExitFileName)); err == nil {
 			reported[e.Name()] = true
 		}
-		_ = w.Add(filepath.Join(r.cfg.StateDir, e.Name()))
 	}
 	go func() {
 		defer close(out)
 		defer w.Close()
+		// From here on nothing forgets statuses on exits: stop trusting them.
+		defer r.forgetAll()
+		defer r.watching.Add(-1)
 		for {
 			select {
 			case <-ctx.Done():
@@ -81,12 +93,15 @@ func (r *Runtime) WatchExits(ctx context.Context) (<-chan string, error) {
 				case dir == filepath.Clean(r.cfg.StateDir) && ev.Has(fsnotify.Remove):
 					delete(reported, name)
 				case name == monitor.ExitFileName && (ev.Has(fsnotify.Create) || ev.Has(fsnotify.Write)):
+					r.forgetStatus(filepath.Base(dir))
 					report(filepath.Base(dir))
 				}
 			case _, ok := <-w.Errors:
 				if !ok {
 					return
 				}
+				// An overflowed queue may have lost exit records.
+				r.forgetAll()
 			}
 		}
 	}()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/monitor"
 )
 
@@ -38,6 +39,14 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 	if err != nil {
 		return err
 	}
+	spec, err := readSpec(bundle)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", o.ID, err)
+	}
+	memcg, err := r.memoryCgroup(spec)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w: %w", o.ID, err, ErrInvalidArgument)
+	}
 	// runc keeps <root>/<id>; one there without our directory is not ours
 	// to clean up after a failure, so refuse before touching anything.
 	if _, err := os.Stat(filepath.Join(r.cfg.Root, o.ID)); err == nil {
@@ -59,6 +68,9 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 		StdinOnce: o.StdinOnce,
 		Runc:      r.cfg.Runc,
 		RuncRoot:  r.cfg.Root,
+
+		SystemdCgroup: r.cfg.CgroupDriver == cgroup.Systemd,
+		MemoryCgroup:  memcg,
 	})
 	if err == nil {
 		_, err = monitor.Launch(ctx, r.cfg.MonitorCmd, dir)

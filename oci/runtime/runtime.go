@@ -19,9 +19,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/monitor"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -54,6 +56,9 @@ type Config struct {
 	// measured ~23 ms more per Create and ~2.5 MiB more private memory per
 	// container on the reference machine.
 	MonitorCmd []string
+	// CgroupDriver is the node's cgroup manager; with systemd every runc
+	// command gets --systemd-cgroup. The zero value is cgroupfs.
+	CgroupDriver cgroup.Driver
 }
 
 // Runtime runs containers. It keeps no state of its own beyond a cache, so
@@ -66,7 +71,14 @@ type Runtime struct {
 	procs map[string]*specs.Process // exec template per container: its config.json process
 
 	statuses sync.Map // id → Status: see cachedStatus
-	health   health
+	// watching counts live exit watches (WatchExits): while one runs,
+	// every exit record forgets the container's cached status, so a cached
+	// live status can be trusted without asking the kernel.
+	watching atomic.Int32
+	// exits increases at each forgotten status: a status computed while it
+	// changed may predate an exit and is not cached.
+	exits  atomic.Uint64
+	health health
 }
 
 // New checks cfg and prepares its directories.
@@ -102,7 +114,8 @@ func New(cfg Config) (*Runtime, error) {
 			Command: cfg.Runc,
 			Root:    cfg.Root,
 			// JSON so runcErr can pull runc's message out of its stderr.
-			LogFormat: runc.JSON,
+			LogFormat:     runc.JSON,
+			SystemdCgroup: cfg.CgroupDriver == cgroup.Systemd,
 		},
 		procs: map[string]*specs.Process{},
 	}, nil
@@ -197,21 +210,45 @@ func (r *Runtime) processTemplate(id, dir string) (*specs.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(cfg.Bundle, "config.json"))
+	spec, err := readSpec(cfg.Bundle)
 	if err != nil {
 		return nil, err
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(b, &spec); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(cfg.Bundle, "config.json"), err)
-	}
-	if spec.Process == nil {
-		return nil, fmt.Errorf("%s has no process", filepath.Join(cfg.Bundle, "config.json"))
 	}
 	r.mu.Lock()
 	r.procs[id] = spec.Process
 	r.mu.Unlock()
 	return spec.Process, nil
+}
+
+// readSpec reads a bundle's config.json.
+func readSpec(bundle string) (*specs.Spec, error) {
+	path := filepath.Join(bundle, "config.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if spec.Process == nil {
+		return nil, fmt.Errorf("%s has no process", path)
+	}
+	return &spec, nil
+}
+
+// memoryCgroup is the directory where the kernel counts the OOM kills of
+// the container spec describes: the one cgroup.Dir names for stats too.
+func (r *Runtime) memoryCgroup(spec *specs.Spec) (string, error) {
+	var path string
+	if spec.Linux != nil {
+		path = spec.Linux.CgroupsPath
+	}
+	dir, err := r.cfg.CgroupDriver.Dir(path)
+	if err != nil {
+		return "", err
+	}
+	return cgroup.ControllerDir(dir, "memory"), nil
 }
 
 func (r *Runtime) forget(id string) {

@@ -393,6 +393,44 @@ func TestOOMKillIsReported(t *testing.T) {
 	}
 }
 
+// The memory cgroup the monitor counts OOM kills in is computed from the
+// spec's cgroupsPath (package cgroup, as stats reads it); it must be the
+// one the kernel shows for the container's init.
+func TestMonitorCountsOOMKillsInTheInitsMemoryCgroup(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := create(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	st, err := rt.Status(t.Context(), c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kernel, unified string
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		switch {
+		case len(parts) != 3:
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
+			kernel = filepath.Join("/sys/fs/cgroup/memory", parts[2])
+		case parts[0] == "0":
+			unified = filepath.Join("/sys/fs/cgroup", parts[2])
+		}
+	}
+	if kernel == "" { // v2 only: memory is in the unified hierarchy
+		kernel = unified
+	}
+	cfg, err := monitor.ReadConfig(filepath.Join(e.state, c.id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kernel == "" || cfg.MemoryCgroup != kernel {
+		t.Fatalf("monitor counts OOM kills in %q, the kernel has the init in %q", cfg.MemoryCgroup, kernel)
+	}
+}
+
 func TestStatusLogsAndExitSurviveANewRuntime(t *testing.T) {
 	e := newEnv(t)
 	a := e.runtime(t)

@@ -44,18 +44,21 @@ func (r *Runtime) Status(ctx context.Context, id string) (Status, error) {
 	if st, ok := r.cachedStatus(id); ok {
 		return st, nil
 	}
+	epoch := r.exits.Load()
 	st, err := r.status(ctx, id)
-	if err == nil {
+	if err == nil && r.exits.Load() == epoch {
 		r.statuses.Store(id, st)
 	}
 	return st, err
 }
 
 // cachedStatus answers from the last status when it cannot have changed:
-// an exit is final; a created or running container stays so while no exit
-// record exists and its init lives (two syscalls instead of five file reads
-// and a lock probe: listing hundreds of containers stays cheap). Start,
-// Stop, Kill and Delete forget the entry.
+// an exit is final; a created or running container stays so until its
+// monitor records an exit. While an exit watch runs, that record forgets
+// the entry (see WatchExits), so ListContainers and ContainerStatus are
+// answered from memory; without one, the init must still live and no
+// exit record exist (two syscalls instead of five file reads and a lock
+// probe). Start, Stop, Kill and Delete forget the entry.
 func (r *Runtime) cachedStatus(id string) (Status, bool) {
 	v, ok := r.statuses.Load(id)
 	if !ok {
@@ -66,6 +69,9 @@ func (r *Runtime) cachedStatus(id string) (Status, bool) {
 	case StateExited:
 		return st, true
 	case StateCreated, StateRunning:
+		if r.watching.Load() > 0 {
+			return st, true
+		}
 		if st.Pid <= 0 || unix.Kill(st.Pid, 0) != nil {
 			return Status{}, false
 		}
@@ -78,7 +84,16 @@ func (r *Runtime) cachedStatus(id string) (Status, bool) {
 	return Status{}, false
 }
 
-func (r *Runtime) forgetStatus(id string) { r.statuses.Delete(id) }
+func (r *Runtime) forgetStatus(id string) {
+	r.exits.Add(1)
+	r.statuses.Delete(id)
+}
+
+// forgetAll drops every cached status: the exit watch may have missed events.
+func (r *Runtime) forgetAll() {
+	r.exits.Add(1)
+	r.statuses.Clear()
+}
 
 func (r *Runtime) status(ctx context.Context, id string) (Status, error) {
 	dir, err := r.existing(id)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/crivet/crivet/oci/cgroup"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -57,9 +58,12 @@ type ContainerInput struct {
 	Namespaces Namespaces
 	Files      SandboxFiles
 	// CgroupParent is the pod's cgroup parent (sandbox
-	// linux.cgroup_parent, used when this is ""; DefaultCgroupParent when
-	// both are empty). The container goes to CgroupsPath(parent, ID).
+	// linux.cgroup_parent, used when this is ""; the driver's default when
+	// both are empty). The container goes to
+	// CgroupDriver.ContainerPath(parent, ID).
 	CgroupParent string
+	// CgroupDriver is the node's cgroup manager; the zero value is cgroupfs.
+	CgroupDriver cgroup.Driver
 	// SeccompProfileRoot resolves Localhost profiles given as relative
 	// paths (kubelet sends absolute ones).
 	SeccompProfileRoot string
@@ -265,10 +269,14 @@ func containerLinux(in ContainerInput, h *Host) (*specs.Linux, error) {
 	if parent == "" {
 		parent = in.Sandbox.GetLinux().GetCgroupParent()
 	}
+	cgPath, err := cgroupsPath(in.CgroupDriver, parent, in.ID)
+	if err != nil {
+		return nil, err
+	}
 	return &specs.Linux{
 		Sysctl:      maps.Clone(in.Sandbox.GetLinux().GetSysctls()),
 		Resources:   res,
-		CgroupsPath: CgroupsPath(parent, in.ID),
+		CgroupsPath: cgPath,
 		Namespaces:  nss,
 		Devices:     devs,
 	}, nil

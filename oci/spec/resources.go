@@ -2,23 +2,21 @@ package spec
 
 import (
 	"fmt"
-	"path"
 
+	"github.com/crivet/crivet/oci/cgroup"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// DefaultCgroupParent holds containers of pods that name no cgroup parent
-// (critest's pods; kubelet always names one).
-const DefaultCgroupParent = "/crivet"
-
-// CgroupsPath is where runc puts the container with the cgroupfs driver, on
-// v1 and v2 alike: <parent>/crivet-<id>.
-func CgroupsPath(parent, id string) string {
-	if parent == "" {
-		parent = DefaultCgroupParent
+// cgroupsPath is runc's linux.cgroupsPath under the node's driver; a
+// parent written for the other driver is the caller's mistake (kubelet's
+// cgroupDriver differs from crivet's).
+func cgroupsPath(d cgroup.Driver, parent, id string) (string, error) {
+	p, err := d.ContainerPath(parent, id)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return path.Join("/", parent, "crivet-"+id)
+	return p, nil
 }
 
 // Resources maps CRI resources to OCI ones for UpdateContainerResources,

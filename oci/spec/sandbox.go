@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/crivet/crivet/oci/cgroup"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -33,9 +34,10 @@ type SandboxInput struct {
 	// Namespaces to join or share with the host: Network, IPC and UTS. PID
 	// is ignored: the infra process always starts a new PID namespace.
 	Namespaces         Namespaces
-	CgroupParent       string // as ContainerInput.CgroupParent
-	SeccompProfileRoot string // as ContainerInput.SeccompProfileRoot
-	Host               *Host  // nil means CurrentHost()
+	CgroupParent       string        // as ContainerInput.CgroupParent
+	CgroupDriver       cgroup.Driver // as ContainerInput.CgroupDriver
+	SeccompProfileRoot string        // as ContainerInput.SeccompProfileRoot
+	Host               *Host         // nil means CurrentHost()
 }
 
 // Sandbox resources, as containerd gives its sandbox container: the infra
@@ -101,6 +103,10 @@ func sandbox(in SandboxInput) (*specs.Spec, error) {
 	if parent == "" {
 		parent = in.Sandbox.GetLinux().GetCgroupParent()
 	}
+	cgPath, err := cgroupsPath(in.CgroupDriver, parent, in.ID)
+	if err != nil {
+		return nil, err
+	}
 	s := &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
@@ -120,7 +126,7 @@ func sandbox(in SandboxInput) (*specs.Spec, error) {
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 				CPU:     &specs.LinuxCPU{Shares: &shares},
 			},
-			CgroupsPath:   CgroupsPath(parent, in.ID),
+			CgroupsPath:   cgPath,
 			Namespaces:    nss,
 			MaskedPaths:   slices.Clone(DefaultMaskedPaths),
 			ReadonlyPaths: slices.Clone(DefaultReadonlyPaths),

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crivet/crivet/oci/cgroup"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -565,4 +566,36 @@ func TestDetectHostOnThisMachine(t *testing.T) {
 		t.Errorf("no RLIMIT_NOFILE")
 	}
 	t.Logf("host: %d caps, sys_resource=%v oom=%d v2=%v hugetlb=%v swap=%v apparmor=%v", len(h.Caps), h.SysResource, h.OOMScoreAdj, h.CgroupV2, h.Hugetlb, h.Swap, h.AppArmor)
+}
+
+// Under the systemd driver the container and the infra process become
+// scopes in the pod's slice (runc's slice:prefix:name form); a cgroupfs
+// parent there is a kubelet configured for the other driver, refused.
+func TestCgroupsPathFollowsTheDriver(t *testing.T) {
+	in := containerInput(t)
+	in.CgroupDriver = cgroup.Systemd
+	in.Sandbox.Linux.CgroupParent = "kubepods-burstable-pod1.slice"
+	s, err := Container(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Linux.CgroupsPath != "kubepods-burstable-pod1.slice:crivet:c1" {
+		t.Errorf("container cgroups path %q", s.Linux.CgroupsPath)
+	}
+	in.Sandbox.Linux.CgroupParent = "/kubepods/burstable/pod1"
+	if _, err := Container(in); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "cgroup_manager") {
+		t.Errorf("cgroupfs parent under systemd: err = %v, want ErrInvalid naming cgroup_manager", err)
+	}
+
+	sb := SandboxInput{ID: "p1", Sandbox: &runtimeapi.PodSandboxConfig{Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: "kubepods-pod1.slice"}},
+		Rootfs: t.TempDir(), PauseBinary: "/usr/bin/crivet-pause", Host: fakeHost(), CgroupDriver: cgroup.Systemd}
+	if s, err := Sandbox(sb); err != nil {
+		t.Errorf("infra spec: %v", err)
+	} else if s.Linux.CgroupsPath != "kubepods-pod1.slice:crivet:p1" {
+		t.Errorf("infra cgroups path %q", s.Linux.CgroupsPath)
+	}
+	sb.CgroupDriver = cgroup.Cgroupfs
+	if _, err := Sandbox(sb); !errors.Is(err, ErrInvalid) {
+		t.Errorf("slice parent under cgroupfs: err = %v, want ErrInvalid", err)
+	}
 }

@@ -7,10 +7,16 @@
 # Measured:
 #   - daemon RSS idle (after start-up) and with $RSS_PODS pods running
 #   - `crictl pull` of the 1 MiB image, $RUNS samples, image removed before each
+#   - `crictl pull` of a realistic image (6 layers, ~100 MiB, 20k small files)
+#     cold, and of a sibling sharing its first 4 layers right after it
 #   - critest -benchmark: pod, container, image lifecycle and image listing
 #   - RunPodSandbox + CreateContainer + StartContainer over gRPC (cribench)
 #   - bare `runc create` + `runc start` of a busybox bundle: the floor
-#   - ListContainers / ListPodSandbox with $LIST_CONTAINERS containers present
+#   - ListContainers / ListPodSandbox / ContainerStatus with each of
+#     $LIST_CONTAINERS containers present
+#   - scale: $SCALE_PODS pods x 2 containers started, then removed, with
+#     $SCALE_PARALLEL in flight: wall times, per-call p50/p99, daemon CPU
+#     (and its cgroup's: daemon plus shims/monitors), daemon peak RSS
 #   - signature costs: Go benchmarks of ./image (pull unsigned / key / keyless,
 #     create-time re-check cold / cached); SKIP_SIGNATURE_BENCH=1 skips them
 # An operation a runtime does not support (gRPC Unimplemented) gets a
@@ -22,15 +28,20 @@
 # Environment: RUNTIMES="crivet containerd" RUNS=10 (samples per crictl/gRPC
 # measurement) N=20 (critest samples) P=2 (critest pod/container parallelism)
 # IP=1 (critest image parallelism; 2 makes containerd 1.6 race pull/remove of
-# the same image) ROUNDS=1 (critest rounds per runtime) LIST_CONTAINERS=200
-# LIST_PODS=4 RSS_PODS=20 SKIP_CRITEST=1, plus lib.sh's CRIVET, REGISTRY, WORK.
+# the same image) ROUNDS=1 (critest rounds per runtime) LIST_CONTAINERS="200 500"
+# (one list run per size) LIST_PODS=4 RSS_PODS=20 REALISTIC_RUNS=$RUNS
+# REALISTIC_WARMUP=1 (0: no warm-up pull of the realistic images)
+# SCALE_PODS=100 SCALE_PARALLEL=10 SCALE_ROUNDS=3 (runs per runtime)
+# SKIP_CRITEST=1, plus lib.sh's CRIVET, REGISTRY, WORK.
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 . "$BENCH_DIR/../conformance/lib.sh"
 
 RUNTIMES=${RUNTIMES:-"crivet containerd"}
 RUNS=${RUNS:-10} N=${N:-20} P=${P:-2} IP=${IP:-1} ROUNDS=${ROUNDS:-1}
-LIST_CONTAINERS=${LIST_CONTAINERS:-200} LIST_PODS=${LIST_PODS:-4} RSS_PODS=${RSS_PODS:-20}
+LIST_CONTAINERS=${LIST_CONTAINERS:-"200 500"} LIST_PODS=${LIST_PODS:-4} RSS_PODS=${RSS_PODS:-20}
+REALISTIC_RUNS=${REALISTIC_RUNS:-$RUNS} REALISTIC_WARMUP=${REALISTIC_WARMUP:-1}
+SCALE_PODS=${SCALE_PODS:-100} SCALE_PARALLEL=${SCALE_PARALLEL:-10} SCALE_ROUNDS=${SCALE_ROUNDS:-3}
 RESULTS=${RESULTS:-$BENCH_DIR/results}
 BW=$BENCH_DIR/_work
 STAMP=$(date -u +%Y%m%d-%H%M%S)
@@ -38,6 +49,8 @@ RAW=$BW/raw-$STAMP
 SAMPLES=$RAW/samples.jsonl
 BUSYBOX_IMG=$REGISTRY/e2e-test-images/busybox:1.29-2
 PULL_IMG=$REGISTRY/crivet-test/bench-1mb:latest
+REAL_IMG=$REGISTRY/crivet-test/bench-realistic:latest
+SIBLING_IMG=$REGISTRY/crivet-test/bench-realistic-sibling:latest
 
 [ "$(id -u)" = 0 ] || die "must run as root"
 [ "$RUNS" -ge 10 ] || log "warning: RUNS=$RUNS; the pull medians want at least 10"
@@ -103,7 +116,7 @@ trap 'exit 130' INT TERM
 ensure_tools
 save_host_state
 registry_start
-build_images
+build_images -realistic
 
 declare -A EP PID
 ACTIVE=()
@@ -163,6 +176,59 @@ for ((i = 0; i <= RUNS; i++)); do # i == 0: warm-up
 	done
 done
 for rt in "${ACTIVE[@]}"; do cri "${EP[$rt]}" rmi "$PULL_IMG" >/dev/null 2>&1 || true; done
+
+# ------------------------------------------------ crictl pull, realistic ---
+# Cold: neither image present (both removed; containerd's image delete runs
+# its garbage collection synchronously and containers/storage deletes an
+# image's unshared layers with it, so no layer is left). Then the sibling,
+# whose first 4 layers the first image has just brought.
+# realistic_left RT: how many of the realistic image's layers RT still
+# stores (0 before every cold sample, or the sample is not cold).
+realistic_left() {
+	local m d n=0
+	m=$(jq -r --arg r "${REAL_IMG#"$REGISTRY"/}" \
+		'.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .digest' "$WORK/images/oci/index.json")
+	for d in $(jq -r '.layers[].digest' "$WORK/images/oci/blobs/sha256/${m#sha256:}"); do
+		case $1 in
+		containerd) [ ! -e "$CONTAINERD_DIR/root/io.containerd.content.v1.content/blobs/sha256/${d#sha256:}" ] || n=$((n + 1)) ;;
+		crivet) ! cat "$CRIVET_DIR"/root/storage/*-layers/layers.json 2>/dev/null | grep -qF "$d" || n=$((n + 1)) ;;
+		esac
+	done
+	echo "$n"
+}
+revive
+log "crictl pull of the realistic image (cold) and its sibling x $REALISTIC_RUNS per runtime"
+OPC="crictl pull realistic (6 layers, ~100 MiB) cold"
+OPS="crictl pull realistic (6 layers, ~100 MiB) shared base present"
+DEAD=()
+for ((i = 1 - REALISTIC_WARMUP; i <= REALISTIC_RUNS; i++)); do # i == 0: warm-up
+	for rt in $(order $i); do
+		[ -z "${DEAD[$rt]:-}" ] || continue
+		cri "${EP[$rt]}" rmi "$REAL_IMG" "$SIBLING_IMG" >/dev/null 2>&1 || true
+		left=$(realistic_left "$rt")
+		[ "$left" = 0 ] || log "warning: $rt still stores $left of the realistic image's layers after rmi; its cold sample is not cold"
+		t0=$(date +%s%N)
+		if ! out=$(cri "${EP[$rt]}" pull "$REAL_IMG" 2>&1); then
+			emit_err "$rt" "$OPC" "$(short_err <<<"$out")"
+			emit_err "$rt" "$OPS" "cold pull failed"
+			DEAD[$rt]=1
+			continue
+		fi
+		d=$(ms_since "$t0")
+		t0=$(date +%s%N)
+		if ! out=$(cri "${EP[$rt]}" pull "$SIBLING_IMG" 2>&1); then
+			emit_err "$rt" "$OPS" "$(short_err <<<"$out")"
+			DEAD[$rt]=1
+			continue
+		fi
+		d2=$(ms_since "$t0")
+		if [ "$i" -gt 0 ]; then
+			emit "$rt" "$OPC" "$d" ms
+			emit "$rt" "$OPS" "$d2" ms
+		fi
+	done
+done
+for rt in "${ACTIVE[@]}"; do cri "${EP[$rt]}" rmi "$REAL_IMG" "$SIBLING_IMG" >/dev/null 2>&1 || true; done
 
 # ------------------------------------------------------ critest -benchmark ---
 revive
@@ -259,10 +325,23 @@ if [[ " $RUNTIMES " == *" crivet "* ]] && [ -n "${CRIVET_SOCK:-}" ]; then
 fi
 
 # ------------------------------------------ list latency, many containers ---
+for nc in $LIST_CONTAINERS; do
+	revive
+	log "ListContainers/ListPodSandbox/ContainerStatus with $nc containers in $LIST_PODS pods"
+	run_child -o "$SAMPLES" "$BIN/cribench" list "${EPS[@]}" -image "$BUSYBOX_IMG" -pods "$LIST_PODS" \
+		-containers "$nc" -n 30 -logdir "$BW/podlogs" || true
+done
+
+# ------------------------------------------------- scale and concurrency ---
+# cribench moves each daemon into a cgroup of its own (crivet-bench-<rt>) so
+# that the CPU of what it forks (shims, monitors, runc, CNI plugins) is
+# counted; cleanup_cgroups removes those cgroups after the daemons stop.
 revive
-log "ListContainers/ListPodSandbox with $LIST_CONTAINERS containers in $LIST_PODS pods"
-run_child -o "$SAMPLES" "$BIN/cribench" list "${EPS[@]}" -image "$BUSYBOX_IMG" -pods "$LIST_PODS" \
-	-containers "$LIST_CONTAINERS" -n 30 -logdir "$BW/podlogs" || true
+log "scale: $SCALE_PODS pods x 2 containers, $SCALE_PARALLEL in flight, $SCALE_ROUNDS runs per runtime"
+DAEMONS=()
+for rt in "${ACTIVE[@]}"; do DAEMONS+=(-daemon "$rt=${PID[$rt]}"); done
+run_child -o "$SAMPLES" "$BIN/cribench" scale "${EPS[@]}" "${DAEMONS[@]}" -image "$BUSYBOX_IMG" \
+	-pods "$SCALE_PODS" -parallel "$SCALE_PARALLEL" -rounds "$SCALE_ROUNDS" -logdir "$BW/podlogs" || true
 
 # ------------------------------------------------------ RSS with N pods ---
 revive
@@ -281,8 +360,8 @@ meta=(-meta "date=$(date -u +%FT%TZ)"
 	-meta "host=$(nproc) CPUs, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); load average $LOAD0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
 	-meta "runc=$("$RUNC" --version | head -1)"
 	-meta "critest/crictl=cri-tools $CRI_TOOLS_VERSION"
-	-meta "parameters=RUNS=$RUNS (crictl and gRPC samples), critest N=$N P=$P IP=$IP ROUNDS=$ROUNDS, list: $LIST_CONTAINERS containers in $LIST_PODS pods, RSS: $RSS_PODS pods"
-	-meta "method=runtimes alternate sample by sample (ABBA); crictl rows include crictl's own start-up (see the crictl version row); gRPC rows (RunPodSandbox ... List*) are timed in-process by cribench; critest rows come from critest -benchmark")
+	-meta "parameters=RUNS=$RUNS (crictl and gRPC samples), critest N=$N P=$P IP=$IP ROUNDS=$ROUNDS, realistic pull: $REALISTIC_RUNS samples, list: $LIST_CONTAINERS containers in $LIST_PODS pods, scale: $SCALE_PODS pods x 2 containers, $SCALE_PARALLEL in flight, $SCALE_ROUNDS runs, RSS: $RSS_PODS pods"
+	-meta "method=runtimes alternate sample by sample (ABBA); crictl rows include crictl's own start-up (see the crictl version row); gRPC rows (RunPodSandbox ... List*, scale) are timed in-process by cribench; scale CPU: daemon = /proc/PID/stat utime+stime, cgroup = the cpuacct/cpu.stat usage of a cgroup holding the daemon and everything it forked (containerd shims, crivet monitors, runc until the container's init leaves it); critest rows come from critest -benchmark")
 for rt in "${ACTIVE[@]}"; do
 	bin=$CONTAINERD
 	[ "$rt" = crivet ] && bin=$CRIVET

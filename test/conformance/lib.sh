@@ -239,7 +239,7 @@ registry_stop() { stop_pidfile "$STATE/registry.pid" "$REGISTRY_BIN" 10; }
 
 # ---------------------------------------------------------------- images ---
 
-# build_images: build every test image (reproducibly) and push it to $REGISTRY.
+# build_images [MKIMAGES-FLAGS]: build every test image (reproducibly) and push it to $REGISTRY.
 build_images() {
 	local bb=/usr/bin/busybox libs="" deb
 	case "$BUSYBOX_FLAVOR" in
@@ -264,7 +264,7 @@ build_images() {
 	esac
 	log "building and pushing test images (busybox $BUSYBOX_FLAVOR: $("$bb" 2>&1 | head -1 | cut -d' ' -f1-2))"
 	"$BIN/mkimages" -busybox "$bb" -libs "$libs" -pause "$BIN/pause" -nnp "$BIN/nnp" \
-		-out "$WORK/images/oci" -registry "$REGISTRY" -tsv "$WORK/images/images.tsv" ||
+		-out "$WORK/images/oci" -registry "$REGISTRY" -tsv "$WORK/images/images.tsv" "$@" ||
 		die "building the test images failed"
 }
 
@@ -436,7 +436,7 @@ remove_dir() {
 # remove empty cgroup directories we may have caused (cgroupfs driver)
 cleanup_cgroups() {
 	local d
-	for d in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/*/crivet-bench-floor; do
+	for d in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/*/crivet-bench-* /sys/fs/cgroup/crivet-bench-*; do
 		[ -d "$d" ] && rmdir "$d" 2>/dev/null || true
 	done
 }

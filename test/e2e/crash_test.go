@@ -27,23 +27,26 @@ import (
 func (n *node) runRoot() string { return filepath.Join(n.dir, "run") }
 
 // storageContainers lists the container layers in the node's store, read
-// from storage's own record so the daemon's store is not disturbed.
+// from storage's own records (crivet's container layers are volatile: in
+// volatile-containers.json) so the daemon's store is not disturbed.
 func (n *node) storageContainers(t *testing.T) []string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(n.root, "storage", "overlay-containers", "containers.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cs []struct{ ID string }
-	if err := json.Unmarshal(data, &cs); err != nil {
-		t.Fatalf("containers.json: %v", err)
-	}
 	var ids []string
-	for _, c := range cs {
-		ids = append(ids, c.ID)
+	for _, name := range []string{"containers.json", "volatile-containers.json"} {
+		data, err := os.ReadFile(filepath.Join(n.root, "storage", "overlay-containers", name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs []struct{ ID string }
+		if err := json.Unmarshal(data, &cs); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, c := range cs {
+			ids = append(ids, c.ID)
+		}
 	}
 	return ids
 }

@@ -201,6 +201,7 @@ func (n *node) start() {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-n.exited:
+			n.cmd = nil // reaped: nothing for stop to wait for
 			n.t.Fatalf("crivet exited during start-up: %v\n%s", err, n.log)
 		default:
 		}

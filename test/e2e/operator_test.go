@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,6 +131,15 @@ func TestWarnModeBySIGHUP(t *testing.T) {
 	if out, err := pull("prod"); err == nil || !strings.Contains(out, "SignatureValidationFailed") {
 		t.Fatalf("prod (enforced) admitted the unsigned image: %v\n%s", err, out)
 	}
+	// crivet policy check reads the same drop-ins and answers as the daemon.
+	for ns, want := range map[string]string{"staging": "warned", "prod": "rejected"} {
+		out, err := exec.Command(crivetBin, append([]string{"policy", "check", "--json", "--stored", "--namespace", ns, img.Ref}, n.args()...)...).Output()
+		var res struct{ Outcome, Reason string }
+		json.Unmarshal(out, &res)
+		if res.Outcome != want || (want == "warned") != (err == nil) || !strings.Contains(res.Reason, "A signature was required") {
+			t.Errorf("policy check --stored in %s: %v %+v\n%s", ns, err, res, out)
+		}
+	}
 	podID := firstLine(n.mustCrictl("runp", n.podJSON("w", "staging", nil)))
 	ctrID := firstLine(n.mustCrictl("create", podID, n.ctrJSON("c", img.Ref, img.Ref, nil), n.podJSON("w", "staging", nil)))
 	n.mustCrictl("start", ctrID)
@@ -229,6 +241,29 @@ func TestSIGHUPReloadsWhatItCan(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("log_level debug not applied by SIGHUP")
 		}
+	}
+	// The metrics endpoint is switched on, then off, by SIGHUP.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	writeFile(t, dropIn, fmt.Sprintf("metrics_address = %q\n", addr))
+	n.hup(`"reload: configuration applied"`)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics after SIGHUP: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "crivet_cri_requests_total") {
+		t.Errorf("metrics endpoint: %.300s", body)
+	}
+	writeFile(t, dropIn, "")
+	n.hup(`"metrics endpoint stopped"`)
+	if _, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		t.Error("metrics still served after metrics_address was removed")
 	}
 	writeFile(t, dropIn, "log_level = [\n")
 	n.hup(`"reload: configuration not applied"`)

@@ -64,7 +64,7 @@ build_crivet() {
 		return
 	fi
 	local v
-	v=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo dev)
+	v=0.2.0+$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
 	log "building crivet $v from $REPO into $LAB/bin"
 	(cd "$REPO" &&
 		nice go build -tags "$TAGS" -ldflags "-X main.version=$v" -o "$LAB/bin/crivet" ./cmd/crivet &&

@@ -114,7 +114,9 @@ type layer struct {
 
 // build writes the tar (regular entries sorted by name, then hard links
 // sorted by name, so every link follows its target) and gzips it.
-func (l *layerBuilder) build() layer {
+func (l *layerBuilder) build() layer { return l.buildLevel(gzip.BestCompression) }
+
+func (l *layerBuilder) buildLevel(level int) layer {
 	var names, links []string
 	for n, e := range l.entries {
 		if e.typ == tar.TypeLink {
@@ -148,7 +150,7 @@ func (l *layerBuilder) build() layer {
 	must(tw.Close())
 	sum := sha256.Sum256(raw.Bytes())
 	var gz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(&gz, level)
 	must(err)
 	_, err = zw.Write(raw.Bytes())
 	must(err)
@@ -331,7 +333,9 @@ func readFile(p string) []byte {
 // busybox images: a masked /bin/ls must not mask /bin/busybox), the busybox
 // image's passwd/group, /tmp 1777, and pgrep/ipcs stand-ins. libs are host
 // shared libraries copied in at the same path (for a dynamic busybox).
-func busyboxLayer(bb string, libs []string) layer {
+func busyboxLayer(bb string, libs []string) layer { return busyboxFiles(bb, libs).build() }
+
+func busyboxFiles(bb string, libs []string) *layerBuilder {
 	l := newLayer()
 	for _, d := range []string{"bin", "dev", "etc", "home", "proc", "sys", "usr/bin", "usr/sbin",
 		"usr/local/bin", "var/run", "var/spool/mail", "var/www"} {
@@ -370,7 +374,7 @@ func busyboxLayer(bb string, libs []string) layer {
 	if len(libs) > 0 {
 		l.file("etc/nsswitch.conf", 0o644, []byte("passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"))
 	}
-	return l.build()
+	return l
 }
 
 func fileLayer(files ...string) layer {
@@ -641,6 +645,7 @@ func main() {
 	nnpBin := flag.String("nnp", "", "static nnp binary")
 	out := flag.String("out", "", "OCI layout directory to write")
 	reg := flag.String("registry", "", "push to this plain-http registry (host:port); empty: do not push")
+	realistic := flag.Bool("realistic", false, "also build the two ~100 MiB six-layer images of test/bench (realistic.go)")
 	tsv := flag.String("tsv", "", "write a table of reference, manifest digest, image ID, compressed bytes")
 	flag.Parse()
 	if *pauseBin == "" || *nnpBin == "" || *out == "" {
@@ -651,6 +656,9 @@ func main() {
 		libs = strings.Split(*libsFlag, ",")
 	}
 	imgs := buildImages(*bb, libs, *pauseBin, *nnpBin)
+	if *realistic {
+		imgs = append(imgs, realisticImages(*bb, libs)...)
+	}
 	writeLayout(*out, imgs)
 
 	var rows strings.Builder

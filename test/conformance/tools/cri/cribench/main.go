@@ -13,7 +13,9 @@
 // Subcommands:
 //
 //	lifecycle  RunPodSandbox + CreateContainer + StartContainer (+ stop/remove)
-//	list       ListContainers / ListPodSandbox latency with many containers present
+//	list       ListContainers / ListPodSandbox / ContainerStatus latency with many containers present
+//	scale      many pods started and removed with several in flight: wall times,
+//	           per-call p50/p99, daemon CPU and peak RSS (scale.go)
 //	pods       daemon RSS after N running pods (reads /proc/PID/status)
 //	floor      bare `runc create` + `runc start` of an OCI bundle
 //	critestjson  turn a `critest -benchmark` output dir into samples
@@ -273,11 +275,13 @@ func lifecycleOnce(c *client, img, logDir string, i int, report bool) {
 
 func list(cs []*client, img, logDir string, pods, ctrs, n int) {
 	created := map[*client][]string{}
+	ctrIDs := map[*client][]string{}
 	opC := fmt.Sprintf("ListContainers (%d containers)", ctrs)
 	opP := fmt.Sprintf("ListPodSandbox (%d containers)", ctrs)
+	opS := fmt.Sprintf("ContainerStatus (%d containers)", ctrs)
 	for _, c := range cs {
 		if err := ensureImage(c, img); err != nil {
-			c.fail("PullImage", err, opC, opP)
+			c.fail("PullImage", err, opC, opP, opS)
 			continue
 		}
 		t0 := time.Now()
@@ -287,17 +291,18 @@ func list(cs []*client, img, logDir string, pods, ctrs, n int) {
 			r, err := c.rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pc})
 			if err != nil {
 				cancel()
-				c.fail("RunPodSandbox", err, opC, opP)
+				c.fail("RunPodSandbox", err, opC, opP, opS)
 				break
 			}
 			created[c] = append(created[c], r.GetPodSandboxId())
 			for k := p; k < ctrs; k += pods {
-				_, err := c.rs.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+				cr, err := c.rs.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 					PodSandboxId: r.GetPodSandboxId(), Config: containerConfig(fmt.Sprintf("list-%d", k), img), SandboxConfig: pc})
 				if err != nil {
-					c.fail("CreateContainer", err, opC, opP)
+					c.fail("CreateContainer", err, opC, opP, opS)
 					break
 				}
+				ctrIDs[c] = append(ctrIDs[c], cr.GetContainerId())
 			}
 			cancel()
 		}
@@ -319,7 +324,7 @@ func list(cs []*client, img, logDir string, pods, ctrs, n int) {
 			})
 			if err != nil {
 				cancel()
-				c.fail("ListContainers", err, opC, opP)
+				c.fail("ListContainers", err, opC, opP, opS)
 				continue
 			}
 			if i == 0 && got < ctrs {
@@ -329,14 +334,27 @@ func list(cs []*client, img, logDir string, pods, ctrs, n int) {
 				_, err := c.rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 				return err
 			})
+			if err != nil {
+				cancel()
+				c.fail("ListPodSandbox", err, opP, opS)
+				continue
+			}
+			// a different container each sample: no runtime-side cache of
+			// one record's answer
+			ids := ctrIDs[c]
+			d3, err := timed(func() error {
+				_, err := c.rs.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ids[(i*7919)%len(ids)]})
+				return err
+			})
 			cancel()
 			if err != nil {
-				c.fail("ListPodSandbox", err, opP)
+				c.fail("ContainerStatus", err, opS)
 				continue
 			}
 			if i > 0 {
 				emit(sample{Runtime: c.label, Op: opC, Value: ms(d), Unit: "ms"})
 				emit(sample{Runtime: c.label, Op: opP, Value: ms(d2), Unit: "ms"})
+				emit(sample{Runtime: c.label, Op: opS, Value: ms(d3), Unit: "ms"})
 			}
 		}
 	}
@@ -450,6 +468,8 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   cribench lifecycle -e LABEL=unix:///sock ... -image IMG [-n 10] [-logdir DIR]
   cribench list      -e LABEL=unix:///sock ... -image IMG [-pods 4] [-containers 200] [-n 30]
+  cribench scale     -e LABEL=unix:///sock ... -image IMG -pods N [-parallel 10] [-rounds 3]
+                     [-daemon LABEL=PID]... [-own-cgroup=true]
   cribench pods      -e LABEL=unix:///sock -pid PID [-n 20] [-settle 3s]
   cribench floor     -bundle DIR [-runc /usr/sbin/runc] [-root DIR] [-n 10]
   cribench critestjson -dir DIR -label LABEL [-spec "benchmark about ..."]
@@ -472,9 +492,14 @@ func main() {
 	img := fs.String("image", "", "container image (busybox)")
 	n := fs.Int("n", 10, "samples")
 	logDir := fs.String("logdir", filepath.Join(os.TempDir(), "cribench-logs"), "pod log directories")
-	pods := fs.Int("pods", 4, "list: pods to spread the containers over")
+	pods := fs.Int("pods", 4, "list: pods to spread the containers over; scale: pods to start")
 	ctrs := fs.Int("containers", 200, "list: containers to create")
 	pid := fs.Int("pid", 0, "pods: daemon pid")
+	par := fs.Int("parallel", 10, "scale: calls in flight")
+	rounds := fs.Int("rounds", 3, "scale: runs per runtime (ABBA)")
+	var daemons kvFlags
+	fs.Var(&daemons, "daemon", "scale: LABEL=PID of the runtime's daemon (repeatable)")
+	ownCgroup := fs.Bool("own-cgroup", true, "scale: move each daemon into a cgroup of its own to count the CPU of what it forks")
 	settle := fs.Duration("settle", 3*time.Second, "pods: wait before reading RSS")
 	runc := fs.String("runc", "/usr/sbin/runc", "floor: runc binary")
 	root := fs.String("root", filepath.Join(os.TempDir(), "cribench-runc"), "floor: runc --root")
@@ -517,6 +542,26 @@ func main() {
 		lifecycle(cs, *img, *logDir, *n)
 	case "list":
 		list(cs, *img, *logDir, *pods, *ctrs, *n)
+	case "scale":
+		o := scaleOpts{img: *img, logDir: *logDir, pods: *pods, par: *par, rounds: *rounds,
+			pids: map[string]int{}, cgroups: map[string]string{}}
+		for _, d := range daemons {
+			p, err := strconv.Atoi(d[1])
+			if err != nil {
+				logf("-daemon %s=%s: %v", d[0], d[1], err)
+				os.Exit(2)
+			}
+			o.pids[d[0]] = p
+			if *ownCgroup {
+				dir, err := cgroupFor(p, "crivet-bench-"+d[0])
+				if err != nil {
+					logf("%s: %v; its cgroup CPU row stays empty", d[0], err)
+					continue
+				}
+				o.cgroups[d[0]] = dir
+			}
+		}
+		scale(cs, o)
 	case "pods":
 		if *pid == 0 || len(cs) != 1 {
 			usage()

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -136,6 +137,8 @@ type stat struct {
 	Median float64 `json:"median"`
 	Min    float64 `json:"min"`
 	Max    float64 `json:"max"`
+	P10    float64 `json:"p10"`
+	P90    float64 `json:"p90"`
 	Error  string  `json:"error,omitempty"`
 }
 
@@ -163,6 +166,15 @@ func median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
+// percentile is the nearest-rank p-th percentile (0 < p <= 100) of v:
+// always one of the samples, so with few samples p10-p90 is min-max.
+func percentile(v []float64, p float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	k := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[min(max(k, 1), len(s))-1]
+}
+
 func mkStat(vals []float64, errMsg string) *stat {
 	st := &stat{N: len(vals), Error: errMsg}
 	if len(vals) > 0 {
@@ -171,23 +183,43 @@ func mkStat(vals []float64, errMsg string) *stat {
 		for _, v := range vals {
 			st.Min, st.Max = min(st.Min, v), max(st.Max, v)
 		}
+		st.P10, st.P90 = percentile(vals, 10), percentile(vals, 90)
 	}
 	return st
 }
 
-func fmtVal(v float64, unit string) string {
+// fmtNum formats v for unit: the number and the unit to show after it.
+func fmtNum(v float64, unit string) (string, string) {
 	switch unit {
 	case "kB":
-		return fmt.Sprintf("%.1f MiB", v/1024)
+		return fmt.Sprintf("%.1f", v/1024), "MiB"
 	case "count":
-		return fmt.Sprintf("%.0f", v)
-	case "ms":
-		if v < 10 {
-			return fmt.Sprintf("%.2f ms", v)
+		return fmt.Sprintf("%.0f", v), ""
+	case "ms", "s":
+		switch {
+		case v < 10:
+			return fmt.Sprintf("%.2f", v), unit
+		case v < 1000:
+			return fmt.Sprintf("%.1f", v), unit
 		}
-		return fmt.Sprintf("%.1f ms", v)
+		return fmt.Sprintf("%.0f", v), unit
 	}
-	return fmt.Sprintf("%g %s", v, unit)
+	return fmt.Sprintf("%g", v), unit
+}
+
+func fmtVal(v float64, unit string) string {
+	n, u := fmtNum(v, unit)
+	return strings.TrimSpace(n + " " + u)
+}
+
+// spread is the p10-p90 range of a runtime's samples ("—" under 2 samples).
+func spread(st *stat, unit string) string {
+	if st == nil || st.N < 2 {
+		return "—"
+	}
+	lo, u := fmtNum(st.P10, unit)
+	hi, _ := fmtNum(st.P90, unit)
+	return strings.TrimSpace(lo + "–" + hi + " " + u)
 }
 
 func clip(s string, n int) string {
@@ -315,8 +347,10 @@ func report(args []string) {
 		fmt.Fprintf(&md, "- %s: %s\n", m[0], m[1])
 	}
 	md.WriteString("\nMedians; n = samples. Ratio = " + rts[0] + " / " + rts[1] +
-		" (below 1: " + rts[0] + " is faster or smaller). Floor = bare runc on the same bundle.\n\n")
-	fmt.Fprintf(&md, "| operation | %s median | %s median | ratio | floor |\n|---|---|---|---|---|\n", rts[0], rts[1])
+		" (below 1: " + rts[0] + " is faster or smaller). Spread = p10–p90 of each runtime's samples" +
+		" (nearest rank: min–max under 10 samples). Floor = bare runc on the same bundle.\n\n")
+	fmt.Fprintf(&md, "| operation | %s median | %s median | ratio | spread (%s; %s) | floor |\n|---|---|---|---|---|---|\n",
+		rts[0], rts[1], rts[0], rts[1])
 	for _, r := range rows {
 		var cells []string
 		for _, rt := range rts[:min(2, len(rts))] {
@@ -333,10 +367,15 @@ func report(args []string) {
 				floor += " (" + r.FloorOp + ")"
 			}
 		}
+		spreads := "—"
+		if a, b := spread(r.Runtimes[rts[0]], r.Unit), spread(r.Runtimes[rts[min(1, len(rts)-1)]], r.Unit); a != "—" || b != "—" {
+			spreads = a + "; " + b
+		}
 		if isFloor[r.Op] || (r.Floor != nil && r.FloorOp == r.Op) {
 			cells = []string{"—", "—"}
+			spreads = "—"
 		}
-		fmt.Fprintf(&md, "| %s | %s | %s | %s | %s |\n", r.Op, cells[0], cells[1], ratio, floor)
+		fmt.Fprintf(&md, "| %s | %s | %s | %s | %s | %s |\n", r.Op, cells[0], cells[1], ratio, spreads, floor)
 	}
 	if *outMD != "" {
 		if err := os.WriteFile(*outMD, []byte(md.String()), 0o644); err != nil {

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/policy"
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func newPolicyCheckCmd() *cobra.Command {
+	var (
+		namespace, podConfig, creds string
+		stored, asJSON              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "check IMAGE",
+		Short: "Evaluate what a pull (or, with --stored, a create) of IMAGE would decide; stores nothing",
+		Long: `Evaluates what the daemon configured by the daemon flags (--config,
+--signature-policy, --signature-policy-dir, --registries-conf,
+--registries-d, --global-auth-file, limits, signature_policy_modes) would
+decide for IMAGE, through the daemon's own code, and stores nothing: a pull
+(the default: manifest, limits and signature policy, from the registry) or,
+with --stored, a container create running the image already in the store
+(offline). The decision is not written to the audit log.
+
+Exit status: 0 allowed (or warned: refused, but the namespace is in warn
+mode); 1 refused (by the signature policy, or by max_layers or
+max_image_size); 2 nothing could be decided (usage, a policy file that
+cannot be used, an unreachable registry, an image not stored).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			code, err := runPolicyCheck(cmd, args[0], namespace, podConfig, creds, stored, asJSON)
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "crivet policy check:", err)
+				return exitCode(2)
+			}
+			if code != 0 {
+				return exitCode(code)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&namespace, "namespace", "", "the pod's namespace (overrides --pod-config)")
+	f.StringVar(&podConfig, "pod-config", "", "a CRI PodSandboxConfig, JSON or YAML as crictl takes it; its metadata.namespace is used")
+	f.StringVar(&creds, "creds", "", "registry credentials USER:PASS (default: global_auth_file, as a pull without credentials)")
+	f.BoolVar(&stored, "stored", false, "check a container create of the image already in the store, offline")
+	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	return cmd
+}
+
+func runPolicyCheck(cmd *cobra.Command, ref, namespace, podConfig, creds string, stored, asJSON bool) (int, error) {
+	cfg, _, err := loadConfig(cmd.Flags())
+	if err != nil {
+		return 0, err
+	}
+	if err := cfg.validate(); err != nil {
+		return 0, err
+	}
+	ns := ""
+	if podConfig != "" {
+		if ns, err = podNamespace(podConfig); err != nil {
+			return 0, err
+		}
+	}
+	if cmd.Flags().Changed("namespace") {
+		ns = namespace
+	}
+	var auth *image.Auth
+	if creds != "" {
+		if stored {
+			return 0, errors.New("--creds: a stored check is offline, it contacts no registry")
+		}
+		user, pass, ok := strings.Cut(creds, ":")
+		if !ok {
+			return 0, errors.New("--creds: want USER:PASS")
+		}
+		auth = &image.Auth{Username: user, Password: pass}
+	}
+	log, _, err := newLogger(cfg, cmd.ErrOrStderr())
+	if err != nil {
+		return 0, err
+	}
+	policies := policy.NewStore(cfg.SignaturePolicy, cfg.SignaturePolicyDir)
+	policies.SetModes(cfg.policyModes())
+	checker, err := image.NewChecker(image.Config{
+		Root: cfg.Root, RunRoot: cfg.RunRoot, Driver: cfg.StorageDriver,
+		RegistriesConf: cfg.RegistriesConf, RegistriesD: cfg.RegistriesD, AuthFile: cfg.GlobalAuthFile,
+		Policies: policies, Logger: log,
+		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout), MaxImageSize: cfg.MaxImageSize, MaxLayers: cfg.MaxLayers,
+	})
+	if err != nil {
+		return 0, err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var res image.CheckResult
+	if stored {
+		res, _ = checker.CheckStored(ctx, ns, ref)
+	} else {
+		res, _ = checker.Check(ctx, image.PullRequest{Ref: ref, Namespace: ns, Auth: auth})
+	}
+	out := cmd.OutOrStdout()
+	if asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return 0, err
+		}
+	} else {
+		printCheck(out, res, cfg.SignaturePolicy)
+	}
+	switch res.Outcome {
+	case "allowed", "warned":
+		return 0, nil
+	case "rejected":
+		return 1, nil
+	}
+	return 2, nil
+}
+
+// podNamespace reads a CRI PodSandboxConfig, JSON or YAML as crictl takes
+// it for runp and pull --pod-config, and returns its metadata.namespace:
+// the namespace PullImage takes from sandbox_config.
+func podNamespace(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("pod config: %w", err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return "", fmt.Errorf("pod config %s: %w", path, err)
+	}
+	js, err := json.Marshal(doc)
+	if err != nil {
+		return "", fmt.Errorf("pod config %s: %w", path, err)
+	}
+	var pod runtimeapi.PodSandboxConfig
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(js, &pod); err != nil {
+		return "", fmt.Errorf("pod config %s: %w", path, err)
+	}
+	return pod.GetMetadata().GetNamespace(), nil
+}
+
+func printCheck(w io.Writer, r image.CheckResult, globalPolicy string) {
+	what := "pull"
+	if r.Stage == "create" {
+		what = "container create (stored image, offline)"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	line := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	line("check", what+" of "+r.Reference)
+	ns := r.Namespace
+	if ns == "" {
+		ns = "(none)"
+	}
+	line("namespace", ns)
+	pol := r.Policy
+	if pol != "" && pol == globalPolicy {
+		pol += " (global)"
+	}
+	if r.PolicyDigest != "" {
+		pol += " " + r.PolicyDigest
+	}
+	line("policy", pol)
+	line("image", r.Image)
+	id := r.Identity
+	if r.IdentityFromRecord {
+		id += " (a reference it was pulled by)"
+	}
+	line("verified as", id)
+	line("manifest", r.ManifestDigest)
+	line("index", r.IndexDigest)
+	line("scope", r.Scope)
+	line("requirements", strings.Join(r.Requirements, " + "))
+	line("decided by", r.Step)
+	line("outcome", r.Outcome)
+	line("reason", r.Reason)
+	_ = tw.Flush()
+}

@@ -1,0 +1,147 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.podman.io/image/v5/copy"
+	dockerarchive "go.podman.io/image/v5/docker/archive"
+	"go.podman.io/image/v5/docker/reference"
+	ociarchive "go.podman.io/image/v5/oci/archive"
+	istorage "go.podman.io/image/v5/storage"
+	"go.podman.io/image/v5/types"
+)
+
+// ExportRequest is one stored image to write to an archive (crivet image
+// export), for Import on another node.
+type ExportRequest struct {
+	// Image is found as ImageStatus finds it: a name, a digest or an ID.
+	Image string
+	// Path is the archive to write; it must not exist.
+	Path string
+	// Format is FormatDockerArchive, FormatOCIArchive, or "" for the one
+	// that needs no conversion of the stored manifest. A conversion
+	// rewrites the image config, so the image ID changes.
+	Format string
+}
+
+// Export writes a stored image, with the name it was asked by (or its
+// first tag), to an archive. The store is only read. The archive appears
+// complete or not at all: it is written beside Path and renamed.
+// Signatures are not written: neither archive format carries them.
+func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error) {
+	img, err := s.Get(req.Image)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	path, err := filepath.Abs(req.Path)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return nil, fmt.Errorf("export %s: %s already exists", req.Image, path)
+	}
+	if strings.Contains(path, ":") {
+		// Both archive transports split their reference at a colon.
+		return nil, fmt.Errorf("export %s: %s: a path with ':' is not supported", req.Image, path)
+	}
+	name := exportName(img, req.Image)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".crivet-")
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	tmp := f.Name()
+	f.Close()
+	defer os.Remove(tmp)
+
+	src, err := istorage.Transport.NewStoreReference(s.store, nil, img.StorageID())
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	format := req.Format
+	if format == "" {
+		if format, err = s.nativeFormat(ctx, src); err != nil {
+			return nil, fmt.Errorf("export %s: %w", req.Image, err)
+		}
+	}
+	var dest types.ImageReference
+	switch format {
+	case FormatDockerArchive:
+		dest, err = dockerarchive.NewReference(tmp, name)
+	case FormatOCIArchive:
+		ann := ""
+		if name != nil {
+			ann = name.String()
+		}
+		dest, err = ociarchive.NewReference(tmp, ann)
+	default:
+		err = fmt.Errorf("format %q: want %s or %s", format, FormatDockerArchive, FormatOCIArchive)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	work, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "export-")
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	defer os.RemoveAll(work)
+	sys := s.systemContext()
+	sys.BigFilesTemporaryDir = work
+	if _, err := copy.Image(ctx, acceptVerified(), dest, src, &copy.Options{
+		SourceCtx: sys, DestinationCtx: sys, RemoveSignatures: true,
+	}); err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return nil, fmt.Errorf("export %s: %s appeared meanwhile", req.Image, path)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	return img, nil
+}
+
+// nativeFormat is the archive format that holds the stored manifest as
+// it is: OCI manifests go to an oci-archive, Docker ones to a docker-archive.
+func (s *Service) nativeFormat(ctx context.Context, ref types.ImageReference) (string, error) {
+	src, err := ref.NewImageSource(ctx, s.systemContext())
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	_, mime, err := src.GetManifest(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	if mime == imgspecv1.MediaTypeImageManifest {
+		return FormatOCIArchive, nil
+	}
+	return FormatDockerArchive, nil
+}
+
+// exportName is the tag the archive gives the image: the name it was
+// asked by when that is one of its tags, else its first tag.
+func exportName(img *Image, asked string) reference.NamedTagged {
+	if named, err := reference.ParseNormalizedNamed(asked); err == nil {
+		if nt, ok := reference.TagNameOnly(named).(reference.NamedTagged); ok && slices.Contains(img.RepoTags, nt.String()) {
+			return nt
+		}
+	}
+	for _, t := range img.RepoTags {
+		if named, err := reference.ParseNormalizedNamed(t); err == nil {
+			if nt, ok := named.(reference.NamedTagged); ok {
+				return nt
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,261 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/policy"
+	"github.com/crivet/crivet/sandbox"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
+)
+
+// scrape fetches url and parses it with Prometheus' own text parser, as
+// a Prometheus server would.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse %s: %v", url, err)
+	}
+	return fams
+}
+
+// value is the value of the series of family name with exactly labels
+// (counter, gauge, or a histogram's sample count); ok false if absent.
+func value(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		if len(m.GetLabel()) != len(labels) {
+			continue
+		}
+		for _, l := range m.GetLabel() {
+			if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), true
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+func mustValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels map[string]string, want float64) {
+	t.Helper()
+	got, ok := value(fams, name, labels)
+	if !ok {
+		t.Fatalf("%s%v: no such series; family: %v", name, labels, fams[name])
+	}
+	if got != want {
+		t.Fatalf("%s%v = %v, want %v", name, labels, got, want)
+	}
+}
+
+type images struct{ n int }
+
+func (i images) Count() (int, error) { return i.n, nil }
+
+type pods struct {
+	pods []*sandbox.Pod
+	ctrs []*sandbox.Container
+}
+
+func (p pods) List() []*sandbox.Pod                   { return p.pods }
+func (p pods) Containers(string) []*sandbox.Container { return p.ctrs }
+
+type states map[string]runtime.State
+
+func (s states) Status(_ context.Context, id string) (runtime.Status, error) {
+	st, ok := s[id]
+	if !ok {
+		return runtime.Status{}, errors.New("no such container")
+	}
+	return runtime.Status{State: st}, nil
+}
+
+func serve(t *testing.T, m *Metrics) string {
+	t.Helper()
+	srv, err := m.Serve("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + srv.Addr() + "/metrics"
+}
+
+// Every family the daemon feeds is exposed under its labels, with the
+// values observed, and the inventory is read from its owners at scrape
+// time.
+func TestScrapeExposesEveryObservation(t *testing.T) {
+	m := New()
+	m.Decision("pull", "team-a", "allowed", policy.ReasonNone, 3*time.Millisecond)
+	m.Decision("pull", "team-a", "rejected", policy.ReasonNoSignature, time.Millisecond)
+	m.Decision("create", "team-a", "rejected", policy.ReasonNoSignature, time.Millisecond)
+	m.Decision("image-volume", "team-b", "warned", policy.ReasonUntrustedKey, time.Millisecond)
+	m.Decision("image-volume", "team-b", "warned", policy.ReasonUntrustedKey, time.Millisecond)
+	m.AdmissionCache(true)
+	m.AdmissionCache(false)
+	m.AdmissionCache(false)
+	m.PolicyLoaded("", nil)
+	m.PolicyLoaded("team-a", &policy.FileError{Path: "x", Err: errors.New("bad")})
+	m.CRIRequest("PullImage", codes.OK, 2*time.Second)
+	m.CRIRequest("PullImage", codes.NotFound, time.Millisecond)
+	m.CRIRequest("PullImage", codes.OK, time.Second)
+	m.Pull(1000, time.Second, nil)
+	m.Pull(24, time.Second, errors.New("stalled"))
+	ready := &sandbox.Pod{ID: "p1", State: sandbox.Ready}
+	m.Watch(Inventory{
+		Images:  images{3},
+		Pods:    pods{pods: []*sandbox.Pod{ready, {ID: "p2", State: sandbox.NotReady}, {ID: "p3", State: sandbox.Ready}}, ctrs: []*sandbox.Container{{ID: "c1"}, {ID: "c2"}, {ID: "c3"}, {ID: "gone"}}},
+		Runtime: states{"c1": runtime.StateRunning, "c2": runtime.StateRunning, "c3": runtime.StateExited},
+	})
+	f := scrape(t, serve(t, m))
+
+	dec := "crivet_signature_decisions_total"
+	mustValue(t, f, dec, map[string]string{"namespace": "team-a", "stage": "pull", "outcome": "allowed", "reason": "none"}, 1)
+	mustValue(t, f, dec, map[string]string{"namespace": "team-a", "stage": "pull", "outcome": "rejected", "reason": "no_signature"}, 1)
+	mustValue(t, f, dec, map[string]string{"namespace": "team-a", "stage": "create", "outcome": "rejected", "reason": "no_signature"}, 1)
+	mustValue(t, f, dec, map[string]string{"namespace": "team-b", "stage": "image-volume", "outcome": "warned", "reason": "untrusted_key"}, 2)
+	mustValue(t, f, "crivet_signature_decision_duration_seconds", map[string]string{"stage": "image-volume", "outcome": "warned"}, 2)
+	mustValue(t, f, "crivet_admission_cache_requests_total", map[string]string{"result": "hit"}, 1)
+	mustValue(t, f, "crivet_admission_cache_requests_total", map[string]string{"result": "miss"}, 2)
+	mustValue(t, f, "crivet_policy_loads_total", map[string]string{"namespace": "", "result": "loaded"}, 1)
+	mustValue(t, f, "crivet_policy_loads_total", map[string]string{"namespace": "team-a", "result": "error"}, 1)
+	mustValue(t, f, "crivet_cri_requests_total", map[string]string{"method": "PullImage", "code": "OK"}, 2)
+	mustValue(t, f, "crivet_cri_requests_total", map[string]string{"method": "PullImage", "code": "NotFound"}, 1)
+	mustValue(t, f, "crivet_cri_request_duration_seconds", map[string]string{"method": "PullImage"}, 3)
+	mustValue(t, f, "crivet_image_pull_bytes_total", map[string]string{}, 1024)
+	mustValue(t, f, "crivet_image_pull_duration_seconds", map[string]string{"outcome": "ok"}, 1)
+	mustValue(t, f, "crivet_image_pull_duration_seconds", map[string]string{"outcome": "error"}, 1)
+	mustValue(t, f, "crivet_images", map[string]string{}, 3)
+	mustValue(t, f, "crivet_pods", map[string]string{"state": "ready"}, 2)
+	mustValue(t, f, "crivet_pods", map[string]string{"state": "notready"}, 1)
+	mustValue(t, f, "crivet_containers", map[string]string{"state": "running"}, 2)
+	mustValue(t, f, "crivet_containers", map[string]string{"state": "exited"}, 1)
+	mustValue(t, f, "crivet_containers", map[string]string{"state": "created"}, 0)
+	mustValue(t, f, "crivet_containers", map[string]string{"state": "unknown"}, 1)
+
+	// The histogram's sum is in seconds.
+	for _, s := range f["crivet_cri_request_duration_seconds"].GetMetric() {
+		if got := s.GetHistogram().GetSampleSum(); got < 3 || got > 3.01 {
+			t.Fatalf("PullImage duration sum %v s, want 3.001", got)
+		}
+	}
+	// The Go runtime and process collectors are in the same registry.
+	for _, name := range []string{"go_goroutines", "process_open_fds"} {
+		if f[name] == nil {
+			t.Errorf("no %s family", name)
+		}
+	}
+
+	// A scrape reads the owners anew: a pod gone is gone from the gauges.
+	ready.State = sandbox.NotReady
+	f = scrape(t, serve(t, m))
+	mustValue(t, f, "crivet_pods", map[string]string{"state": "notready"}, 2)
+}
+
+// A nil *Metrics (metrics_address unset) is safe to wire everywhere.
+func TestNilMetricsObservesNothing(t *testing.T) {
+	var m *Metrics
+	m.Decision("pull", "", "allowed", "none", 0)
+	m.AdmissionCache(true)
+	m.PolicyLoaded("", nil)
+	m.CRIRequest("Version", codes.OK, 0)
+	m.Pull(1, 0, nil)
+	m.Watch(Inventory{})
+}
+
+func TestListenAddressDefaultsToLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		loopback bool
+	}{
+		{":9090", "127.0.0.1:9090", true},
+		{"127.0.0.1:9090", "127.0.0.1:9090", true},
+		{"[::1]:9090", "[::1]:9090", true},
+		{"localhost:9090", "localhost:9090", true},
+		{"0.0.0.0:9090", "0.0.0.0:9090", false},
+		{"10.1.2.3:9090", "10.1.2.3:9090", false},
+	} {
+		got, lo, err := ListenAddress(tc.in)
+		if err != nil || got != tc.want || lo != tc.loopback {
+			t.Errorf("ListenAddress(%q) = %q, %v, %v; want %q, %v", tc.in, got, lo, err, tc.want, tc.loopback)
+		}
+	}
+	if _, _, err := ListenAddress("9090"); err == nil {
+		t.Error("an address without a port was accepted")
+	}
+}
+
+// The endpoint binds loopback when the host is left out: it answers on
+// 127.0.0.1 and is not reachable on the host's other addresses.
+func TestServeWithoutHostListensOnLoopbackOnly(t *testing.T) {
+	m := New()
+	srv, err := m.Serve(":0", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	host, port, _ := splitHostPort(srv.Addr())
+	if host != "127.0.0.1" {
+		t.Fatalf("listening on %s, want 127.0.0.1", srv.Addr())
+	}
+	_ = scrape(t, "http://"+srv.Addr()+"/metrics")
+	if ip := nonLoopbackIP(); ip != "" {
+		c := http.Client{Timeout: 2 * time.Second}
+		if resp, err := c.Get(fmt.Sprintf("http://%s:%s/metrics", ip, port)); err == nil {
+			resp.Body.Close()
+			t.Fatalf("metrics reachable on %s", ip)
+		}
+	}
+	// Close stops it.
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get("http://" + srv.Addr() + "/metrics"); err == nil {
+		t.Fatal("metrics still served after Close")
+	}
+}
+
+func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }
+
+// nonLoopbackIP is an IPv4 address of this host other than loopback, "" if none.
+func nonLoopbackIP() string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return ""
+}

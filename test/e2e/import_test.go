@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/crivet/crivet/test/fixtures"
+)
+
+const archivesOnlyPolicy = `{"default":[{"type":"reject"}],"transports":{"docker-archive":{"":[{"type":"insecureAcceptAnything"}]}}}`
+
+// imageCLI runs `crivet image ...` with the node's configuration.
+func (n *node) imageCLI(args ...string) (string, error) {
+	writeFile(n.t, filepath.Join(n.dir, "none.toml"), "")
+	out, err := exec.Command(crivetBin, append(append([]string{"image"}, args...), n.args()...)...).CombinedOutput()
+	return string(out), err
+}
+
+// An archive imported into the store of a RUNNING daemon is listed by
+// crictl at once; a strict namespace refuses to create from it (unsigned,
+// from a file), kube-system, whose policy accepts docker-archive, runs it.
+func TestImportIntoRunningDaemonThenCreateUnderNamespacePolicies(t *testing.T) {
+	n := newNode(t)
+	src := fixtures.PushBusybox(t, n.reg.Ref("build/pause:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}})
+	archive := filepath.Join(n.dir, "pause.tar")
+	fixtures.SaveDockerArchive(t, src.Ref, archive, "registry.k8s.io/pause:3.10")
+	other := fixtures.PushBusybox(t, n.reg.Ref("build/other:1"), fixtures.BusyboxConfig{Cmd: []string{"true"}, Files: map[string]string{"/other": "1"}})
+	otherArchive := filepath.Join(n.dir, "other.tar")
+	fixtures.SaveDockerArchive(t, other.Ref, otherArchive, "example.com/other:1")
+	n.reg.Stop() // an air-gapped node
+	n.setGlobal(archivesOnlyPolicy)
+	n.setNamespace("strict", `{"default":[{"type":"reject"}]}`)
+	n.setNamespace("kube-system", archivesOnlyPolicy)
+	n.start()
+
+	out, err := n.imageCLI("import", archive)
+	if err != nil || !strings.Contains(out, "imported "+src.ConfigDigest+" registry.k8s.io/pause:3.10") {
+		t.Fatalf("crivet image import: %v\n%s", err, out)
+	}
+	if images := n.mustCrictl("images"); !strings.Contains(images, "registry.k8s.io/pause") || !strings.Contains(images, "3.10") {
+		t.Fatalf("crictl images does not list the import:\n%s\ncrivet log:\n%s", images, n.log)
+	}
+	n.mustCrictl("inspecti", "registry.k8s.io/pause:3.10")
+
+	// The global policy decides the import: under reject, nothing is stored.
+	n.setGlobal(`{"default":[{"type":"reject"}]}`)
+	out, err = n.imageCLI("import", otherArchive)
+	if err == nil || !strings.Contains(out, "SignatureValidationFailed") || !strings.Contains(out, "Source image rejected") {
+		t.Fatalf("import under a reject policy: %v\n%s", err, out)
+	}
+	if images := n.mustCrictl("images"); strings.Contains(images, "example.com/other") {
+		t.Fatalf("a refused import is listed:\n%s", images)
+	}
+
+	strictPod := n.podJSON("s", "strict", nil)
+	strictID := firstLine(n.mustCrictl("runp", strictPod))
+	_, stderr, err := n.crictl("create", strictID, n.ctrJSON("c", "registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10", nil), strictPod)
+	if err == nil || !strings.Contains(stderr, "SignatureValidationFailed: Source image rejected: Running image docker-archive:"+archive) {
+		t.Fatalf("strict namespace created from an unsigned import: %v %s", err, stderr)
+	}
+	sysPod := n.podJSON("p", "kube-system", nil)
+	sysID := firstLine(n.mustCrictl("runp", sysPod))
+	cid := firstLine(n.mustCrictl("create", sysID, n.ctrJSON("pause", "registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10", nil), sysPod))
+	n.mustCrictl("start", cid)
+	if ps := n.mustCrictl("ps", "-q", "--state", "Running"); !strings.Contains(ps, cid) {
+		t.Fatalf("imported image does not run in kube-system: %s\n%s", ps, n.log)
+	}
+
+	// Export reads the served store; the archive imports back as the same image.
+	exported := filepath.Join(n.dir, "exported.tar")
+	if out, err := n.imageCLI("export", "registry.k8s.io/pause:3.10", exported); err != nil {
+		t.Fatalf("crivet image export: %v\n%s", err, out)
+	}
+	if out, err := n.imageCLI("list"); err != nil || !strings.Contains(out, "docker-archive:"+archive) {
+		t.Fatalf("crivet image list: %v\n%s", err, out)
+	}
+	n.cleanupPods()
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// No daemon, a fresh root: the import fills the store the next start serves.
+	n.root = filepath.Join(n.dir, "root2")
+	n.setGlobal(archivesOnlyPolicy)
+	if out, err := n.imageCLI("import", exported); err != nil || !strings.Contains(out, "imported "+src.ConfigDigest) {
+		t.Fatalf("import of the export, no daemon: %v\n%s", err, out)
+	}
+	n.start()
+	if images := n.mustCrictl("images"); !strings.Contains(images, "registry.k8s.io/pause") {
+		t.Fatalf("the restarted daemon does not list the import:\n%s", images)
+	}
+}
