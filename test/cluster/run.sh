@@ -30,6 +30,9 @@ RUNROOT=/run/crivet-cluster
 SOCK=$LAB/crivet.sock
 CTRD_SOCK=$LAB/containerd/containerd.sock
 HOST_PATHS="/etc/kubernetes /var/lib/kubelet /var/lib/etcd"
+# kubelet, crivet and containerd use the same cgroup driver: systemd only
+# where systemd is PID 1 (there is nothing to delegate to otherwise).
+CGROUP_DRIVER=${CGROUP_DRIVER:-$(if [ "$(cat /proc/1/comm)" = systemd ]; then echo systemd; else echo cgroupfs; fi)}
 export KUBECONFIG=/etc/kubernetes/admin.conf
 export PATH=$LAB/bin:$PATH
 NODE_IP=${NODE_IP:-$(ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") print $(i+1); exit}' | xargs -r ip -4 -o addr show dev | awk '{sub("/.*", "", $4); print $4; exit}')}
@@ -362,7 +365,8 @@ record_pod_uids() { ls /var/lib/kubelet/pods 2>/dev/null >>"$LAB/pod-uids"; }
 my_cgroups() {
 	[ -s "$LAB/pod-uids" ] || return 0
 	sort -u "$LAB/pod-uids" | while read -r uid; do
-		[ -n "$uid" ] && find /sys/fs/cgroup/*/kubepods -depth -type d -path "*/pod$uid*" 2>/dev/null
+		# cgroupfs: pod<uid>; systemd: kubepods-<qos>-pod<uid with _>.slice
+		[ -n "$uid" ] && find /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice -depth -type d \( -path "*/pod$uid*" -o -path "*-pod${uid//-/_}.slice*" \) 2>/dev/null
 	done
 }
 # my_chain IPT TABLE CHAIN: a chain this cluster made: KUBE-* (kubelet,
@@ -450,7 +454,7 @@ networking:
 ---
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-cgroupDriver: cgroupfs
+cgroupDriver: $CGROUP_DRIVER
 failCgroupV1: false
 failSwapOn: false
 clusterDNS: [$DNS_IP]
@@ -497,7 +501,7 @@ start_crivet() {
 		--signature-policy "$LAB/etc/policy.json" --signature-policy-dir "$LAB/etc/policies" \
 		--registries-conf "$LAB/etc/registries.conf" --registries-d "$LAB/etc/registries.d" \
 		--cni-config-dir "$LAB/etc/net.d" --cni-plugin-dir /usr/lib/cni \
-		--audit-log "$LAB/logs/audit.jsonl" \
+		--audit-log "$LAB/logs/audit.jsonl" --cgroup-manager "$CGROUP_DRIVER" \
 		>>"$LAB/logs/crivet.log" 2>&1 9>&- &
 	echo $! >"$LAB/crivet/pid"
 	for _ in $(seq 100); do CRICTL version >/dev/null 2>&1 && return; sleep 0.2; done
@@ -544,7 +548,7 @@ up() {
 	file -L /bin/busybox | grep -q 'statically linked' || die "/bin/busybox is not static (install busybox-static)"
 	[ -s "$LAB/kubelet.pid" ] && kill -0 "$(cat "$LAB/kubelet.pid")" 2>/dev/null && die "a cluster is still up: $0 down"
 	for p in 2379 2380 2381 6443 10248 10249 10250 10256 10257 10259; do port_free $p || die "port $p in use (another kubelet or cluster?)"; done
-	[ "$(cat /proc/1/comm)" = systemd ] || log "PID 1 is $(cat /proc/1/comm), not systemd: kubelet and the runtime use the cgroupfs driver; kubelet is started by this script"
+	log "cgroup driver $CGROUP_DRIVER for kubelet and $RUNTIME (PID 1 is $(cat /proc/1/comm)); kubelet is started by this script, not by an init system"
 	mkdir -p "$LAB"/{bin,logs,images}
 	: >"$RESULTS"
 	for f in crivet.log kubelet.log registry.log kubeadm.log containerd.log audit.jsonl; do [ -s "$LAB/logs/$f" ] && mv "$LAB/logs/$f" "$LAB/logs/$f.old"; done
@@ -610,7 +614,9 @@ up() {
 	wait $wpid
 	rm -f "$LAB/clock.pid"
 	if [ -s "$LAB/node-ready-$RUNTIME" ]; then pass "node $NODE Ready $(cat "$LAB/node-ready-$RUNTIME") s after kubeadm init started"; else fail "node $NODE not Ready"; fi
-	local rv
+	local rv cd
+	cd=$(grep -o 'received from the CRI runtime" cgroupDriver="[a-z]*"' "$LAB/logs/kubelet.log" | tail -1 | sed 's/.*cgroupDriver="\(.*\)"/\1/')
+	if [ "$cd" = "$CGROUP_DRIVER" ]; then pass "kubelet took cgroup driver $cd from the runtime's RuntimeConfig"; else fail "kubelet's cgroup driver from the runtime: '${cd:-none logged}', want $CGROUP_DRIVER"; fi
 	rv=$(KC get node "$NODE" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion}')
 	case $rv in
 	*://Unknown) gap "node shows containerRuntimeVersion $rv: kubelet parses the CRI RuntimeVersion ($(CRICTL version | awk '/RuntimeVersion/{print $2}')) as semver" ;;
@@ -1044,8 +1050,7 @@ leftovers_report() {
 # Debian's containerd 1.6 for the comparison run: its own socket, root and
 # state; the pause image and CNI configuration are the lab's; the lab
 # registry is plain HTTP through a hosts.toml. runc's cgroupfs driver
-# (SystemdCgroup = false): without systemd as PID 1 there is no systemd to
-# delegate cgroups to.
+# (SystemdCgroup follows CGROUP_DRIVER: false unless systemd is PID 1).
 start_containerd() {
 	command -v containerd >/dev/null || die "containerd missing (make deps installs it)"
 	local d=$LAB/containerd
@@ -1081,7 +1086,7 @@ oom_score = 0
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
+        SystemdCgroup = $([ "$CGROUP_DRIVER" = systemd ] && echo true || echo false)
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$LAB/etc/net.d"
@@ -1111,7 +1116,7 @@ up) up ;;
 check) check ;;
 down) [ -s "$LAB/host-state" ] && cp "$LAB/host-state" "$LAB/host-state.last"; down ;;
 all)
-	[ "${KEEP:-0}" = 1 ] || trap 'cp "$LAB/host-state" "$LAB/host-state.last" 2>/dev/null; down' EXIT
+	[ "${KEEP:-0}" = 1 ] || trap 'cp "$LAB/host-state" "$LAB/host-state.last" 2>/dev/null; down || exit 1' EXIT
 	trap 'exit 130' INT TERM
 	up
 	check
