@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,6 +97,10 @@ type Streams struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Resize         <-chan WinSize
+	// DetachOnStdinEOF ends the attach when Stdin ends, after passing the
+	// end on to the monitor; otherwise the attach lasts until the
+	// container exits.
+	DetachOnStdinEOF bool
 }
 
 // Attach connects s to the running container of dir. Output flows from the
@@ -121,6 +126,7 @@ func Attach(ctx context.Context, dir string, s Streams) error {
 		defer wmu.Unlock()
 		return writeFrame(c, kind, p)
 	}
+	var detached atomic.Bool
 	if s.Stdin != nil {
 		go func() {
 			buf := make([]byte, ioChunk)
@@ -131,6 +137,10 @@ func Attach(ctx context.Context, dir string, s Streams) error {
 				}
 				if err != nil {
 					send(frameStdinClose, nil)
+					if s.DetachOnStdinEOF {
+						detached.Store(true)
+						c.Close()
+					}
 					return
 				}
 			}
@@ -162,6 +172,9 @@ func Attach(ctx context.Context, dir string, s Streams) error {
 	for {
 		kind, p, err := readFrame(br, buf)
 		if err != nil {
+			if detached.Load() {
+				return nil
+			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -13,8 +13,8 @@ import (
 // Attach connects the streams to the running container through its
 // monitor: output from now on, stdin when the container was created with
 // stdin, terminal resizes when it has a tty. It returns when the container
-// exits or ctx ends (kubelet's streaming server cancels it when the client
-// goes away).
+// exits, when ctx ends (kubelet's streaming server cancels it when the
+// client goes away), or when the client's stdin ends (see below).
 func (r *Runtime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
 	dir, err := r.existing(id)
 	if err != nil {
@@ -27,6 +27,12 @@ func (r *Runtime) Attach(ctx context.Context, id string, in io.Reader, out, errw
 	s := monitor.Streams{}
 	if in != nil && cfg.Stdin {
 		s.Stdin = in
+		// As kubectl expects (and containerd does): when the client's
+		// stdin ends, a stdin-once container without a tty gets its stdin
+		// closed and the client keeps its output until the container
+		// exits; any other attach ends there (the container's stdin stays
+		// open for the next one).
+		s.DetachOnStdinEOF = !(cfg.StdinOnce && !cfg.Tty)
 	}
 	if out != nil {
 		s.Stdout = out

@@ -267,11 +267,24 @@ func TestAttachReceivesOutputFromNowOnAndDeliversStdin(t *testing.T) {
 	b := attach(t, rt, c.id, false, nil)
 	io.WriteString(b.stdin, "two\n")
 	eventually(t, 5*time.Second, "the second session's echo", func() bool { return b.out.String() == "got:two\n" })
+	// The client's stdin ending ends the session (kubectl attach -i with
+	// piped input returns), not the container's stdin.
 	b.stdin.Close()
+	select {
+	case err := <-b.done:
+		if err != nil {
+			t.Errorf("Attach after the client's stdin ended: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Attach did not return when the client's stdin ended")
+	}
 	time.Sleep(200 * time.Millisecond)
 	if st, _ := rt.Status(t.Context(), c.id); st.State != StateRunning {
 		t.Errorf("ending a session closed stdin without StdinOnce: %+v", st)
 	}
+	d := attach(t, rt, c.id, false, nil)
+	io.WriteString(d.stdin, "three\n")
+	eventually(t, 5*time.Second, "a third session's echo", func() bool { return d.out.String() == "got:three\n" })
 }
 
 func TestStdinOnceClosesStdinWhenTheFirstAttachEnds(t *testing.T) {
