@@ -400,7 +400,8 @@ storage:
 http:
   addr: $REG
 EOF
-	: >"$LAB/etc/crivet.toml"
+	# Namespace "staging" rolls the strict policy out in warn mode.
+	printf '[signature_policy_modes]\nstaging = "warn"\n' >"$LAB/etc/crivet.toml"
 	printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"$LAB/etc/policy.json"
 	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
 	printf 'unqualified-search-registries = []\n\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$REG" "$REG" >"$LAB/etc/registries.conf"
@@ -418,7 +419,7 @@ EOF
 	# Signed-only namespaces: the control plane's own (kube-system, whose
 	# images are all signed) and "strict".
 	local ns
-	for ns in kube-system strict; do
+	for ns in kube-system strict staging; do
 		cat >"$LAB/etc/policies/$ns.json" <<EOF
 {
   "default": [{"type": "reject"}],
@@ -701,6 +702,10 @@ metadata: {name: strict}
 apiVersion: v1
 kind: Namespace
 metadata: {name: loose}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: staging}
 EOF
 	mkpod() { # name namespace image
 		cat <<EOF
@@ -720,6 +725,7 @@ EOF
 	mkpod loose-pull loose "$REG/lab/unsigned:1.0" >"$m/loose-pull.yaml"
 	mkpod strict-reuse strict "$REG/lab/unsigned:1.0" >"$m/strict-reuse.yaml"
 	mkpod strict-signed strict "$REG/lab/signed:1.0" >"$m/strict-signed.yaml"
+	mkpod staging-unsigned staging "$REG/lab/unsigned:1.0" >"$m/staging-unsigned.yaml"
 	mkpod system-unsigned kube-system "$REG/lab/busybox:1.0" >"$m/system-unsigned.yaml"
 	cat >"$m/scale.yaml" <<EOF
 apiVersion: apps/v1
@@ -878,7 +884,18 @@ check_signatures() {
 	else fail "strict/strict-reuse: reason $(waiting_reason strict strict-reuse), events: $(events_of strict strict-reuse | tr '\n' '|')"; fi
 	KC apply -f "$LAB/manifests/strict-signed.yaml" >/dev/null
 	if wait_for 90 pod_ready strict strict-signed; then pass "strict/strict-signed (sigstore-signed image) Running"; else fail "strict/strict-signed: $(waiting_reason strict strict-signed) $(events_of strict strict-signed | tail -2 | tr '\n' '|')"; fi
-	KC delete ns strict loose --wait=false >/dev/null
+	# staging has strict's policy in warn mode: the unsigned image runs, the
+	# pod's events are those of any pod, and crivet's audit log says warned.
+	KC apply -f "$LAB/manifests/staging-unsigned.yaml" >/dev/null
+	local warned
+	if wait_for 90 pod_ready staging staging-unsigned; then
+		warned=$(jq -r 'select(.namespace=="staging" and .outcome=="warned") | .stage' "$LAB/logs/audit.jsonl" 2>/dev/null | sort -u | xargs)
+		if [ "$warned" = "create" ] || [ "$warned" = "create pull" ]; then
+			pass "staging (strict policy, warn mode): unsigned image Running; events: $(events_of staging staging-unsigned | awk '{print $1}' | sort -u | xargs); audit outcome warned at: $warned"
+		else fail "staging: Running but audit has no warned decision (got '$warned')"; fi
+		if event_has staging staging-unsigned SignatureValidationFailed; then fail "staging: a SignatureValidationFailed event in warn mode"; fi
+	else fail "staging/staging-unsigned (warn mode): $(waiting_reason staging staging-unsigned) $(events_of staging staging-unsigned | tail -2 | tr '\n' '|')"; fi
+	KC delete ns strict loose staging --wait=false >/dev/null
 	# kube-system requires signatures too: each control-plane container was
 	# admitted at create under sigstoreSigned (the images were pulled by
 	# kubeadm's preflight, outside any namespace, under the global policy).
@@ -1033,7 +1050,7 @@ leftovers() {
 			done
 		done
 	done
-	[ -d /var/log/pods ] && ls /var/log/pods | grep -E '^(kube-system|default|strict|loose)_' | sed 's/^/pod-log /'
+	[ -d /var/log/pods ] && ls /var/log/pods | grep -E '^(kube-system|default|strict|loose|staging)_' | sed 's/^/pod-log /'
 	ip route | grep -F "${NODE_POD_CIDR%/*}" | sed 's/^/route /'
 	my_cgroups | sed 's/^/cgroup /'
 }
