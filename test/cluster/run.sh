@@ -543,6 +543,21 @@ stop_pid() { # pidfile [seconds]
 }
 
 # ---------------------------------------------------------------- up
+# build: every binary and image layout the cluster needs, into $LAB (also
+# what test/kind/run.sh takes for its node image); runs nothing.
+build() {
+	mkdir -p "$LAB"/{bin,logs,images}
+	ETCD_VERSION=$(kubeadm_const DefaultEtcdVersion)
+	COREDNS_VERSION=$(kubeadm_const CoreDNSVersion)
+	PAUSE_VERSION=$(kubeadm_const PauseVersion)
+	build_k8s
+	build_etcd_coredns
+	build_crivet
+	build_crictl
+	build_sigtool
+	build_images
+}
+
 up() {
 	for c in docker-registry skopeo runc jq curl go iptables bc; do command -v $c >/dev/null || die "$c missing (make deps installs it)"; done
 	[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/portmap ] || die "containernetworking-plugins missing"
@@ -554,16 +569,8 @@ up() {
 	: >"$RESULTS"
 	for f in crivet.log kubelet.log registry.log kubeadm.log containerd.log audit.jsonl; do [ -s "$LAB/logs/$f" ] && mv "$LAB/logs/$f" "$LAB/logs/$f.old"; done
 
-	ETCD_VERSION=$(kubeadm_const DefaultEtcdVersion)
-	COREDNS_VERSION=$(kubeadm_const CoreDNSVersion)
-	PAUSE_VERSION=$(kubeadm_const PauseVersion)
-	build_k8s
-	build_etcd_coredns
-	build_crivet
-	build_crictl
-	build_sigtool
+	build
 	write_config
-	build_images
 	save_host_state
 
 	start_registry
@@ -1132,6 +1139,7 @@ mkdir -p "$LAB/logs"
 exec 9>"$LAB/.lock"
 flock -n 9 || die "another run holds $LAB/.lock"
 case ${1:-all} in
+build) build ;;
 up) up ;;
 check) check ;;
 down) [ -s "$LAB/host-state" ] && cp "$LAB/host-state" "$LAB/host-state.last"; down ;;
@@ -1141,5 +1149,5 @@ all)
 	up
 	check
 	;;
-*) die "usage: $0 [up|check|down|all]" ;;
+*) die "usage: $0 [build|up|check|down|all]" ;;
 esac

@@ -52,7 +52,7 @@ NX() { docker exec "$@"; } # NX node command...: in a node
 # ---------------------------------------------------------------- inputs
 # kind from the module proxy; kubeadm/kubelet/kubectl, crictl, sigtool and
 # the control-plane and workload image layouts from the kubeadm cluster
-# harness's lab when it has them, else built here (test/kind/inputs.sh).
+# harness's lab, which builds them when they are missing.
 inputs() {
 	mkdir -p "$LAB/bin" "$LAB/images" "$LAB/keys"
 	if ! "$LAB/bin/kind" version 2>/dev/null | grep -q "kind $KIND_VERSION "; then
@@ -69,10 +69,16 @@ inputs() {
 		if [ -s "$SOURCE_IMAGES/$b.dir/manifest.json" ]; then cp -a "$SOURCE_IMAGES/$b.dir" "$LAB/images/"; else missing="$missing $b-image"; fi
 	done
 	if [ -n "$missing" ]; then
-		log "not in $SOURCE_BIN / $SOURCE_IMAGES:$missing: building them"
-		# shellcheck source=test/kind/inputs.sh
-		. "$REPO/test/kind/inputs.sh"
-		build_inputs || die "building the inputs failed"
+		# The kubeadm harness builds them (Kubernetes, etcd and CoreDNS from
+		# the module proxy: 20-40 minutes on 2 cores, once) into its lab.
+		log "not in $SOURCE_BIN / $SOURCE_IMAGES:$missing: test/cluster/run.sh build"
+		LAB=$(dirname "$SOURCE_BIN") "$REPO/test/cluster/run.sh" build || die "building the inputs failed"
+		for b in kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd coredns crictl sigtool; do
+			[ -x "$LAB/bin/$b" ] || cp "$SOURCE_BIN/$b" "$LAB/bin/" || die "$b not built"
+		done
+		for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd coredns pause busybox unsigned; do
+			[ -s "$LAB/images/$b.dir/manifest.json" ] || cp -a "$SOURCE_IMAGES/$b.dir" "$LAB/images/" || die "$b image not built"
+		done
 	fi
 	[ -s "$LAB/keys/cosign.key" ] || "$LAB/bin/sigtool" keygen "$LAB/keys" kind-pass || die "sigtool keygen"
 }
