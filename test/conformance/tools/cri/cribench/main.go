@@ -196,6 +196,9 @@ func lifecycle(cs []*client, img, logDir string, n int) {
 	}
 }
 
+// runpKubelet is the RunPodSandbox row of a kubelet-shaped pod.
+const runpKubelet = "RunPodSandbox (PID namespace per container, as kubelet sends)"
+
 func lifecycleOnce(c *client, img, logDir string, i int, report bool) {
 	ctx, cancel := callCtx()
 	defer cancel()
@@ -242,6 +245,24 @@ func lifecycleOnce(c *client, img, logDir string, i int, report bool) {
 	put("CreateContainer", dCreate)
 	put("StartContainer", dStart)
 	put("runp+create+start", dRun+dCreate+dStart)
+	// The pod kubelet sends unless shareProcessNamespace is set: a PID
+	// namespace per container, so no process has to own a pod one (a
+	// runtime may start no infra process for it).
+	kpc := podConfig("lifecycle-kubelet", i, logDir)
+	kpc.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
+	var kpod string
+	dKRun, err := timed(func() error {
+		r, err := c.rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: kpc})
+		kpod = r.GetPodSandboxId()
+		return err
+	})
+	if err != nil {
+		c.fail("RunPodSandbox", err, runpKubelet)
+	} else {
+		put(runpKubelet, dKRun)
+		removePod(c, kpod)
+	}
 	dStopC, err := timed(func() error {
 		_, err := c.rs.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctrID, Timeout: 0})
 		return err
