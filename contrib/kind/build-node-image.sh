@@ -118,7 +118,9 @@ echo kind-node >"$R/etc/hostname"
 for b in kubeadm kubelet kubectl; do install -m 0755 "$K8S_BIN/$b" "$R/usr/bin/$b"; done
 
 # crivet, built from this tree.
-v=0.2.0+$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+# shellcheck source=test/lib/build.sh
+. "$REPO/test/lib/build.sh" # crivet_version: the Makefile's release + the commit
+v=$(crivet_version)
 (cd "$REPO" &&
 	go build -tags "$TAGS" -ldflags "-X main.version=$v" -o "$R/usr/local/bin/crivet" ./cmd/crivet &&
 	CGO_ENABLED=0 go build -o "$R/usr/local/bin/crivet-pause" ./cmd/crivet-pause &&

@@ -117,32 +117,9 @@ build_etcd_coredns() {
 	fi
 }
 
-build_crivet() {
-	# The version as `make build` stamps it: kubelet parses the runtime's
-	# version as semver (the Makefile's release + the commit).
-	local v base
-	base=$(sed -n 's/^VERSION *:= *\([0-9][0-9.]*\)+.*/\1/p' "$REPO/Makefile")
-	v=${base:-0.0.0}+$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
-	log "building crivet $v from $REPO"
-	(cd "$REPO" &&
-		nice go build -tags "$TAGS" -ldflags "-X main.version=$v" -o "$LAB/bin/crivet" ./cmd/crivet &&
-		CGO_ENABLED=0 nice go build -o "$LAB/bin/crivet-pause" ./cmd/crivet-pause &&
-		CGO_ENABLED=0 nice go build -o "$LAB/bin/crivet-monitor" ./cmd/crivet-monitor) || die "crivet build failed"
-}
-
-build_crictl() {
-	[ -x "$LAB/bin/crictl" ] && return
-	if [ -x "$REPO/bin/crictl" ]; then cp "$REPO/bin/crictl" "$LAB/bin/"; return; fi
-	GOBIN=$LAB/bin go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS" || die "crictl install failed"
-}
-
-# sigtool: sigstore key pair and signing with go.podman.io/image/v5 (the
-# library crivet verifies with); Debian's skopeo 1.9.3 cannot sign sigstore.
-build_sigtool() {
-	[ -x "$LAB/bin/sigtool" ] && return
-	(cd "$REPO" && nice go build -tags "$TAGS" -o "$LAB/bin/sigtool" ./test/tools/sigtool) \
-		>"$LAB/logs/sigtool-build.log" 2>&1 || die "sigtool build failed, see $LAB/logs/sigtool-build.log"
-}
+# build_crivet, build_crictl, build_sigtool
+# shellcheck source=test/lib/build.sh
+. "$REPO/test/lib/build.sh"
 
 # ---------------------------------------------------------------- images
 # rootfs_base DIR: what every image has besides its program.

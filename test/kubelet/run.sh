@@ -58,34 +58,9 @@ build_kubelet() {
 		die "kubelet build failed, see $LAB/logs/kubelet-build.log"
 }
 
-build_crivet() {
-	if [ -n "${CRIVET_BIN_DIR:-}" ]; then
-		cp "$CRIVET_BIN_DIR"/crivet "$CRIVET_BIN_DIR"/crivet-pause "$CRIVET_BIN_DIR"/crivet-monitor "$LAB/bin/"
-		return
-	fi
-	local v
-	v=0.2.0+$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
-	log "building crivet $v from $REPO into $LAB/bin"
-	(cd "$REPO" &&
-		nice go build -tags "$TAGS" -ldflags "-X main.version=$v" -o "$LAB/bin/crivet" ./cmd/crivet &&
-		CGO_ENABLED=0 nice go build -o "$LAB/bin/crivet-pause" ./cmd/crivet-pause &&
-		CGO_ENABLED=0 nice go build -o "$LAB/bin/crivet-monitor" ./cmd/crivet-monitor) || die "crivet build failed"
-}
-
-build_crictl() {
-	[ -x "$LAB/bin/crictl" ] && return
-	if [ -x "$REPO/bin/crictl" ]; then cp "$REPO/bin/crictl" "$LAB/bin/"; return; fi
-	GOBIN=$LAB/bin go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS" || die "crictl install failed"
-}
-
-# sigtool: Debian's skopeo 1.9.3 has sigstore signing switched off ("Debian-local
-# change: sigstore disabled"), so keys and signatures are made with the
-# library crivet itself uses (go.podman.io/image/v5).
-build_sigtool() {
-	[ -x "$LAB/bin/sigtool" ] && return
-	(cd "$REPO" && nice go build -tags "$TAGS" -o "$LAB/bin/sigtool" ./test/tools/sigtool) \
-		>"$LAB/logs/sigtool-build.log" 2>&1 || die "sigtool build failed, see $LAB/logs/sigtool-build.log"
-}
+# build_crivet, build_crictl, build_sigtool
+# shellcheck source=test/lib/build.sh
+. "$REPO/test/lib/build.sh"
 
 # mkimage NAME MARKER: a one-layer OCI image in a dir: layout, from Debian's
 # busybox-static; MARKER (written to /etc/image-name) makes each image distinct.
