@@ -198,12 +198,13 @@ func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, r
 	if err != nil {
 		return nil, err
 	}
+	// copy.Image closes src too; a docker source's Close can be repeated.
 	defer src.Close()
 	r, err := j.verify(src)
 	if err != nil {
 		return nil, err
 	}
-	simg, err := j.copyPinned(r)
+	simg, err := j.copyPinned(src, r)
 	if err != nil {
 		return nil, err
 	}

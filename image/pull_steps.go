@@ -188,19 +188,21 @@ func (j *pullJob) checkPolicy(r *resolved) error {
 	return fmt.Errorf("pull %s: %w", j.named, err)
 }
 
-// copyPinned copies exactly what was verified: the top-level manifest
-// pinned by the digest just checked, so a tag moved meanwhile cannot swap
-// content. Signatures a re-pull displaces are kept; a refused or failed
-// copy removes what it wrote.
-func (j *pullJob) copyPinned(r *resolved) (*storage.Image, error) {
+// copyPinned copies exactly what was verified: the copy reads its
+// manifest from src, the source the verify steps opened, which keeps the
+// very bytes the policy admitted, so a tag moved meanwhile cannot swap
+// content; and it does not ping, authenticate and fetch the manifest a
+// second time. Signatures a re-pull displaces are
+// kept; a refused or failed copy removes what it wrote.
+func (j *pullJob) copyPinned(src types.ImageSource, r *resolved) (*storage.Image, error) {
 	s := j.s
-	pinned, err := reference.WithDigest(reference.TrimNamed(j.named), r.topDigest)
+	top, _, err := src.GetManifest(j.ctx, nil)
 	if err != nil {
-		return nil, j.fail("", err)
+		return nil, j.fail("manifest", err)
 	}
-	pinnedRef, err := docker.NewReference(pinned)
-	if err != nil {
-		return nil, j.fail("", err)
+	if d := digest.FromBytes(top); d != r.topDigest {
+		// A source that does not keep its manifest would let the tag move.
+		return nil, j.bad(fmt.Errorf("registry source returned manifest %s after %s was verified", d, r.topDigest))
 	}
 	destRef, err := istorage.Transport.NewStoreReference(s.store, j.named, "")
 	if err != nil {
@@ -214,7 +216,7 @@ func (j *pullJob) copyPinned(r *resolved) (*storage.Image, error) {
 	prevSigs := s.librarySignatures(configDigest.Encoded(), instDigest)
 	layersBefore := s.layerIDs()
 	j.w.startCopy(r.m)
-	_, err = copy.Image(j.ctx, acceptVerified(), destRef, pinnedRef, &copy.Options{
+	_, err = copy.Image(j.ctx, acceptVerified(), destRef, openedSource{src.Reference(), src}, &copy.Options{
 		SourceCtx:          j.sys,
 		DestinationCtx:     j.sys,
 		ImageListSelection: copy.CopySystemImage,
@@ -234,6 +236,17 @@ func (j *pullJob) copyPinned(r *resolved) (*storage.Image, error) {
 	}
 	s.keepDisplacedSignatures(simg.ID, instDigest, prevSigs)
 	return simg, nil
+}
+
+// openedSource hands an open source to copy.Image, which takes a
+// reference and opens its own.
+type openedSource struct {
+	types.ImageReference
+	src types.ImageSource
+}
+
+func (o openedSource) NewImageSource(context.Context, *types.SystemContext) (types.ImageSource, error) {
+	return o.src, nil
 }
 
 // enforceStoredSize: the limit may have been crossed by a blob the library

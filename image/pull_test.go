@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -478,6 +479,60 @@ func TestMovedTagFindsTheNewImage(t *testing.T) {
 		if r.User == ref {
 			t.Fatalf("the old image still claims %s", ref)
 		}
+	}
+}
+
+// The copy reads the manifest the policy admitted from the source the
+// verify steps opened: the registry is asked for it once, and a tag moved
+// between the decision and the copy changes nothing.
+func TestPullCopiesTheManifestItVerifiedFetchingItOnce(t *testing.T) {
+	e := newEnv(t)
+	ref := e.ref("app/once:1")
+	first := fixtures.PushImage(t, ref, 1024)
+	var mu sync.Mutex
+	var manifestGets []string
+	pings := 0
+	moved := false
+	e.reg.OnRequest(func(r *http.Request) {
+		if r.Method != http.MethodGet || !strings.Contains(r.UserAgent(), "containers/") {
+			return // not the library (the test's own push)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.URL.Path == "/v2/":
+			pings++
+		case strings.Contains(r.URL.Path, "/manifests/"):
+			manifestGets = append(manifestGets, r.URL.Path)
+		case strings.Contains(r.URL.Path, "/blobs/") && !moved:
+			// The first blob is fetched after the decision: move the tag.
+			moved = true
+			mu.Unlock()
+			fixtures.PushImage(t, ref, 1024)
+			mu.Lock()
+		}
+	})
+	img := e.mustPull(ref, "")
+	e.reg.OnRequest(func(*http.Request) {})
+	if img.ID != first.ConfigDigest {
+		t.Fatalf("pulled %s, want the image verified before the tag moved (%s)", img.ID, first.ConfigDigest)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !moved {
+		t.Fatal("the tag was never moved: the test did not test")
+	}
+	var top []string
+	for _, p := range manifestGets {
+		if strings.HasSuffix(p, "/manifests/1") || strings.HasSuffix(p, "/manifests/"+first.ManifestDigest) {
+			top = append(top, p)
+		}
+	}
+	if len(top) != 1 {
+		t.Fatalf("the image's manifest was fetched %d times, want once: %q", len(top), manifestGets)
+	}
+	if pings != 1 {
+		t.Fatalf("the registry was pinged %d times, want once", pings)
 	}
 }
 
