@@ -37,13 +37,16 @@ CNI_CONF_DIR=$WORK/cni/net.d
 CNI_IPAM_DIR=$WORK/cni/ipam
 
 CRIVET=${CRIVET:-$REPO_ROOT/bin/crivet}
-CRIVET_DIR=$WORK/crivet
+# RUNTIME_DIR: where both runtimes keep their state (the bench may put it on
+# its own file system); the rest of $WORK stays where it is.
+RUNTIME_DIR=${RUNTIME_DIR:-$WORK}
+CRIVET_DIR=$RUNTIME_DIR/crivet
 CRIVET_SOCK=$CRIVET_DIR/crivet.sock
 CRIVET_CONF=$CRIVET_DIR/etc
 CRIVET_LOG_LEVEL=${CRIVET_LOG_LEVEL:-info}
 
 CONTAINERD=${CONTAINERD:-/usr/bin/containerd}
-CONTAINERD_DIR=$WORK/containerd
+CONTAINERD_DIR=$RUNTIME_DIR/containerd
 CONTAINERD_SOCK=$CONTAINERD_DIR/run/containerd.sock
 RUNC=${RUNC:-/usr/sbin/runc}
 
