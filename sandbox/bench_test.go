@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	cni "github.com/containerd/go-cni"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // BenchmarkRunPod is RunPodSandbox's part in this package: namespaces,
@@ -71,4 +72,27 @@ func BenchmarkPodFloor(b *testing.B) {
 		}
 		b.StartTimer()
 	}
+}
+
+// Listing 500 containers: the copying list (Containers) against the shared
+// one ListContainers uses (ContainersView).
+func BenchmarkContainersList500(b *testing.B) {
+	m := &Manager{containers: map[string]*Container{}}
+	cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}
+	for i := range 500 {
+		id := fmt.Sprintf("%064d", i)
+		m.containers[id] = &Container{ID: id, PodID: fmt.Sprintf("pod%d", i%4), Config: cfg, ImageID: "sha256:" + id, Bundle: "/run/crivet/bundles/" + id}
+	}
+	b.Run("copies", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = m.Containers("")
+		}
+	})
+	b.Run("view", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = m.ContainersView("")
+		}
+	})
 }

@@ -254,6 +254,22 @@ func (m *Manager) GetContainer(id string) (*Container, error) {
 	return &cc, nil
 }
 
+// ContainersView lists containers like Containers, without copying them:
+// the records themselves, which the caller must not modify. A record is
+// never changed once stored (updates store a new one), so each is a
+// consistent snapshot. For lists answered often, at scale.
+func (m *Manager) ContainersView(podID string) []*Container {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*Container, 0, len(m.containers))
+	for _, c := range m.containers {
+		if podID == "" || c.PodID == podID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // Containers lists containers, of one pod when podID is not empty.
 func (m *Manager) Containers(podID string) []*Container {
 	m.mu.RLock()

@@ -235,3 +235,38 @@ func TestHostNetworkPodHasNoNetns(t *testing.T) {
 		t.Errorf("mounts left: %v", left)
 	}
 }
+
+// ContainersView shares the stored records instead of copying them: that is
+// safe only while an update stores a new record rather than changing the
+// one a list may still be reading.
+func TestContainersViewRecordsAreSnapshots(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}
+	for _, id := range []string{"a1", "b2"} {
+		if err := m.AddContainer(&Container{ID: id, PodID: "pod-" + id, Config: cfg, Bundle: "/b/" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(m.ContainersView("")); got != 2 {
+		t.Fatalf("ContainersView(\"\") = %d records, want 2", got)
+	}
+	view := m.ContainersView("pod-a1")
+	if len(view) != 1 || view[0].ID != "a1" {
+		t.Fatalf("ContainersView(pod-a1) = %+v", view)
+	}
+	if err := m.UpdateContainer("a1", func(c *Container) { c.Phase = Removing; c.Bundle = "/changed" }); err != nil {
+		t.Fatal(err)
+	}
+	if view[0].Phase != Created || view[0].Bundle != "/b/a1" {
+		t.Fatalf("an update changed the record a list holds: %+v", *view[0])
+	}
+	if now, _ := m.GetContainer("a1"); now.Bundle != "/changed" || now.Phase != Removing {
+		t.Fatalf("the update was lost: %+v", *now)
+	}
+	if err := m.RemoveContainer("a1"); err != nil {
+		t.Fatal(err)
+	}
+	if view[0].ID != "a1" || len(m.ContainersView("pod-a1")) != 0 {
+		t.Fatal("remove: the held record changed or the container is still listed")
+	}
+}

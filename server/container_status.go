@@ -94,7 +94,7 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 
 func (s *Server) listContainers(ctx context.Context, f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
 	var out []*runtimeapi.Container
-	for _, c := range s.pods.Containers(f.GetPodSandboxId()) {
+	for _, c := range s.pods.ContainersView(f.GetPodSandboxId()) { // read only
 		if f != nil {
 			if f.Id != "" && !strings.HasPrefix(c.ID, f.Id) {
 				continue

@@ -37,6 +37,8 @@ type pods interface {
 	List() []*sandbox.Pod
 	GetContainer(id string) (*sandbox.Container, error)
 	Containers(podID string) []*sandbox.Container
+	// ContainersView is Containers without copies: read only.
+	ContainersView(podID string) []*sandbox.Container
 	AddContainer(c *sandbox.Container) error
 	NetworkReady() error
 }

@@ -236,6 +236,8 @@ func (f *fakePods) Containers(podID string) []*sandbox.Container {
 	return out
 }
 
+func (f *fakePods) ContainersView(podID string) []*sandbox.Container { return f.Containers(podID) }
+
 func (f *fakePods) AddContainer(c *sandbox.Container) error {
 	f.record("AddContainer %s", c.ID)
 	if f.addErr != nil {
