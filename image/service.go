@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/crivet/crivet/audit"
+	"github.com/crivet/crivet/internal/keyed"
 	"github.com/crivet/crivet/policy"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage"
@@ -79,7 +80,7 @@ type Service struct {
 	flights  map[string]*flight
 	// locks serialises the write phase of a pull with removals of the
 	// same image, so a removal never interleaves with a half-written record.
-	locks keyedMutex
+	locks keyed.Mutex
 
 	recMu   sync.Mutex
 	records map[string]cachedRecord // by storage image ID; a cache of what is on disk
@@ -235,59 +236,6 @@ func (s *Service) removeOrphanLayers() error {
 		if removed == 0 {
 			return nil
 		}
-	}
-}
-
-// keyedMutex is a set of read-write mutexes created on demand, one per
-// key.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.RWMutex
-	refs int
-}
-
-// Lock holds key exclusively.
-func (k *keyedMutex) Lock(key string) func() {
-	e := k.entry(key)
-	e.mu.Lock()
-	return k.release(key, e, e.mu.Unlock)
-}
-
-// RLock holds key shared: any number of RLock holders, but no Lock.
-func (k *keyedMutex) RLock(key string) func() {
-	e := k.entry(key)
-	e.mu.RLock()
-	return k.release(key, e, e.mu.RUnlock)
-}
-
-func (k *keyedMutex) entry(key string) *keyedEntry {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*keyedEntry{}
-	}
-	e := k.locks[key]
-	if e == nil {
-		e = &keyedEntry{}
-		k.locks[key] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	return e
-}
-
-func (k *keyedMutex) release(key string, e *keyedEntry, unlock func()) func() {
-	return func() {
-		unlock()
-		k.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
 	}
 }
 
