@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -83,6 +84,21 @@ func (b *bus) markStopped(id string) {
 // an exit. Exits of infra processes and of containers being created or
 // removed are not container events.
 func (m *Manager) followExits(ctx context.Context, exits <-chan string) {
+	// runc's part of an exited container is released in the background,
+	// one at a time, so that events are not held up by runc runs.
+	releases := make(chan string, 256)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case id := <-releases:
+				if err := m.rt.Release(ctx, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+					m.log.Debug("release exited container", "id", id, "error", err)
+				}
+			}
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -96,6 +112,10 @@ func (m *Manager) followExits(ctx context.Context, exits <-chan string) {
 				continue
 			}
 			m.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+			select {
+			case releases <- id:
+			default: // a backlog: the removal deletes what runc keeps
+			}
 		}
 	}
 }

@@ -166,6 +166,35 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal, all b
 	return nil
 }
 
+// Release frees what runc keeps of a container whose exit is recorded: its
+// state and its cgroup (a systemd scope under that driver). The container
+// stays as CRI sees it: Status answers from the monitor's exit record,
+// and the state directory, logs and root filesystem wait for Delete. An
+// exited container is never started again, so nothing needs runc's state
+// after the exit, while kubelet may keep exited containers for a long
+// time; releasing at exit, as containerd does, keeps a node from piling
+// up dead cgroups and spares the removal a runc run. A container that has
+// not exited is left alone.
+func (r *Runtime) Release(ctx context.Context, id string) error {
+	dir, err := r.existing(id)
+	if err != nil {
+		return err
+	}
+	if _, ok, _ := monitor.ReadExit(dir); !ok {
+		return nil
+	}
+	unlock := r.deleting.Lock(id)
+	defer unlock()
+	if _, err := os.Lstat(filepath.Join(r.cfg.Root, id)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	// No --force: runc refuses a container whose init is still there.
+	if err := runcErr(r.runc.Delete(ctx, id, nil)); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("release container %s: %w", id, err)
+	}
+	return nil
+}
+
 // monitorExitWait bounds how long Delete lets a monitor finish on its own
 // (it records the exit, flushes attach clients, then ends).
 const monitorExitWait = 5 * time.Second
@@ -198,9 +227,16 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 			cancel()
 		}
 	}
-	if err := runcErr(r.runc.Delete(ctx, id, &runc.DeleteOpts{Force: true})); err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("delete container %s: %w", id, err)
+	// runc's state is gone when the container was released at its exit:
+	// runc would only say so.
+	unlock := r.deleting.Lock(id)
+	if _, err := os.Lstat(filepath.Join(r.cfg.Root, id)); !errors.Is(err, os.ErrNotExist) {
+		if err := runcErr(r.runc.Delete(ctx, id, &runc.DeleteOpts{Force: true})); err != nil && !errors.Is(err, ErrNotFound) {
+			unlock()
+			return fmt.Errorf("delete container %s: %w", id, err)
+		}
 	}
+	unlock()
 	r.forget(id)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil

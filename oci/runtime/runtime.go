@@ -23,6 +23,7 @@ import (
 	"time"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/crivet/crivet/internal/keyed"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/monitor"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -79,6 +80,9 @@ type Runtime struct {
 	// changed may predate an exit and is not cached.
 	exits  atomic.Uint64
 	health health
+	// deleting serialises runc delete per container: a release at exit and
+	// a removal must not run it side by side.
+	deleting keyed.Mutex
 }
 
 // New checks cfg and prepares its directories.

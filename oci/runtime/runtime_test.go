@@ -725,3 +725,53 @@ func TestStartCutShortByACrashReportsTheTruth(t *testing.T) {
 		}
 	}
 }
+
+// Release at exit frees runc's state and the cgroup, and nothing CRI still
+// reads: the status, exit code and log stay until Delete, which then has
+// no runc to run. A container still running is not touched.
+func TestReleaseFreesRuncStateOfAnExitedContainerOnly(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	running := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	if err := rt.Release(t.Context(), running.id); err != nil {
+		t.Fatalf("Release of a running container: %v", err)
+	}
+	if st, err := rt.Status(t.Context(), running.id); err != nil || st.State != StateRunning {
+		t.Fatalf("after Release, the running container is %+v, %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.root, running.id)); err != nil || len(cgroupDirs(running.id)) == 0 {
+		t.Fatalf("Release took a running container's runc state (%v) or cgroup (%v)", err, cgroupDirs(running.id))
+	}
+
+	c := run(t, rt, e, []string{"sh", "-c", "echo bye; exit 3"}, CreateOptions{}, bundleOpts{})
+	waitExited(t, rt, c.id)
+	if _, err := os.Stat(filepath.Join(e.root, c.id)); err != nil {
+		t.Fatalf("runc state of the exited container missing before Release: %v", err)
+	}
+	if err := rt.Release(t.Context(), c.id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.root, c.id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("runc state left after Release: %v", err)
+	}
+	if d := cgroupDirs(c.id); len(d) != 0 {
+		t.Errorf("cgroups left after Release: %v", d)
+	}
+	rt2 := e.runtime(t) // no cache: from the records alone
+	st, err := rt2.Status(t.Context(), c.id)
+	if err != nil || st.State != StateExited || st.ExitCode != 3 || st.FinishedAt.IsZero() {
+		t.Errorf("status after Release: %+v, %v; want exited 3", st, err)
+	}
+	if !strings.Contains(logText(t, c.log), "bye") {
+		t.Error("the log was lost")
+	}
+	if err := rt.Release(t.Context(), c.id); err != nil {
+		t.Errorf("second Release: %v", err)
+	}
+	if err := rt.Delete(t.Context(), c.id); err != nil {
+		t.Fatalf("Delete after Release: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.state, c.id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state directory left after Delete: %v", err)
+	}
+}

@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +68,26 @@ func TestExitsNobodyAskedForAreEvents(t *testing.T) {
 	collect(stopped, 30*time.Second)
 	if !stopped() {
 		t.Fatalf("no CONTAINER_STOPPED for containers that exited on their own: %v", seen)
+	}
+	// At its exit, what runc keeps of a container (state, cgroup) is
+	// released; what CRI reads of it stays until removal.
+	for _, id := range []string{quick, oom} {
+		runcState := filepath.Join(n.runRoot(), "runc", id)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(runcState); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("runc state of exited container %.12s not released: %s", id, runcState)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for _, pat := range []string{"*", "*/*", "*/*/*"} {
+			if dirs, _ := filepath.Glob("/sys/fs/cgroup/memory/" + pat + id + "*"); len(dirs) != 0 {
+				t.Errorf("cgroup of exited container %.12s left: %v", id, dirs)
+			}
+		}
 	}
 	if out := n.mustCrictl("inspect", "-o", "go-template", "--template", "{{.status.reason}} {{.status.exitCode}}", oom); !strings.HasPrefix(out, "OOMKilled") {
 		t.Errorf("oom container status: %q", out)
