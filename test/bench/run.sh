@@ -42,11 +42,17 @@
 # them one by one for each new file. A cold pull right after `rmi` of
 # 20,000 files then takes 3-7x longer, by an amount that depends on which
 # runtime's directories those freed inodes sit near, not on the runtime.
+# With ext4, the runtimes' run roots (crivet --runroot, containerd state)
+# are tmpfs mounts, as /run is on a node.
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 BENCH_FS=${BENCH_FS:-ext4} BENCH_FS_SIZE=${BENCH_FS_SIZE:-16G}
 case $BENCH_FS in
-ext4) RUNTIME_DIR=$BENCH_DIR/_work/fs ;;
+ext4)
+	RUNTIME_DIR=$BENCH_DIR/_work/fs
+	# and their run/state roots on tmpfs, as /run/crivet and /run/containerd
+	export RUN_ON_TMPFS=1
+	;;
 host) ;;
 *)
 	echo "BENCH_FS=$BENCH_FS: want ext4 or host" >&2
@@ -92,7 +98,8 @@ short_err() { # squeeze crictl/critest output into "Code: desc"
 	echo "${s:-failed}"
 }
 ms_since() { echo "scale=3; ($(date +%s%N) - $1) / 1000000" | bc; }
-rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+rss_kb() { status_kb "$1" VmRSS; }
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; } # PID FIELD
 # order I: the active runtimes, reversed on odd I (ABBA)
 order() {
 	if (($1 % 2)); then printf '%s\n' "${ACTIVE[@]}" | tac; else printf '%s\n' "${ACTIVE[@]}"; fi
@@ -192,7 +199,13 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --------------------------------------------------------- RSS when idle ---
 sleep 2
-for rt in "${ACTIVE[@]}"; do emit "$rt" "daemon RSS, idle" "$(rss_kb "${PID[$rt]}")" kB; done
+for rt in "${ACTIVE[@]}"; do
+	emit "$rt" "daemon RSS, idle" "$(rss_kb "${PID[$rt]}")" kB
+	# RSS = private memory (RssAnon) + the executable's pages mapped from
+	# the page cache (RssFile: clean, shared, reclaimable)
+	emit "$rt" "daemon RSS, idle: private (RssAnon)" "$(status_kb "${PID[$rt]}" RssAnon)" kB
+	emit "$rt" "daemon RSS, idle: mapped executable and files (RssFile)" "$(status_kb "${PID[$rt]}" RssFile)" kB
+done
 
 # ------------------------------------------------------ crictl overhead ---
 for ((i = 0; i < 5; i++)); do
@@ -405,7 +418,7 @@ revive
 meta=(-meta "date=$(date -u +%FT%TZ)"
 	-meta "host=$(nproc) CPUs, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); load average $LOAD0 at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
 	-meta "runc=$("$RUNC" --version | head -1)"
-	-meta "state=$(if [ "$BENCH_FS" = ext4 ]; then echo "both runtimes' root and state dirs on a fresh ext4 with a journal ($BENCH_FS_SIZE loop-mounted sparse file, made for the run); BENCH_FS=host puts them on the VM's root (ext4 without a journal)"; else echo "$(findmnt -no FSTYPE -T "$RUNTIME_DIR") at $RUNTIME_DIR (BENCH_FS=host)"; fi)"
+	-meta "state=$(if [ "$BENCH_FS" = ext4 ]; then echo "both runtimes' roots on a fresh ext4 with a journal ($BENCH_FS_SIZE loop-mounted sparse file, made for the run), their run/state roots on tmpfs as /run on a node; BENCH_FS=host puts them on the VM's root (ext4 without a journal)"; else echo "$(findmnt -no FSTYPE -T "$RUNTIME_DIR") at $RUNTIME_DIR (BENCH_FS=host)"; fi)"
 	-meta "critest/crictl=cri-tools $CRI_TOOLS_VERSION"
 	-meta "parameters=RUNS=$RUNS (crictl and gRPC samples), critest N=$N P=$P IP=$IP ROUNDS=$ROUNDS, realistic pull: $REALISTIC_RUNS samples, list: $LIST_CONTAINERS containers in $LIST_PODS pods, scale: $SCALE_PODS pods x 2 containers, $SCALE_PARALLEL in flight, $SCALE_ROUNDS runs, RSS: $RSS_PODS pods"
 	-meta "method=runtimes alternate sample by sample (ABBA); crictl rows include crictl's own start-up (see the crictl version row); gRPC rows (RunPodSandbox ... List*, scale) are timed in-process by cribench; scale CPU: daemon = /proc/PID/stat utime+stime, cgroup = the cpuacct/cpu.stat usage of a cgroup holding the daemon and everything it forked (containerd shims, crivet monitors, runc until the container's init leaves it); critest rows come from critest -benchmark")

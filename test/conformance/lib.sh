@@ -378,6 +378,13 @@ check_netns() {
 # ---------------------------------------------------- runtime leftovers ---
 
 # unmount_under DIR...: unmount every mount point below the dirs, deepest first.
+# run_on_tmpfs DIR: with RUN_ON_TMPFS=1, DIR (a runtime's state/run root)
+# is a tmpfs, as /run is on a node; the runtime's cleanup unmounts it.
+run_on_tmpfs() {
+	[ "${RUN_ON_TMPFS:-0}" = 1 ] || return 0
+	mountpoint -q "$1" || mount -t tmpfs -o mode=0711 tmpfs "$1" || die "cannot mount a tmpfs on $1"
+}
+
 unmount_under() {
 	local d m
 	for d in "$@"; do
@@ -453,6 +460,7 @@ containerd_up() { [ -S "$CONTAINERD_SOCK" ] && cri "$(containerd_endpoint)" --ti
 write_containerd_config() {
 	local c=$CONTAINERD_DIR h
 	mkdir -p "$c/root" "$c/run" "$c/certs.d/$REGISTRY"
+	run_on_tmpfs "$c/run"
 	cat >"$c/certs.d/$REGISTRY/hosts.toml" <<EOF
 server = "http://$REGISTRY"
 [host."http://$REGISTRY"]
@@ -638,6 +646,7 @@ crivet_start() {
 	# shellcheck disable=SC2206
 	[ -z "${CRIVET_EXTRA_FLAGS:-}" ] || args+=($CRIVET_EXTRA_FLAGS)
 	mkdir -p "$CRIVET_DIR/root" "$CRIVET_DIR/run"
+	run_on_tmpfs "$CRIVET_DIR/run"
 	printf '%q ' "$CRIVET" "${args[@]}" >"$CRIVET_DIR/command.txt"
 	setsid "$CRIVET" "${args[@]}" >>"$LOGS/crivet.log" 2>&1 </dev/null &
 	echo $! >"$pidf"
