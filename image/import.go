@@ -129,6 +129,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest) ([]*Image, erro
 		}
 		out = append(out, img)
 	}
+	s.storeChanged()
 	return out, nil
 }
 

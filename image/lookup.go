@@ -296,6 +296,7 @@ func (s *Service) Remove(ref string) error {
 		return fmt.Errorf("remove image %s: %w", ref, err)
 	}
 	s.forgetRecord(img.ID)
+	s.storeChanged()
 	s.log.Info("image removed", "image", "sha256:"+img.ID, "names", img.Names)
 	return nil
 }

@@ -114,6 +114,7 @@ func (s *Service) pull(ctx context.Context, req PullRequest, pol *policy.Policy)
 		return nil, err
 	}
 	s.dropReferenceElsewhere(req.Ref, img.StorageID())
+	s.storeChanged()
 	return img, nil
 }
 

@@ -86,6 +86,7 @@ type Service struct {
 	records map[string]cachedRecord // by storage image ID; a cache of what is on disk
 
 	admitted admitCache
+	usage    usageCache
 }
 
 // Open opens (or creates) the store, cleaning what an interrupted pull left.

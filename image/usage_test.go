@@ -1,0 +1,58 @@
+package image
+
+import (
+	"testing"
+	"time"
+
+	"github.com/crivet/crivet/test/fixtures"
+)
+
+// The store is walked once, not at each ImageFsInfo (every CRI client
+// connection asks for it); a pull or a removal renews the measurement in
+// the background, and the answer says when it was measured.
+func TestFsUsageIsCachedAndRenewedAfterChanges(t *testing.T) {
+	e := newEnv(t)
+	e.mustPull(fixtures.PushImage(t, e.ref("usage/a:1"), 256<<10).Ref, "")
+	first, err := e.svc.FsUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.UsedBytes == 0 || first.InodesUsed == 0 || time.Since(first.Timestamp) > time.Minute {
+		t.Fatalf("first measurement: %+v", first)
+	}
+	again, _ := e.svc.FsUsage()
+	if !again.Timestamp.Equal(first.Timestamp) {
+		t.Fatalf("measured again at once (%v, then %v): the answer was not kept", first.Timestamp, again.Timestamp)
+	}
+
+	e.mustPull(fixtures.PushImage(t, e.ref("usage/b:1"), 4<<20).Ref, "")
+	if u, _ := e.svc.FsUsage(); !u.Timestamp.Equal(first.Timestamp) {
+		t.Fatalf("measured again within %s of the last measurement", usageChangedAge)
+	}
+	time.Sleep(usageChangedAge + 100*time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		u, err := e.svc.FsUsage() // the first call past the age starts the renewal
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Timestamp.After(first.Timestamp) {
+			if u.UsedBytes < first.UsedBytes+4<<20 {
+				t.Fatalf("renewed usage %d bytes; want at least %d more than %d (a 4 MiB layer was pulled)", u.UsedBytes, 4<<20, first.UsedBytes)
+			}
+			// Layers counted from what was kept add up to a whole walk.
+			again, err := e.svc.measureUsage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if full := walkUsage(e.svc.GraphRoot(), nil); again.UsedBytes != full.bytes || again.InodesUsed != full.inodes {
+				t.Fatalf("usage with kept layer counts %d bytes, %d inodes; a whole walk finds %d, %d", again.UsedBytes, again.InodesUsed, full.bytes, full.inodes)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the measurement was not renewed after a pull")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
