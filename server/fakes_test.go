@@ -398,7 +398,7 @@ type fixture struct {
 	rt   *fakeProcesses
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{
 		img:  &fakeImages{graphRoot: t.TempDir(), rootfs: map[string]uint64{}},

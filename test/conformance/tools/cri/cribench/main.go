@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -337,10 +338,10 @@ func list(cs []*client, img, logDir string, pods, ctrs, n int) {
 				continue
 			}
 			ctx, cancel := callCtx()
-			var got int
+			var got, size int
 			d, err := timed(func() error {
 				r, err := c.rs.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-				got = len(r.GetContainers())
+				got, size = len(r.GetContainers()), proto.Size(r)
 				return err
 			})
 			if err != nil {
@@ -350,6 +351,12 @@ func list(cs []*client, img, logDir string, pods, ctrs, n int) {
 			}
 			if i == 0 && got < ctrs {
 				logf("%s: ListContainers returned %d containers, want >= %d", c.label, got, ctrs)
+			}
+			if i == 0 {
+				// What each runtime sends for the same containers: the
+				// list's cost grows with it (marshalling, transport, the
+				// client's unmarshalling).
+				emit(sample{Runtime: c.label, Op: opC + ": response size", Value: float64(size), Unit: "bytes"})
 			}
 			d2, err := timed(func() error {
 				_, err := c.rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
