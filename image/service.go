@@ -123,6 +123,10 @@ func Open(cfg Config) (*Service, error) {
 		_, _ = store.Shutdown(true)
 		return nil, err
 	}
+	// kubelet's first connection asks for ImageFsInfo: have it measured.
+	s.usage.mu.Lock()
+	s.startMeasuring()
+	s.usage.mu.Unlock()
 	return s, nil
 }
 
@@ -171,6 +175,13 @@ func (s *Service) Storage() storage.Store { return s.store }
 func (s *Service) Close() error {
 	if s.cfg.Shared {
 		return nil
+	}
+	s.usage.mu.Lock()
+	done := s.usage.done
+	measuring := s.usage.measuring
+	s.usage.mu.Unlock()
+	if measuring {
+		<-done // it reads the store's layer list
 	}
 	_, err := s.store.Shutdown(false)
 	return err

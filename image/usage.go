@@ -32,13 +32,16 @@ const (
 // checks its image connection with ImageFsInfo. A walk per crictl command
 // made each pull wait for one. An answer that is due for renewal is still
 // given, with the time it was measured, while the next measurement runs in
-// the background; only the first one is waited for.
+// the background. The first measurement starts when the store is opened;
+// only calls that come before it ends wait for it.
 type usageCache struct {
 	mu        sync.Mutex
 	u         Usage
 	have      bool
-	changed   bool // the store changed since u was measured
+	err       error // of the last measurement, while there is no answer
+	changed   bool  // the store changed since u was measured
 	measuring bool
+	done      chan struct{} // closed when the running measurement ends
 	// layers: what each image layer holds, measured once (immutable).
 	layers map[string]dirUsage
 }
@@ -50,42 +53,52 @@ func (s *Service) storeChanged() {
 	s.usage.mu.Unlock()
 }
 
+// startMeasuring starts a measurement in the background; s.usage.mu is held.
+func (s *Service) startMeasuring() {
+	c := &s.usage
+	c.measuring, c.changed, c.done = true, false, make(chan struct{})
+	done := c.done
+	go func() {
+		u, err := s.measureUsage()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.measuring = false
+		if err != nil {
+			c.err = err
+			if c.have {
+				s.log.Warn("measure the image store", "error", err)
+			}
+		} else {
+			c.u, c.have, c.err = u, true, nil
+		}
+		close(done)
+	}()
+}
+
 // FsUsage is the image store's usage (layers, manifests, records), as last
 // measured: see usageCache.
 func (s *Service) FsUsage() (Usage, error) {
 	c := &s.usage
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !c.have {
-		c.mu.Unlock()
-		u, err := s.measureUsage()
-		if err != nil {
-			return u, err
+		if !c.measuring {
+			s.startMeasuring()
 		}
+		done := c.done
+		c.mu.Unlock()
+		<-done
 		c.mu.Lock()
-		if !c.have || c.u.Timestamp.Before(u.Timestamp) {
-			c.u, c.have, c.changed = u, true, false
+		if !c.have {
+			return Usage{}, c.err
 		}
-		c.mu.Unlock()
-		return u, nil
+		return c.u, nil
 	}
 	age := time.Since(c.u.Timestamp)
 	if !c.measuring && (age >= usageMaxAge || (c.changed && age >= usageChangedAge)) {
-		c.measuring, c.changed = true, false
-		go func() {
-			u, err := s.measureUsage()
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			c.measuring = false
-			if err != nil {
-				s.log.Warn("measure the image store", "error", err)
-				return
-			}
-			c.u = u
-		}()
+		s.startMeasuring()
 	}
-	u := c.u
-	c.mu.Unlock()
-	return u, nil
+	return c.u, nil
 }
 
 // measureUsage walks the store. An image layer never changes once

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -54,5 +55,36 @@ func TestFsUsageIsCachedAndRenewedAfterChanges(t *testing.T) {
 			t.Fatal("the measurement was not renewed after a pull")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The store is measured when it is opened, before anyone asks; callers
+// that come first wait for that one measurement rather than walk again.
+func TestFsUsageIsMeasuredAtOpen(t *testing.T) {
+	e := newEnv(t)
+	e.svc.usage.mu.Lock()
+	started := e.svc.usage.measuring || e.svc.usage.have
+	e.svc.usage.mu.Unlock()
+	if !started {
+		t.Fatal("opening the store started no measurement")
+	}
+	var wg sync.WaitGroup
+	got := make([]Usage, 4)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u, err := e.svc.FsUsage()
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = u
+		}()
+	}
+	wg.Wait()
+	for _, u := range got[1:] {
+		if !u.Timestamp.Equal(got[0].Timestamp) || u.Timestamp.IsZero() {
+			t.Fatalf("concurrent first calls got different measurements: %v", got)
+		}
 	}
 }
