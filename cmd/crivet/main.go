@@ -17,10 +17,10 @@ func main() {
 	// containers/storage unpacks layers in a re-executed child chrooted
 	// into the target, so a hostile layer cannot write outside it.
 	if unpackChild(os.Args[0]) {
-		// The child allocates a little per file and lives for one layer:
-		// with the default GOGC it spent ~8% of a 20,000-file layer's
-		// unpack collecting. The limit keeps a hostile layer's headers
-		// from growing it without bound.
+		// The child allocates a little per file and lives for one layer;
+		// collecting less often made a 6-layer, 20,000-file pull ~4%
+		// faster. The limit keeps a hostile layer's headers from growing
+		// it without bound.
 		debug.SetGCPercent(400)
 		debug.SetMemoryLimit(256 << 20)
 	}
