@@ -133,7 +133,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, sig syscall.Signal, timeo
 		sig = syscall.SIGTERM
 	}
 	if timeout > 0 {
-		err := runcErr(r.runc.Kill(ctx, id, int(sig), nil))
+		err := r.kill(ctx, id, dir, sig, false)
 		if err != nil && !errors.Is(err, ErrNotRunning) {
 			return fmt.Errorf("stop container %s: %w", id, err)
 		}
@@ -144,7 +144,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, sig syscall.Signal, timeo
 		}
 	}
 	// --all: a container sharing the host pid namespace does not die with its init.
-	if err := runcErr(r.runc.Kill(ctx, id, int(syscall.SIGKILL), &runc.KillOpts{All: true})); err != nil && !errors.Is(err, ErrNotRunning) {
+	if err := r.kill(ctx, id, dir, syscall.SIGKILL, true); err != nil && !errors.Is(err, ErrNotRunning) {
 		return fmt.Errorf("stop container %s: %w", id, err)
 	}
 	if _, err := r.waitExit(ctx, id, dir, stopKillWait); err != nil {
@@ -157,13 +157,31 @@ func (r *Runtime) Stop(ctx context.Context, id string, sig syscall.Signal, timeo
 func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
 	r.forgetStatus(id)
 	defer r.forgetStatus(id)
-	if _, err := r.existing(id); err != nil {
+	dir, err := r.existing(id)
+	if err != nil {
 		return err
 	}
-	if err := r.runc.Kill(ctx, id, int(sig), &runc.KillOpts{All: all}); err != nil {
-		return fmt.Errorf("kill container %s: %w", id, runcErr(err))
+	if err := r.kill(ctx, id, dir, sig, all); err != nil {
+		return fmt.Errorf("kill container %s: %w", id, err)
 	}
 	return nil
+}
+
+// kill signals the container through runc. Once the exit is recorded,
+// Release may free runc's state (and the cgroup runc kill --all reads) at
+// any moment: the two never run side by side, and a container whose exit
+// is recorded is not running, whatever runc would say of it.
+func (r *Runtime) kill(ctx context.Context, id, dir string, sig syscall.Signal, all bool) error {
+	unlock := r.runcState.Lock(id)
+	defer unlock()
+	if _, ok, _ := monitor.ReadExit(dir); ok {
+		return ErrNotRunning
+	}
+	var opts *runc.KillOpts
+	if all {
+		opts = &runc.KillOpts{All: true}
+	}
+	return runcErr(r.runc.Kill(ctx, id, int(sig), opts))
 }
 
 // Release frees what runc keeps of a container whose exit is recorded: its
@@ -183,7 +201,7 @@ func (r *Runtime) Release(ctx context.Context, id string) error {
 	if _, ok, _ := monitor.ReadExit(dir); !ok {
 		return nil
 	}
-	unlock := r.deleting.Lock(id)
+	unlock := r.runcState.Lock(id)
 	defer unlock()
 	if _, err := os.Lstat(filepath.Join(r.cfg.Root, id)); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -229,7 +247,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	}
 	// runc's state is gone when the container was released at its exit:
 	// runc would only say so.
-	unlock := r.deleting.Lock(id)
+	unlock := r.runcState.Lock(id)
 	if _, err := os.Lstat(filepath.Join(r.cfg.Root, id)); !errors.Is(err, os.ErrNotExist) {
 		if err := runcErr(r.runc.Delete(ctx, id, &runc.DeleteOpts{Force: true})); err != nil && !errors.Is(err, ErrNotFound) {
 			unlock()

@@ -80,9 +80,9 @@ type Runtime struct {
 	// changed may predate an exit and is not cached.
 	exits  atomic.Uint64
 	health health
-	// deleting serialises runc delete per container: a release at exit and
-	// a removal must not run it side by side.
-	deleting keyed.Mutex
+	// runcState serialises, per container, what frees runc's state (a
+	// release at exit, a removal) with what reads it (kill).
+	runcState keyed.Mutex
 }
 
 // New checks cfg and prepares its directories.

@@ -768,10 +768,51 @@ func TestReleaseFreesRuncStateOfAnExitedContainerOnly(t *testing.T) {
 	if err := rt.Release(t.Context(), c.id); err != nil {
 		t.Errorf("second Release: %v", err)
 	}
+	// Signals after the release: the container is not running, whatever
+	// runc (which no longer knows it) would answer.
+	if err := rt.Kill(t.Context(), c.id, syscall.SIGKILL, true); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Kill after Release: %v, want ErrNotRunning", err)
+	}
+	if err := rt.Stop(t.Context(), c.id, 0, 0); err != nil {
+		t.Errorf("Stop after Release: %v", err)
+	}
 	if err := rt.Delete(t.Context(), c.id); err != nil {
 		t.Fatalf("Delete after Release: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(e.state, c.id)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state directory left after Delete: %v", err)
+	}
+}
+
+// A container that exits while it is being stopped, with its release
+// running as the exit watch would start it: Stop never fails on the runc
+// state the release frees (conformance hit "lstat .../crivet-<id>: no such
+// file or directory" from runc kill --all).
+func TestStopRacingReleaseOfAnExitingContainer(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	for i := range 20 {
+		c := run(t, rt, e, []string{"sh", "-c", "sleep 0.05"}, CreateOptions{}, bundleOpts{})
+		dir := filepath.Join(e.state, c.id)
+		released := make(chan error, 1)
+		go func() {
+			for {
+				if _, ok, _ := monitor.ReadExit(dir); ok {
+					released <- rt.Release(context.Background(), c.id)
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		time.Sleep(time.Duration(40+i%4*5) * time.Millisecond)
+		if err := rt.Stop(t.Context(), c.id, 0, 0); err != nil {
+			t.Fatalf("round %d: Stop of a container exiting meanwhile: %v", i, err)
+		}
+		if err := <-released; err != nil {
+			t.Fatalf("round %d: Release: %v", i, err)
+		}
+		if st, err := rt.Status(t.Context(), c.id); err != nil || st.State != StateExited {
+			t.Fatalf("round %d: status %+v, %v", i, st, err)
+		}
 	}
 }
