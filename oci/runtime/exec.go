@@ -174,7 +174,7 @@ func (r *Runtime) exec(ctx context.Context, id string, req execRequest) (int, er
 			runErr = runcErr(errors.New(string(b)))
 		}
 	}
-	return -1, fmt.Errorf("exec in container %s: %w", id, runErr)
+	return -1, fmt.Errorf("exec in container %s: %w", id, exitedErr(dir, runErr))
 }
 
 // killExec kills the exec'd process (its pid is in pidFile once runc has

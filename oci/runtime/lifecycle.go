@@ -167,6 +167,17 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal, all b
 	return nil
 }
 
+// exitedErr: runc no longer knows a container released at its exit; to
+// CRI the container still exists and is not running.
+func exitedErr(dir string, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		if _, ok, _ := monitor.ReadExit(dir); ok {
+			return fmt.Errorf("%w (exited)", ErrNotRunning)
+		}
+	}
+	return err
+}
+
 // kill signals the container through runc. Once the exit is recorded,
 // Release may free runc's state (and the cgroup runc kill --all reads) at
 // any moment: the two never run side by side, and a container whose exit

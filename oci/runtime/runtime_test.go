@@ -776,6 +776,12 @@ func TestReleaseFreesRuncStateOfAnExitedContainerOnly(t *testing.T) {
 	if err := rt.Stop(t.Context(), c.id, 0, 0); err != nil {
 		t.Errorf("Stop after Release: %v", err)
 	}
+	if _, _, _, err := rt.ExecSync(t.Context(), c.id, []string{"true"}, time.Second); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("ExecSync after Release: %v, want ErrNotRunning", err)
+	}
+	if err := rt.Update(t.Context(), c.id, &specs.LinuxResources{}); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Update after Release: %v, want ErrNotRunning", err)
+	}
 	if err := rt.Delete(t.Context(), c.id); err != nil {
 		t.Fatalf("Delete after Release: %v", err)
 	}

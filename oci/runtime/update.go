@@ -11,7 +11,8 @@ import (
 
 // Update applies new resource limits to the running container.
 func (r *Runtime) Update(ctx context.Context, id string, res *specs.LinuxResources) error {
-	if _, err := r.existing(id); err != nil {
+	dir, err := r.existing(id)
+	if err != nil {
 		return err
 	}
 	if res == nil {
@@ -25,7 +26,7 @@ func (r *Runtime) Update(ctx context.Context, id string, res *specs.LinuxResourc
 		res = &cp
 	}
 	if err := r.runc.Update(ctx, id, res); err != nil {
-		return fmt.Errorf("update container %s: %w", id, runcErr(err))
+		return fmt.Errorf("update container %s: %w", id, exitedErr(dir, runcErr(err)))
 	}
 	return nil
 }
@@ -40,12 +41,13 @@ func hugetlbAvailable() bool {
 
 // Pids lists the host pids of the container's processes.
 func (r *Runtime) Pids(ctx context.Context, id string) ([]int, error) {
-	if _, err := r.existing(id); err != nil {
+	dir, err := r.existing(id)
+	if err != nil {
 		return nil, err
 	}
 	pids, err := r.runc.Ps(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("list processes of container %s: %w", id, runcErr(err))
+		return nil, fmt.Errorf("list processes of container %s: %w", id, exitedErr(dir, runcErr(err)))
 	}
 	return pids, nil
 }
