@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crivet/crivet/test/fixtures"
+	"go.podman.io/storage"
 )
 
 const archivesOnlyPolicy = `{"default":[{"type":"reject"}],"transports":{"docker-archive":{"":[{"type":"insecureAcceptAnything"}]}}}`
@@ -89,5 +92,66 @@ func TestImportIntoRunningDaemonThenCreateUnderNamespacePolicies(t *testing.T) {
 	n.start()
 	if images := n.mustCrictl("images"); !strings.Contains(images, "registry.k8s.io/pause") {
 		t.Fatalf("the restarted daemon does not list the import:\n%s", images)
+	}
+}
+
+// kill -9 of `crivet image import` at any moment, beside a running daemon:
+// the daemon keeps serving, the image is listed whole or not at all, and
+// after the daemon's next start nothing of an interrupted import is left
+// in the store. The import then succeeds.
+func TestKilledImportLeavesNoHalfImage(t *testing.T) {
+	n := newNode(t)
+	img := fixtures.PushLayers(t, n.reg.Ref("big/img:1"), fixtures.BombTar(t, 48<<20), fixtures.BombTar(t, 24<<20), fixtures.BombTar(t, 8<<20))
+	archive := filepath.Join(n.dir, "big.tar")
+	fixtures.SaveDockerArchive(t, img.Ref, archive, "example.com/big:1")
+	n.reg.Stop()
+	n.setGlobal(archivesOnlyPolicy)
+	n.start()
+	writeFile(t, filepath.Join(n.dir, "none.toml"), "")
+
+	completed := 0
+	for i, d := range []time.Duration{5, 30, 80, 150, 250, 400, 600, 900} {
+		cmd := exec.Command(crivetBin, append([]string{"image", "import", archive}, n.args()...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(d * time.Millisecond)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		images := n.mustCrictl("images") // the daemon serves, its store reads
+		if strings.Contains(images, "example.com/big") {
+			completed++
+			if out := n.mustCrictl("inspecti", "-o", "go-template", "--template", "{{.status.id}}", "example.com/big:1"); !strings.Contains(out, img.ConfigDigest) {
+				t.Fatalf("round %d (kill after %dms): listed image is %q, want %s", i, d, out, img.ConfigDigest)
+			}
+			n.mustCrictl("rmi", "example.com/big:1")
+		}
+	}
+	t.Logf("%d of 8 killed imports had completed", completed)
+	if out, err := n.imageCLI("import", archive); err != nil || !strings.Contains(out, "imported "+img.ConfigDigest) {
+		t.Fatalf("import after the kills: %v\n%s", err, out)
+	}
+	n.mustCrictl("rmi", "example.com/big:1")
+
+	// The start-up sweep removes what an interrupted import committed.
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	n.start()
+	if err := n.stop(); err != nil {
+		t.Fatal(err)
+	}
+	n.withStore(t, func(s storage.Store) {
+		layers, err := s.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		images, _ := s.Images()
+		if len(layers) != 0 || len(images) != 0 {
+			t.Errorf("left in the store after the sweep: %d layers, %d images", len(layers), len(images))
+		}
+	})
+	if ents, _ := os.ReadDir(filepath.Join(n.root, "tmp")); len(ents) != 0 {
+		t.Errorf("temporary import data left: %d entries in %s", len(ents), filepath.Join(n.root, "tmp"))
 	}
 }
