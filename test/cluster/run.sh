@@ -120,6 +120,8 @@ build_etcd_coredns() {
 # build_crivet, build_crictl, build_sigtool
 # shellcheck source=test/lib/build.sh
 . "$REPO/test/lib/build.sh"
+# shellcheck source=test/lib/proc.sh
+. "$REPO/test/lib/proc.sh"
 
 # ---------------------------------------------------------------- images
 # rootfs_base DIR: what every image has besides its program.
@@ -431,18 +433,6 @@ start_kubelet() {
 		--kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml \
 		$KUBELET_KUBEADM_ARGS --v=2 >>"$LAB/logs/kubelet.log" 2>&1 9>&- &
 	echo $! >"$LAB/kubelet.pid"
-}
-
-stop_pid() { # pidfile [seconds]
-	local f=$1 t=${2:-20} p
-	[ -s "$f" ] || return 0
-	p=$(cat "$f")
-	if kill -0 "$p" 2>/dev/null; then
-		kill -TERM "$p"
-		for _ in $(seq $((t * 5))); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-		kill -0 "$p" 2>/dev/null && { log "pid $p ($f) ignored SIGTERM, killing"; kill -KILL "$p"; }
-	fi
-	rm -f "$f"
 }
 
 # ---------------------------------------------------------------- up

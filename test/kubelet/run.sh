@@ -61,6 +61,8 @@ build_kubelet() {
 # build_crivet, build_crictl, build_sigtool
 # shellcheck source=test/lib/build.sh
 . "$REPO/test/lib/build.sh"
+# shellcheck source=test/lib/proc.sh
+. "$REPO/test/lib/proc.sh"
 
 # mkimage NAME MARKER: a one-layer OCI image in a dir: layout, from Debian's
 # busybox-static; MARKER (written to /etc/image-name) makes each image distinct.
@@ -275,18 +277,6 @@ start_kubelet() {
 	echo $! >"$LAB/kubelet/pid"
 	for _ in $(seq 120); do curl -fs http://127.0.0.1:10248/healthz >/dev/null && return; sleep 0.5; done
 	die "kubelet did not become healthy, see $LAB/logs/kubelet.log"
-}
-
-stop_pid() { # pidfile [seconds]
-	local f=$1 t=${2:-20} p
-	[ -s "$f" ] || return 0
-	p=$(cat "$f")
-	if kill -0 "$p" 2>/dev/null; then
-		kill -TERM "$p"
-		for _ in $(seq $((t * 5))); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-		kill -0 "$p" 2>/dev/null && { log "pid $p ($f) ignored SIGTERM, killing"; kill -KILL "$p"; }
-	fi
-	rm -f "$f"
 }
 
 stop_kubelet() {
