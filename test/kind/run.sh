@@ -138,17 +138,8 @@ missing_caps() {
 	echo "${out# }"
 }
 
-stop_pid() { # pidfile [seconds]
-	local f=$1 t=${2:-20} p
-	[ -s "$f" ] || return 0
-	p=$(cat "$f")
-	if kill -0 "$p" 2>/dev/null; then
-		kill -TERM "$p"
-		for _ in $(seq $((t * 5))); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-		kill -0 "$p" 2>/dev/null && { log "pid $p ($f) ignored SIGTERM, killing"; kill -KILL "$p"; }
-	fi
-	rm -f "$f"
-}
+# shellcheck source=test/lib/proc.sh
+. "$REPO/test/lib/proc.sh"
 
 # The lab registry on the nodes' bridge (never 127.0.0.1:5000-5002, which
 # other harnesses own): workloads, one of them sigstore-signed.

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by the harnesses that run daemons of their own (test/kubelet,
-# test/cluster). The caller defines log.
+# test/cluster, test/kind). The caller defines log.
 
 # stop_pid PIDFILE [SECONDS]: SIGTERM the process the file names, SIGKILL
 # it if it is still there after SECONDS (20), and remove the file.
