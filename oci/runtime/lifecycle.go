@@ -12,6 +12,7 @@ import (
 	runc "github.com/containerd/go-runc"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/monitor"
+	"golang.org/x/sys/unix"
 )
 
 // CreateOptions describe one container; Bundle holds its config.json.
@@ -96,19 +97,86 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	// Intent, then the act, then done: "starting" holds the start time
 	// across a crash right after runc start, and becomes "started" only
 	// once runc has started the process. A crash in between leaves
-	// "starting", which Status resolves by asking runc.
+	// "starting", which Status resolves by asking runc. Start holds a
+	// lock on the marker throughout, so a status read (kubelet polls
+	// every second) can tell this start in flight, in this process or
+	// another, from one a crash cut short, and never finishes the record
+	// under it; the kernel drops the lock with a crashed daemon.
 	starting := filepath.Join(dir, startingFile)
-	if err := os.WriteFile(starting, []byte(time.Now().Format(time.RFC3339Nano)), 0o600); err != nil {
+	mark, err := lockMarker(starting, true)
+	if err != nil {
+		return fmt.Errorf("start container %s: %w", id, err)
+	}
+	defer mark.Close()
+	if err := writeMarker(mark, time.Now()); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
 	if err := r.runc.Start(ctx, id); err != nil {
 		os.Remove(starting)
 		return fmt.Errorf("start container %s: %w", id, runcErr(err))
 	}
+	if r.afterRuncStart != nil {
+		r.afterRuncStart(id)
+	}
 	if err := os.Rename(starting, filepath.Join(dir, startedFile)); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
 	return nil
+}
+
+func writeMarker(f *os.File, t time.Time) error {
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt([]byte(t.Format(time.RFC3339Nano)), 0); err != nil {
+		return fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// errMarkerHeld: a live Start holds the start marker.
+var errMarkerHeld = errors.New("a start is in flight")
+
+// lockMarker opens the start marker at path and locks it exclusively:
+// waiting for the lock when create (Start: another holder is only a
+// status read finishing a leftover record, or a concurrent Start), or
+// failing with errMarkerHeld at once (a status read must not wait on a
+// runc start). A marker renamed or removed while we waited for its lock
+// is no longer the marker: create opens the new one; a reader gets
+// os.ErrNotExist.
+func lockMarker(path string, create bool) (*os.File, error) {
+	for {
+		flag, how := os.O_RDONLY, unix.LOCK_EX|unix.LOCK_NB
+		if create {
+			flag, how = os.O_RDWR|os.O_CREATE, unix.LOCK_EX
+		}
+		f, err := os.OpenFile(path, flag, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := unix.Flock(int(f.Fd()), how); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, errMarkerHeld
+			}
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		var held, named unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &held); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("stat %s: %w", path, err)
+		}
+		if err := unix.Stat(path, &named); err == nil && named.Ino == held.Ino && named.Dev == held.Dev {
+			return f, nil
+		} else if err != nil && !errors.Is(err, unix.ENOENT) {
+			f.Close()
+			return nil, fmt.Errorf("stat %s: %w", path, err)
+		}
+		f.Close()
+		if !create {
+			return nil, os.ErrNotExist
+		}
+	}
 }
 
 // stopKillWait bounds the wait for an exit after SIGKILL; only a process

@@ -83,6 +83,12 @@ type Runtime struct {
 	// runcState serialises, per container, what frees runc's state (a
 	// release at exit, a removal) with what reads it (kill).
 	runcState keyed.Mutex
+
+	// afterRuncStart, when set (tests only), runs in Start between runc
+	// start and the rename of the start marker: the moment a concurrent
+	// status read meets a start in flight with the container already
+	// running.
+	afterRuncStart func(id string)
 }
 
 // New checks cfg and prepares its directories.

@@ -822,3 +822,52 @@ func TestStopRacingReleaseOfAnExitingContainer(t *testing.T) {
 		}
 	}
 }
+
+// kubelet polls ContainerStatus every second, so a status read can land
+// between runc start and the start record being finished. The read sees a
+// running container with the start marker still there, exactly what a
+// start cut short by a crash leaves; it must report the truth without
+// taking the marker from under the live Start (issue 16: StartContainer
+// failed with "rename .../starting .../started: no such file or directory"
+// on a container that was running). The reads run in the hook, so the
+// interleaving is forced, not hoped for: once through the Runtime doing
+// the start, once through another (a second process on the same state).
+func TestStatusDuringAStartInFlightLeavesTheStartItsRecord(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	other := e.runtime(t)
+	c := create(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	dir := filepath.Join(e.state, c.id)
+	var during []Status
+	rt.afterRuncStart = func(id string) {
+		for _, r := range []*Runtime{rt, other} {
+			st, err := r.Status(t.Context(), id)
+			if err != nil {
+				t.Errorf("Status while the start is in flight: %v", err)
+			}
+			during = append(during, st)
+		}
+		if _, err := os.Stat(filepath.Join(dir, startingFile)); err != nil {
+			t.Errorf("a status read took the marker of the start in flight: %v", err)
+		}
+	}
+	before := time.Now()
+	if err := rt.Start(t.Context(), c.id); err != nil {
+		t.Fatalf("Start with status reads in flight: %v", err)
+	}
+	for i, st := range during {
+		if st.State != StateRunning || st.StartedAt.Before(before.Add(-time.Second)) {
+			t.Errorf("status read %d during the start: %s since %s, want running since the start", i, st.State, st.StartedAt)
+		}
+	}
+	st, err := other.Status(t.Context(), c.id)
+	if err != nil || st.State != StateRunning || st.StartedAt.IsZero() {
+		t.Errorf("status after the start: %+v, %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, startedFile)); err != nil {
+		t.Errorf("the start record was not finished: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, startingFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("start marker left after the start: %v", err)
+	}
+}

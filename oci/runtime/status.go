@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -136,9 +137,17 @@ func (r *Runtime) status(ctx context.Context, id string) (Status, error) {
 		return Status{State: StateCreated, Pid: c.Pid}, nil
 	case "running", "paused":
 		if st.StartedAt.IsZero() && inFlight {
-			// A start a crash cut short after runc start: finish its record.
+			// A start still in flight (runc start done, its record not
+			// yet), or one a crash cut short after runc start. Either
+			// way the marker holds the start time; only the second is
+			// this read's to finish: a read never repairs what a live
+			// operation owns.
 			st.StartedAt = readTime(starting)
-			_ = os.Rename(starting, filepath.Join(dir, startedFile))
+			finishCutShortStart(ctx, id, dir)
+			if st.StartedAt.IsZero() {
+				// The start finished between the two reads.
+				st.StartedAt = readStarted(dir)
+			}
 		}
 		st.State, st.Pid = StateRunning, c.Pid
 		return st, nil
@@ -152,6 +161,26 @@ func (r *Runtime) status(ctx context.Context, id string) (Status, error) {
 	}
 	st.State, st.Message = StateUnknown, "runc reports state "+c.Status
 	return st, nil
+}
+
+// finishCutShortStart renames the start marker to the start record when
+// no live Start holds it: the Start that wrote it died after runc start.
+func finishCutShortStart(ctx context.Context, id, dir string) {
+	starting := filepath.Join(dir, startingFile)
+	mark, err := lockMarker(starting, false)
+	switch {
+	case errors.Is(err, errMarkerHeld), errors.Is(err, os.ErrNotExist):
+		return // the live Start finishes its own record, or already has
+	case err != nil:
+		slog.WarnContext(ctx, "start record of a running container left unfinished", "container", id, "error", err)
+		return
+	}
+	defer mark.Close()
+	if err := os.Rename(starting, filepath.Join(dir, startedFile)); err != nil {
+		slog.WarnContext(ctx, "start record of a running container left unfinished", "container", id, "error", err)
+		return
+	}
+	slog.InfoContext(ctx, "finished the start record of a start cut short", "container", id)
 }
 
 func exited(st Status, e monitor.Exit) Status {
