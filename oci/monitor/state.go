@@ -123,8 +123,8 @@ func ReadExit(dir string) (e Exit, ok bool, err error) {
 
 // RecordLostExit stores an exit for a container whose monitor died before
 // recording one, so every later status reads the same answer. It refuses
-// while a monitor is alive (that monitor owns the record) and never replaces
-// an existing record.
+// while a monitor is alive (that monitor owns the record) or the directory
+// is being removed (see Hold), and never replaces an existing record.
 func RecordLostExit(dir string, e Exit) (Exit, error) {
 	unlock, err := tryLock(dir)
 	if err != nil {
@@ -159,8 +159,27 @@ func Alive(dir string) bool {
 
 var errLocked = errors.New("monitor is running")
 
+// Hold takes the lock of a directory whose monitor is gone, for the
+// removal of that directory: while it is held, nothing records a lost exit
+// there (a file written into a directory being emptied fails the removal).
+// It fails while a monitor is alive; with no lock file there is nothing to
+// hold and unlock does nothing.
+func Hold(dir string) (unlock func(), err error) {
+	unlock, err = tryLock(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return func() {}, nil
+	}
+	return unlock, err
+}
+
+// tryLock takes the monitor's lock if no monitor holds it. It never
+// creates the lock file: only a monitor does (at its start, before
+// anything else), and a reader that created it could put a file back into
+// a state directory a removal is emptying, failing that removal with
+// "directory not empty". No lock file means no monitor ever ran there, or
+// the directory is being removed: either way none is alive.
 func tryLock(dir string) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}

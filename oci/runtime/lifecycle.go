@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -350,10 +351,38 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 			}
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := r.removeState(id, dir); err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	return nil
+}
+
+// removeState removes the container's state directory once its monitor is
+// gone. Reads create nothing there, and holding the monitor's lock keeps a
+// concurrent Stop or Status from recording a lost exit into it; but a
+// runc exec started just before the removal (an exec probe) still creates
+// its log file there, and removing a directory some other process is
+// writing into fails with "directory not empty". Such a file comes once
+// per exec, so a few more passes finish the job.
+func (r *Runtime) removeState(id, dir string) error {
+	unlock, err := monitor.Hold(dir)
+	if err != nil {
+		// A monitor that outlived its SIGKILL: remove what can be removed.
+		slog.Warn("removing the state of a container whose monitor is still there", "container", id, "error", err)
+		unlock = func() {}
+	}
+	defer unlock()
+	removeAll := os.RemoveAll
+	if r.removeAll != nil {
+		removeAll = r.removeAll
+	}
+	for attempt := 1; ; attempt++ {
+		err := removeAll(dir)
+		if err == nil || !errors.Is(err, syscall.ENOTEMPTY) || attempt == 5 {
+			return err
+		}
+		slog.Debug("state directory refilled during its removal; removing again", "container", id, "error", err)
+	}
 }
 
 // createSettleWait bounds how long Delete waits for an interrupted

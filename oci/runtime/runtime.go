@@ -89,6 +89,10 @@ type Runtime struct {
 	// status read meets a start in flight with the container already
 	// running.
 	afterRuncStart func(id string)
+	// removeAll, when set (tests only), replaces os.RemoveAll for a
+	// container's state directory in Delete, so that a test can run reads
+	// between the unlinks of a removal.
+	removeAll func(dir string) error
 }
 
 // New checks cfg and prepares its directories.

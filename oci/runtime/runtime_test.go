@@ -871,3 +871,70 @@ func TestStatusDuringAStartInFlightLeavesTheStartItsRecord(t *testing.T) {
 		t.Errorf("start marker left after the start: %v", err)
 	}
 }
+
+// kubelet lists containers and their stats every second or so, and each
+// listing reads the status of every container, those being removed too. A
+// read landing inside the removal of a state directory must not put a file
+// back into it: the removal then fails with "directory not empty" (issue
+// 16: RemoveContainer failing under load). os.RemoveAll unlinks in
+// directory order, a hash order on most filesystems, so any order happens;
+// here the removal goes step by step, exit record and monitor lock first
+// (the order the monitor's lock file used to be re-created in), with
+// status reads from this Runtime and from another after every unlink.
+func TestStatusReadsDuringARemovalLeaveTheDirectoryEmpty(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	other := e.runtime(t)
+	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	if err := rt.Stop(t.Context(), c.id, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Release(t.Context(), c.id); err != nil {
+		t.Fatal(err)
+	}
+	read := func(when string) {
+		for _, r := range []*Runtime{rt, other} {
+			r.forgetStatus(c.id)
+			if st, err := r.Status(t.Context(), c.id); err != nil && !errors.Is(err, ErrNotFound) {
+				t.Errorf("Status %s: %v", when, err)
+			} else if st.State.Live() {
+				t.Errorf("Status %s: %s", when, st.State)
+			}
+		}
+	}
+	steps, passes := 0, 0
+	rt.removeAll = func(dir string) error {
+		passes++
+		first := []string{monitor.ExitFileName, "monitor.lock"}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, ent := range ents {
+			if ent.Name() != first[0] && ent.Name() != first[1] {
+				first = append(first, ent.Name())
+			}
+		}
+		for _, name := range first {
+			if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+				return err
+			}
+			steps++
+			read("after unlinking " + name)
+		}
+		return os.Remove(dir)
+	}
+	if err := rt.Delete(t.Context(), c.id); err != nil {
+		t.Fatalf("Delete with status reads during the removal: %v", err)
+	}
+	if steps < 3 {
+		t.Fatalf("the removal went through %d unlinks: the test did not interleave", steps)
+	}
+	if passes != 1 {
+		// Delete tries again for an exec's runc, not for reads.
+		t.Errorf("the removal took %d passes: a read put a file back into the directory", passes)
+	}
+	if _, err := os.Stat(filepath.Join(e.state, c.id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state directory left: %v", err)
+	}
+}
