@@ -6,10 +6,13 @@
 //
 // Cardinality stays bounded: labels are namespaces, CRI method names,
 // gRPC codes, decision stages, outcomes and reason classes, never image
-// names, references or IDs.
+// names, references or IDs. Namespaces are client-chosen, so the
+// decisions counter keeps at most MaxNamespaces of them (see namespaces).
 package metrics
 
 import (
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +34,45 @@ type Metrics struct {
 	criSeconds      *prometheus.HistogramVec
 	pullBytes       prometheus.Counter
 	pullSeconds     *prometheus.HistogramVec
+
+	namespaces namespaces
+}
+
+// MaxNamespaces is how many distinct namespaces the decisions counter
+// labels by name; the decisions of any further namespace are counted
+// under OtherNamespace. A cluster creating namespaces without end (one per
+// CI run, say) would otherwise grow the series, and Prometheus' memory,
+// for as long as the daemon runs.
+const MaxNamespaces = 100
+
+// OtherNamespace labels the decisions of namespaces past MaxNamespaces. It
+// starts with an underscore, which no Kubernetes namespace name can, so it
+// is never mistaken for a real namespace's series.
+const OtherNamespace = "_other"
+
+// namespaces is the set of namespaces given a series of their own: the
+// first MaxNamespaces seen since the daemon started, kept until it stops
+// (a series that vanished would break rate() over it).
+type namespaces struct {
+	mu   sync.Mutex
+	seen map[string]struct{}
+}
+
+// label is the namespace label value for ns.
+func (n *namespaces) label(ns string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.seen[ns]; ok {
+		return ns
+	}
+	if len(n.seen) >= MaxNamespaces {
+		return OtherNamespace
+	}
+	if n.seen == nil {
+		n.seen = map[string]struct{}{}
+	}
+	n.seen[ns] = struct{}{}
+	return ns
 }
 
 // Buckets: an offline admission from the cache takes microseconds, a cold
@@ -48,7 +90,7 @@ func New() *Metrics {
 		reg: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "crivet_signature_decisions_total",
-			Help: "Signature policy decisions, by pod namespace, stage (pull, create, image-volume), outcome (allowed, rejected, warned, error) and reason class.",
+			Help: fmt.Sprintf("Signature policy decisions, by pod namespace (the first %d seen since start; later ones count under %q), stage (pull, create, image-volume), outcome (allowed, rejected, warned, error) and reason class.", MaxNamespaces, OtherNamespace),
 		}, []string{"namespace", "stage", "outcome", "reason"}),
 		decisionSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "crivet_signature_decision_duration_seconds",
@@ -96,7 +138,7 @@ func (m *Metrics) Decision(stage, namespace, outcome, reason string, took time.D
 	if m == nil {
 		return
 	}
-	m.decisions.WithLabelValues(namespace, stage, outcome, reason).Inc()
+	m.decisions.WithLabelValues(m.namespaces.label(namespace), stage, outcome, reason).Inc()
 	m.decisionSeconds.WithLabelValues(stage, outcome).Observe(took.Seconds())
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -258,4 +259,31 @@ func nonLoopbackIP() string {
 		}
 	}
 	return ""
+}
+
+// Namespaces past MaxNamespaces share one series, so a cluster that
+// creates namespaces without end does not grow the decisions counter
+// without end; the namespaces seen first keep their own series.
+func TestDecisionNamespacesAreCapped(t *testing.T) {
+	m := New()
+	const extra = 50
+	for i := range MaxNamespaces + extra {
+		m.Decision("pull", fmt.Sprintf("ns-%03d", i), "allowed", policy.ReasonNone, time.Millisecond)
+	}
+	// A namespace with its own series keeps it after the cap is reached.
+	m.Decision("pull", "ns-000", "allowed", policy.ReasonNone, time.Millisecond)
+	f := scrape(t, serve(t, m))
+	dec := "crivet_signature_decisions_total"
+	if n := len(f[dec].GetMetric()); n != MaxNamespaces+1 {
+		t.Fatalf("%d series, want %d namespaces and %q", n, MaxNamespaces, OtherNamespace)
+	}
+	mustValue(t, f, dec, map[string]string{"namespace": "ns-000", "stage": "pull", "outcome": "allowed", "reason": "none"}, 2)
+	mustValue(t, f, dec, map[string]string{"namespace": fmt.Sprintf("ns-%03d", MaxNamespaces-1), "stage": "pull", "outcome": "allowed", "reason": "none"}, 1)
+	mustValue(t, f, dec, map[string]string{"namespace": OtherNamespace, "stage": "pull", "outcome": "allowed", "reason": "none"}, extra)
+	if _, ok := value(f, dec, map[string]string{"namespace": fmt.Sprintf("ns-%03d", MaxNamespaces), "stage": "pull", "outcome": "allowed", "reason": "none"}); ok {
+		t.Fatal("a namespace past the cap has its own series")
+	}
+	if help := f[dec].GetHelp(); !strings.Contains(help, OtherNamespace) {
+		t.Errorf("help %q does not say where further namespaces go", help)
+	}
 }
