@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,8 +24,8 @@ import (
 
 func newPolicyCheckCmd() *cobra.Command {
 	var (
-		namespace, podConfig, creds string
-		stored, asJSON              bool
+		namespace, podConfig, creds, credsFile string
+		stored, asJSON                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check IMAGE",
@@ -40,10 +41,20 @@ with --stored, a container create running the image already in the store
 Exit status: 0 allowed (or warned: refused, but the namespace is in warn
 mode); 1 refused (by the signature policy, or by max_layers or
 max_image_size); 2 nothing could be decided (usage, a policy file that
-cannot be used, an unreachable registry, an image not stored).`,
+cannot be used, an unreachable registry, an image not stored).
+
+Registry credentials: --creds USER:PASS puts the password where every
+user of the host can read it (ps, /proc/PID/cmdline, shell history);
+prefer --creds-file FILE, a file holding USER:PASS (one trailing newline
+is ignored), or --creds - to read USER:PASS from standard input.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			code, err := runPolicyCheck(cmd, args[0], namespace, podConfig, creds, stored, asJSON)
+			auth, err := checkCredentials(cmd, creds, credsFile, stored)
+			if err != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), "crivet policy check:", err)
+				return exitCode(2)
+			}
+			code, err := runPolicyCheck(cmd, args[0], namespace, podConfig, auth, stored, asJSON)
 			if err != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), "crivet policy check:", err)
 				return exitCode(2)
@@ -57,13 +68,74 @@ cannot be used, an unreachable registry, an image not stored).`,
 	f := cmd.Flags()
 	f.StringVar(&namespace, "namespace", "", "the pod's namespace (overrides --pod-config)")
 	f.StringVar(&podConfig, "pod-config", "", "a CRI PodSandboxConfig, JSON or YAML as crictl takes it; its metadata.namespace is used")
-	f.StringVar(&creds, "creds", "", "registry credentials USER:PASS (default: global_auth_file, as a pull without credentials)")
+	f.StringVar(&creds, "creds", "", `registry credentials USER:PASS, visible to other users in ps; "-" reads USER:PASS from standard input (default: global_auth_file, as a pull without credentials)`)
+	f.StringVar(&credsFile, "creds-file", "", "read the registry credentials USER:PASS from FILE (one trailing newline ignored)")
 	f.BoolVar(&stored, "stored", false, "check a container create of the image already in the store, offline")
 	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	return cmd
 }
 
-func runPolicyCheck(cmd *cobra.Command, ref, namespace, podConfig, creds string, stored, asJSON bool) (int, error) {
+// maxCredsSize bounds what --creds-file and --creds - read: credentials
+// are a line, and a mistaken path (a device, a log) must not be slurped.
+const maxCredsSize = 64 << 10
+
+// checkCredentials reads --creds or --creds-file: nil when neither is set.
+func checkCredentials(cmd *cobra.Command, creds, credsFile string, stored bool) (*image.Auth, error) {
+	flag := "--creds"
+	switch {
+	case creds != "" && credsFile != "":
+		return nil, errors.New("--creds and --creds-file: give one")
+	case creds == "" && credsFile == "":
+		return nil, nil
+	case credsFile != "":
+		flag = "--creds-file"
+	}
+	if stored {
+		return nil, fmt.Errorf("%s: a stored check is offline, it contacts no registry", flag)
+	}
+	var data []byte
+	switch {
+	case credsFile != "":
+		f, err := os.Open(credsFile)
+		if err != nil {
+			return nil, fmt.Errorf("--creds-file: %w", err)
+		}
+		defer f.Close()
+		if data, err = readCreds(f); err != nil {
+			return nil, fmt.Errorf("--creds-file %s: %w", credsFile, err)
+		}
+	case creds == "-":
+		var err error
+		if data, err = readCreds(cmd.InOrStdin()); err != nil {
+			return nil, fmt.Errorf("--creds -: standard input: %w", err)
+		}
+	default:
+		data = []byte(creds)
+	}
+	user, pass, ok := strings.Cut(string(data), ":")
+	if !ok {
+		// Never echo the content: it may be a password without its user.
+		return nil, fmt.Errorf("%s: want USER:PASS", flag)
+	}
+	return &image.Auth{Username: user, Password: pass}, nil
+}
+
+// readCreds reads USER:PASS, less one trailing newline (\n or \r\n, as
+// echo and editors leave): any other byte may belong to the password.
+func readCreds(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxCredsSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxCredsSize {
+		return nil, fmt.Errorf("more than %d bytes: not USER:PASS", maxCredsSize)
+	}
+	data = bytes.TrimSuffix(data, []byte("\n"))
+	data = bytes.TrimSuffix(data, []byte("\r"))
+	return data, nil
+}
+
+func runPolicyCheck(cmd *cobra.Command, ref, namespace, podConfig string, auth *image.Auth, stored, asJSON bool) (int, error) {
 	cfg, _, err := loadConfig(cmd.Flags())
 	if err != nil {
 		return 0, err
@@ -79,17 +151,6 @@ func runPolicyCheck(cmd *cobra.Command, ref, namespace, podConfig, creds string,
 	}
 	if cmd.Flags().Changed("namespace") {
 		ns = namespace
-	}
-	var auth *image.Auth
-	if creds != "" {
-		if stored {
-			return 0, errors.New("--creds: a stored check is offline, it contacts no registry")
-		}
-		user, pass, ok := strings.Cut(creds, ":")
-		if !ok {
-			return 0, errors.New("--creds: want USER:PASS")
-		}
-		auth = &image.Auth{Username: user, Password: pass}
 	}
 	log, _, err := newLogger(cfg, cmd.ErrOrStderr())
 	if err != nil {
