@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
@@ -44,6 +46,10 @@ func toStatus(err error) error {
 		return fmt.Errorf("%s: %s", crierrors.ErrSignatureValidationFailed, rej.Error())
 	case errors.Is(err, image.ErrRegistryUnavailable):
 		return fmt.Errorf("%s: %s", crierrors.ErrRegistryUnavailable, err.Error())
+	// A full disk before the rest (a signature-policy outcome keeps its
+	// one shape): whatever failed, freeing space is what fixes it.
+	case errors.Is(err, reserve.ErrNoSpace), errors.Is(err, syscall.ENOSPC):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, policy.ErrInvalidNamespace), errors.Is(err, image.ErrInvalidReference), errors.Is(err, spec.ErrInvalid), errors.Is(err, spec.ErrUserNotFound):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, spec.ErrUnsupported):

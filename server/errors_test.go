@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
@@ -60,6 +62,8 @@ func TestErrorShapes(t *testing.T) {
 		{"invalid spec input", spec.ErrInvalid, codes.InvalidArgument, "", ""},
 		{"unsupported spec", spec.ErrUnsupported, codes.Unimplemented, "", ""},
 		{"not running", runtime.ErrNotRunning, codes.FailedPrecondition, "", ""},
+		{"disk full, refused", fmt.Errorf("pull x: %w: 0 bytes free", reserve.ErrNoSpace), codes.ResourceExhausted, "pull x: ", "no space left"},
+		{"disk full, write failed", fmt.Errorf("remove container c: %w", &os.PathError{Op: "write", Path: "/r/x", Err: syscall.ENOSPC}), codes.ResourceExhausted, "remove container c: ", "no space left on device"},
 		{"status passes through", status.Error(codes.ResourceExhausted, "x"), codes.ResourceExhausted, "", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -16,8 +16,13 @@ import (
 // ServerOptions are the gRPC options every crivet CRI endpoint needs:
 // panics become errors, and every handler's error gets its CRI shape.
 func (s *Server) ServerOptions() []grpc.ServerOption {
+	unary := []grpc.UnaryServerInterceptor{unaryGuard(s.log, s.obs)}
+	if s.space != nil {
+		// Inside unaryGuard: its refusals are mapped and observed too.
+		unary = append(unary, spaceGuard(s.space))
+	}
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(unaryGuard(s.log, s.obs)),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(streamGuard(s.log, s.obs)),
 	}
 }

@@ -44,6 +44,9 @@ type Options struct {
 	// Observer is told of every CRI request when it ends (metrics); nil
 	// observes nothing.
 	Observer Observer
+	// Space refuses calls that consume space while the root file system is
+	// full; nil refuses nothing.
+	Space Space
 }
 
 // Server implements the CRI RuntimeService and ImageService. RPCs not
@@ -62,6 +65,7 @@ type Server struct {
 	info    Info
 	log     *slog.Logger
 	obs     Observer
+	space   Space
 }
 
 // New returns a server over the given services and starts its streaming
@@ -70,7 +74,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{info: o.Info, log: o.Logger, obs: o.Observer}
+	s := &Server{info: o.Info, log: o.Logger, obs: o.Observer, space: o.Space}
 	// A nil service stays a nil interface (a server without a runtime
 	// answers the image service only).
 	if o.Images != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/policy"
@@ -69,6 +70,10 @@ type Config struct {
 	MaxImageSize int64 `toml:"max_image_size"`
 	// MaxLayers refuses images with more layers (0 = unlimited).
 	MaxLayers int `toml:"max_layers"`
+	// StorageReserve is the size in bytes of the ballast file kept in the
+	// root so that crivet can start, stop and remove on a full disk (0 =
+	// none).
+	StorageReserve int64 `toml:"storage_reserve"`
 	// AuditLog receives one JSON line per signature decision: a file
 	// path, "stdout", or "" for none.
 	AuditLog string `toml:"audit_log"`
@@ -125,6 +130,7 @@ func defaultConfig() Config {
 		PullProgressTimeout: duration(image.DefaultPullProgressTimeout),
 		MaxImageSize:        image.DefaultMaxImageSize,
 		MaxLayers:           image.DefaultMaxLayers,
+		StorageReserve:      reserve.DefaultSize,
 		AuditLogMaxSize:     100 << 20,
 	}
 }
@@ -150,6 +156,7 @@ func bindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.Var(&c.PullProgressTimeout, "pull-progress-timeout", "fail a pull when the registry sends nothing for this long (0 disables)")
 	fs.Int64Var(&c.MaxImageSize, "max-image-size", c.MaxImageSize, "refuse images larger than this many bytes, declared or uncompressed (0 = unlimited)")
 	fs.IntVar(&c.MaxLayers, "max-layers", c.MaxLayers, "refuse images with more layers (0 = unlimited)")
+	fs.Int64Var(&c.StorageReserve, "storage-reserve", c.StorageReserve, "bytes kept free in the root by a ballast file, released when the disk is full so crivet can start, stop and remove (0 = none)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, `one JSON line per signature decision: a file, "stdout", or "" for none`)
 	fs.Int64Var(&c.AuditLogMaxSize, "audit-log-max-size", c.AuditLogMaxSize, "rotate the audit file to <file>.1 past this many bytes (0 = never)")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, `host:port serving Prometheus metrics at /metrics ("" = off; ":9090" = 127.0.0.1:9090)`)
@@ -259,8 +266,8 @@ func (c Config) validate() error {
 			return fmt.Errorf("config: %s must be set", k)
 		}
 	}
-	if c.PullProgressTimeout < 0 || c.MaxImageSize < 0 || c.MaxLayers < 0 || c.AuditLogMaxSize < 0 {
-		return errors.New("config: pull_progress_timeout, max_image_size, max_layers and audit_log_max_size must not be negative")
+	if c.PullProgressTimeout < 0 || c.MaxImageSize < 0 || c.MaxLayers < 0 || c.AuditLogMaxSize < 0 || c.StorageReserve < 0 {
+		return errors.New("config: pull_progress_timeout, max_image_size, max_layers, audit_log_max_size and storage_reserve must not be negative")
 	}
 	switch c.LogFormat {
 	case "text", "json":

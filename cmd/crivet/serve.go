@@ -19,6 +19,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/crivet/crivet/audit"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/oci/cgroup"
@@ -58,6 +59,14 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	defer unlock()
 
+	// Before anything else writes in the root: on a full disk, releasing
+	// the reserve is what lets the store open and recovery record what it
+	// finds (a node whose runtime cannot start cannot free space).
+	space := reserve.New(cfg.Root, cfg.StorageReserve, log)
+	if err := space.Prepare(); err != nil {
+		log.Warn("space reserve unusable; continuing without it", "error", err)
+	}
+
 	// Counting costs ~0.3 µs per decision, so it always runs; metrics_address
 	// only says whether (and where) the endpoint serves, and SIGHUP may
 	// change that.
@@ -82,12 +91,19 @@ func serve(flags *pflag.FlagSet) error {
 		}
 		defer auditLog.Close()
 	}
-	images, err := image.Open(image.Config{
+	imageCfg := image.Config{
 		Root: cfg.Root, RunRoot: cfg.RunRoot, Driver: cfg.StorageDriver,
 		RegistriesConf: cfg.RegistriesConf, RegistriesD: cfg.RegistriesD, AuthFile: cfg.GlobalAuthFile,
 		Policies: policies, Audit: auditLog, Logger: log, Observer: met,
 		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout), MaxImageSize: cfg.MaxImageSize, MaxLayers: cfg.MaxLayers,
-	})
+	}
+	images, err := image.Open(imageCfg)
+	if errors.Is(err, syscall.ENOSPC) && space.Held() {
+		// Less free than the store's start-up writes needed, though more
+		// than the reserve: give it the reserve too.
+		space.Release("opening the image store: " + err.Error())
+		images, err = image.Open(imageCfg)
+	}
 	if err != nil {
 		return err
 	}
@@ -146,7 +162,7 @@ func serve(flags *pflag.FlagSet) error {
 		Info: server.Info{Version: version, CgroupDriver: cgDriver,
 			Config: func() any { return shown.Load() }, Policies: policies},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
-		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met,
+		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met, Space: space,
 	})
 	if err != nil {
 		return err
@@ -182,6 +198,9 @@ func serve(flags *pflag.FlagSet) error {
 
 	notifyReady(log)
 	go watchdog(ctx, log, cfg.Listen)
+	// A reserve released on a full disk comes back once space does, even
+	// if nothing is pulled meanwhile.
+	go space.Watch(ctx, time.Minute)
 	running := cfg
 	for done := false; !done; {
 		select {
