@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -52,7 +54,7 @@ func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error)
 		return nil, fmt.Errorf("export %s: %s: a path with ':' is not supported", req.Image, path)
 	}
 	name := exportName(img, req.Image)
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".crivet-")
+	f, err := createBeside(path)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", req.Image, err)
 	}
@@ -104,10 +106,24 @@ func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error)
 	if err := os.Rename(tmp, path); err != nil {
 		return nil, fmt.Errorf("export %s: %w", req.Image, err)
 	}
-	if err := os.Chmod(path, 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("export %s: %w", req.Image, err)
-	}
+	s.log.Info("image exported", "image", img.ID, "path", path, "format", format)
 	return img, nil
+}
+
+// createBeside creates a new, empty temporary file in path's directory for
+// the archive to be written to and renamed to path. It is created 0666,
+// like any file a command writes, for the umask to restrict: the archive
+// of a private image is no more readable than the operator's umask lets
+// it be (the library keeps the mode of the file it writes into).
+func createBeside(path string) (*os.File, error) {
+	prefix := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".crivet-")
+	for range 100 {
+		f, err := os.OpenFile(prefix+strconv.FormatUint(rand.Uint64(), 36), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if !errors.Is(err, os.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, fmt.Errorf("creating a temporary file beside %s: too many collisions", path)
 }
 
 // nativeFormat is the archive format that holds the stored manifest as

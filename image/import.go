@@ -94,7 +94,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest) ([]*Image, erro
 	}
 	format := req.Format
 	if format == "" {
-		if format, err = detectFormat(path); err != nil {
+		if format, err = detectFormat(path, s.archiveOpts()); err != nil {
 			return nil, fmt.Errorf("import %s: %w", path, err)
 		}
 	}
@@ -111,7 +111,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest) ([]*Image, erro
 	sys := s.systemContext()
 	sys.BigFilesTemporaryDir = work
 
-	a, err := openArchive(sys, path, format, req.Name, work)
+	a, err := openArchive(sys, path, format, req.Name, work, s.archiveOpts())
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", path, err)
 	}
@@ -136,8 +136,9 @@ func (s *Service) Import(ctx context.Context, req ImportRequest) ([]*Image, erro
 // detectFormat tells the archive kind from its content: a directory is
 // an OCI layout; a tar (compressed or not) with manifest.json is a
 // docker-archive (docker save, including Docker 25's, which also carries
-// an OCI index), one with oci-layout an oci-archive.
-func detectFormat(path string) (string, error) {
+// an OCI index), one with oci-layout an oci-archive. Decompressing is
+// bounded like unpacking: a bomb is refused here already.
+func detectFormat(path string, opts archiveOpts) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return "", err
@@ -155,12 +156,15 @@ func detectFormat(path string) (string, error) {
 		return "", fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
 	defer rd.Close()
-	tr := tar.NewReader(rd)
+	tr := tar.NewReader(opts.bound(rd, "archive"))
 	oci := false
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
+		}
+		if errors.Is(err, ErrImageLimit) {
+			return "", err
 		}
 		if err != nil {
 			return "", fmt.Errorf("%w: not a tar archive: %w", ErrBadArchive, err)
@@ -178,31 +182,40 @@ func detectFormat(path string) (string, error) {
 	return "", fmt.Errorf("%w: neither manifest.json (docker-archive) nor oci-layout (oci-archive) in it", ErrBadArchive)
 }
 
-func openArchive(sys *types.SystemContext, path, format, name, work string) (*openedArchive, error) {
+// openArchive lists the archive at path; what the library reads of it is
+// bounded and sanitized first (archive.go), in work.
+func openArchive(sys *types.SystemContext, path, format, name, work string, opts archiveOpts) (*openedArchive, error) {
 	switch format {
 	case FormatDockerArchive:
-		return openDockerArchive(sys, path, name)
-	case FormatOCIArchive:
-		f, err := os.Open(path)
+		tarPath, err := dockerArchiveTar(path, work, opts)
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
+		return openDockerArchive(sys, path, tarPath, name)
+	case FormatOCIArchive:
 		// Unpacked once (the library would unpack it again for each
-		// image and each check), with the library's own safe untar.
+		// image and each check, unbounded).
 		dir := filepath.Join(work, "layout")
-		if err := archive.NewDefaultArchiver().Untar(f, dir, &archive.TarOptions{NoLchown: true}); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
+		if err := unpackOCIArchive(path, dir, opts); err != nil {
+			return nil, err
 		}
 		return openLayout(path, dir, format, name)
 	case FormatOCILayout:
-		return openLayout(path, path, format, name)
+		// Copied, so that the library, which follows links, reads only
+		// what was read beneath the layout.
+		dir := filepath.Join(work, "layout")
+		if err := copyLayoutDir(path, dir, opts); err != nil {
+			return nil, err
+		}
+		return openLayout(path, dir, format, name)
 	}
 	return nil, fmt.Errorf("archive format %q: want %s, %s or %s", format, FormatDockerArchive, FormatOCIArchive, FormatOCILayout)
 }
 
-func openDockerArchive(sys *types.SystemContext, path, name string) (*openedArchive, error) {
-	r, err := dockerarchive.NewReader(sys, path)
+// openDockerArchive lists the docker-archive at path, read from tarPath
+// (dockerArchiveTar).
+func openDockerArchive(sys *types.SystemContext, path, tarPath, name string) (*openedArchive, error) {
+	r, err := dockerarchive.NewReader(sys, tarPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
@@ -343,7 +356,7 @@ func layoutIdentity(path, format, refName string) (types.ImageReference, error) 
 }
 
 func readLayoutIndex(dir string) (*imgspecv1.Index, error) {
-	data, err := readBounded(filepath.Join(dir, imgspecv1.ImageIndexFile), maxIndexSize)
+	data, err := readBeneath(dir, imgspecv1.ImageIndexFile, maxIndexSize)
 	if err != nil {
 		return nil, err
 	}
@@ -359,22 +372,6 @@ func readLayoutIndex(dir string) (*imgspecv1.Index, error) {
 	return &index, nil
 }
 
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", filepath.Base(path), limit)
-	}
-	return data, nil
-}
-
 // maxAttachmentLayers bounds the signatures one attachment may carry.
 const maxAttachmentLayers = 64
 
@@ -387,7 +384,7 @@ func readAttachment(dir string, d imgspecv1.Descriptor, signed digest.Digest, so
 		if err := dg.Validate(); err != nil {
 			return nil, err
 		}
-		data, err := readBounded(filepath.Join(dir, imgspecv1.ImageBlobsDir, dg.Algorithm().String(), dg.Encoded()), limit)
+		data, err := readBeneath(dir, imgspecv1.ImageBlobsDir+"/"+dg.Algorithm().String()+"/"+dg.Encoded(), limit)
 		if err != nil {
 			return nil, err
 		}
