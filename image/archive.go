@@ -102,6 +102,27 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// detectionReader is the content of the archive f as format detection
+// reads it: decompressed, and bounded when that inflates it or f is not a
+// regular file (reading a file as it is costs no more than the file).
+func (o archiveOpts) detectionReader(f *os.File) (io.ReadCloser, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	rd, compressed, err := compression.AutoDecompress(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
+	}
+	if !compressed && fi.Mode().IsRegular() {
+		return rd, nil
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{o.bound(rd, "archive"), rd}, nil
+}
+
 // dockerArchiveTar is the tar file the library is to read for the
 // docker-archive at path: path itself when it is an uncompressed regular
 // file (the library reads it in place, nothing is written), else its

@@ -26,7 +26,6 @@ import (
 	istorage "go.podman.io/image/v5/storage"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage"
-	"go.podman.io/storage/pkg/archive"
 )
 
 // Archive formats Import reads and Export writes, named as the library's
@@ -137,7 +136,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest) ([]*Image, erro
 // an OCI layout; a tar (compressed or not) with manifest.json is a
 // docker-archive (docker save, including Docker 25's, which also carries
 // an OCI index), one with oci-layout an oci-archive. Decompressing is
-// bounded like unpacking: a bomb is refused here already.
+// bounded like unpacking (detectionReader): a bomb is refused here already.
 func detectFormat(path string, opts archiveOpts) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -151,12 +150,12 @@ func detectFormat(path string, opts archiveOpts) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	rd, err := archive.DecompressStream(f)
+	rd, err := opts.detectionReader(f)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrBadArchive, err)
+		return "", err
 	}
 	defer rd.Close()
-	tr := tar.NewReader(opts.bound(rd, "archive"))
+	tr := tar.NewReader(rd)
 	oci := false
 	for {
 		h, err := tr.Next()
