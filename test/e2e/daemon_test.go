@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -113,7 +114,7 @@ type node struct {
 	regD      string
 	lookaside string
 	cmd       *exec.Cmd
-	log       *bytes.Buffer
+	log       *logBuffer
 	exited    chan error
 	// ids are the pods and containers created through mustCrictl.
 	ids map[string]bool
@@ -188,7 +189,7 @@ func (n *node) start() {
 	n.t.Helper()
 	// The explicit --config file must exist; an empty one means defaults.
 	writeFile(n.t, filepath.Join(n.dir, "none.toml"), "")
-	n.log = &bytes.Buffer{}
+	n.log = &logBuffer{}
 	n.cmd = exec.Command(crivetBin, n.args()...)
 	n.cmd.Env = append(os.Environ(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
@@ -213,6 +214,57 @@ func (n *node) start() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	n.t.Fatalf("crivet did not serve within 30s:\n%s", n.log)
+}
+
+// logBuffer holds the daemon's output. exec copies the daemon's pipe into
+// it from a goroutine of its own while the test reads it: a plain
+// bytes.Buffer would be a data race.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// waitLog waits until the daemon's output holds more than before[i]
+// occurrences of each wants[i] (before nil: more than none). The output
+// reaches the buffer through a pipe, later than the daemon's answers and
+// in no order a test can rely on, so a test waits for every line it
+// asserts, never for one line and then looks for another.
+func (n *node) waitLog(d time.Duration, before []int, wants ...string) {
+	n.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		out := n.log.String()
+		missing := ""
+		for i, w := range wants {
+			b := 0
+			if before != nil {
+				b = before[i]
+			}
+			if strings.Count(out, w) <= b {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("no %s in the daemon's output within %s:\n%s", missing, d, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // answers reports whether the daemon answers a Version call now.
