@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"go.podman.io/image/v5/pkg/compression"
+	"go.podman.io/image/v5/types"
 	"golang.org/x/sys/unix"
 )
 
@@ -124,33 +125,49 @@ func (o archiveOpts) detectionReader(f *os.File) (io.ReadCloser, error) {
 }
 
 // dockerArchiveTar is the tar file the library is to read for the
-// docker-archive at path: path itself when it is an uncompressed regular
-// file (the library reads it in place, nothing is written), else its
-// content inflated into work, at most the budget.
-func dockerArchiveTar(path, work string, opts archiveOpts) (string, error) {
+// docker-archive at path, and what to call once it is done with it.
+//
+// An uncompressed regular file is read in place, nothing is written: the
+// library gets /proc/self/fd/N of the file checked here, so that each of
+// its reopenings reads that file even if path is replaced meanwhile (by a
+// compressed file, or a FIFO that would block it). Anything else is
+// inflated into work, at most the budget.
+func dockerArchiveTar(path, work string, opts archiveOpts) (string, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	defer f.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	// The library's own detection, so that what it takes for
 	// uncompressed is what is left to it.
 	rd, compressed, err := compression.AutoDecompress(f)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrBadArchive, err)
+		return "", nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
 	defer rd.Close()
 	if !compressed && fi.Mode().IsRegular() {
-		return path, nil
+		pinned := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+		if _, err := os.Stat(pinned); err != nil {
+			// No /proc: the path, with the window that leaves (the
+			// library still cannot inflate it, see openDockerArchive).
+			return path, func() {}, nil
+		}
+		keep = true
+		return pinned, func() { f.Close() }, nil
 	}
 	out := filepath.Join(work, "docker-archive.tar")
 	w, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	n, err := io.Copy(w, opts.bound(rd, "docker-archive"))
 	if cerr := w.Close(); err == nil {
@@ -164,10 +181,21 @@ func dockerArchiveTar(path, work string, opts archiveOpts) (string, error) {
 			err = fmt.Errorf("%w: decompressing: %w", ErrBadArchive, err)
 		}
 		opts.log.Warn("import archive refused", "archive", path, "format", FormatDockerArchive, "inflated", n, "error", err)
-		return "", err
+		return "", nil, err
 	}
 	opts.log.Info("import archive inflated", "archive", path, "format", FormatDockerArchive, "bytes", n)
-	return out, nil
+	return out, func() {}, nil
+}
+
+// noInflation is sys for the library's docker-archive reader, which
+// inflates a compressed archive whole into BigFilesTemporaryDir before
+// any limit applies: that directory does not exist, so should the file
+// it is given be compressed after all (changed after dockerArchiveTar
+// looked), the reader fails instead.
+func noInflation(sys *types.SystemContext, work string) *types.SystemContext {
+	c := *sys
+	c.BigFilesTemporaryDir = filepath.Join(work, "no-inflation-by-the-library")
+	return &c
 }
 
 // unpackOCIArchive unpacks the oci-archive at path (compressed or not)

@@ -453,3 +453,70 @@ func TestExportHonoursUmask(t *testing.T) {
 		}
 	}
 }
+
+// A docker-archive read in place is read through the file that was
+// checked: replacing its path afterwards (by a FIFO here) changes nothing
+// for the library. And the library is never left to inflate one itself:
+// given a compressed archive regardless, it fails without writing.
+func TestDockerArchiveReadInPlaceIsPinned(t *testing.T) {
+	e := newEnv(t)
+	src := fixtures.PushImage(t, e.ref("app/pinned:1"), 1024)
+	archive := filepath.Join(e.dir, "pinned.tar")
+	fixtures.SaveDockerArchive(t, src.Ref, archive, "example.com/pinned:1")
+	compressed := filepath.Join(e.dir, "pinned.tar.gz")
+	writeTar(t, compressed, true, readTar(t, archive))
+	e.reg.Stop()
+	sys := e.svc.systemContext()
+	opts := e.svc.archiveOpts()
+
+	work := t.TempDir()
+	tarPath, release, err := dockerArchiveTar(archive, work, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if tarPath == archive || !strings.HasPrefix(tarPath, "/proc/self/fd/") {
+		t.Fatalf("read in place from %s, not the checked file", tarPath)
+	}
+	if err := os.Remove(archive); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(archive, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		a, err := openDockerArchive(noInflation(sys, work), archive, tarPath, "")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer a.close()
+		is, err := a.entries[0].src.NewImageSource(t.Context(), sys)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer is.Close()
+		_, _, err = is.GetManifest(t.Context(), nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("reading the pinned archive: %v", err)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatal("reading the pinned archive did not return") // safety net
+	}
+	if ents, _ := os.ReadDir(work); len(ents) != 0 {
+		t.Fatalf("reading in place wrote %v", ents)
+	}
+
+	if _, err := openDockerArchive(noInflation(sys, work), compressed, compressed, ""); err == nil {
+		t.Fatal("the library was let inflate a compressed archive")
+	}
+	if ents, _ := os.ReadDir(work); len(ents) != 0 {
+		t.Fatalf("a refused inflation wrote %v", ents)
+	}
+}

@@ -186,11 +186,18 @@ func detectFormat(path string, opts archiveOpts) (string, error) {
 func openArchive(sys *types.SystemContext, path, format, name, work string, opts archiveOpts) (*openedArchive, error) {
 	switch format {
 	case FormatDockerArchive:
-		tarPath, err := dockerArchiveTar(path, work, opts)
+		tarPath, release, err := dockerArchiveTar(path, work, opts)
 		if err != nil {
 			return nil, err
 		}
-		return openDockerArchive(sys, path, tarPath, name)
+		a, err := openDockerArchive(noInflation(sys, work), path, tarPath, name)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		closeReader := a.close
+		a.close = func() { closeReader(); release() }
+		return a, nil
 	case FormatOCIArchive:
 		// Unpacked once (the library would unpack it again for each
 		// image and each check, unbounded).
@@ -212,7 +219,7 @@ func openArchive(sys *types.SystemContext, path, format, name, work string, opts
 }
 
 // openDockerArchive lists the docker-archive at path, read from tarPath
-// (dockerArchiveTar).
+// (dockerArchiveTar) with sys (noInflation).
 func openDockerArchive(sys *types.SystemContext, path, tarPath, name string) (*openedArchive, error) {
 	r, err := dockerarchive.NewReader(sys, tarPath)
 	if err != nil {
