@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/crivet/crivet/oci/runtime"
@@ -27,10 +29,21 @@ type Inventory struct {
 // answers most from its cache, the rest with one runc call each.
 const statusTimeout = 10 * time.Second
 
+// unsettledTTL is how long a scrape reuses a container's status that the
+// runtime could not settle: unknown, or an error. The runtime caches the
+// other states (created and running until an exit is recorded, exited for
+// good) and answers them without runc; these it asks runc about at every
+// call, and a container runc calls stopped but whose exit is not recorded
+// costs a wait of up to two seconds besides. A container in such a state
+// rarely leaves it soon (it is removed, or its exit is recorded late), so
+// a gauge that lags by this much is a fair price for not running runc for
+// each of them at every scrape.
+const unsettledTTL = 30 * time.Second
+
 var (
 	imagesDesc     = prometheus.NewDesc("crivet_images", "Images in the node's store.", nil, nil)
 	podsDesc       = prometheus.NewDesc("crivet_pods", "Pod sandboxes, by state (ready, notready).", []string{"state"}, nil)
-	containersDesc = prometheus.NewDesc("crivet_containers", "Containers, by state (created, running, exited, unknown).", []string{"state"}, nil)
+	containersDesc = prometheus.NewDesc("crivet_containers", fmt.Sprintf("Containers, by state (created, running, exited, unknown); a container found unknown is read again after %s, not at each scrape.", unsettledTTL), []string{"state"}, nil)
 )
 
 // Watch registers the inventory; call it once.
@@ -38,18 +51,36 @@ func (m *Metrics) Watch(inv Inventory) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(inventoryCollector{inv})
+	m.reg.MustRegister(newInventoryCollector(inv, time.Now))
 }
 
-type inventoryCollector struct{ inv Inventory }
+type inventoryCollector struct {
+	inv Inventory
+	now func() time.Time
 
-func (c inventoryCollector) Describe(ch chan<- *prometheus.Desc) {
+	// mu serialises scrapes, so concurrent ones share the remembered
+	// answers rather than each running runc.
+	mu        sync.Mutex
+	unsettled map[string]unsettledStatus
+}
+
+// unsettledStatus is a remembered unknown or failed status.
+type unsettledStatus struct {
+	state runtime.State
+	at    time.Time
+}
+
+func newInventoryCollector(inv Inventory, now func() time.Time) *inventoryCollector {
+	return &inventoryCollector{inv: inv, now: now, unsettled: map[string]unsettledStatus{}}
+}
+
+func (c *inventoryCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- imagesDesc
 	ch <- podsDesc
 	ch <- containersDesc
 }
 
-func (c inventoryCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.inv.Images != nil {
 		if n, err := c.inv.Images.Count(); err != nil {
 			ch <- prometheus.NewInvalidMetric(imagesDesc, err)
@@ -70,18 +101,45 @@ func (c inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.inv.Runtime == nil {
 		return
 	}
+	ctrs := c.containerStates()
+	for state, n := range ctrs {
+		ch <- prometheus.MustNewConstMetric(containersDesc, prometheus.GaugeValue, float64(n), string(state))
+	}
+}
+
+// containerStates counts the containers by state, asking the runtime
+// about each except those whose unsettled answer is still fresh.
+func (c *inventoryCollector) containerStates() map[runtime.State]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	ctrs := map[runtime.State]int{runtime.StateCreated: 0, runtime.StateRunning: 0, runtime.StateExited: 0, runtime.StateUnknown: 0}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
+	now := c.now()
+	kept := make(map[string]unsettledStatus, len(c.unsettled))
 	for _, ctr := range c.inv.Pods.Containers("") {
+		if u, ok := c.unsettled[ctr.ID]; ok && now.Sub(u.at) < unsettledTTL {
+			kept[ctr.ID] = u
+			ctrs[u.state]++
+			continue
+		}
 		st, err := c.inv.Runtime.Status(ctx, ctr.ID)
 		if err != nil {
 			// As ContainerStatus answers: the process state is gone.
 			st.State = runtime.StateUnknown
 		}
+		switch st.State {
+		case runtime.StateCreated, runtime.StateRunning, runtime.StateExited:
+		default:
+			// A scrape out of time says nothing about the container:
+			// the next one asks again.
+			if ctx.Err() == nil {
+				kept[ctr.ID] = unsettledStatus{state: st.State, at: now}
+			}
+		}
 		ctrs[st.State]++
 	}
-	for state, n := range ctrs {
-		ch <- prometheus.MustNewConstMetric(containersDesc, prometheus.GaugeValue, float64(n), string(state))
-	}
+	// Containers no longer listed are forgotten.
+	c.unsettled = kept
+	return ctrs
 }
