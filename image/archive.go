@@ -28,8 +28,8 @@ import (
 // several images whose sum passes max_image_size must be split.
 //
 // What the library then reads is only that copy, written by crivet into
-// the import's own directory: directories and regular files, no link to
-// anything outside, nothing that blocks when opened.
+// the import's own directory: directories and regular files, no link,
+// nothing that blocks when opened.
 
 // archiveSlack is what an archive may hold beyond max_image_size (which
 // bounds the layers its manifests declare): manifests and index (up to
@@ -350,9 +350,32 @@ func (c *layoutCopy) tarEntry(h *tar.Header, r io.Reader) error {
 		c.files[name] = true
 		return nil
 	case tar.TypeSymlink:
-		return entryError(h.Name, fmt.Sprintf("symbolic link to %q: an image layout holds only files and directories", h.Linkname))
+		return c.symlink(name, h.Name, h.Linkname)
 	}
 	return entryError(h.Name, fmt.Sprintf("%s: an image layout holds only files and directories", tarTypeName(h.Typeflag)))
+}
+
+// symlink decides on a symbolic link at name to target: it is never
+// created nor followed. One where the layout keeps what is read of it
+// (oci-layout, index.json, blobs/), or one leading outside the layout, is
+// refused; any other is left out, as the legacy directories of a `docker
+// save` that also writes a layout (Docker 25+) may hold links to blobs.
+func (c *layoutCopy) symlink(name, entry, target string) error {
+	resolved := path.Join(path.Dir(name), target)
+	switch {
+	case layoutPath(name):
+		return entryError(entry, fmt.Sprintf("symbolic link to %q: an image layout holds only files and directories, and is read without following links", target))
+	case path.IsAbs(target) || resolved == ".." || strings.HasPrefix(resolved, "../"):
+		return entryError(entry, fmt.Sprintf("symbolic link to %q, outside the layout", target))
+	}
+	c.opts.log.Debug("import layout: link left out", "entry", entry, "target", target)
+	return nil
+}
+
+// layoutPath reports whether name is where an OCI layout keeps what is
+// read of it.
+func layoutPath(name string) bool {
+	return name == "oci-layout" || name == "index.json" || name == "blobs" || strings.HasPrefix(name, "blobs/")
 }
 
 func tarTypeName(t byte) string {
@@ -471,11 +494,13 @@ func (c *layoutCopy) copyDir(d *os.File, rel string, depth int) error {
 			}
 		case unix.S_IFLNK:
 			var buf [unix.PathMax]byte
-			target := "?"
-			if n, err := unix.Readlinkat(dirfd, ent.Name(), buf[:]); err == nil {
-				target = string(buf[:n])
+			n, err := unix.Readlinkat(dirfd, ent.Name(), buf[:])
+			if err != nil {
+				return entryError(name, err.Error())
 			}
-			return entryError(name, fmt.Sprintf("symbolic link to %q: a layout is read without following links", target))
+			if err := c.symlink(name, name, string(buf[:n])); err != nil {
+				return err
+			}
 		default:
 			return entryError(name, fmt.Sprintf("%s: an image layout holds only files and directories", fileTypeName(st.Mode)))
 		}

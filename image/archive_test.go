@@ -229,6 +229,10 @@ func TestImportOCIArchiveHostileEntriesRefused(t *testing.T) {
 			[]string{configBlob, "character device"}, ErrBadArchive},
 		{"absolute symlink", replace("index.json", &tar.Header{Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd", Mode: 0o777}), false,
 			[]string{`"index.json"`, `symbolic link to "/etc/passwd"`}, ErrBadArchive},
+		{"escaping relative symlink", replace("none", &tar.Header{Typeflag: tar.TypeSymlink, Name: "legacy/passwd", Linkname: "../../etc/passwd", Mode: 0o777}), false,
+			[]string{`"legacy/passwd"`, `symbolic link to "../../etc/passwd", outside the layout`}, ErrBadArchive},
+		{"absolute symlink outside blobs", replace("none", &tar.Header{Typeflag: tar.TypeSymlink, Name: "legacy/passwd", Linkname: "/etc/passwd", Mode: 0o777}), false,
+			[]string{`"legacy/passwd"`, `symbolic link to "/etc/passwd", outside the layout`}, ErrBadArchive},
 		{"hard link outside", replace(configBlob, &tar.Header{Typeflag: tar.TypeLink, Linkname: "/etc/passwd", Mode: 0o644}), false,
 			[]string{configBlob, `hard link to "/etc/passwd"`}, ErrBadArchive},
 		{"dot-dot name", replace("none", &tar.Header{Typeflag: tar.TypeReg, Name: "../../escaped", Size: 8, Mode: 0o644}), false,
@@ -280,10 +284,16 @@ func TestImportOCIArchiveHostileEntriesRefused(t *testing.T) {
 	}
 
 	// The archive itself, and rewritten entry for entry (what the cases
-	// above were made from), imports.
+	// above were made from), imports; so does one with a link elsewhere
+	// than where the layout keeps its files, to one of its blobs (as in
+	// the legacy directories of Docker 25's `docker save`): left out.
 	same := filepath.Join(e.dir, "same.tar.gz")
 	writeTar(t, same, true, readTar(t, good))
-	for _, p := range []string{good, same} {
+	legacy := filepath.Join(e.dir, "legacy.tar")
+	writeTar(t, legacy, false, append(readTar(t, good),
+		tarEntry{&tar.Header{Typeflag: tar.TypeDir, Name: "legacy/", Mode: 0o755}, nil},
+		tarEntry{&tar.Header{Typeflag: tar.TypeSymlink, Name: "legacy/config.json", Linkname: "../" + configBlob, Mode: 0o777}, nil}))
+	for _, p := range []string{good, same, legacy} {
 		imgs, err := e.importFile(p, "", "")
 		if err != nil || len(imgs) != 1 || imgs[0].ID != src.ConfigDigest {
 			t.Fatalf("%s: %v %v", p, imgs, err)
@@ -351,12 +361,21 @@ func TestImportOCILayoutDirectoryReadWithoutLinks(t *testing.T) {
 		}
 		return os.Symlink(filepath.Join(other, "blobs"), filepath.Join(dir, "blobs"))
 	}
+	legacyLink := func(target string) func(string) error {
+		return func(dir string) error {
+			if err := os.Mkdir(filepath.Join(dir, "legacy"), 0o755); err != nil {
+				return err
+			}
+			return os.Symlink(target, filepath.Join(dir, "legacy", "link"))
+		}
+	}
 	before := storeState(t, e)
 	for _, c := range []struct {
 		name  string
 		plant func(string) error
 		want  []string
 	}{
+		{"legacy link outside", legacyLink("../../../etc/passwd"), []string{`"legacy/link"`, "outside the layout"}},
 		{"index.json to /etc/passwd", passwd, []string{`"index.json"`, `symbolic link to "/etc/passwd"`}},
 		{"fifo blob", fifo, []string{configBlob, "named pipe (FIFO)"}},
 		{"link inside", inside, []string{configBlob, "symbolic link"}},
@@ -379,6 +398,12 @@ func TestImportOCILayoutDirectoryReadWithoutLinks(t *testing.T) {
 	imgs, err := e.importFile(layout(nil), "", "")
 	if err != nil || len(imgs) != 1 || imgs[0].ID != src.ConfigDigest {
 		t.Fatalf("plain layout: %v %v", imgs, err)
+	}
+	// A link to a blob outside where the layout keeps its files is left
+	// out, not followed.
+	imgs, err = e.importFile(layout(legacyLink("../"+configBlob)), "", "")
+	if err != nil || len(imgs) != 1 || imgs[0].ID != src.ConfigDigest {
+		t.Fatalf("layout with a legacy link: %v %v", imgs, err)
 	}
 }
 
