@@ -157,7 +157,7 @@ func bindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.Int64Var(&c.MaxImageSize, "max-image-size", c.MaxImageSize, "refuse images larger than this many bytes, declared or uncompressed (0 = unlimited)")
 	fs.IntVar(&c.MaxLayers, "max-layers", c.MaxLayers, "refuse images with more layers (0 = unlimited)")
 	fs.Int64Var(&c.StorageReserve, "storage-reserve", c.StorageReserve, "bytes kept free in the root by a ballast file, released when the disk is full so crivet can start, stop and remove (0 = none)")
-	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, `one JSON line per signature decision: a file, "stdout", or "" for none`)
+	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, `one JSON line per signature decision: a file (locked through <file>.lock beside it), "stdout", or "" for none`)
 	fs.Int64Var(&c.AuditLogMaxSize, "audit-log-max-size", c.AuditLogMaxSize, "rotate the audit file to <file>.1 past this many bytes (0 = never)")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, `host:port serving Prometheus metrics at /metrics ("" = off; ":9090" = 127.0.0.1:9090)`)
 	fs.StringVar(&c.CgroupManager, "cgroup-manager", c.CgroupManager, `cgroup driver, "systemd" or "cgroupfs", as kubelet's cgroupDriver (default: systemd when systemd is PID 1)`)
