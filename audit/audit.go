@@ -216,7 +216,8 @@ func (l *Log) Write(r Record) error {
 	}
 	n, err := l.f.Write(line)
 	if err != nil {
-		werr := fmt.Errorf("audit log: write %s: %w", l.path, err)
+		// err is a *PathError: it names the file.
+		werr := fmt.Errorf("audit log: %w", err)
 		if n > 0 {
 			// Half a line would be glued to the next record: cut it.
 			if terr := l.f.Truncate(size); terr != nil {

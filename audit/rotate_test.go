@@ -263,22 +263,7 @@ func TestAnotherProcessSharesTheRotation(t *testing.T) {
 // TestDiskFullLeavesNoPartialLine fills a small tmpfs, so the kernel
 // writes part of a line and then fails with ENOSPC.
 func TestDiskFullLeavesNoPartialLine(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := filepath.Join(t.TempDir(), "small")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
-	}
-	// Runs before TempDir's removal (cleanups run last first).
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := smallTmpfs(t, "size=64k")
 	path := filepath.Join(dir, "audit.log")
 	l, err := Open(path, 0)
 	if err != nil {
@@ -314,6 +299,7 @@ func TestDiskFullLeavesNoPartialLine(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("error %q: want ENOSPC naming the file", err)
 	}
+	t.Logf("error on a full disk: %v", err)
 	after, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -331,6 +317,79 @@ func TestDiskFullLeavesNoPartialLine(t *testing.T) {
 	got := wholeLines(t, path)
 	if len(got) != 2 || got[0].Reference != rec("a", 0).Reference || got[1].Reason != big.Reason {
 		t.Fatalf("file holds %d records, want the first and the one written after space was freed", len(got))
+	}
+}
+
+// smallTmpfs mounts a tmpfs with options for the test, or skips it.
+func smallTmpfs(t *testing.T, options string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, options); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	// Runs before TempDir's removal (cleanups run last first).
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// A rotation renames the file, then cannot create the new one (no inode
+// left): the write fails, and once an inode is free the next write
+// creates the file instead of failing on a closed one until restart.
+func TestRotationThatCannotReopenRecovers(t *testing.T) {
+	dir := smallTmpfs(t, "size=64k,nr_inodes=16")
+	path := filepath.Join(dir, "audit.log")
+	l, err := Open(path, 2*lineLen(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 2 {
+		if err := l.Write(rec("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Take every inode left.
+	filler := ""
+	for i := 0; ; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("filler%d", i))
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+		filler = p
+	}
+	if filler == "" {
+		t.Fatal("no inode was left to fill: the test proves nothing")
+	}
+	if err := l.Write(rec("a", 2)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("write whose rotation cannot create the new file: %v, want ENOSPC", err)
+	}
+	if _, err := os.Stat(path + ".1"); err != nil {
+		t.Fatalf("the rotation did not rename: %v", err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(rec("a", 3)); err != nil {
+		t.Fatalf("write once an inode is free: %v", err)
+	}
+	if got := wholeLines(t, path); len(got) != 1 || got[0].Reference != rec("a", 3).Reference {
+		t.Fatalf("new file holds %+v, want the record written after the inode was freed", got)
+	}
+	if got := wholeLines(t, path+".1"); len(got) != 2 {
+		t.Fatalf("previous file holds %d records, want 2", len(got))
 	}
 }
 
