@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -149,8 +150,22 @@ func TestFullDiskStartsServesRemovalsAndRecovers(t *testing.T) {
 		t.Fatalf("no %d-byte reserve in the root after start-up: %v", reserve.DefaultSize, err)
 	}
 
+	// A second container, created and not started: kill -9 is going to
+	// interrupt its removal.
+	doomed, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID,
+		Config: crashContainerConfig("doomed", img.Ref), SandboxConfig: crashPodConfig(n, "full", false, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ids[doomed.ContainerId] = true
+
 	filler := fill(t, disk)
 	n.kill9()
+	// What a kill -9 in the middle of the library's deletion of the doomed
+	// container's layer leaves: the layer flagged incomplete (the flag is
+	// saved before anything is deleted). Opening the store deletes such a
+	// layer and rewrites the layer list, which needs space.
+	flagLayerIncomplete(t, filepath.Join(n.root, "storage"), doomed.ContainerId)
 	n.start() // fails the test if crivet exits at start-up
 	if _, err := os.Stat(ballast); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("reserve still in place after a start on a full disk: %v", err)
@@ -164,9 +179,13 @@ func TestFullDiskStartsServesRemovalsAndRecovers(t *testing.T) {
 	if err != nil || len(pods.Items) != 1 || pods.Items[0].State != runtimeapi.PodSandboxState_SANDBOX_READY {
 		t.Fatalf("ListPodSandbox on a full disk: %v %v", pods, err)
 	}
-	ctrs, err := rc.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+	ctrs, err := rc.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{
+		Filter: &runtimeapi.ContainerFilter{Id: ctr.ContainerId}})
 	if err != nil || len(ctrs.Containers) != 1 || ctrs.Containers[0].State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("ListContainers on a full disk: %v %v", ctrs, err)
+	}
+	if st, err := rc.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: doomed.ContainerId}); err != nil {
+		t.Fatalf("ContainerStatus of the half-removed container on a full disk: %v %v", st, err)
 	}
 	if st, err := ic.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: img.Ref}}); err != nil || st.Image == nil {
 		t.Fatalf("ImageStatus on a full disk: %v %v", st, err)
@@ -189,6 +208,9 @@ func TestFullDiskStartsServesRemovalsAndRecovers(t *testing.T) {
 	}
 	if _, err := rc.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
 		t.Fatalf("RemoveContainer on a full disk: %v\n%s", err, n.log)
+	}
+	if _, err := rc.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: doomed.ContainerId}); err != nil {
+		t.Fatalf("RemoveContainer of the half-removed container on a full disk: %v\n%s", err, n.log)
 	}
 	if _, err := rc.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatalf("StopPodSandbox on a full disk: %v\n%s", err, n.log)
@@ -224,4 +246,64 @@ func TestFullDiskStartsServesRemovalsAndRecovers(t *testing.T) {
 		t.Fatalf("CreateContainer once space returned: %v", err)
 	}
 	n.ids[c2.ContainerId] = true
+}
+
+// flagLayerIncomplete marks the layer of storage container id incomplete
+// in the store's layer lists under graphRoot, rewriting the file in place
+// (its blocks are reused: this works on a full disk).
+func flagLayerIncomplete(t *testing.T, graphRoot, id string) {
+	t.Helper()
+	layer := ""
+	for _, f := range []string{"containers.json", "volatile-containers.json"} {
+		b, err := os.ReadFile(filepath.Join(graphRoot, "overlay-containers", f))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs []struct{ ID, Layer string }
+		if err := json.Unmarshal(b, &cs); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, c := range cs {
+			if c.ID == id {
+				layer = c.Layer
+			}
+		}
+	}
+	if layer == "" {
+		t.Fatalf("no storage container %s", id)
+	}
+	for _, f := range []string{"layers.json", "volatile-layers.json"} {
+		path := filepath.Join(graphRoot, "overlay-layers", f)
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ls []map[string]any
+		if err := json.Unmarshal(b, &ls); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, l := range ls {
+			if l["id"] != layer {
+				continue
+			}
+			flags, _ := l["flags"].(map[string]any)
+			if flags == nil {
+				flags = map[string]any{}
+			}
+			flags["incomplete"] = true
+			l["flags"] = flags
+			out, _ := json.Marshal(ls)
+			if err := os.WriteFile(path, out, 0o600); err != nil {
+				t.Fatalf("flag layer %s incomplete: %v", layer, err)
+			}
+			return
+		}
+	}
+	t.Fatalf("layer %s of container %s not in the layer lists", layer, id)
 }
