@@ -18,8 +18,8 @@ type Space interface {
 	// while the disk is full.
 	Check() error
 	// Release gives the reserve back to the file system after a write
-	// failed for want of space.
-	Release(reason string)
+	// failed for want of space; false if it was not held.
+	Release(reason string) bool
 }
 
 // consumesSpace are the CRI calls that fill the disk: new layers, new
@@ -32,9 +32,22 @@ var consumesSpace = map[string]bool{
 	"CreateContainer": true,
 }
 
+// freesSpace are the calls kubelet makes to free space. Each is idempotent
+// (CRI requires it, and kubelet retries them), so one that failed for want
+// of space is run again once the reserve has made room, rather than left
+// for kubelet's next sync to retry.
+var freesSpace = map[string]bool{
+	"StopContainer":    true,
+	"RemoveContainer":  true,
+	"StopPodSandbox":   true,
+	"RemovePodSandbox": true,
+	"RemoveImage":      true,
+}
+
 // spaceGuard refuses the calls that consume space while the disk is full,
 // and releases the reserve when any call fails for want of space, so that
-// the stops and removals that follow have room for their records. It runs
+// stops and removals have room for their records (a removal that failed
+// is run again at once). It runs
 // inside unaryGuard, which gives its refusal the ResourceExhausted code.
 func spaceGuard(space Space) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -45,8 +58,8 @@ func spaceGuard(space Space) grpc.UnaryServerInterceptor {
 			}
 		}
 		resp, err := handler(ctx, req)
-		if outOfSpace(err) {
-			space.Release(method + " failed: " + err.Error())
+		if outOfSpace(err) && space.Release(method+" failed: "+err.Error()) && freesSpace[method] {
+			resp, err = handler(ctx, req)
 		}
 		return resp, err
 	}

@@ -16,6 +16,7 @@ import (
 
 type fakeSpace struct {
 	full     bool
+	held     bool
 	released []string
 }
 
@@ -26,7 +27,12 @@ func (f *fakeSpace) Check() error {
 	return nil
 }
 
-func (f *fakeSpace) Release(reason string) { f.released = append(f.released, reason) }
+func (f *fakeSpace) Release(reason string) bool {
+	f.released = append(f.released, reason)
+	was := f.held
+	f.held = false
+	return was
+}
 
 // callGuarded runs handler behind both interceptors, as ServerOptions chains them.
 func callGuarded(space Space, method string, handler grpc.UnaryHandler) (bool, error) {
@@ -66,24 +72,45 @@ func TestSpaceGuardRefusesOnlyWhatConsumesSpace(t *testing.T) {
 }
 
 // A call that fails writing to a full disk releases the reserve, whether
-// its handler returned the raw error or mapped it already.
+// its handler returned the raw error or mapped it already; a removal is
+// then run again at once, a pull is not.
 func TestSpaceGuardReleasesOnENOSPC(t *testing.T) {
-	space := &fakeSpace{}
 	enospc := &os.PathError{Op: "write", Path: "/root/overlay-containers/.tmp-containers.json", Err: syscall.ENOSPC}
-	_, err := callGuarded(space, "RemoveContainer", func(context.Context, any) (any, error) {
-		return nil, fmt.Errorf("remove container c: %w", enospc)
-	})
-	if status.Code(err) != codes.ResourceExhausted || len(space.released) != 1 {
-		t.Fatalf("ENOSPC: %v, released %v", err, space.released)
+	runs := 0
+	failOnce := func(mapped bool) grpc.UnaryHandler {
+		runs = 0
+		return func(context.Context, any) (any, error) {
+			runs++
+			if runs > 1 {
+				return struct{}{}, nil
+			}
+			err := fmt.Errorf("remove container c: %w", enospc)
+			if mapped {
+				return nil, toStatus(err)
+			}
+			return nil, err
+		}
 	}
-	_, err = callGuarded(space, "StopContainer", func(context.Context, any) (any, error) {
-		return nil, toStatus(fmt.Errorf("stop container c: %w", enospc))
-	})
-	if status.Code(err) != codes.ResourceExhausted || len(space.released) != 2 {
-		t.Fatalf("mapped ENOSPC: %v, released %v", err, space.released)
+	for _, mapped := range []bool{false, true} {
+		space := &fakeSpace{held: true}
+		if _, err := callGuarded(space, "RemoveContainer", failOnce(mapped)); err != nil || runs != 2 || len(space.released) != 1 {
+			t.Fatalf("removal hitting ENOSPC (mapped %v): %v after %d runs, released %v; want released and run again", mapped, err, runs, space.released)
+		}
 	}
+
+	space := &fakeSpace{held: true}
+	_, err := callGuarded(space, "PullImage", failOnce(false))
+	if status.Code(err) != codes.ResourceExhausted || runs != 1 || len(space.released) != 1 {
+		t.Fatalf("pull hitting ENOSPC: %v after %d runs, released %v; want ResourceExhausted, not run again", err, runs, space.released)
+	}
+	// Nothing left to release: the removal fails as the disk makes it.
+	_, err = callGuarded(space, "RemoveContainer", func(context.Context, any) (any, error) { runs++; return nil, enospc })
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("removal on a full disk with no reserve: %v", err)
+	}
+	released := len(space.released)
 	_, _ = callGuarded(space, "StopContainer", func(context.Context, any) (any, error) { return nil, os.ErrPermission })
-	if len(space.released) != 2 {
+	if len(space.released) != released {
 		t.Fatalf("another failure released the reserve: %v", space.released)
 	}
 }

@@ -150,18 +150,20 @@ func (r *Reserve) Check() error {
 }
 
 // Release deletes the ballast after a write failed with ENOSPC, so that
-// the stops and removals kubelet sends next can write their records.
-func (r *Reserve) Release(reason string) {
+// stops and removals can write their records. It reports whether it
+// freed anything (false: not held, or not deletable).
+func (r *Reserve) Release(reason string) bool {
 	if r.size <= 0 {
-		return
+		return false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.held {
-		return
+		return false
 	}
 	free, _ := r.freeSpace(r.dir)
 	r.releaseLocked(reason, free)
+	return !r.held
 }
 
 // Watch recreates a released ballast once space returns, every interval

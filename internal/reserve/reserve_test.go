@@ -98,14 +98,18 @@ func TestReleaseAfterENOSPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	*free = 0
-	r.Release("a write failed")
+	if !r.Release("a write failed") {
+		t.Fatal("Release of a held reserve reported nothing freed")
+	}
 	if r.Held() || ballastSize(t, r) != -1 {
 		t.Fatal("ballast still in place after Release")
 	}
 	if err := r.Check(); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("check after release on a full disk: %v", err)
 	}
-	r.Release("again") // nothing left to release: no-op
+	if r.Release("again") {
+		t.Fatal("Release with nothing held reported space freed")
+	}
 }
 
 // A ballast of another size (the setting changed) or one whose creation

@@ -307,3 +307,54 @@ func flagLayerIncomplete(t *testing.T, graphRoot, id string) {
 	}
 	t.Fatalf("layer %s of container %s not in the layer lists", layer, id)
 }
+
+// The disk fills while crivet runs with its reserve in place: the removal
+// kubelet sends hits ENOSPC, the reserve is released and the removal is
+// run again at once, so it succeeds; a pull is then refused until space
+// is freed, and succeeds after, without a restart.
+func TestDiskFillingUnderARunningDaemonStillRemoves(t *testing.T) {
+	n := newNode(t)
+	disk := smallDisk(t, 300)
+	t.Cleanup(func() { n.cleanupPods(); n.stop() })
+	n.root = filepath.Join(disk, "crivet")
+	ballast := filepath.Join(n.root, reserve.FileName)
+
+	img, podCfg, podID := n.startWithPod(t, "filling", 0)
+	rc, ic := n.clients()
+	ctr, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID,
+		Config: crashContainerConfig("created", img.Ref), SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ids[ctr.ContainerId] = true
+
+	filler := fill(t, disk)
+	if _, err := rc.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+		t.Fatalf("RemoveContainer on a disk that filled: %v\n%s", err, n.log)
+	}
+	if _, err := os.Stat(ballast); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reserve not released by a removal that hit ENOSPC: %v\n%s", err, n.log)
+	}
+	if ctrs, err := rc.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{}); err != nil || len(ctrs.Containers) != 0 {
+		t.Fatalf("containers after removal: %v %v", ctrs, err)
+	}
+	other := fixtures.PushImage(t, n.reg.Ref("other:1"), 1<<20)
+	_, err = ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: other.Ref}})
+	wantCode(t, "pull on a full disk", err, codes.ResourceExhausted)
+	if _, err := rc.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatalf("StopPodSandbox on a full disk: %v\n%s", err, n.log)
+	}
+	if _, err := rc.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatalf("RemovePodSandbox on a full disk: %v\n%s", err, n.log)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: other.Ref}}); err != nil {
+		t.Fatalf("pull once space returned: %v\n%s", err, n.log)
+	}
+	if fi, err := os.Stat(ballast); err != nil || fi.Size() != reserve.DefaultSize {
+		t.Fatalf("reserve not recreated once space returned: %v", err)
+	}
+}
