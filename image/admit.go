@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
@@ -13,6 +12,7 @@ import (
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/types"
+	"go.podman.io/storage"
 )
 
 // Admission is the outcome of Admit.
@@ -67,28 +67,32 @@ func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *po
 }
 
 // admit is Admit with the cache to use (nil: none); it also returns the
-// identities it tried.
+// identities it tried. What the image is verified as follows the identity
+// rule (identity.go): exactly how userRef found it.
 func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *policy.Policy, cache *admitCache) (Admission, []identity, error) {
 	var ids []identity
 	fromRecord := true
 	if userRef != "" {
-		named, m, err := s.userIdentity(userRef, img)
+		f, err := s.userFound(userRef, img)
 		if err != nil {
 			return Admission{}, nil, &classed{err, policy.ReasonReferenceMismatch}
 		}
-		if m == byName {
-			ids, fromRecord = identitiesForName(img, named), false
+		if f.how != byID {
+			fromRecord = false
+			if ids = f.identities(); len(ids) == 0 {
+				return Admission{}, nil, &classed{fmt.Errorf("%w: %w", policy.ErrRefused, errNoProvenance(f, userRef)), policy.ReasonNotVerifiable}
+			}
+		} else {
+			ids = f.identities()
 		}
-	}
-	if fromRecord {
-		ids = recordedIdentities(img)
+	} else {
+		ids = recordedIdentities(img.Record)
 	}
 	if len(ids) == 0 {
-		// Nothing to verify the image as: only a policy that needs no
-		// signature for an unnamed image lets it run.
-		named, _ := reference.ParseNormalizedNamed("localhost/crivet-unnamed-image")
-		id, _ := dockerIdentity(reference.TagNameOnly(named))
-		ids = append(ids, id)
+		// Nothing recorded to verify the image as: no policy can vouch
+		// for it, whatever it says about some made-up name.
+		f := &found{img: &storage.Image{ID: img.StorageID()}, how: byID}
+		return Admission{}, nil, &classed{fmt.Errorf("%w: %w", policy.ErrRefused, errNoProvenance(f, userRef)), policy.ReasonNotVerifiable}
 	}
 	fp := pol.Fingerprint()
 	var errs []error
@@ -138,78 +142,17 @@ func refusal(img *Image, ids []identity, errs []error) error {
 		policy.ErrRefused, img.ID, strings.Join(names, ", "), errors.Join(errs...))
 }
 
-// identitiesForName: what the image is verified as when the client names
-// it: the registry reference, unless the name is one the image only ever
-// got from an archive; then the archives it came from under that name.
-func identitiesForName(img *Image, named reference.Named) []identity {
-	var ids []identity
-	imports, pulled := importsNamed(img.Record, named)
-	if pulled || len(imports) == 0 {
-		if id, ok := dockerIdentity(named); ok {
-			ids = append(ids, id)
-		}
-	}
-	for _, src := range imports {
-		ids = append(ids, importIdentity(src))
-	}
-	return ids
-}
-
-// importsNamed returns the import sources recorded under named, and
-// whether a pull recorded it too.
-func importsNamed(rec *Record, named reference.Named) (imports []*ImportSource, pulled bool) {
-	if rec == nil {
-		return nil, false
-	}
-	want := reference.TrimNamed(named).String()
-	d, digested := named.(reference.Digested)
-	tagged, isTagged := named.(reference.Tagged)
-	for _, r := range rec.References {
-		rn, err := reference.ParseNormalizedNamed(r.Resolved)
-		if err != nil || reference.TrimNamed(rn).String() != want {
-			continue
-		}
-		rn = reference.TagNameOnly(rn)
-		switch {
-		case digested:
-			if r.Import != nil && r.Import.Manifest != d.Digest() && rec.IndexDigest != d.Digest() {
-				continue
-			}
-		case isTagged:
-			if t, ok := rn.(reference.Tagged); !ok || t.Tag() != tagged.Tag() {
-				continue
-			}
-		}
-		if r.Import != nil {
-			imports = append(imports, r.Import)
-		} else {
-			pulled = true
-		}
-	}
-	return imports, pulled
-}
-
-// userIdentity checks that userRef names img and returns the identity to
-// verify it as (for a name) or byID (verify as the recorded references).
-func (s *Service) userIdentity(userRef string, img *Image) (reference.Named, match, error) {
-	found, m, err := s.findMatch(userRef)
+// userFound resolves userRef with the one lookup and checks that it
+// names img, the image being created.
+func (s *Service) userFound(userRef string, img *Image) (*found, error) {
+	f, err := s.resolve(userRef)
 	if err != nil {
-		return nil, m, fmt.Errorf("%w: user_specified_image %q does not name the image being created (%s): %w", policy.ErrRefused, userRef, img.ID, err)
+		return nil, fmt.Errorf("%w: user_specified_image %q does not name the image being created (%s): %w", policy.ErrRefused, userRef, img.ID, err)
 	}
-	if found.ID != img.StorageID() {
-		return nil, m, fmt.Errorf("%w: user_specified_image %q names image sha256:%s, not the image being created (%s)", policy.ErrRefused, userRef, found.ID, img.ID)
+	if f.img.ID != img.StorageID() {
+		return nil, fmt.Errorf("%w: user_specified_image %q names image sha256:%s, not the image being created (%s)", policy.ErrRefused, userRef, f.img.ID, img.ID)
 	}
-	if m == byID {
-		return nil, m, nil
-	}
-	named, err := s.identityFor(userRef, img)
-	if err != nil {
-		return nil, m, fmt.Errorf("%w: %w", policy.ErrRefused, err)
-	}
-	if d, ok := named.(reference.Digested); ok && !img.hasDigest(d.Digest()) {
-		return nil, m, fmt.Errorf("%w: user_specified_image %q: digest %s is not a manifest or index recorded for image %s", policy.ErrRefused, userRef, d.Digest(), img.ID)
-	}
-	return named, m, nil
+	return f, nil
 }
 
 // admitKey identifies one admission: the policy with the current content
@@ -225,48 +168,6 @@ func (r *Record) manifestDigest() digest.Digest {
 	return r.ManifestDigest
 }
 
-// hasDigest: d is the verified manifest, the index it was chosen from, or
-// a manifest the store holds for this image.
-func (i *Image) hasDigest(d digest.Digest) bool {
-	if i.Record != nil && (i.Record.ManifestDigest == d || i.Record.IndexDigest == d) {
-		return true
-	}
-	for _, rd := range i.RepoDigests {
-		if strings.HasSuffix(rd, "@"+d.String()) {
-			return true
-		}
-	}
-	return false
-}
-
-// identityFor normalises a user reference the way the pull did: the
-// reference it was recorded as, else the registries.conf resolution
-// (aliases, search registries, docker.io); a digest wins over a tag.
-func (s *Service) identityFor(userRef string, img *Image) (reference.Named, error) {
-	if img.Record != nil {
-		for _, r := range img.Record.References {
-			if r.User == userRef {
-				if named, err := reference.ParseNormalizedNamed(r.Resolved); err == nil {
-					return stripTagIfDigested(named), nil
-				}
-			}
-		}
-	}
-	cands, err := s.candidates(s.systemContext(), userRef)
-	if err != nil {
-		return nil, fmt.Errorf("image reference %q: %w", userRef, err)
-	}
-	// With several search registries, the one the image came from.
-	for _, c := range cands {
-		for _, tag := range img.RepoTags {
-			if named, err := reference.ParseNormalizedNamed(tag); err == nil && named.Name() == c.Name() {
-				return stripTagIfDigested(c), nil
-			}
-		}
-	}
-	return stripTagIfDigested(cands[0]), nil
-}
-
 func stripTagIfDigested(named reference.Named) reference.Named {
 	if d, ok := named.(reference.Digested); ok {
 		if _, tagged := named.(reference.Tagged); tagged {
@@ -276,50 +177,6 @@ func stripTagIfDigested(named reference.Named) reference.Named {
 		}
 	}
 	return named
-}
-
-// recordedIdentities: every reference the image was pulled or imported
-// by, most recent first, then its storage names (an image stored by
-// another tool) that no import explains.
-func recordedIdentities(img *Image) []identity {
-	var out []identity
-	seen := map[string]bool{}
-	addDocker := func(ref string) {
-		named, err := reference.ParseNormalizedNamed(ref)
-		if err != nil {
-			return
-		}
-		named = stripTagIfDigested(reference.TagNameOnly(named))
-		if seen["docker:"+named.String()] {
-			return
-		}
-		if imports, pulled := importsNamed(img.Record, named); len(imports) > 0 && !pulled {
-			return // a name from an archive is verified as the archive
-		}
-		seen["docker:"+named.String()] = true
-		if id, ok := dockerIdentity(named); ok {
-			out = append(out, id)
-		}
-	}
-	if img.Record != nil {
-		refs := slices.Clone(img.Record.References)
-		// Most recent first: the name the image is currently known by.
-		slices.Reverse(refs)
-		for _, r := range refs {
-			if r.Import == nil {
-				addDocker(r.Resolved)
-				continue
-			}
-			if key := "import:" + r.Import.String(); !seen[key] {
-				seen[key] = true
-				out = append(out, importIdentity(r.Import))
-			}
-		}
-	}
-	for _, t := range img.RepoTags {
-		addDocker(t)
-	}
-	return out
 }
 
 // admitCache remembers admissions; bounded, and simply cleared when full

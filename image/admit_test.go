@@ -84,21 +84,6 @@ func TestAdmitVerifiesStoredSignaturesOfflineAndCaches(t *testing.T) {
 	}
 }
 
-func TestAdmitWithoutAnyReferenceNeedsNoSignaturePolicy(t *testing.T) {
-	e := newEnv(t)
-	img := e.mustPull(fixtures.PushImage(t, e.ref("app/x:1"), 1024).Ref, "")
-	img.Record.References = nil
-	img.RepoTags = nil
-	if _, err := e.admit(img, "", ""); err != nil {
-		t.Fatalf("accept-anything policy refused an unnamed image: %v", err)
-	}
-	key := fixtures.NewSigstoreKey(t)
-	e.setGlobal(anyDocker(keyReq(key.PublicKeyPath, matchRepo)))
-	if _, err := e.admit(img, "", ""); err == nil {
-		t.Fatal("a policy requiring signatures admitted an image with no reference")
-	}
-}
-
 // An allow-list policy exempts one repository (the pause image, say) and
 // requires signatures for the rest. A request that claims the exempt name,
 // or names the image by its ID, must not run an unsigned image of another

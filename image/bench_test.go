@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"fmt"
+	"go.podman.io/image/v5/docker/reference"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -64,7 +65,10 @@ func BenchmarkPolicyCheckKeyless(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	named, _ := e.svc.identityFor(img.Ref, stored)
+	named, err := reference.ParseNormalizedNamed(img.Ref)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
 		if err := e.svc.VerifyStored(context.Background(), stored, named, pol); err != nil {
 			b.Fatal(err)

@@ -533,10 +533,13 @@ func (s *Service) storeImport(ctx context.Context, sys *types.SystemContext, e *
 	}
 	configDigest, inst := e.m.Config.Digest, e.m.Digest
 	id := configDigest.Encoded()
-	unlock := s.locks.Lock(id)
+	unlock, err := s.lockImage(id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", label, err)
+	}
 	_, existErr := s.store.Image(id)
 	existed := existErr == nil
-	prevSigs := s.librarySignatures(id, inst)
+	prevSigs := s.librarySignatureSets(id)
 	layersBefore := s.layerIDs()
 	w.startCopy(e.m)
 	_, err = copy.Image(ctx, acceptVerified(), destRef, e.src, &copy.Options{
@@ -570,7 +573,7 @@ func (s *Service) storeImport(ctx context.Context, sys *types.SystemContext, e *
 		unlock()
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}
-	s.keepDisplacedSignatures(simg.ID, inst, prevSigs)
+	s.keepDisplacedSets(simg.ID, prevSigs)
 	if e.sigs != nil {
 		s.keepSignatureSet(simg.ID, e.sigs)
 	}
@@ -580,7 +583,7 @@ func (s *Service) storeImport(ctx context.Context, sys *types.SystemContext, e *
 		return nil, fmt.Errorf("%s: %w", label, err)
 	}
 	for _, n := range e.names {
-		s.dropReferenceElsewhere(n.String(), simg.ID)
+		s.markMovedElsewhere(n, simg.ID)
 	}
 	s.log.Info("image imported", "image", img.ID, "source", label, "names", img.RepoTags, "signatures", e.sigs != nil)
 	return img, nil
@@ -606,10 +609,17 @@ func (s *Service) recordImport(simg *storage.Image, e *importEntry, pol *policy.
 		// reference carries its own.
 		rec.ManifestDigest, rec.IndexDigest = e.m.Digest, e.indexDigest
 	}
-	for i, n := range e.names {
-		rec.addReference(Reference{User: n.String(), Resolved: n.String(), Pulled: now, Import: e.sources[i]})
+	var pin digest.Digest
+	if e.sigs != nil {
+		pin = e.sigs.digest()
+	} else if set := s.librarySignatures(simg.ID, e.m.Digest); set != nil {
+		pin = set.digest()
 	}
-	rec.addDecision(Decision{PolicyPath: pol.Path, PolicyDigest: pol.Digest, Reference: e.sources[0].String(), Allowed: true, Time: now})
+	for i, n := range e.names {
+		rec.addReference(Reference{User: n.String(), Resolved: n.String(), Pulled: now, Import: e.sources[i],
+			Manifest: e.m.Digest, Index: e.indexDigest, Signatures: pin})
+	}
+	rec.addDecision(Decision{PolicyPath: pol.Path, PolicyDigest: pol.Digest, Reference: e.sources[0].String(), Allowed: true, Time: now, Signatures: pin})
 	if cfg, err := s.store.ImageBigData(simg.ID, e.m.Config.Digest.String()); err == nil {
 		var c struct {
 			Config struct{ User string } `json:"config"`

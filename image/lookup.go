@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/storage"
 )
@@ -51,6 +50,11 @@ func (s *Service) view(img *storage.Image, rec *Record) (*Image, error) {
 	digests := slices.Clone(img.Digests)
 	if rec.IndexDigest != "" {
 		digests = append(digests, rec.IndexDigest)
+	}
+	for i := range rec.References {
+		if d := rec.References[i].index(rec); d != "" && !rec.References[i].Formerly {
+			digests = append(digests, d)
+		}
 	}
 	for repo := range repos {
 		for _, d := range digests {
@@ -116,70 +120,12 @@ func isHexID(s string) bool {
 	return true
 }
 
-// match says how a reference found an image.
-type match int
-
-const (
-	byName match = iota // a name, tag, digest or user reference
-	byID                // the image's ID, full or a unique prefix
-)
-
 func (s *Service) find(ref string) (*storage.Image, error) {
-	img, _, err := s.findMatch(ref)
-	return img, err
-}
-
-// findMatch resolves ref the way every lookup (ImageStatus, RemoveImage,
-// CreateContainer) does: an image ID ("sha256:<hex>" with a full or unique
-// prefix, or 64 bare hex digits); a reference a user pulled by; a tagged or
-// digested name; last, a bare hex prefix of at least 12 digits (the short
-// ID operators copy from crictl images).
-func (s *Service) findMatch(ref string) (*storage.Image, match, error) {
-	ref = strings.TrimSpace(ref)
-	if ref == "" {
-		return nil, byName, fmt.Errorf("%w: empty", ErrInvalidReference)
-	}
-	notFound := fmt.Errorf("image %q: %w", ref, ErrNotFound)
-	hex, hasAlgo := strings.CutPrefix(ref, "sha256:")
-	if isHexID(hex) || (hasAlgo && isHex(hex)) {
-		img, err := s.byIDPrefix(hex)
-		if err != nil {
-			return nil, byID, fmt.Errorf("image %q: %w", ref, err)
-		}
-		return img, byID, nil
-	}
-	// A name a user pulled by (a short name resolved through an alias,
-	// say) finds the image it was resolved to.
-	if img := s.findByUserReference(ref); img != nil {
-		return img, byName, nil
-	}
-	named, err := reference.ParseNormalizedNamed(ref)
+	f, err := s.resolve(ref)
 	if err != nil {
-		if isHex(ref) && len(ref) >= 12 {
-			if img, err := s.byIDPrefix(ref); err == nil {
-				return img, byID, nil
-			}
-		}
-		return nil, byName, fmt.Errorf("%w %q: %w", ErrInvalidReference, ref, err)
+		return nil, err
 	}
-	if d, ok := named.(reference.Digested); ok {
-		img, err := s.findByDigest(named.Name(), d.Digest(), notFound)
-		return img, byName, err
-	}
-	named = reference.TagNameOnly(named)
-	img, err := s.store.Image(named.String())
-	if err == nil {
-		return img, byName, nil
-	}
-	if errors.Is(err, storage.ErrImageUnknown) || errors.Is(err, storage.ErrNotAnImage) {
-		if isHex(ref) && len(ref) >= 12 {
-			if img, err := s.byIDPrefix(ref); err == nil {
-				return img, byID, nil
-			}
-		}
-		return nil, byName, notFound
-	}
-	return nil, byName, err
+	return f.img, nil
 }
 
 // ErrAmbiguous: an ID prefix matches more than one image.
@@ -228,26 +174,6 @@ func isHex(s string) bool {
 	return true
 }
 
-func (s *Service) findByDigest(repo string, d digest.Digest, notFound error) (*storage.Image, error) {
-	imgs, err := s.store.Images()
-	if err != nil {
-		return nil, err
-	}
-	for i := range imgs {
-		img := &imgs[i]
-		if !hasRepo(img, repo) {
-			continue
-		}
-		if slices.Contains(img.Digests, d) || img.Digest == d {
-			return img, nil
-		}
-		if rec, err := s.recordOf(img); err == nil && rec.IndexDigest == d {
-			return img, nil
-		}
-	}
-	return nil, notFound
-}
-
 func hasRepo(img *storage.Image, repo string) bool {
 	for _, n := range img.Names {
 		if named, err := reference.ParseNormalizedNamed(n); err == nil && named.Name() == repo {
@@ -257,25 +183,6 @@ func hasRepo(img *storage.Image, repo string) bool {
 	return false
 }
 
-func (s *Service) findByUserReference(ref string) *storage.Image {
-	imgs, err := s.store.Images()
-	if err != nil {
-		return nil
-	}
-	for i := range imgs {
-		rec, err := s.recordOf(&imgs[i])
-		if err != nil {
-			continue
-		}
-		for _, r := range rec.References {
-			if r.User == ref {
-				return &imgs[i]
-			}
-		}
-	}
-	return nil
-}
-
 // Remove deletes the image ref names, with all its tags. A missing image
 // is ErrNotFound; one a container still uses is ErrInUse.
 func (s *Service) Remove(ref string) error {
@@ -283,7 +190,10 @@ func (s *Service) Remove(ref string) error {
 	if err != nil {
 		return err
 	}
-	unlock := s.locks.Lock(img.ID)
+	unlock, err := s.lockImage(img.ID)
+	if err != nil {
+		return fmt.Errorf("remove image %s: %w", ref, err)
+	}
 	defer unlock()
 	if _, err := s.store.DeleteImage(img.ID, true); err != nil {
 		switch {

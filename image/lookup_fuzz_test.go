@@ -44,21 +44,20 @@ func FuzzReferenceResolution(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, ref string) {
-		img, m, err := svc.findMatch(ref)
+		fd, err := svc.resolve(ref)
 		if err == nil {
-			if img.ID != id {
-				t.Fatalf("%q found unknown image %s", ref, img.ID)
+			if fd.img.ID != id {
+				t.Fatalf("%q found unknown image %s", ref, fd.img.ID)
 			}
-			if m == byID && !strings.HasPrefix(id, strings.TrimPrefix(strings.TrimSpace(ref), "sha256:")) {
-				t.Fatalf("%q matched image %s as an ID it is not a prefix of", ref, img.ID)
+			if fd.how == byID && !strings.HasPrefix(id, strings.TrimPrefix(strings.TrimSpace(ref), "sha256:")) {
+				t.Fatalf("%q matched image %s as an ID it is not a prefix of", ref, fd.img.ID)
 			}
 		}
 		if cands, err := svc.candidates(svc.systemContext(), ref); err == nil && len(cands) == 0 {
 			t.Fatalf("%q: no candidates and no error", ref)
 		}
 		if v, err := svc.Get(ref); err == nil {
-			_, _ = svc.identityFor(ref, v)
-			_ = recordedIdentities(v)
+			_ = recordedIdentities(v.Record)
 		}
 	})
 }

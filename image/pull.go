@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -113,7 +112,6 @@ func (s *Service) pull(ctx context.Context, req PullRequest, pol *policy.Policy)
 	if err != nil {
 		return nil, err
 	}
-	s.dropReferenceElsewhere(req.Ref, img.StorageID())
 	s.storeChanged()
 	return img, nil
 }
@@ -205,6 +203,26 @@ func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, r
 	if err != nil {
 		return nil, err
 	}
+	// The copy and the record are one step for other users of the image:
+	// a removal, another pull or an import (another process) between them
+	// would fail this pull or lose what one of them recorded.
+	id := r.m.Config.Digest.Encoded()
+	unlock, err := s.lockImage(id)
+	if err != nil {
+		return nil, j.fail("", err)
+	}
+	img, err := j.copyAndRecord(src, r)
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	// The tag now names this image: where it named another, it stays
+	// that image's provenance (verification by ID) but finds it no more.
+	s.markMovedElsewhere(j.named, id)
+	return img, nil
+}
+
+func (j *pullJob) copyAndRecord(src types.ImageSource, r *resolved) (*Image, error) {
 	simg, err := j.copyPinned(src, r)
 	if err != nil {
 		return nil, err
@@ -263,10 +281,14 @@ func (s *Service) storedImage(ref types.ImageReference, configDigest digest.Dige
 	return istorage.Transport.GetStoreImage(s.store, ref)
 }
 
-// dropReferenceElsewhere removes userRef from the records of every image
-// but keep: a name the user pulled again (a moved tag) now means the new
-// image, and lookups by that name must not find the old one.
-func (s *Service) dropReferenceElsewhere(userRef, keep string) {
+// markMovedElsewhere marks named, a tag now naming image keep, as formerly
+// the provenance of every other image recorded under it. A digest never
+// moves.
+func (s *Service) markMovedElsewhere(named reference.Named, keep string) {
+	if _, digested := named.(reference.Digested); digested {
+		return
+	}
+	name := named.String()
 	imgs, err := s.store.Images()
 	if err != nil {
 		return
@@ -276,13 +298,16 @@ func (s *Service) dropReferenceElsewhere(userRef, keep string) {
 		if id == keep {
 			continue
 		}
-		rec, err := s.record(id)
-		if err != nil || !slices.ContainsFunc(rec.References, func(r Reference) bool { return r.User == userRef }) {
+		rec, err := s.recordOf(&imgs[i])
+		if err != nil || !rec.clone().markFormerly(name) {
 			continue
 		}
-		unlock := s.locks.Lock(id)
-		if rec, err = s.record(id); err == nil {
-			rec.References = slices.DeleteFunc(rec.References, func(r Reference) bool { return r.User == userRef })
+		unlock, err := s.lockImage(id)
+		if err != nil {
+			s.log.Warn("could not update an image record", "image", id, "error", err)
+			continue
+		}
+		if rec, err = s.record(id); err == nil && rec.markFormerly(name) {
 			if err := s.saveRecord(id, rec); err != nil {
 				s.log.Warn("could not update an image record", "image", id, "error", err)
 			}

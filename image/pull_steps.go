@@ -208,12 +208,11 @@ func (j *pullJob) copyPinned(src types.ImageSource, r *resolved) (*storage.Image
 	if err != nil {
 		return nil, j.fail("", err)
 	}
-	configDigest, instDigest := r.m.Config.Digest, r.m.Digest
-	unlock := s.locks.Lock(configDigest.Encoded())
-	defer unlock()
+	// The caller holds the image's lock.
+	configDigest := r.m.Config.Digest
 	_, existErr := s.store.Image(configDigest.Encoded())
 	existed := existErr == nil
-	prevSigs := s.librarySignatures(configDigest.Encoded(), instDigest)
+	prevSigs := s.librarySignatureSets(configDigest.Encoded())
 	layersBefore := s.layerIDs()
 	j.w.startCopy(r.m)
 	_, err = copy.Image(j.ctx, acceptVerified(), destRef, openedSource{src.Reference(), src}, &copy.Options{
@@ -234,7 +233,7 @@ func (j *pullJob) copyPinned(src types.ImageSource, r *resolved) (*storage.Image
 	if err != nil {
 		return nil, j.fail("", err)
 	}
-	s.keepDisplacedSignatures(simg.ID, instDigest, prevSigs)
+	s.keepDisplacedSets(simg.ID, prevSigs)
 	return simg, nil
 }
 
@@ -268,7 +267,8 @@ func (s *Service) enforceStoredSize(ctx context.Context, configDigest digest.Dig
 	return err
 }
 
-// record adds this pull to the image's record: the manifest verified, the
+// record adds this pull to the image's record (the caller holds the
+// image's lock): the manifest verified, the
 // reference the user wrote and what it resolved to, and the namespace's
 // decision.
 func (j *pullJob) record(simg *storage.Image, r *resolved) (*Image, error) {
@@ -282,8 +282,12 @@ func (j *pullJob) record(simg *storage.Image, r *resolved) (*Image, error) {
 	if r.indexDigest != "" {
 		rec.IndexDigest = r.indexDigest
 	}
-	rec.addReference(Reference{User: j.req.Ref, Resolved: j.named.String(), Pulled: now})
-	rec.addDecision(Decision{Namespace: j.req.Namespace, PolicyPath: j.pol.Path, PolicyDigest: j.pol.Digest, Reference: j.named.String(), Allowed: true, Warning: j.warned, Time: now})
+	ref := Reference{User: j.req.Ref, Resolved: j.named.String(), Pulled: now, Manifest: r.m.Digest, Index: r.indexDigest}
+	if set := s.librarySignatures(simg.ID, r.m.Digest); set != nil {
+		ref.Signatures = set.digest()
+	}
+	rec.addReference(ref)
+	rec.addDecision(Decision{Namespace: j.req.Namespace, PolicyPath: j.pol.Path, PolicyDigest: j.pol.Digest, Reference: j.named.String(), Allowed: true, Warning: j.warned, Time: now, Signatures: ref.Signatures})
 	if cfg, err := s.store.ImageBigData(simg.ID, r.m.Config.Digest.String()); err == nil {
 		var c struct {
 			Config struct{ User string } `json:"config"`

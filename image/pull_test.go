@@ -476,7 +476,7 @@ func TestMovedTagFindsTheNewImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range old.Record.References {
-		if r.User == ref {
+		if r.Resolved == ref && !r.Formerly {
 			t.Fatalf("the old image still claims %s", ref)
 		}
 	}

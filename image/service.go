@@ -81,6 +81,9 @@ type Service struct {
 	// locks serialises the write phase of a pull with removals of the
 	// same image, so a removal never interleaves with a half-written record.
 	locks keyed.Mutex
+	// recLocks extends locks across processes sharing the store
+	// (lockImage takes both).
+	recLocks *recordLocks
 
 	recMu   sync.Mutex
 	records map[string]cachedRecord // by storage image ID; a cache of what is on disk
@@ -158,7 +161,8 @@ func (cfg Config) storeOptions() storagetypes.StoreOptions {
 
 // newService: store is nil for a Checker that checks pulls only.
 func newService(cfg Config, store storage.Store) *Service {
-	s := &Service{cfg: cfg, store: store, log: cfg.Logger, obs: cfg.Observer, records: map[string]cachedRecord{}}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger, obs: cfg.Observer, records: map[string]cachedRecord{},
+		recLocks: newRecordLocks(cfg.Root)}
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
@@ -173,6 +177,7 @@ func (s *Service) Storage() storage.Store { return s.store }
 // mounted nothing, and the driver's clean-up would undo the daemon's
 // mount of its home.
 func (s *Service) Close() error {
+	defer s.recLocks.close()
 	if s.cfg.Shared {
 		return nil
 	}

@@ -24,8 +24,9 @@ import (
 // when the same bytes are pulled from a second source.
 const keptSignaturesKey = "crivet-signatures"
 
-// maxKeptSignatureSets bounds the item: the oldest sets go first.
-const maxKeptSignatureSets = 32
+// maxKeptSignatureSets bounds the item: the oldest sets that no
+// admission is pinned to go first (a variable for tests).
+var maxKeptSignatureSets = 32
 
 // signatureSet is one manifest's signatures as the library stores them:
 // its own blob format (which this package need not understand), and the
@@ -37,6 +38,14 @@ type signatureSet struct {
 	Sizes  []int     `json:"sizes"`
 	Blob   []byte    `json:"blob"`
 	Kept   time.Time `json:"kept"`
+}
+
+// digest identifies the set's content (what a reference pins).
+func (a *signatureSet) digest() digest.Digest {
+	h := digest.SHA256.Digester()
+	fmt.Fprintf(h.Hash(), "%s\x00%v\x00", a.Manifest, a.Sizes)
+	h.Hash().Write(a.Blob)
+	return h.Digest()
 }
 
 func (a *signatureSet) same(b *signatureSet) bool {
@@ -71,6 +80,37 @@ func (s *Service) librarySignatures(id string, inst digest.Digest) *signatureSet
 		set.Source = rec.References[len(rec.References)-1].Resolved
 	}
 	return set
+}
+
+// librarySignatureSets reads every set the library stored for image id,
+// by manifest: a copy of one manifest rewrites the image's metadata, and
+// the sets of its other manifests can go with it.
+func (s *Service) librarySignatureSets(id string) map[digest.Digest]*signatureSet {
+	img, err := s.store.Image(id)
+	if err != nil {
+		return nil
+	}
+	var md struct {
+		SignaturesSizes map[digest.Digest][]int `json:"signatures-sizes"`
+	}
+	if json.Unmarshal([]byte(img.Metadata), &md) != nil {
+		return nil
+	}
+	out := map[digest.Digest]*signatureSet{}
+	for m := range md.SignaturesSizes {
+		if set := s.librarySignatures(id, m); set != nil {
+			out[m] = set
+		}
+	}
+	return out
+}
+
+// keepDisplacedSets is keepDisplacedSignatures for every set read before
+// a copy.
+func (s *Service) keepDisplacedSets(id string, prev map[digest.Digest]*signatureSet) {
+	for m, set := range prev {
+		s.keepDisplacedSignatures(id, m, set)
+	}
 }
 
 func (s *Service) keptSignatures(id string) []*signatureSet {
@@ -109,9 +149,11 @@ func (s *Service) keepSignatureSet(id string, set *signatureSet) bool {
 	}
 	set.Kept = time.Now().UTC()
 	sets = append(sets, set)
-	if len(sets) > maxKeptSignatureSets {
-		sets = sets[len(sets)-maxKeptSignatureSets:]
+	var pins map[digest.Digest]bool
+	if rec, err := s.record(id); err == nil {
+		pins = rec.pinnedSignatures()
 	}
+	sets = evictSignatureSets(sets, pins, maxKeptSignatureSets)
 	data, err := json.Marshal(sets)
 	if err == nil {
 		err = s.store.SetImageBigData(id, keptSignaturesKey, data, nil)
@@ -155,4 +197,23 @@ func (s *Service) verifyKept(ctx context.Context, manifestBlob []byte, set *sign
 	}
 	defer src.Close()
 	return pol.Check(ctx, &asIdentity{UnparsedImage: image.UnparsedInstance(src, nil), ref: identity})
+}
+
+// evictSignatureSets drops the oldest sets beyond max that no recorded
+// reference was admitted with; a pinned set is never dropped, so the
+// bound applies to the unpinned ones.
+func evictSignatureSets(sets []*signatureSet, pins map[digest.Digest]bool, max int) []*signatureSet {
+	over := len(sets) - max
+	if over <= 0 {
+		return sets
+	}
+	out := make([]*signatureSet, 0, len(sets))
+	for _, set := range sets { // oldest first
+		if over > 0 && !pins[set.digest()] {
+			over--
+			continue
+		}
+		out = append(out, set)
+	}
+	return out
 }
