@@ -125,9 +125,11 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	return nil
 }
 
+// writeMarker replaces the marker's content with t, in place: the lock
+// is on this inode, so the marker is never replaced by a new file.
 func writeMarker(f *os.File, t time.Time) error {
 	if err := f.Truncate(0); err != nil {
-		return err
+		return fmt.Errorf("truncate %s: %w", f.Name(), err)
 	}
 	if _, err := f.WriteAt([]byte(t.Format(time.RFC3339Nano)), 0); err != nil {
 		return fmt.Errorf("write %s: %w", f.Name(), err)
