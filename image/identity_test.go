@@ -3,12 +3,16 @@ package image
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/test/fixtures"
+	"github.com/opencontainers/go-digest"
 )
 
 // twoRegistryNode is a node with an internal registry that short names
@@ -297,5 +301,96 @@ func TestEvictionKeepsTheSignaturesAnAdmissionWasMadeWith(t *testing.T) {
 	e.svc.admitted = admitCache{}
 	if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
 		t.Fatalf("strict namespace refused after eviction: %v", err)
+	}
+}
+
+// Point 9 of issue 16: with the first search registry unreachable, a short
+// name is not pulled from the next one.
+func TestShortNameSearchStopsAtAnUnreachableRegistry(t *testing.T) {
+	e := newEnv(t)
+	down, up := fixtures.StartRegistry(t), e.reg
+	fixtures.PushImage(t, up.Ref("team/app:1"), 512)
+	e.regConf = filepath.Join(e.dir, "registries-search.conf")
+	writeFile(t, e.regConf, fmt.Sprintf(`unqualified-search-registries = [%q, %q]
+
+[[registry]]
+location = %q
+insecure = true
+
+[[registry]]
+location = %q
+insecure = true
+`, down.Addr, up.Addr, down.Addr, up.Addr))
+	reopen(e, func(*Config) {}, nil)
+	down.Stop()
+	_, err := e.pull("team/app:1", "")
+	if !errors.Is(err, ErrRegistryUnavailable) {
+		t.Fatalf("pull with the first search registry down: %v; want registry unavailable", err)
+	}
+	if imgs, err := e.svc.List(); err != nil || len(imgs) != 0 {
+		t.Fatalf("images after the refused search: %d, %v", len(imgs), err)
+	}
+}
+
+// Point 6 of issue 16: crivet image import (another process, here another
+// service on the same store with its own file description) and the
+// daemon's pull read, change and write one record; each holds the
+// image's lock for the whole step, so neither loses the other's reference.
+func TestRecordWritesOfTwoProcessesAreSerialised(t *testing.T) {
+	e := newEnv(t)
+	src := fixtures.PushImage(t, e.ref("app/both:1"), 1024)
+	shared, err := Open(Config{
+		Root: e.root, RunRoot: filepath.Join(e.dir, "run"),
+		Policies: policy.NewStore(e.global, e.nsDir), Logger: slog.New(e.decisions), Shared: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	e.mustPull(src.Ref, "")
+	id := strings.TrimPrefix(src.ConfigDigest, "sha256:")
+
+	// The other process holds the image and is in the middle of its
+	// read-modify-write when the daemon pulls the image again under
+	// another name.
+	unlock, err := shared.lockImage(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := shared.record(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := e.ref("app/both:2")
+	fixtures.PushAnnotatedCopy(t, src.Ref, second)
+	done := make(chan error, 1)
+	go func() { _, err := e.pull(second, ""); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("the pull wrote the record while another process held it (err %v)", err)
+	case <-time.After(2 * time.Second):
+		// Still waiting for the lock; whatever it does must come after.
+	}
+	imported := &ImportSource{Transport: "docker-archive", Path: "/x.tar", Name: "example.com/both:1", Manifest: digest.Digest(src.ManifestDigest)}
+	rec.addReference(Reference{User: imported.Name, Resolved: imported.Name, Import: imported, Manifest: imported.Manifest})
+	if err := shared.saveRecord(id, rec); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	final, err := e.svc.record(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range final.References {
+		names = append(names, r.Resolved)
+	}
+	for _, want := range []string{src.Ref, second, imported.Name} {
+		if !slices.Contains(names, want) {
+			t.Fatalf("record lost %s: %v", want, names)
+		}
 	}
 }

@@ -134,11 +134,12 @@ func (s *Service) eachCandidate(req PullRequest, try func(*types.SystemContext, 
 			return nil
 		}
 		errs = append(errs, err)
-		// A registry that has the image decides: a rejection or an
-		// unreachable registry ends the search rather than trying the
-		// same name elsewhere.
+		// A registry that has the image decides: a rejection ends the
+		// search rather than trying the same name elsewhere. So does an
+		// unreachable registry: an internal registry that is down must
+		// not turn short names into pulls from the next one (Docker Hub).
 		var rej *policy.Rejection
-		if errors.As(err, &rej) || len(candidates) == 1 {
+		if errors.As(err, &rej) || errors.Is(err, ErrRegistryUnavailable) || unreachable(err) || len(candidates) == 1 {
 			return err
 		}
 	}
