@@ -1,0 +1,33 @@
+package bundle_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/crivet/crivet/policy"
+	"github.com/crivet/crivet/policy/bundle"
+)
+
+// The classes this package shares with the policy package must be the same
+// strings, so one metric counts both kinds of refusal alike.
+func TestReasonsMatchPolicy(t *testing.T) {
+	shared := map[string]string{
+		bundle.ReasonNoSignature:      policy.ReasonNoSignature,
+		bundle.ReasonUntrustedKey:     policy.ReasonUntrustedKey,
+		bundle.ReasonKeylessClaims:    policy.ReasonKeylessClaims,
+		bundle.ReasonDigestMismatch:   policy.ReasonDigestMismatch,
+		bundle.ReasonInvalidSignature: policy.ReasonInvalidSignature,
+		bundle.ReasonKeyUnreadable:    policy.ReasonKeyUnreadable,
+		bundle.ReasonOther:            policy.ReasonOther,
+	}
+	for ours, theirs := range shared {
+		if ours != theirs {
+			t.Errorf("class %q here is %q in policy", ours, theirs)
+		}
+	}
+	for _, r := range bundle.Reasons {
+		if _, ok := shared[r]; !ok && slices.Contains(policy.Reasons, r) {
+			t.Errorf("class %q is in policy.Reasons but not listed as shared", r)
+		}
+	}
+}
