@@ -33,7 +33,9 @@ type Rejection struct {
 	Err    error
 }
 
-func (r *Rejection) Error() string { return "sigstore bundle rejected (" + r.Reason + "): " + r.Err.Error() }
+func (r *Rejection) Error() string {
+	return "sigstore bundle rejected (" + r.Reason + "): " + r.Err.Error()
+}
 func (r *Rejection) Unwrap() error { return r.Err }
 
 func reject(reason string, err error) *Rejection { return &Rejection{Reason: reason, Err: err} }

@@ -227,13 +227,17 @@ func TestKeylessRefused(t *testing.T) {
 		digest digest.Digest
 		reason string
 	}{
-		{"another subject", with(func(r *Requirement) { r.Subject = "https://github.com/org/other/.github/workflows/release.yml@refs/tags/v1" }), b, d, ReasonKeylessClaims},
+		{"another subject", with(func(r *Requirement) {
+			r.Subject = "https://github.com/org/other/.github/workflows/release.yml@refs/tags/v1"
+		}), b, d, ReasonKeylessClaims},
 		{"another issuer", with(func(r *Requirement) { r.Issuer = googleIss }), b, d, ReasonKeylessClaims},
 		{"regexp that does not match", with(func(r *Requirement) {
 			r.Subject, r.SubjectRegExp = "", `^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/heads/main$`
 		}), b, d, ReasonKeylessClaims},
 		{"another source repository", with(func(r *Requirement) { r.SourceRepositoryURI = "https://github.com/org/fork" }), b, d, ReasonKeylessClaims},
-		{"another build signer", with(func(r *Requirement) { r.BuildSignerURI = "https://github.com/org/repo/.github/workflows/x.yml@refs/tags/v1" }), b, d, ReasonKeylessClaims},
+		{"another build signer", with(func(r *Requirement) {
+			r.BuildSignerURI = "https://github.com/org/repo/.github/workflows/x.yml@refs/tags/v1"
+		}), b, d, ReasonKeylessClaims},
 		{"attestation", keylessReq(f), f.keylessBundle(workflowID, statementFor(t, d, attestType), evidence{tlog: true}), d, ReasonNotASignature},
 		{"bundle for another digest", keylessReq(f), f.keylessBundle(workflowID, statementFor(t, randomDigest(t), CosignSignPredicateType), evidence{tlog: true}), d, ReasonDigestMismatch},
 		{"log required but absent", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{timestamp: true}), d, ReasonMissingEvidence},
@@ -353,4 +357,3 @@ func stripTimestamps(t *testing.T, b []byte) []byte {
 func addField(t *testing.T, b []byte) []byte {
 	return editBundle(t, b, func(m map[string]any) { m["extra"] = "field" })
 }
-
