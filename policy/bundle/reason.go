@@ -19,12 +19,13 @@ const (
 	ReasonNotASignature    = "not_a_signature"   // a valid bundle that is not a cosign signature (an attestation, a blob signature)
 	ReasonMissingEvidence  = "missing_evidence"  // fewer verified log entries or timestamps than required
 	ReasonKeyUnreadable    = "key_unreadable"    // a key or trusted root the requirement names cannot be used
+	ReasonPolicyUnreadable = "policy_unreadable" // the requirement itself is invalid
 	ReasonOther            = "other"
 )
 
 // Reasons is every class ReasonOf returns.
 var Reasons = []string{ReasonNoSignature, ReasonUntrustedKey, ReasonKeylessClaims, ReasonDigestMismatch,
-	ReasonInvalidSignature, ReasonNotASignature, ReasonMissingEvidence, ReasonKeyUnreadable, ReasonOther}
+	ReasonInvalidSignature, ReasonNotASignature, ReasonMissingEvidence, ReasonKeyUnreadable, ReasonPolicyUnreadable, ReasonOther}
 
 // Rejection is a bundle that does not admit the image. Reason is one of
 // the classes above; Err is the full story, for logs and audit records.

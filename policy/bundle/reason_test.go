@@ -18,6 +18,7 @@ func TestReasonsMatchPolicy(t *testing.T) {
 		bundle.ReasonDigestMismatch:   policy.ReasonDigestMismatch,
 		bundle.ReasonInvalidSignature: policy.ReasonInvalidSignature,
 		bundle.ReasonKeyUnreadable:    policy.ReasonKeyUnreadable,
+		bundle.ReasonPolicyUnreadable: policy.ReasonPolicyUnreadable,
 		bundle.ReasonOther:            policy.ReasonOther,
 	}
 	for ours, theirs := range shared {

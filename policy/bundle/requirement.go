@@ -78,8 +78,9 @@ type Requirement struct {
 	// Keyless needs at least one of them ≥ 1: a Fulcio certificate is valid
 	// for minutes, and only a log's integrated time or a timestamp
 	// authority's token proves the signature was made inside that window.
-	// A Rekor v2 entry carries no integrated time, so bundles logged there
-	// need timestamps ≥ 1 as well.
+	// A Rekor v2 entry carries no integrated time: a keyless bundle logged
+	// there is admitted only with a verified timestamp besides (the
+	// default takes the one cosign adds; timestamps ≥ 1 makes it explicit).
 	TransparencyLog *int `json:"transparencyLog,omitempty"`
 	Timestamps      *int `json:"timestamps,omitempty"`
 }

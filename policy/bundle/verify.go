@@ -131,12 +131,13 @@ type trustedKey struct {
 	hints  []string // forms a bundle's public-key hint may take for this key
 }
 
-// Prepare validates the requirement and loads what it names. A file that
-// cannot be read or parsed is a *Rejection with ReasonKeyUnreadable: no
-// image is admitted under a requirement that cannot be evaluated.
+// Prepare validates the requirement and loads what it names. An invalid
+// requirement is a *Rejection with ReasonPolicyUnreadable, a file that
+// cannot be read or parsed one with ReasonKeyUnreadable: no image is
+// admitted under a requirement that cannot be evaluated.
 func Prepare(req *Requirement) (*Prepared, error) {
 	if err := req.Validate(); err != nil {
-		return nil, reject(ReasonKeyUnreadable, err)
+		return nil, reject(ReasonPolicyUnreadable, err)
 	}
 	p := &Prepared{req: *req}
 	contents := map[string][]byte{}

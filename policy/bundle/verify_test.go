@@ -197,6 +197,16 @@ func TestKeylessAdmitted(t *testing.T) {
 			t.Errorf("result %+v", res)
 		}
 	})
+	t.Run("Rekor v2 entry and timestamp, default thresholds", func(t *testing.T) {
+		// The certificate is checked at the timestamp's time: the entry
+		// has no integrated time.
+		b := f.rekorV2Bundle(devEmail, googleIss, stmt)
+		req := &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss}
+		res := admit(t, req, b, d)
+		if len(res.TransparencyLog) != 1 || len(res.Timestamps) != 1 {
+			t.Errorf("result %+v", res)
+		}
+	})
 	t.Run("Rekor v2 entry and timestamp", func(t *testing.T) {
 		b := f.rekorV2Bundle(devEmail, googleIss, stmt)
 		req := &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss,
@@ -289,7 +299,7 @@ func TestVerifyArguments(t *testing.T) {
 	if _, err := Verify(ctx, keylessReq(f), b, d, nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: %v", err)
 	}
-	if _, err := Verify(context.Background(), &Requirement{Type: RequirementType}, b, d, nil); ReasonOf(err) != ReasonKeyUnreadable {
+	if _, err := Verify(context.Background(), &Requirement{Type: RequirementType}, b, d, nil); ReasonOf(err) != ReasonPolicyUnreadable {
 		t.Errorf("invalid requirement: %v", err)
 	}
 }
