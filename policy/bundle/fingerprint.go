@@ -56,8 +56,8 @@ func (r *Requirement) files() []string {
 // newer than the ones it verifies with.
 func fingerprint(r *Requirement, markers map[string]string) digest.Digest {
 	norm := *r
-	tl, ts := r.TransparencyLogThreshold(), r.TimestampThreshold()
-	norm.TransparencyLog, norm.Timestamps = &tl, &ts
+	tl, ts, ct := r.TransparencyLogThreshold(), r.TimestampThreshold(), r.CertificateTransparencyThreshold()
+	norm.TransparencyLog, norm.Timestamps, norm.CertificateTransparency = &tl, &ts, &ct
 	// A struct marshals its fields in declaration order: stable.
 	canonical, err := json.Marshal(norm)
 	if err != nil {

@@ -2,9 +2,14 @@ package bundle
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	ct "github.com/google/certificate-transparency-go"
+	cttls "github.com/google/certificate-transparency-go/tls"
+	ctx509util "github.com/google/certificate-transparency-go/x509util"
 	"github.com/opencontainers/go-digest"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	fulciocert "github.com/sigstore/fulcio/pkg/certificate"
@@ -50,6 +58,10 @@ type fixture struct {
 	rootCert  *x509.Certificate
 	interCert *x509.Certificate
 	interKey  *ecdsa.PrivateKey
+	// ctKey is a certificate-transparency log the trusted roots trust;
+	// strayCTKey one they do not.
+	ctKey      *ecdsa.PrivateKey
+	strayCTKey *ecdsa.PrivateKey
 
 	// trustedRoot trusts everything above; otherRoot everything but the
 	// CA made here.
@@ -65,7 +77,12 @@ func newFixture(t testing.TB) *fixture {
 	must(t, err)
 	interCert, interKey, err := ca.GenerateFulcioIntermediate(rootCert, rootKey)
 	must(t, err)
-	f := &fixture{t: t, dir: t.TempDir(), vs: vs, rootCert: rootCert, interCert: interCert, interKey: interKey}
+	ctKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	strayCTKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	f := &fixture{t: t, dir: t.TempDir(), vs: vs, rootCert: rootCert, interCert: interCert, interKey: interKey,
+		ctKey: ctKey, strayCTKey: strayCTKey}
 	ours := &root.FulcioCertificateAuthority{
 		Root:                rootCert,
 		Intermediates:       []*x509.Certificate{interCert},
@@ -90,7 +107,16 @@ func (f *fixture) writeTrustedRoot(name string, cas []root.CertificateAuthority)
 		c.ID = raw
 		logs[id] = &c
 	}
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, cas, map[string]*root.TransparencyLog{}, f.vs.TimestampingAuthorities(), logs)
+	ctID := ctLogID(f.t, f.ctKey)
+	ctLogs := map[string]*root.TransparencyLog{hex.EncodeToString(ctID[:]): {
+		BaseURL:             "https://ctfe.test",
+		ID:                  ctID[:],
+		ValidityPeriodStart: time.Now().Add(-time.Hour),
+		HashFunc:            crypto.SHA256,
+		PublicKey:           f.ctKey.Public(),
+		SignatureHashFunc:   crypto.SHA256,
+	}}
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, cas, ctLogs, f.vs.TimestampingAuthorities(), logs)
 	must(f.t, err)
 	data, err := tr.MarshalJSON()
 	must(f.t, err)
@@ -143,8 +169,11 @@ var workflowID = identity{san: workflow, issuer: ghIssuer, ext: fulciocert.Exten
 
 // certProvider is the fixture's CA acting as Fulcio for sign.Bundle.
 type certProvider struct {
-	f    *fixture
-	id   identity
+	f  *fixture
+	id identity
+	// sct is the CT log key that countersigns the certificate, nil for
+	// none.
+	sct  *ecdsa.PrivateKey
 	leaf *x509.Certificate
 }
 
@@ -176,14 +205,87 @@ func (c *certProvider) GetCertificate(_ context.Context, kp sign.Keypair, _ *sig
 	if err != nil {
 		return nil, err
 	}
+	if c.sct != nil {
+		// As Fulcio does: the log signs the certificate's TBS without the
+		// SCT list (here: the same template issued without it), and the
+		// SCT list is then appended as the last extension.
+		pre, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		ext, err := sctExtension(c.f.t, c.sct, pre.RawTBSCertificate, c.f.interCert)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, ext)
+		der, err = x509.CreateCertificate(rand.Reader, tmpl, c.f.interCert, kp.GetPublicKey(), c.f.interKey)
+		if err != nil {
+			return nil, err
+		}
+	}
 	c.leaf, err = x509.ParseCertificate(der)
 	return der, err
+}
+
+func ctLogID(t testing.TB, key *ecdsa.PrivateKey) [32]byte {
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	must(t, err)
+	return sha256.Sum256(der)
+}
+
+// sctExtension is an RFC 6962 embedded SCT list with one SCT by logKey
+// over the precertificate tbs issued by issuer.
+func sctExtension(t testing.TB, logKey *ecdsa.PrivateKey, tbs []byte, issuer *x509.Certificate) (pkix.Extension, error) {
+	sct := ct.SignedCertificateTimestamp{
+		SCTVersion: ct.V1,
+		LogID:      ct.LogID{KeyID: ctLogID(t, logKey)},
+		Timestamp:  uint64(time.Now().UnixMilli()),
+	}
+	input, err := ct.SerializeSCTSignatureInput(sct, ct.LogEntry{Leaf: ct.MerkleTreeLeaf{
+		Version:  ct.V1,
+		LeafType: ct.TimestampedEntryLeafType,
+		TimestampedEntry: &ct.TimestampedEntry{
+			Timestamp: sct.Timestamp,
+			EntryType: ct.PrecertLogEntryType,
+			PrecertEntry: &ct.PreCert{
+				IssuerKeyHash:  sha256.Sum256(issuer.RawSubjectPublicKeyInfo),
+				TBSCertificate: tbs,
+			},
+		},
+	}})
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	h := sha256.Sum256(input)
+	sig, err := ecdsa.SignASN1(rand.Reader, logKey, h[:])
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	sct.Signature = ct.DigitallySigned{
+		Algorithm: cttls.SignatureAndHashAlgorithm{Hash: cttls.SHA256, Signature: cttls.ECDSA},
+		Signature: sig,
+	}
+	list, err := ctx509util.MarshalSCTsIntoSCTList([]*ct.SignedCertificateTimestamp{&sct})
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	listBytes, err := cttls.Marshal(*list)
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	value, err := asn1.Marshal(listBytes)
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	return pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 11129, 2, 4, 2}, Value: value}, nil
 }
 
 // evidence says what a keyless bundle carries besides the certificate.
 type evidence struct {
 	tlog      bool // a Rekor v1 dsse entry with inclusion proof and promise
 	timestamp bool // an RFC 3161 timestamp from the fixture's TSA
+	noSCT     bool // the certificate has no SCT
+	straySCT  bool // its SCT is from a CT log the trusted root does not name
 }
 
 // keylessBundle signs stmt with a fresh key certified by the fixture CA.
@@ -191,7 +293,13 @@ func (f *fixture) keylessBundle(id identity, stmt []byte, ev evidence) []byte {
 	f.t.Helper()
 	kp, err := sign.NewEphemeralKeypair(nil)
 	must(f.t, err)
-	cp := &certProvider{f: f, id: id}
+	cp := &certProvider{f: f, id: id, sct: f.ctKey}
+	switch {
+	case ev.noSCT:
+		cp.sct = nil
+	case ev.straySCT:
+		cp.sct = f.strayCTKey
+	}
 	pb, err := sign.Bundle(&sign.DSSEData{Data: stmt, PayloadType: "application/vnd.in-toto+json"}, kp,
 		sign.BundleOptions{CertificateProvider: cp})
 	must(f.t, err)

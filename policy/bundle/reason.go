@@ -17,7 +17,7 @@ const (
 	ReasonDigestMismatch   = "digest_mismatch"   // the statement vouches for another manifest
 	ReasonInvalidSignature = "invalid_signature" // unparsable, oversize, malformed or a signature that does not verify
 	ReasonNotASignature    = "not_a_signature"   // a valid bundle that is not a cosign signature (an attestation, a blob signature)
-	ReasonMissingEvidence  = "missing_evidence"  // fewer verified log entries or timestamps than required
+	ReasonMissingEvidence  = "missing_evidence"  // fewer verified log entries, timestamps or SCTs than required
 	ReasonKeyUnreadable    = "key_unreadable"    // a key or trusted root the requirement names cannot be used
 	ReasonPolicyUnreadable = "policy_unreadable" // the requirement itself is invalid
 	ReasonOther            = "other"
@@ -65,10 +65,12 @@ var libraryReasons = []struct{ text, class string }{
 	{"not enough verified log entries", ReasonMissingEvidence},
 	{"threshold not met", ReasonMissingEvidence},
 	{"no valid observer timestamps", ReasonMissingEvidence},
+	{"unable to meet threshold", ReasonMissingEvidence}, // SCTs
 	// An entry or timestamp from a trusted log or authority that does not
 	// check out (not for this signature, a bad proof): the bundle is bad.
 	{"failed to verify log inclusion", ReasonInvalidSignature},
 	{"failed to verify timestamps", ReasonInvalidSignature},
+	{"failed to verify signed certificate timestamp", ReasonInvalidSignature},
 	{"failed to verify leaf certificate", ReasonUntrustedKey},
 	{"expected key signature, not certificate", ReasonUntrustedKey},
 	{"entity was not signed with a certificate", ReasonUntrustedKey},

@@ -83,6 +83,13 @@ type Requirement struct {
 	// default takes the one cosign adds; timestamps ≥ 1 makes it explicit).
 	TransparencyLog *int `json:"transparencyLog,omitempty"`
 	Timestamps      *int `json:"timestamps,omitempty"`
+	// CertificateTransparency is how many signed certificate timestamps
+	// (SCTs, embedded by Fulcio) from the trusted root's CT logs the
+	// certificate must carry: keyless only, 1 unless set, as cosign
+	// requires by default. A CT log is what lets the identity's owner see
+	// certificates issued in their name; 0 is for private Fulcio
+	// deployments without one.
+	CertificateTransparency *int `json:"certificateTransparency,omitempty"`
 }
 
 // maxRequirementSize bounds the requirement JSON; real ones are a few
@@ -149,6 +156,17 @@ func (r *Requirement) TimestampThreshold() int {
 		return *r.Timestamps
 	}
 	return 0
+}
+
+// CertificateTransparencyThreshold is the effective SCT threshold.
+func (r *Requirement) CertificateTransparencyThreshold() int {
+	if r.CertificateTransparency != nil {
+		return *r.CertificateTransparency
+	}
+	if r.KeyBased() {
+		return 0
+	}
+	return 1
 }
 
 // keyFiles lists the key files the requirement names, in field order.
@@ -247,6 +265,12 @@ func (r *Requirement) problems() []error {
 	}
 	if r.Timestamps != nil && *r.Timestamps < 0 {
 		add("timestamps is %d, must be 0 or more", *r.Timestamps)
+	}
+	if r.CertificateTransparency != nil && *r.CertificateTransparency < 0 {
+		add("certificateTransparency is %d, must be 0 or more", *r.CertificateTransparency)
+	}
+	if r.KeyBased() && r.CertificateTransparencyThreshold() > 0 {
+		add("certificateTransparency applies to keyless certificates, not to keys")
 	}
 	tl, ts := r.TransparencyLogThreshold(), r.TimestampThreshold()
 	if !r.KeyBased() && tl < 1 && ts < 1 {

@@ -17,6 +17,8 @@ func TestParseRequirement(t *testing.T) {
 		{"key data", `{"type":"sigstoreBundle","keyData":"LS0tLS1CRUdJTg=="}`, true, 0, 0},
 		{"key with log evidence", `{"type":"sigstoreBundle","keyPath":"/etc/k.pub","trustedRootPath":"/etc/tr.json","transparencyLog":1}`, true, 1, 0},
 		{"keyless", `{"type":"sigstoreBundle","trustedRootPath":"/etc/tr.json","subject":"dev@example.com","issuer":"https://accounts.google.com"}`, false, 1, 0},
+		{"keyless private deployment without CT", `{"type":"sigstoreBundle","trustedRootPath":"/etc/tr.json","subject":"a@b.c","issuer":"https://i",
+			"certificateTransparency":0}`, false, 1, 0},
 		{"keyless with regexps and extensions", `{"type":"sigstoreBundle","trustedRootPath":"/etc/tr.json",
 			"subjectRegExp":"^https://github\\.com/org/repo/.*$","issuerRegExp":"^https://token\\.actions\\.githubusercontent\\.com$",
 			"sourceRepositoryURI":"https://github.com/org/repo","sourceRepositoryRef":"refs/tags/v1",
@@ -29,6 +31,13 @@ func TestParseRequirement(t *testing.T) {
 			r, err := ParseRequirement([]byte(c.json))
 			if err != nil {
 				t.Fatal(err)
+			}
+			wantCT := 1
+			if c.keyBased || strings.Contains(c.json, `"certificateTransparency":0`) {
+				wantCT = 0
+			}
+			if r.CertificateTransparencyThreshold() != wantCT {
+				t.Errorf("certificateTransparency %d, want %d", r.CertificateTransparencyThreshold(), wantCT)
 			}
 			if r.KeyBased() != c.keyBased || r.TransparencyLogThreshold() != c.tlog || r.TimestampThreshold() != c.stamps {
 				t.Errorf("keyBased %v tlog %d timestamps %d", r.KeyBased(), r.TransparencyLogThreshold(), r.TimestampThreshold())
@@ -49,6 +58,8 @@ func TestParseRequirement(t *testing.T) {
 		{"no subject", `{` + keyless + `}`, "without subject or subjectRegExp"},
 		{"no issuer", `{"type":"sigstoreBundle","trustedRootPath":"/t","subject":"a"}`, "without issuer"},
 		{"keyless without evidence", `{` + keyless + `,"subject":"a","transparencyLog":0}`, "transparencyLog ≥ 1 or timestamps ≥ 1"},
+		{"certificate transparency for keys", `{"type":"sigstoreBundle","keyPath":"/k","certificateTransparency":1}`, "not to keys"},
+		{"negative certificate transparency", `{` + keyless + `,"subject":"a","certificateTransparency":-1}`, "must be 0 or more"},
 		{"negative threshold", `{"type":"sigstoreBundle","keyPath":"/k","timestamps":-1}`, "must be 0 or more"},
 		{"key and identity", `{"type":"sigstoreBundle","keyPath":"/k","subject":"a"}`, "apply to keyless"},
 		{"two key sources", `{"type":"sigstoreBundle","keyPath":"/k","keyData":"eA=="}`, "exclusive"},
@@ -132,7 +143,7 @@ func TestFingerprint(t *testing.T) {
 
 	// The default threshold written out is the same requirement.
 	explicit := *keyless
-	explicit.TransparencyLog, explicit.Timestamps = intp(1), intp(0)
+	explicit.TransparencyLog, explicit.Timestamps, explicit.CertificateTransparency = intp(1), intp(0), intp(1)
 	if explicit.Fingerprint() != fp {
 		t.Error("explicit default thresholds change the fingerprint")
 	}

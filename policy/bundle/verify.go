@@ -204,6 +204,9 @@ func verifierOptions(req *Requirement) []verify.VerifierOption {
 	if tl > 0 {
 		opts = append(opts, verify.WithTransparencyLog(tl))
 	}
+	if ct := req.CertificateTransparencyThreshold(); ct > 0 {
+		opts = append(opts, verify.WithSignedCertificateTimestamps(ct))
+	}
 	switch {
 	case ts > 0:
 		// The verified timestamps are also the times the certificate

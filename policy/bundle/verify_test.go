@@ -188,6 +188,12 @@ func TestKeylessAdmitted(t *testing.T) {
 			t.Errorf("result %+v", res)
 		}
 	})
+	t.Run("no SCT, certificate transparency not required", func(t *testing.T) {
+		b := f.keylessBundle(workflowID, stmt, evidence{tlog: true, noSCT: true})
+		req := keylessReq(f)
+		req.CertificateTransparency = intp(0)
+		admit(t, req, b, d)
+	})
 	t.Run("log and timestamp evidence", func(t *testing.T) {
 		b := f.keylessBundle(workflowID, stmt, evidence{tlog: true, timestamp: true})
 		req := keylessReq(f)
@@ -201,7 +207,9 @@ func TestKeylessAdmitted(t *testing.T) {
 		// The certificate is checked at the timestamp's time: the entry
 		// has no integrated time.
 		b := f.rekorV2Bundle(devEmail, googleIss, stmt)
-		req := &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss}
+		// The VirtualSigstore's Fulcio embeds no SCTs.
+		req := &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss,
+			CertificateTransparency: intp(0)}
 		res := admit(t, req, b, d)
 		if len(res.TransparencyLog) != 1 || len(res.Timestamps) != 1 {
 			t.Errorf("result %+v", res)
@@ -210,7 +218,7 @@ func TestKeylessAdmitted(t *testing.T) {
 	t.Run("Rekor v2 entry and timestamp", func(t *testing.T) {
 		b := f.rekorV2Bundle(devEmail, googleIss, stmt)
 		req := &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss,
-			Timestamps: intp(1)}
+			Timestamps: intp(1), CertificateTransparency: intp(0)}
 		res := admit(t, req, b, d)
 		if len(res.TransparencyLog) != 1 || !res.TransparencyLog[0].RekorV2 || res.TransparencyLog[0].Kind != "hashedrekord/0.0.2" ||
 			!res.TransparencyLog[0].IntegratedTime.IsZero() {
@@ -252,8 +260,11 @@ func TestKeylessRefused(t *testing.T) {
 		{"bundle for another digest", keylessReq(f), f.keylessBundle(workflowID, statementFor(t, randomDigest(t), CosignSignPredicateType), evidence{tlog: true}), d, ReasonDigestMismatch},
 		{"log required but absent", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{timestamp: true}), d, ReasonMissingEvidence},
 		{"two timestamps required, one present", with(func(r *Requirement) { r.Timestamps = intp(2) }), f.keylessBundle(workflowID, stmt, evidence{tlog: true, timestamp: true}), d, ReasonMissingEvidence},
-		{"Rekor v2 without timestamps required", &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss},
+		{"Rekor v2 without timestamps required", &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss,
+			CertificateTransparency: intp(0)},
 			stripTimestamps(t, f.rekorV2Bundle(devEmail, googleIss, stmt)), d, ReasonMissingEvidence},
+		{"certificate without SCT", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{tlog: true, noSCT: true}), d, ReasonMissingEvidence},
+		{"SCT from an unknown CT log", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{tlog: true, straySCT: true}), d, ReasonMissingEvidence},
 		{"trusted root without the CA", with(func(r *Requirement) { r.TrustedRootPath = f.otherRoot }), b, d, ReasonUntrustedKey},
 		{"tampered payload", keylessReq(f), tamperPayload(t, b), d, ReasonInvalidSignature},
 		{"truncated", keylessReq(f), b[:len(b)/2], d, ReasonInvalidSignature},
