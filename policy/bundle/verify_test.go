@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -131,6 +132,10 @@ func TestKeyBasedRefused(t *testing.T) {
 	t.Run("unreadable key", func(t *testing.T) {
 		refuse(t, &Requirement{Type: RequirementType, KeyPath: f.dir + "/missing.pub"}, b, d, ReasonKeyUnreadable)
 		refuse(t, &Requirement{Type: RequirementType, KeyPath: f.write("junk.pub", []byte("not a key"))}, b, d, ReasonKeyUnreadable)
+		refuse(t, &Requirement{Type: RequirementType, KeyPath: f.dir}, b, d, ReasonKeyUnreadable)
+		fifo := f.dir + "/fifo.pub"
+		must(t, syscall.Mkfifo(fifo, 0o600))
+		refuse(t, &Requirement{Type: RequirementType, KeyPath: fifo}, b, d, ReasonKeyUnreadable)
 	})
 	t.Run("timestamps required but absent", func(t *testing.T) {
 		req := &Requirement{Type: RequirementType, KeyPath: keyPath, TrustedRootPath: f.trustedRoot, Timestamps: intp(1)}
