@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"strings"
 )
@@ -122,6 +123,12 @@ func ParseRequirement(data []byte) (*Requirement, error) {
 // UnmarshalJSON makes the strict rules hold when a requirement is decoded
 // as part of a larger document too.
 func (r *Requirement) UnmarshalJSON(data []byte) error {
+	if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
+		return nil // the json.Unmarshaler convention
+	}
+	if err := checkFieldNames(data); err != nil {
+		return err
+	}
 	type plain Requirement // no methods: no recursion
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -130,6 +137,52 @@ func (r *Requirement) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	*r = Requirement(p)
+	return nil
+}
+
+// fieldNames are the requirement's JSON field names, from its tags.
+var fieldNames = func() map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeFor[Requirement]()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		m[name] = true
+	}
+	return m
+}()
+
+// checkFieldNames refuses what encoding/json lets through: a field given
+// twice (the last silently wins, while a reader sees the first) and a
+// name in another case ("SubjectRegexp" would be matched to
+// subjectRegExp). What the operator reads must be what is enforced.
+func checkFieldNames(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		if !fieldNames[key] {
+			return fmt.Errorf("unknown field %q (names are case-sensitive)", key)
+		}
+		if seen[key] {
+			return fmt.Errorf("field %q given twice", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

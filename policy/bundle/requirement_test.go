@@ -48,6 +48,10 @@ func TestParseRequirement(t *testing.T) {
 	const keyless = `"type":"sigstoreBundle","trustedRootPath":"/etc/tr.json","issuer":"https://i"`
 	invalid := []struct{ name, json, want string }{
 		{"unknown field", `{"type":"sigstoreBundle","keyPath":"/k","subjectRegex":"x"}`, "unknown field"},
+		{"field twice", `{"type":"sigstoreBundle","trustedRootPath":"/t","subject":"a","issuer":"https://i","subject":"b"}`, `"subject" given twice`},
+		{"field in another case", `{"type":"sigstoreBundle","trustedRootPath":"/t","subject":"a","issuer":"https://i","SubjectRegexp":"x"}`, "case-sensitive"},
+		{"not an object", `["sigstoreBundle"]`, "not a JSON object"},
+		{"null", `null`, "type is"},
 		{"trailing data", `{"type":"sigstoreBundle","keyPath":"/k"} {}`, "trailing data"},
 		{"wrong type", `{"type":"sigstoreSigned","keyPath":"/k"}`, `want "sigstoreBundle"`},
 		{"no type", `{"keyPath":"/k"}`, "type is"},
