@@ -119,7 +119,8 @@ func Verify(ctx context.Context, req *Requirement, bundleJSON []byte, manifestDi
 // Prepared is a requirement with its keys and trusted root loaded and its
 // verifiers built; it is immutable and safe for concurrent use.
 type Prepared struct {
-	req         Requirement
+	tlog        int // effective thresholds
+	timestamps  int
 	keys        []trustedKey // key-based only
 	verifiers   []*verify.Verifier
 	identity    *verify.CertificateIdentity // keyless only
@@ -140,7 +141,9 @@ func Prepare(req *Requirement) (*Prepared, error) {
 	if err := req.Validate(); err != nil {
 		return nil, reject(ReasonPolicyUnreadable, err)
 	}
-	p := &Prepared{req: *req}
+	// The thresholds are copied out: the requirement's pointers stay the
+	// caller's, and a Prepared must not change under it.
+	p := &Prepared{tlog: req.TransparencyLogThreshold(), timestamps: req.TimestampThreshold()}
 	contents := map[string][]byte{}
 
 	var tm root.TrustedMaterial = &root.BaseTrustedMaterial{}
@@ -515,7 +518,7 @@ func (p *Prepared) verify(ctx context.Context, bundleJSON []byte, manifestDigest
 			res.Timestamps = append(res.Timestamps, ts.Timestamp)
 		}
 	}
-	if p.req.TransparencyLogThreshold() > 0 {
+	if p.tlog > 0 {
 		res.TransparencyLog, err = p.verifiedEntries(&b)
 		if err != nil {
 			return Result{}, reject(ReasonInvalidSignature, err)
@@ -523,10 +526,10 @@ func (p *Prepared) verify(ctx context.Context, bundleJSON []byte, manifestDigest
 	}
 	// The library enforces both thresholds; checking the counts we report
 	// keeps the Result and the decision from ever disagreeing.
-	if n, want := len(res.TransparencyLog), p.req.TransparencyLogThreshold(); n < want {
+	if n, want := len(res.TransparencyLog), p.tlog; n < want {
 		return Result{}, reject(ReasonMissingEvidence, fmt.Errorf("%d verified transparency-log entries, %d required", n, want))
 	}
-	if n, want := len(res.Timestamps), p.req.TimestampThreshold(); n < want {
+	if n, want := len(res.Timestamps), p.timestamps; n < want {
 		return Result{}, reject(ReasonMissingEvidence, fmt.Errorf("%d verified timestamps, %d required", n, want))
 	}
 	return res, nil

@@ -340,6 +340,21 @@ func TestPreparedConcurrent(t *testing.T) {
 	}
 }
 
+func TestPreparedIgnoresLaterChanges(t *testing.T) {
+	f := newFixture(t)
+	d := randomDigest(t)
+	noLog := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{timestamp: true})
+	req := keylessReq(f)
+	req.TransparencyLog = intp(1)
+	p, err := Prepare(req)
+	must(t, err)
+	*req.TransparencyLog = 0 // the caller's pointer, not the Prepared's
+	_, err = p.Verify(context.Background(), noLog, d, nil)
+	if ReasonOf(err) != ReasonMissingEvidence {
+		t.Fatalf("got %v, want the threshold of Prepare time", err)
+	}
+}
+
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
