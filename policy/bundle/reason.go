@@ -9,14 +9,16 @@ import (
 // labels. Where a class of the policy package fits, the string is the same
 // (policy.ReasonNoSignature and so on; this package does not import policy
 // so that policy can import it). NotASignature and MissingEvidence are
-// new: containers-policy.json's requirements have no such outcome.
+// new: containers-policy.json's requirements have no such outcome, and
+// policy.Reasons will need them when this requirement is wired in.
 const (
+	ReasonNone             = "none"              // admitted
 	ReasonNoSignature      = "no_signature"      // no bundle to verify
 	ReasonUntrustedKey     = "untrusted_key"     // signed, but by no trusted key or CA
 	ReasonKeylessClaims    = "keyless_claims"    // a trusted certificate for another identity, issuer or workflow
 	ReasonDigestMismatch   = "digest_mismatch"   // the statement vouches for another manifest
 	ReasonInvalidSignature = "invalid_signature" // unparsable, oversize, malformed or a signature that does not verify
-	ReasonNotASignature    = "not_a_signature"   // a valid bundle that is not a cosign signature (an attestation, a blob signature)
+	ReasonNotASignature    = "not_a_signature"   // a bundle that is not a cosign image signature (an attestation, a blob signature)
 	ReasonMissingEvidence  = "missing_evidence"  // fewer verified log entries, timestamps or SCTs than required
 	ReasonKeyUnreadable    = "key_unreadable"    // a key or trusted root the requirement names cannot be used
 	ReasonPolicyUnreadable = "policy_unreadable" // the requirement itself is invalid
@@ -24,7 +26,7 @@ const (
 )
 
 // Reasons is every class ReasonOf returns.
-var Reasons = []string{ReasonNoSignature, ReasonUntrustedKey, ReasonKeylessClaims, ReasonDigestMismatch,
+var Reasons = []string{ReasonNone, ReasonNoSignature, ReasonUntrustedKey, ReasonKeylessClaims, ReasonDigestMismatch,
 	ReasonInvalidSignature, ReasonNotASignature, ReasonMissingEvidence, ReasonKeyUnreadable, ReasonPolicyUnreadable, ReasonOther}
 
 // Rejection is a bundle that does not admit the image. Reason is one of
@@ -45,7 +47,7 @@ func reject(reason string, err error) *Rejection { return &Rejection{Reason: rea
 // *Rejection (a cancelled context, a bad argument) are ReasonOther.
 func ReasonOf(err error) string {
 	if err == nil {
-		return "none"
+		return ReasonNone
 	}
 	var rej *Rejection
 	if errors.As(err, &rej) {

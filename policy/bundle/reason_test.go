@@ -12,6 +12,7 @@ import (
 // strings, so one metric counts both kinds of refusal alike.
 func TestReasonsMatchPolicy(t *testing.T) {
 	shared := map[string]string{
+		bundle.ReasonNone:             policy.ReasonNone,
 		bundle.ReasonNoSignature:      policy.ReasonNoSignature,
 		bundle.ReasonUntrustedKey:     policy.ReasonUntrustedKey,
 		bundle.ReasonKeylessClaims:    policy.ReasonKeylessClaims,
