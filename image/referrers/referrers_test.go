@@ -3,6 +3,7 @@ package referrers_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -10,7 +11,9 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -483,6 +486,11 @@ func TestFindOversizeBundleRealRegistry(t *testing.T) {
 	lieRef := fixtures.AttachBundleLayer(t, img.DigestRef(), append(bytes.Repeat([]byte(" "), 1<<20), "{}"...), fixtures.CosignSignPredicateType,
 		func(d *v1.Descriptor) { d.Size = 10 })
 
+	// A small blob whose descriptor has the right digest but a wrong size.
+	small := fixtures.FakeBundle(t, fixtures.CosignSignPredicateType)
+	shortRef := fixtures.AttachBundleLayer(t, img.DigestRef(), small, fixtures.CosignSignPredicateType,
+		func(d *v1.Descriptor) { d.Size-- })
+
 	f, logs := finder()
 	found, err := find(t, f, sysFor(t, reg), img)
 	if err != nil {
@@ -494,6 +502,8 @@ func TestFindOversizeBundleRealRegistry(t *testing.T) {
 	for _, want := range []string{
 		fmt.Sprintf(`referrer=%s error="bundle size %d exceeds the 1048576-byte limit"`, hugeRef, len(huge)),
 		fmt.Sprintf(`referrer=%s error="response body exceeds the 1048576-byte limit"`, lieRef),
+		fmt.Sprintf(`referrer=%s error="bundle blob sha256:`, shortRef),
+		fmt.Sprintf(`is %d bytes, the layer descriptor says %d"`, len(small), len(small)-1),
 	} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("logs lack %q:\n%s", want, logs)
@@ -566,5 +576,159 @@ func TestFindPages(t *testing.T) {
 	found, err := fr.find(t, f)
 	if err != nil || len(found) != 2 || found[0].Manifest != one.Digest || found[1].Manifest != two.Digest {
 		t.Fatalf("Find = %v, %v; want both pages' bundles", found, err)
+	}
+}
+
+// manifestShape fetches a manifest from reg and blanks what differs between
+// two bundles of one kind (times, the bundle digest and size, the subject),
+// so that cosign's referrer can be compared with the fixture's.
+func manifestShape(t *testing.T, reg *fixtures.Registry, repo, ref, accept string) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, reg.URL()+"/v2/"+repo+"/manifests/"+ref, nil)
+	req.Header.Set("Accept", accept)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatalf("manifest %s: %v", ref, err)
+	}
+	blank := func(v any, keys ...string) {
+		if o, ok := v.(map[string]any); ok {
+			for _, k := range keys {
+				if _, ok := o[k]; ok {
+					o[k] = "<blank>"
+				}
+			}
+		}
+	}
+	blank(m["annotations"], "org.opencontainers.image.created")
+	blank(m["subject"], "digest", "size")
+	if layers, ok := m["layers"].([]any); ok {
+		for _, l := range layers {
+			blank(l, "digest", "size")
+		}
+	}
+	if ms, ok := m["manifests"].([]any); ok {
+		for _, d := range ms {
+			blank(d, "digest", "size")
+		}
+	}
+	return m
+}
+
+// TestFixtureMatchesCosign: AttachBundle writes the referrer manifest, and
+// the tag schema index, in the same shape as the real cosign v3.
+func TestFixtureMatchesCosign(t *testing.T) {
+	key := fixtures.NewCosignKey(t)
+	for _, start := range []func(testing.TB) *fixtures.Registry{fixtures.StartRegistryWithReferrers, fixtures.StartRegistry} {
+		reg := start(t)
+		byCosign := fixtures.PushImage(t, reg.Ref("team/app:v1"), 64, fixtures.WithOCI())
+		byFixture := fixtures.PushImage(t, reg.Ref("team/app:v2"), 64, fixtures.WithOCI())
+		key.Sign(t, byCosign.DigestRef())
+		fixtureRef := fixtures.AttachBundle(t, byFixture.DigestRef(), fixtures.FakeBundle(t, fixtures.CosignSignPredicateType), fixtures.CosignSignPredicateType)
+
+		f, _ := finder()
+		found, err := find(t, f, sysFor(t, reg), byCosign)
+		if err != nil || len(found) != 1 {
+			t.Fatalf("Find = %v, %v", found, err)
+		}
+		cosignShape := manifestShape(t, reg, "team/app", found[0].Manifest.String(), imgspecv1.MediaTypeImageManifest)
+		fixtureShape := manifestShape(t, reg, "team/app", fixtureRef, imgspecv1.MediaTypeImageManifest)
+		if !reflect.DeepEqual(cosignShape, fixtureShape) {
+			t.Errorf("referrer manifests differ:\ncosign:  %v\nfixture: %v", cosignShape, fixtureShape)
+		}
+		if tagExists(t, reg, "team/app", fixtures.ReferrersTag(byCosign.ManifestDigest)) {
+			cosignIndex := manifestShape(t, reg, "team/app", fixtures.ReferrersTag(byCosign.ManifestDigest), imgspecv1.MediaTypeImageIndex)
+			fixtureIndex := manifestShape(t, reg, "team/app", fixtures.ReferrersTag(byFixture.ManifestDigest), imgspecv1.MediaTypeImageIndex)
+			if !reflect.DeepEqual(cosignIndex, fixtureIndex) {
+				t.Errorf("tag schema indexes differ:\ncosign:  %v\nfixture: %v", cosignIndex, fixtureIndex)
+			}
+		}
+	}
+}
+
+// writeMirrorConf makes mirror a mirror of primary (both insecure).
+func writeMirrorConf(t *testing.T, primary, mirror *fixtures.Registry) *types.SystemContext {
+	t.Helper()
+	sys := sysFor(t)
+	conf := fmt.Sprintf("unqualified-search-registries = []\n\n[[registry]]\nlocation = %q\ninsecure = true\n\n[[registry.mirror]]\nlocation = %q\ninsecure = true\n",
+		primary.Addr, mirror.Addr)
+	if err := os.WriteFile(sys.SystemRegistriesConfPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return sys
+}
+
+// TestFindMirrors: mirrors from registries.conf are asked first; one
+// without referrers passes on to the primary, and a failing one is an
+// error unless another source has bundles.
+func TestFindMirrors(t *testing.T) {
+	primary := fixtures.StartRegistryWithReferrers(t)
+	img := fixtures.PushImage(t, primary.Ref("team/app:v1"), 64, fixtures.WithOCI())
+	signed := fixtures.AttachBundle(t, img.DigestRef(), fixtures.FakeBundle(t, fixtures.CosignSignPredicateType), fixtures.CosignSignPredicateType)
+	unsigned := fixtures.PushImage(t, primary.Ref("team/app:v2"), 64, fixtures.WithOCI())
+
+	t.Run("empty mirror", func(t *testing.T) {
+		mirror := fixtures.StartRegistry(t)
+		fixtures.CopyImage(t, img.DigestRef(), mirror.Ref("team/app@"+img.ManifestDigest))
+		f, _ := finder()
+		found, err := find(t, f, writeMirrorConf(t, primary, mirror), img)
+		if err != nil || len(found) != 1 || found[0].Manifest.String() != signed || found[0].Repository != primary.Addr+"/team/app" {
+			t.Fatalf("Find = %+v, %v; want %s from the primary", found, err, signed)
+		}
+	})
+	t.Run("mirror with bundles", func(t *testing.T) {
+		mirror := fixtures.StartRegistry(t)
+		fixtures.CopyImage(t, img.DigestRef(), mirror.Ref("team/app@"+img.ManifestDigest))
+		mirrored := fixtures.AttachBundle(t, mirror.Ref("team/app@"+img.ManifestDigest), fixtures.FakeBundle(t, fixtures.CosignSignPredicateType), fixtures.CosignSignPredicateType)
+		f, _ := finder()
+		found, err := find(t, f, writeMirrorConf(t, primary, mirror), img)
+		if err != nil || len(found) != 1 || found[0].Manifest.String() != mirrored || found[0].Source != referrers.SourceTagSchema {
+			t.Fatalf("Find = %+v, %v; want %s from the mirror's tag schema", found, err, mirrored)
+		}
+	})
+	t.Run("failing mirror", func(t *testing.T) {
+		mirror := fixtures.StartRegistry(t)
+		mirror.Stop()
+		f, logs := finder()
+		sys := writeMirrorConf(t, primary, mirror)
+		found, err := find(t, f, sys, img)
+		if err != nil || len(found) != 1 || found[0].Manifest.String() != signed {
+			t.Fatalf("Find = %+v, %v; want %s from the primary", found, err, signed)
+		}
+		if !strings.Contains(logs.String(), "referrers found after another source failed") {
+			t.Errorf("the mirror's failure is not logged:\n%s", logs)
+		}
+		// Nothing anywhere, but the mirror could not be asked: an error.
+		if found, err := find(t, f, sys, unsigned); err == nil {
+			t.Fatalf("Find with a failed mirror and an unsigned image = %v, nil; want an error", found)
+		}
+	})
+}
+
+// TestFindAuth: credentials come from the auth file; a registry refusing
+// the request is an error, not "no signature".
+func TestFindAuth(t *testing.T) {
+	for _, start := range []func(testing.TB) *fixtures.Registry{fixtures.StartRegistryWithReferrers, fixtures.StartRegistry} {
+		reg := start(t)
+		img := fixtures.PushImage(t, reg.Ref("team/app:v1"), 64, fixtures.WithOCI())
+		signed := fixtures.AttachBundle(t, img.DigestRef(), fixtures.FakeBundle(t, fixtures.CosignSignPredicateType), fixtures.CosignSignPredicateType)
+		reg.RequireBasicAuth("user", "secret")
+		sys := sysFor(t, reg)
+		f, _ := finder()
+		if found, err := find(t, f, sys, img); err == nil || !strings.Contains(err.Error(), "401") {
+			t.Fatalf("Find without credentials = %v, %v; want a 401 error", found, err)
+		}
+		auth := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg.Addr, base64.StdEncoding.EncodeToString([]byte("user:secret")))
+		if err := os.WriteFile(sys.AuthFilePath, []byte(auth), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		found, err := find(t, f, sys, img)
+		if err != nil || len(found) != 1 || found[0].Manifest.String() != signed {
+			t.Fatalf("Find with credentials = %+v, %v; want %s", found, err, signed)
+		}
 	}
 }
