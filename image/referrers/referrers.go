@@ -338,15 +338,19 @@ func TagSchemaTag(subject digest.Digest) string {
 func (f *Finder) filter(descs []imgspecv1.Descriptor, src source, subject digest.Digest) []imgspecv1.Descriptor {
 	var out []imgspecv1.Descriptor
 	skipped := 0
+	// A listing may repeat an entry (a hostile one, to use up the bound);
+	// each manifest is fetched once.
+	seen := map[digest.Digest]bool{}
 	for _, d := range descs {
-		if !isCandidate(d) {
+		if !isCandidate(d) || seen[d.Digest] {
 			skipped++
 			continue
 		}
+		seen[d.Digest] = true
 		out = append(out, d)
 	}
 	if skipped > 0 {
-		f.logger().Debug("skipped referrers of other artifact types",
+		f.logger().Debug("skipped referrers of other artifact types, or repeated",
 			"subject", subject, "repository", src.repo, "skipped", skipped)
 	}
 	return out

@@ -447,7 +447,7 @@ func TestFindSkipsBadEntries(t *testing.T) {
 	liar := fr.manifest(t, subjectDigest, referrers.BundleMediaType, fr.blob([]byte(`{"liar":true}`)))
 	fr.set("/v2/team/app/manifests/"+liar.Digest.String(), []byte(`{"schemaVersion":2}`))
 
-	fr.serveIndex([]imgspecv1.Descriptor{sbom, index, otherSubject, tampered, big, liar, goodDesc})
+	fr.serveIndex([]imgspecv1.Descriptor{sbom, index, otherSubject, tampered, big, liar, goodDesc, goodDesc, tampered})
 	f, logs := finder()
 	f.MaxBundleBytes = 1000
 	found, err := fr.find(t, f)
@@ -457,7 +457,7 @@ func TestFindSkipsBadEntries(t *testing.T) {
 	if len(found) != 1 || found[0].Manifest != goodDesc.Digest || !bytes.Equal(found[0].Bundle, good) {
 		t.Fatalf("Find = %+v, want only the good bundle", found)
 	}
-	// sbom and index are not fetched: 5 manifests are.
+	// sbom and index are not fetched, nor the repeated entries: 5 manifests are.
 	if n := fr.manifests.Load(); n != 5 {
 		t.Errorf("%d manifests fetched, want 5", n)
 	}
