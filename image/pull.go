@@ -204,6 +204,12 @@ func (s *Service) pullCandidate(ctx context.Context, sys *types.SystemContext, r
 	if err != nil {
 		return nil, err
 	}
+	// Bundles are kept with the image whatever this namespace's policy
+	// asked, so that another namespace's create-time check can verify
+	// them offline; a registry that fails here only loses that.
+	if _, err := j.findBundles(j.ctx, r); err != nil {
+		s.log.Warn("could not look for sigstore bundles", "reference", j.named.String(), "error", err)
+	}
 	// The copy and the record are one step for other users of the image:
 	// a removal, another pull or an import (another process) between them
 	// would fail this pull or lose what one of them recorded.

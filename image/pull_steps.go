@@ -37,6 +37,27 @@ type pullJob struct {
 	step string
 	// decided is checkPolicy's decision.
 	decided *decision
+	// bundles are the Sigstore bundles found for the image (bundles.go).
+	bundles bundleSet
+}
+
+// checked is the image the policy decides on: the manifest the node will
+// run, with the bundles the registry holds for it, found only if the
+// policy asks for them.
+func (j *pullJob) checked(r *resolved) types.UnparsedImage {
+	u, ok := r.unparsed.(*image.UnparsedImage)
+	if !ok {
+		return r.unparsed
+	}
+	var subjects []digest.Digest
+	if r.indexDigest != "" {
+		subjects = append(subjects, r.indexDigest)
+	}
+	return &asIdentity{UnparsedImage: u, ref: u.Reference(), subjects: subjects,
+		bundles: func(ctx context.Context) ([][]byte, error) {
+			kept, err := j.findBundles(ctx, r)
+			return bundleBytes(kept), err
+		}}
 }
 
 // resolved is what the registry said the image is, checked for use.
@@ -166,7 +187,7 @@ func checkManifestLimits(cfg Config, m *remoteManifest) error {
 // checkPolicy is the pull's signature decision, logged once.
 func (j *pullJob) checkPolicy(r *resolved) error {
 	start := time.Now()
-	err := j.pol.Check(j.ctx, r.unparsed)
+	err := j.pol.Check(j.ctx, j.checked(r))
 	j.w.kick()
 	// Signatures that could not be fetched are no verdict a warn mode
 	// could admit: the library words them as a rejection all the same.
@@ -282,6 +303,7 @@ func (j *pullJob) record(simg *storage.Image, r *resolved) (*Image, error) {
 	if r.indexDigest != "" {
 		rec.IndexDigest = r.indexDigest
 	}
+	s.keepBundles(simg.ID, j.bundles.bundles)
 	ref := Reference{User: j.req.Ref, Resolved: j.named.String(), Pulled: now, Manifest: r.m.Digest, Index: r.indexDigest}
 	if set := s.librarySignatures(simg.ID, r.m.Digest); set != nil {
 		ref.Signatures = set.digest()

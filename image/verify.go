@@ -41,7 +41,14 @@ func (s *Service) verifyAs(ctx context.Context, img *Image, d digest.Digest, ref
 	}
 	defer src.Close()
 	unparsed := image.UnparsedInstance(src, &d)
-	err = pol.Check(ctx, &asIdentity{UnparsedImage: unparsed, ref: ref})
+	checked := &asIdentity{UnparsedImage: unparsed, ref: ref}
+	if dref, ok := ref.(interface{ DockerReference() reference.Named }); ok && ref.Transport().Name() == "docker" && dref.DockerReference() != nil {
+		// Bundles found in this very repository only (bundles.go).
+		bundles, subjects := s.storedBundles(img, d, dref.DockerReference().Name())
+		checked.bundles = func(context.Context) ([][]byte, error) { return bundles, nil }
+		checked.subjects = subjects
+	}
+	err = pol.Check(ctx, checked)
 	var rej *policy.Rejection
 	if err == nil || !errors.As(err, &rej) {
 		return err
@@ -77,6 +84,20 @@ func (s *Service) verifyAs(ctx context.Context, img *Image, d digest.Digest, ref
 type asIdentity struct {
 	*image.UnparsedImage
 	ref types.ImageReference
+	// bundles reads the Sigstore bundles the policy may decide on (found
+	// in the registry at pull, kept with the image at create); nil: none.
+	bundles  func(context.Context) ([][]byte, error)
+	subjects []digest.Digest
 }
 
 func (a *asIdentity) Reference() types.ImageReference { return a.ref }
+
+// SigstoreBundles and BundleSubjects make asIdentity a policy.BundleSource.
+func (a *asIdentity) SigstoreBundles(ctx context.Context) ([][]byte, error) {
+	if a.bundles == nil {
+		return nil, nil
+	}
+	return a.bundles(ctx)
+}
+
+func (a *asIdentity) BundleSubjects() []digest.Digest { return a.subjects }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/crivet/crivet/policy/bundle"
 	"go.podman.io/image/v5/signature"
 )
 
@@ -74,12 +75,35 @@ func lintFile(path string) (*signature.Policy, []Finding) {
 	if err != nil {
 		return nil, []Finding{{path, "error", err.Error()}}
 	}
-	p, err := signature.NewPolicyFromBytes(data)
+	forLibrary, bundles, err := extractBundles(data)
+	if err != nil {
+		return nil, []Finding{{path, "error", err.Error()}}
+	}
+	p, err := signature.NewPolicyFromBytes(forLibrary)
 	if err != nil {
 		return nil, []Finding{{path, "error", err.Error()}}
 	}
 	var out []Finding
+	var reqs map[string][]*bundle.Requirement
+	if bundles != nil {
+		reqs = bundles.reqs
+		out = append(out, Finding{path, "warning", "uses sigstoreBundle requirements: crivet reads this file, podman, CRI-O and skopeo refuse it"})
+	}
+	for _, key := range sortedKeys(reqs) {
+		scope := strings.ReplaceAll(key, "\x00", " ")
+		for _, req := range reqs[key] {
+			if _, err := bundle.Prepare(req); err != nil {
+				out = append(out, Finding{path, "error", fmt.Sprintf("sigstoreBundle in %s: %v", scope, err)})
+			}
+			for _, w := range req.Lint() {
+				out = append(out, Finding{path, "warning", fmt.Sprintf("sigstoreBundle in %s: %s", scope, w)})
+			}
+		}
+	}
 	for _, ref := range namedFiles(data) {
+		if ref.reqType == BundleRequirementType && ref.key == "trustedRootPath" {
+			continue // read by bundle.Prepare above
+		}
 		if err := checkNamedFile(ref); err != nil {
 			out = append(out, Finding{path, "error", fmt.Sprintf("%s %s: %v", ref.key, ref.path, err)})
 		}
@@ -256,4 +280,13 @@ func parentScope(s string) string {
 		return ""
 	}
 	return s[:slash]
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

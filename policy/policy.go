@@ -73,6 +73,9 @@ type Policy struct {
 
 	parsed *signature.Policy
 	hashes *fileHashes
+	// bundles are the sigstoreBundle requirements by scope (bundles.go),
+	// taken out of the document before the library parsed it.
+	bundles *bundleScopes
 }
 
 // Rejection is a policy decision against an image. Its text is the
@@ -104,6 +107,19 @@ func (p *Policy) Check(ctx context.Context, img types.UnparsedImage) error {
 	}
 	if err == nil {
 		err = errors.New("image not allowed by policy")
+	}
+	if reqs, only := p.BundleRequirements(img.Reference()); len(reqs) > 0 {
+		berr := p.checkBundles(ctx, img, reqs)
+		switch {
+		case berr == nil:
+			return nil
+		case only:
+			// The library's refusal is the reject standing in for the
+			// bundles; their reason is the decision's.
+			err = berr
+		default:
+			err = fmt.Errorf("%w; %w", err, berr)
+		}
 	}
 	return &Rejection{Policy: p, Reason: err}
 }
@@ -228,11 +244,15 @@ func (s *Store) loadFile(path, ns string) (_ *Policy, parsed bool, _ error) {
 	if err != nil {
 		return nil, false, &FileError{Path: path, Err: err}
 	}
-	pol, err := signature.NewPolicyFromBytes(data)
+	forLibrary, bundles, err := extractBundles(data)
 	if err != nil {
 		return nil, false, &FileError{Path: path, Err: err}
 	}
-	p := &Policy{Path: path, Digest: digest.FromBytes(data), Namespace: ns, Files: referencedFiles(data), parsed: pol, hashes: &s.hashes}
+	pol, err := signature.NewPolicyFromBytes(forLibrary)
+	if err != nil {
+		return nil, false, &FileError{Path: path, Err: err}
+	}
+	p := &Policy{Path: path, Digest: digest.FromBytes(data), Namespace: ns, Files: referencedFiles(data), parsed: pol, hashes: &s.hashes, bundles: bundles}
 	// The file may have changed between stat and read; keying the entry
 	// by the earlier stat only means the next call reads it once more.
 	s.mu.Lock()

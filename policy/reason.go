@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"github.com/crivet/crivet/policy/bundle"
 	"io/fs"
 	"strings"
 
@@ -32,7 +33,8 @@ const (
 // Reasons is every class ReasonOf returns.
 var Reasons = []string{ReasonNone, ReasonNoSignature, ReasonUntrustedKey, ReasonKeylessClaims, ReasonIdentityMismatch,
 	ReasonDigestMismatch, ReasonInvalidSignature, ReasonPolicyReject, ReasonPolicyUnreadable, ReasonKeyUnreadable,
-	ReasonReferenceMismatch, ReasonNotVerifiable, ReasonRegistry, ReasonOther}
+	ReasonReferenceMismatch, ReasonNotVerifiable, ReasonRegistry, ReasonOther,
+	bundle.ReasonNotASignature, bundle.ReasonMissingEvidence}
 
 // reasonTexts match the library's messages (go.podman.io/image/v5/signature,
 // v5.42): most of its rejections are plain strings, and several signatures'
@@ -82,6 +84,14 @@ func ReasonOf(err error) string {
 		return ReasonKeyUnreadable
 	}
 	msg := rej.Reason.Error()
+	if strings.Contains(msg, errNoBundle.Error()) {
+		return ReasonNoSignature
+	}
+	// A sigstoreBundle requirement's refusal carries its own class.
+	var brej *bundle.Rejection
+	if errors.As(rej.Reason, &brej) {
+		return brej.Reason
+	}
 	for _, t := range reasonTexts {
 		if strings.Contains(msg, t.text) {
 			return t.class

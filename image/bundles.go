@@ -1,0 +1,143 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/crivet/crivet/image/referrers"
+	"github.com/opencontainers/go-digest"
+)
+
+// bundlesKey is the big-data item of a storage image that holds the
+// Sigstore bundles (cosign v3 signatures) found for it at pull, so the
+// create-time check verifies them offline, as it does legacy signatures.
+const bundlesKey = "crivet-bundles"
+
+// maxKeptBundles bounds the item; the oldest bundles go first.
+const maxKeptBundles = 64
+
+// keptBundle is one bundle as found at pull.
+type keptBundle struct {
+	// Manifest is the per-platform manifest the pull verified; Subject
+	// the digest the bundle was found for (that manifest, or its index).
+	Manifest digest.Digest `json:"manifest"`
+	Subject  digest.Digest `json:"subject"`
+	// Repository is the repository the image was pulled from (its mirrors
+	// answer for it). A bundle names no repository, so it vouches for the
+	// image only as an image of this repository: the create-time check
+	// uses it for an identity in the same repository, never for a copy
+	// pulled from elsewhere.
+	Repository string    `json:"repository"`
+	Source     string    `json:"source"` // referrers-api or tag-schema
+	Bundle     []byte    `json:"bundle"`
+	Found      time.Time `json:"found"`
+}
+
+func (b *keptBundle) same(o *keptBundle) bool {
+	return b.Manifest == o.Manifest && b.Repository == o.Repository && digest.FromBytes(b.Bundle) == digest.FromBytes(o.Bundle)
+}
+
+// bundleSet is what a pull found: loaded once, used by the policy check
+// and kept with the image.
+type bundleSet struct {
+	done    bool
+	err     error
+	bundles []keptBundle
+}
+
+// findBundles discovers the bundles of the pulled manifest and of the
+// index it was chosen from, once per job. An error is a registry that
+// failed, never "no bundle".
+func (j *pullJob) findBundles(ctx context.Context, r *resolved) ([]keptBundle, error) {
+	if j.bundles.done {
+		return j.bundles.bundles, j.bundles.err
+	}
+	j.bundles.done = true
+	subjects := []digest.Digest{r.m.Digest}
+	if r.indexDigest != "" {
+		subjects = append(subjects, r.indexDigest)
+	}
+	now := time.Now().UTC()
+	for _, subject := range subjects {
+		found, err := referrers.Find(ctx, j.sys, j.named, subject)
+		if err != nil {
+			j.bundles.err = err
+			return nil, err
+		}
+		for _, f := range found {
+			j.bundles.bundles = append(j.bundles.bundles, keptBundle{Manifest: r.m.Digest, Subject: subject,
+				Repository: j.named.Name(), Source: f.Source, Bundle: f.Bundle, Found: now})
+		}
+	}
+	return j.bundles.bundles, nil
+}
+
+func bundleBytes(kept []keptBundle) [][]byte {
+	out := make([][]byte, len(kept))
+	for i := range kept {
+		out[i] = kept[i].Bundle
+	}
+	return out
+}
+
+// keptBundles reads the bundles kept with image id.
+func (s *Service) keptBundles(id string) []keptBundle {
+	data, err := s.store.ImageBigData(id, bundlesKey)
+	if err != nil {
+		return nil
+	}
+	var out []keptBundle
+	if err := json.Unmarshal(data, &out); err != nil {
+		s.log.Warn("ignoring corrupt kept bundles", "image", id, "error", err)
+		return nil
+	}
+	return out
+}
+
+// keepBundles adds found to the image's kept bundles. Callers hold the
+// image's lock.
+func (s *Service) keepBundles(id string, found []keptBundle) {
+	if len(found) == 0 {
+		return
+	}
+	kept := s.keptBundles(id)
+	added := false
+	for i := range found {
+		if !slices.ContainsFunc(kept, func(k keptBundle) bool { return k.same(&found[i]) }) {
+			kept = append(kept, found[i])
+			added = true
+		}
+	}
+	if !added {
+		return
+	}
+	if len(kept) > maxKeptBundles {
+		kept = kept[len(kept)-maxKeptBundles:]
+	}
+	data, err := json.Marshal(kept)
+	if err == nil {
+		err = s.store.SetImageBigData(id, bundlesKey, data, nil)
+	}
+	if err != nil {
+		s.log.Warn("could not keep the image's sigstore bundles", "image", id, "error", err)
+	}
+}
+
+// storedBundles are the kept bundles that vouch for manifest as an image
+// of repository, and the index digests their subjects may name.
+func (s *Service) storedBundles(img *Image, manifest digest.Digest, repository string) ([][]byte, []digest.Digest) {
+	var out [][]byte
+	var subjects []digest.Digest
+	for _, b := range s.keptBundles(img.StorageID()) {
+		if b.Manifest != manifest || b.Repository != repository {
+			continue
+		}
+		out = append(out, b.Bundle)
+		if b.Subject != manifest && !slices.Contains(subjects, b.Subject) {
+			subjects = append(subjects, b.Subject)
+		}
+	}
+	return out, subjects
+}
