@@ -15,6 +15,9 @@ import (
 // create-time check verifies them offline, as it does legacy signatures.
 const bundlesKey = "crivet-bundles"
 
+// bundleDiscoveryTimeout bounds the search for one image's bundles.
+const bundleDiscoveryTimeout = time.Minute
+
 // maxKeptBundles bounds the item; the oldest bundles go first.
 const maxKeptBundles = 64
 
@@ -55,6 +58,10 @@ func (j *pullJob) findBundles(ctx context.Context, r *resolved) ([]keptBundle, e
 		return j.bundles.bundles, j.bundles.err
 	}
 	j.bundles.done = true
+	// A registry that stalls on its referrers holds the pull at most this
+	// long (the pull's progress watchdog does not cover discovery).
+	ctx, cancel := context.WithTimeout(ctx, bundleDiscoveryTimeout)
+	defer cancel()
 	subjects := []digest.Digest{r.m.Digest}
 	if r.indexDigest != "" {
 		subjects = append(subjects, r.indexDigest)
