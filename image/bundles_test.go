@@ -148,3 +148,24 @@ func TestCosignV3SignedImagesAreAdmitted(t *testing.T) {
 		})
 	}
 }
+
+// The admission cache's fingerprint covers the key a sigstoreBundle
+// requirement names: a rotated key is honoured at the next create.
+func TestSigstoreBundleKeyRotationHonouredAtCreate(t *testing.T) {
+	e := newEnv(t)
+	key, other := fixtures.NewBundleKey(t), fixtures.NewBundleKey(t)
+	e.setNamespace("strict", anyDocker(bundleReq(key.PublicKeyPath)))
+	signed := fixtures.PushImage(t, e.ref("team/app:1"), 1024)
+	key.Sign(t, signed.DigestRef())
+	img := e.mustPull(signed.Ref, "strict")
+	e.reg.Stop()
+	if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := e.admit(img, signed.Ref, "strict"); err != nil || !a.Cached {
+		t.Fatalf("second create: %+v, %v; want a cached admission", a, err)
+	}
+	writeFile(t, key.PublicKeyPath, string(mustReadFile(t, other.PublicKeyPath)))
+	_, err := e.admit(img, signed.Ref, "strict")
+	wantRejected(t, err, "create after the key was rotated", "untrusted_key")
+}
