@@ -146,3 +146,39 @@ func BenchmarkCreateRootfsParallel(b *testing.B) {
 		}
 	})
 }
+
+// The create-time check of a key-signed image, cold (nothing cached):
+// a legacy sigstore signature and a cosign v3 bundle side by side.
+func BenchmarkAdmitLegacyKeyCold(b *testing.B) {
+	e := newEnv(b)
+	img := fixtures.PushImage(b, e.ref("bench/img:1"), 1024)
+	key := fixtures.NewSigstoreKey(b)
+	key.Sign(b, img.Ref)
+	stored := e.mustPull(img.Ref, "")
+	e.setGlobal(anyDocker(keyReq(key.PublicKeyPath, matchRepo)))
+	benchmarkAdmitCold(b, e, stored, img.Ref)
+}
+
+func BenchmarkAdmitBundleKeyCold(b *testing.B) {
+	e := newEnv(b)
+	img := fixtures.PushImage(b, e.ref("bench/img:1"), 1024)
+	key := fixtures.NewBundleKey(b)
+	key.Sign(b, img.DigestRef())
+	stored := e.mustPull(img.Ref, "")
+	e.setGlobal(anyDocker(bundleReq(key.PublicKeyPath)))
+	benchmarkAdmitCold(b, e, stored, img.Ref)
+}
+
+func benchmarkAdmitCold(b *testing.B, e *env, stored *Image, ref string) {
+	pol, err := policy.NewStore(e.global, "").Global()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.svc.log = slog.New(slog.DiscardHandler)
+	for b.Loop() {
+		e.svc.admitted = admitCache{}
+		if _, err := e.svc.Admit(context.Background(), stored, ref, pol); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
