@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,5 +74,41 @@ func TestLintFindsWhatWouldFailAndWhatLooksUnmeant(t *testing.T) {
 	}
 	if f := Lint(filepath.Join(dir, "absent.json"), ""); len(f) != 1 || f[0].Severity != "error" {
 		t.Errorf("missing global policy: %v", f)
+	}
+}
+
+// A sigstoreBundle requirement is linted as the daemon would use it: a
+// trustedRootPath that cannot be read is an error (every check with it
+// would refuse), a subjectRegExp matching any identity a warning, and the
+// file is flagged as crivet's own (podman, CRI-O and skopeo refuse it).
+func TestLintSigstoreBundleRequirement(t *testing.T) {
+	dir := t.TempDir()
+	global := filepath.Join(dir, "policy.json")
+	root := filepath.Join(dir, "missing-trusted-root.json")
+	write(t, global, fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{"reg.example/app":[
+	  {"type":"sigstoreBundle","trustedRootPath":%q,"subjectRegExp":".*","issuer":"https://issuer.example"}]}}}`, root))
+	var got []string
+	for _, f := range Lint(global, "") {
+		if f.File != global {
+			t.Errorf("finding for %s, want %s: %v", f.File, global, f)
+		}
+		got = append(got, f.Severity+" "+f.Message)
+	}
+	for _, want := range []string{
+		"warning uses sigstoreBundle requirements: crivet reads this file",
+		"error sigstoreBundle in docker reg.example/app: ",
+		`warning sigstoreBundle in docker reg.example/app: subjectRegExp ".*" matches any value`,
+	} {
+		if !slices.ContainsFunc(got, func(g string) bool { return strings.HasPrefix(g, want) }) {
+			t.Errorf("no finding %q in %q", want, got)
+		}
+	}
+	for _, g := range got {
+		if strings.HasPrefix(g, "error ") && !strings.Contains(g, root) {
+			t.Errorf("error %q does not name the trusted root %s", g, root)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("%d findings, want 3: %q", len(got), got)
 	}
 }
