@@ -48,6 +48,12 @@ type CheckResult struct {
 	// Reason is the refusal as CRI clients see it after the
 	// SignatureValidationFailed prefix, or the error.
 	Reason string `json:"reason,omitempty"`
+	// Bundles are the Sigstore bundles the check considered, each with
+	// its verdict, per reference the image was verified as. A pull lists
+	// the bundles found in the registry once the policy looked for them
+	// (a scope with a sigstoreBundle requirement whose other requirements
+	// refused); a create lists every bundle kept with the image.
+	Bundles []BundleCheck `json:"bundles,omitempty"`
 }
 
 // Check evaluates what Pull would decide for req, through the same steps
@@ -56,6 +62,13 @@ type CheckResult struct {
 // the decision is logged as a dry run, not audited. Identical pulls in
 // flight are not joined. The error is what Pull would return.
 func (s *Service) Check(ctx context.Context, req PullRequest) (CheckResult, error) {
+	rep := &bundleReport{}
+	res, err := s.check(withBundleReport(ctx, rep), req)
+	res.Bundles = rep.checks
+	return res, err
+}
+
+func (s *Service) check(ctx context.Context, req PullRequest) (CheckResult, error) {
 	res := CheckResult{Stage: "pull", Namespace: req.Namespace, Reference: req.Ref, Step: "policy"}
 	pol, err := s.policyFor(req, true)
 	if err != nil {
@@ -91,6 +104,13 @@ func (s *Service) Check(ctx context.Context, req PullRequest) (CheckResult, erro
 // policy. Unlike AdmitFor it neither uses nor fills the admission cache,
 // and its decision is a dry run, not audited.
 func (s *Service) CheckStored(ctx context.Context, ns, userRef string) (CheckResult, error) {
+	rep := &bundleReport{}
+	res, err := s.checkStored(withBundleReport(ctx, rep), ns, userRef)
+	res.Bundles = rep.checks
+	return res, err
+}
+
+func (s *Service) checkStored(ctx context.Context, ns, userRef string) (CheckResult, error) {
 	res := CheckResult{Stage: "create", Namespace: ns, Reference: userRef, Step: "lookup"}
 	img, err := s.Get(userRef)
 	if err != nil {

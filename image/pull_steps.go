@@ -187,7 +187,24 @@ func checkManifestLimits(cfg Config, m *remoteManifest) error {
 // checkPolicy is the pull's signature decision, logged once.
 func (j *pullJob) checkPolicy(r *resolved) error {
 	start := time.Now()
-	err := j.pol.Check(j.ctx, j.checked(r))
+	ctx := j.ctx
+	if rep := reportFrom(ctx); rep != nil {
+		// A check lists the bundles found once the policy has looked for
+		// them: a pull whose policy never asks fetches none.
+		var observe func(policy.BundleOutcome)
+		ctx = policy.WithBundleObserver(ctx, func(o policy.BundleOutcome) {
+			if observe == nil {
+				kept := j.bundles.bundles
+				used := make([]int, len(kept))
+				for i := range used {
+					used[i] = i
+				}
+				observe = rep.observer(rep.add(j.named.String(), kept, nil), used)
+			}
+			observe(o)
+		})
+	}
+	err := j.pol.Check(ctx, j.checked(r))
 	j.w.kick()
 	// Signatures that could not be fetched are no verdict a warn mode
 	// could admit: the library words them as a rejection all the same.

@@ -42,13 +42,18 @@ func (s *Service) verifyAs(ctx context.Context, img *Image, d digest.Digest, ref
 	defer src.Close()
 	unparsed := image.UnparsedInstance(src, &d)
 	checked := &asIdentity{UnparsedImage: unparsed, ref: ref}
+	checkCtx := ctx // carries a check's bundle observer, for this Check only
 	if dref, ok := ref.(interface{ DockerReference() reference.Named }); ok && ref.Transport().Name() == "docker" && dref.DockerReference() != nil {
 		// Bundles found in this very repository only (bundles.go).
-		bundles, subjects := s.storedBundles(img, d, dref.DockerReference().Name())
+		kept := s.keptBundles(img.StorageID())
+		bundles, used, subjects := usableBundles(kept, d, dref.DockerReference().Name())
 		checked.bundles = func(context.Context) ([][]byte, error) { return bundles, nil }
 		checked.subjects = subjects
+		if rep := reportFrom(ctx); rep != nil {
+			checkCtx = reportStoredBundles(ctx, rep, kept, used, d, dref.DockerReference())
+		}
 	}
-	err = pol.Check(ctx, checked)
+	err = pol.Check(checkCtx, checked)
 	var rej *policy.Rejection
 	if err == nil || !errors.As(err, &rej) {
 		return err

@@ -146,6 +146,29 @@ func (p *Policy) BundleRequirements(ref types.ImageReference) (reqs []*bundle.Re
 	return p.bundles.reqs[key], p.bundles.only[key]
 }
 
+// BundleOutcome is one bundle's verdict under a scope's sigstoreBundle
+// requirements, as checkBundles reached it.
+type BundleOutcome struct {
+	// Index is the bundle's position in what SigstoreBundles returned.
+	Index int
+	// Result is what the bundle proved, when Err is nil.
+	Result bundle.Result
+	// Err is why no requirement accepted the bundle (bundle.ReasonOf
+	// classes it); nil: it admits the image.
+	Err error
+}
+
+type bundleObserverKey struct{}
+
+// WithBundleObserver returns a context under which Policy.Check reports
+// each bundle it verifies to fn, in order, from the calling goroutine.
+// Observing changes no decision, but it does make the check verify every
+// bundle instead of stopping at the first one that admits, so that each
+// has a verdict to show (crivet policy check); admissions do not use it.
+func WithBundleObserver(ctx context.Context, fn func(BundleOutcome)) context.Context {
+	return context.WithValue(ctx, bundleObserverKey{}, fn)
+}
+
 // checkBundles is the alternative the scope's sigstoreBundle requirements
 // offer once the library refused: nil when one bundle satisfies one of
 // them. The error says why none did.
@@ -169,20 +192,52 @@ func (p *Policy) checkBundles(ctx context.Context, img types.UnparsedImage, reqs
 	if len(bundles) == 0 {
 		return errNoBundle
 	}
+	observe, _ := ctx.Value(bundleObserverKey{}).(func(BundleOutcome))
+	// Per bundle: the result that admitted it, or each requirement's
+	// refusal, so an observer gets one verdict per bundle.
+	admitted := make([]*bundle.Result, len(bundles))
+	refusals := make([][]error, len(bundles))
 	var why []error
 	for _, req := range reqs {
 		prep, err := bundle.Prepare(req)
 		if err != nil {
 			why = append(why, err)
+			for i := range bundles {
+				refusals[i] = append(refusals[i], err)
+			}
 			continue
 		}
-		for _, b := range bundles {
-			_, err := prep.Verify(ctx, b, md, src.BundleSubjects())
+		for i, b := range bundles {
+			if admitted[i] != nil {
+				continue
+			}
+			res, err := prep.Verify(ctx, b, md, src.BundleSubjects())
 			if err == nil {
-				return nil
+				admitted[i] = &res
+				if observe == nil {
+					return nil
+				}
+				continue
 			}
 			why = append(why, err)
+			refusals[i] = append(refusals[i], err)
 		}
+	}
+	ok = false
+	for i := range bundles {
+		out := BundleOutcome{Index: i}
+		if admitted[i] != nil {
+			ok = true
+			out.Result = *admitted[i]
+		} else {
+			out.Err = errors.Join(refusals[i]...)
+		}
+		if observe != nil {
+			observe(out)
+		}
+	}
+	if ok {
+		return nil
 	}
 	return &bundlesRefused{n: len(bundles), why: why}
 }

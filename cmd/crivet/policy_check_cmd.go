@@ -256,4 +256,53 @@ func printCheck(w io.Writer, r image.CheckResult, globalPolicy string) {
 	line("outcome", r.Outcome)
 	line("reason", r.Reason)
 	_ = tw.Flush()
+	// The bundles are aligned on their own, so that their longer keys do
+	// not widen the summary above.
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for i, b := range r.Bundles {
+		printBundle(line, i+1, b)
+	}
+	_ = tw.Flush()
+}
+
+// printBundle shows one sigstore bundle of a check under "bundle N".
+func printBundle(line func(k, v string), n int, b image.BundleCheck) {
+	line(fmt.Sprintf("bundle %d", n), b.Digest)
+	line("  verified as", b.VerifiedAs)
+	line("  found", fmt.Sprintf("%s in %s, for the %s %s", b.Source, b.Repository, b.FoundVia, b.FoundFor))
+	if b.Subject != "" {
+		signs := b.Subject + " (the manifest)"
+		if b.ViaIndex {
+			signs = b.Subject + " (the index the manifest was chosen from)"
+		}
+		line("  signs", signs)
+	}
+	if s := b.Signer; s != nil {
+		if s.Key != "" {
+			line("  signer", "key "+s.Key)
+		} else {
+			line("  signer", s.SAN+" (issuer "+s.Issuer+")")
+			line("  source repository", strings.TrimSpace(s.SourceRepositoryURI+" "+s.SourceRepositoryRef))
+			line("  build signer", s.BuildSignerURI)
+		}
+	}
+	for _, e := range b.TransparencyLog {
+		at := ""
+		if !e.IntegratedTime.IsZero() {
+			at = ", integrated " + e.IntegratedTime.UTC().Format(time.RFC3339)
+		}
+		line("  log entry", fmt.Sprintf("%s #%d (%s%s)", e.LogID, e.Index, e.Kind, at))
+	}
+	for _, ts := range b.Timestamps {
+		line("  timestamp", ts.UTC().Format(time.RFC3339))
+	}
+	switch b.Outcome {
+	case "rejected":
+		line("  outcome", "rejected ("+b.ReasonClass+")")
+	case "not_used":
+		line("  outcome", "not used")
+	default:
+		line("  outcome", b.Outcome)
+	}
+	line("  reason", b.Reason)
 }

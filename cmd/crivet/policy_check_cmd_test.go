@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/crivet/crivet/image"
 )
@@ -100,5 +101,60 @@ func TestPolicyCheckCredentialsFromFileAndStdin(t *testing.T) {
 		if !strings.Contains(help, s) {
 			t.Errorf("help does not mention %q", s)
 		}
+	}
+}
+
+// The text output shows each bundle a check considered: where it was
+// found, what it signs, who signed it, the evidence and the verdict, with
+// a refused bundle's reason class.
+func TestPolicyCheckPrintsBundles(t *testing.T) {
+	logged := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	res := image.CheckResult{Stage: "pull", Reference: "reg.example/app:1", Outcome: "allowed", Step: "policy",
+		Bundles: []image.BundleCheck{{
+			VerifiedAs: "reg.example/app:1", Source: "referrers-api", Repository: "reg.example/app", Digest: "sha256:b1",
+			FoundFor: "sha256:index", FoundVia: "index", Subject: "sha256:index", ViaIndex: true,
+			Signer: &image.BundleSigner{SAN: "https://github.com/org/app/.github/workflows/release.yml@refs/tags/v1",
+				Issuer: "https://token.actions.githubusercontent.com", SourceRepositoryURI: "https://github.com/org/app"},
+			TransparencyLog: []image.BundleLogEntry{{LogID: "c0ffee", Index: 42, Kind: "dsse/0.0.1", IntegratedTime: logged}},
+			Timestamps:      []time.Time{logged},
+			Outcome:         "admitted",
+		}, {
+			VerifiedAs: "reg.example/app:1", Source: "tag-schema", Repository: "reg.example/app", Digest: "sha256:b2",
+			FoundFor: "sha256:manifest", FoundVia: "manifest", Outcome: "rejected", ReasonClass: "untrusted_key",
+			Reason: "sigstore bundle rejected (untrusted_key): key /etc/k.pub: failed to verify signature",
+		}, {
+			VerifiedAs: "reg.example/copy:1", Source: "tag-schema", Repository: "reg.example/app", Digest: "sha256:b3",
+			FoundFor: "sha256:manifest", FoundVia: "manifest", Outcome: "not_used",
+			Reason: "found in repository reg.example/app: a bundle vouches only for images of the repository it was found in, not reg.example/copy",
+		}},
+	}
+	var out strings.Builder
+	printCheck(&out, res, "")
+	text := out.String()
+	for _, want := range []string{
+		"bundle 1:",
+		"sha256:b1\n",
+		"found:",
+		"referrers-api in reg.example/app, for the index sha256:index\n",
+		"sha256:index (the index the manifest was chosen from)\n",
+		"https://github.com/org/app/.github/workflows/release.yml@refs/tags/v1 (issuer https://token.actions.githubusercontent.com)\n",
+		"source repository:",
+		"c0ffee #42 (dsse/0.0.1, integrated 2026-12-07T10:00:00Z)\n",
+		"timestamp:",
+		"admitted\n",
+		"tag-schema in reg.example/app, for the manifest sha256:manifest\n",
+		"rejected (untrusted_key)\n",
+		"key /etc/k.pub: failed to verify signature\n",
+		"reg.example/copy:1\n",
+		"not used\n",
+		"a bundle vouches only for images of the repository it was found in, not reg.example/copy\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	// A refused bundle's claims are not shown as verified facts.
+	if strings.Count(text, "signer:") != 1 || strings.Count(text, "signs:") != 1 {
+		t.Errorf("signer or subject shown for a bundle that was not admitted:\n%s", text)
 	}
 }
