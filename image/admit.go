@@ -111,6 +111,10 @@ func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *po
 			return Admission{Identity: id.name, FromRecord: fromRecord, Cached: true, ref: id.ref}, ids, nil
 		}
 		err := s.verifyAs(ctx, img, manifest, id.ref, pol)
+		if ir, ok := id.ref.(*importRef); ok && errors.As(err, new(*policy.Rejection)) {
+			// Bundles that travelled with the archive vouch for it only.
+			err = s.verifyArchiveBundles(ctx, img, manifest, ir, pol, err)
+		}
 		if err == nil {
 			// Only admissions are cached: a rejection may be lifted by
 			// signatures a later pull stores for the same manifest.

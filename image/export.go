@@ -15,7 +15,7 @@ import (
 	"go.podman.io/image/v5/copy"
 	dockerarchive "go.podman.io/image/v5/docker/archive"
 	"go.podman.io/image/v5/docker/reference"
-	ociarchive "go.podman.io/image/v5/oci/archive"
+	ocilayout "go.podman.io/image/v5/oci/layout"
 	istorage "go.podman.io/image/v5/storage"
 	"go.podman.io/image/v5/types"
 )
@@ -36,7 +36,11 @@ type ExportRequest struct {
 // Export writes a stored image, with the name it was asked by (or its
 // first tag), to an archive. The store is only read. The archive appears
 // complete or not at all: it is written beside Path and renamed.
-// Signatures are not written: neither archive format carries them.
+// An oci-archive carries the image's sigstore signatures and Sigstore
+// bundles of the written manifest (archive_bundles.go), as Import reads
+// them, so an export and import round trip re-verifies offline. A
+// docker-archive has no place for signatures: none are written; neither
+// are they for a manifest the export converted (they sign the original).
 func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error) {
 	img, err := s.Get(req.Image)
 	if err != nil {
@@ -66,12 +70,25 @@ func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", req.Image, err)
 	}
+	// Only an export in the native format writes the stored manifest's
+	// image, which its signatures can vouch for.
+	native, err := s.nativeFormat(ctx, src)
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
 	format := req.Format
 	if format == "" {
-		if format, err = s.nativeFormat(ctx, src); err != nil {
-			return nil, fmt.Errorf("export %s: %w", req.Image, err)
-		}
+		format = native
 	}
+	work, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "export-")
+	if err != nil {
+		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	}
+	defer os.RemoveAll(work)
+	// An oci-archive is written as a layout first, so the signatures can
+	// be added to it, and then tarred (what the library's oci-archive
+	// transport does too).
+	layoutDir := filepath.Join(work, "layout")
 	var dest types.ImageReference
 	switch format {
 	case FormatDockerArchive:
@@ -81,24 +98,34 @@ func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error)
 		if name != nil {
 			ann = name.String()
 		}
-		dest, err = ociarchive.NewReference(tmp, ann)
+		dest, err = ocilayout.NewReference(layoutDir, ann)
 	default:
 		err = fmt.Errorf("format %q: want %s or %s", format, FormatDockerArchive, FormatOCIArchive)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", req.Image, err)
 	}
-	work, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "export-")
+	sys := s.systemContext()
+	sys.BigFilesTemporaryDir = work
+	written, err := copy.Image(ctx, acceptVerified(), dest, src, &copy.Options{
+		SourceCtx: sys, DestinationCtx: sys, RemoveSignatures: true,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w", req.Image, err)
 	}
-	defer os.RemoveAll(work)
-	sys := s.systemContext()
-	sys.BigFilesTemporaryDir = work
-	if _, err := copy.Image(ctx, acceptVerified(), dest, src, &copy.Options{
-		SourceCtx: sys, DestinationCtx: sys, RemoveSignatures: true,
-	}); err != nil {
-		return nil, fmt.Errorf("export %s: %w", req.Image, err)
+	var sigs exportSignatures
+	if format == FormatOCIArchive && format == native {
+		if sigs, err = s.writeExportSignatures(ctx, img, src, layoutDir, written); err != nil {
+			return nil, fmt.Errorf("export %s: signatures: %w", req.Image, err)
+		}
+	} else if id := img.StorageID(); len(s.keptBundles(id)) > 0 || len(s.librarySignatureSets(id)) > 0 || len(s.keptSignatures(id)) > 0 {
+		s.log.Warn("the image's signatures are not exported: a docker-archive has no place for them, and a converted manifest is not the one they sign",
+			"image", img.ID, "path", path, "format", format)
+	}
+	if format == FormatOCIArchive {
+		if err := s.tarExport(layoutDir, tmp); err != nil {
+			return nil, fmt.Errorf("export %s: %w", req.Image, err)
+		}
 	}
 	if _, err := os.Lstat(path); err == nil {
 		return nil, fmt.Errorf("export %s: %s appeared meanwhile", req.Image, path)
@@ -106,8 +133,22 @@ func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error)
 	if err := os.Rename(tmp, path); err != nil {
 		return nil, fmt.Errorf("export %s: %w", req.Image, err)
 	}
-	s.log.Info("image exported", "image", img.ID, "path", path, "format", format)
+	s.log.Info("image exported", "image", img.ID, "path", path, "format", format,
+		"signatures", len(sigs.sigstore), "bundles", len(sigs.bundles))
 	return img, nil
+}
+
+// tarExport writes the layout dir into the temporary archive tmp.
+func (s *Service) tarExport(dir, tmp string) error {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	if err := tarLayout(dir, f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // createBeside creates a new, empty temporary file in path's directory for

@@ -21,6 +21,7 @@ import (
 	dockerarchive "go.podman.io/image/v5/docker/archive"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/image"
+	"go.podman.io/image/v5/manifest"
 	ociarchive "go.podman.io/image/v5/oci/archive"
 	ocilayout "go.podman.io/image/v5/oci/layout"
 	istorage "go.podman.io/image/v5/storage"
@@ -64,14 +65,31 @@ type importEntry struct {
 	m           *remoteManifest
 	indexDigest digest.Digest
 	sigs        *signatureSet // sigstore attachments of the layout for m
+	bundles     []keptBundle  // the layout's Sigstore bundles of m (or its index)
+	// signed is the manifest sigs and bundles are for: m's digest, or a
+	// manifest of the same image the layout carries (signedManifest);
+	// signedBlob is that manifest when it is not m. Records name signed.
+	signed     digest.Digest
+	signedBlob []byte
+}
+
+// verified is the manifest the image is recorded (and so re-verified) as.
+func (e *importEntry) verified() digest.Digest {
+	if e.signed != "" {
+		return e.signed
+	}
+	return e.m.Digest
 }
 
 // openedArchive is an archive listed into entries.
 type openedArchive struct {
 	entries []*importEntry
 	// sigs are a layout's sigstore attachments by the manifest they sign.
-	sigs  map[digest.Digest]*signatureSet
-	close func()
+	sigs map[digest.Digest]*signatureSet
+	// bundles are a layout's Sigstore bundle referrers by subject.
+	bundles map[digest.Digest][]layoutBundle
+	dir     string // a layout's copy; "" for a docker-archive
+	close   func()
 }
 
 // Import stores the images of an archive (`crivet image import`), for
@@ -83,8 +101,9 @@ type openedArchive struct {
 //
 // The node's global policy decides at import, for the archive's
 // transport, like a pull's; sigstore signatures an OCI layout carries as
-// attachments (tags "sha256-<hex>.sig", the registry convention) are
-// verified and kept. Every image of the archive is checked (manifest,
+// attachments (tags "sha256-<hex>.sig", the registry convention) and the
+// Sigstore bundles it carries as OCI 1.1 referrers (archive_bundles.go)
+// are verified and kept, so the create-time check re-verifies offline. Every image of the archive is checked (manifest,
 // limits, policy) before any is stored, so a refusal leaves nothing.
 func (s *Service) Import(ctx context.Context, req ImportRequest) ([]*Image, error) {
 	path, err := filepath.Abs(req.Path)
@@ -116,7 +135,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest) ([]*Image, erro
 	}
 	defer a.close()
 	for _, e := range a.entries {
-		if err := s.checkImport(ctx, sys, e, a.sigs, pol); err != nil {
+		if err := s.checkImport(ctx, sys, e, a, pol); err != nil {
 			return nil, fmt.Errorf("import %s: %w", path, err)
 		}
 	}
@@ -295,15 +314,23 @@ const maxIndexSize = 4 << 20
 
 // openLayout lists an OCI layout: each index entry is an image, except
 // sigstore attachments, which are read as signatures of the manifest
-// their tag names.
+// their tag names, and Sigstore bundle referrers, read as bundles of
+// their subject.
 func openLayout(path, dir, format, name string) (*openedArchive, error) {
 	index, err := readLayoutIndex(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
-	a := &openedArchive{close: func() {}, sigs: map[digest.Digest]*signatureSet{}}
+	bundles, referrerManifests, err := readLayoutBundles(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
+	}
+	a := &openedArchive{close: func() {}, sigs: map[digest.Digest]*signatureSet{}, bundles: bundles, dir: dir}
 	var images []int
 	for i, d := range index.Manifests {
+		if referrerManifests[d.Digest] {
+			continue
+		}
 		if m := sigstoreAttachmentTag.FindStringSubmatch(d.Annotations[imgspecv1.AnnotationRefName]); m != nil {
 			signed := digest.NewDigestFromEncoded(digest.SHA256, m[1])
 			set, err := readAttachment(dir, d, signed, format+":"+path)
@@ -451,7 +478,7 @@ func sourceOf(lib types.ImageReference, path string, name reference.Named) *Impo
 
 // checkImport validates one image's manifest, limits and signatures under
 // the global policy, for every name it will get. Nothing is stored.
-func (s *Service) checkImport(ctx context.Context, sys *types.SystemContext, e *importEntry, sigs map[digest.Digest]*signatureSet, pol *policy.Policy) error {
+func (s *Service) checkImport(ctx context.Context, sys *types.SystemContext, e *importEntry, a *openedArchive, pol *policy.Policy) error {
 	label := e.sources[0].String()
 	src, err := e.src.NewImageSource(ctx, sys)
 	if err != nil {
@@ -492,17 +519,31 @@ func (s *Service) checkImport(ctx context.Context, sys *types.SystemContext, e *
 	if err := checkManifestLimits(s.cfg, e.m); err != nil {
 		return fmt.Errorf("%s: %w", label, err)
 	}
-	e.sigs = sigs[e.m.Digest]
+	if e.signed, e.signedBlob, err = a.signedManifest(e); err != nil {
+		return fmt.Errorf("%s: %w: %w", label, ErrBadArchive, err)
+	}
+	var subjects []digest.Digest
+	signedBlob := blob
+	if e.signed != "" {
+		e.sigs = a.sigs[e.signed]
+		e.bundles, subjects = a.importBundles(e, e.signed)
+		if e.signedBlob != nil {
+			signedBlob = e.signedBlob
+		}
+	}
+	bundles := bundleBytes(e.bundles)
 	for _, src := range e.sources {
-		src.Manifest = e.m.Digest
+		src.Manifest = e.verified()
 		ref := &importRef{src: src}
 		start := time.Now()
-		if e.sigs != nil {
-			err = s.verifyKept(ctx, blob, e.sigs, ref, pol)
+		if e.sigs != nil || len(bundles) > 0 {
+			// The manifest the signatures and bundles are for, read as the
+			// library reads signatures (a dir: copy).
+			err = s.checkSignedManifest(ctx, signedBlob, e.sigs, bundles, subjects, ref, pol)
 		} else {
 			err = pol.Check(ctx, &asIdentity{UnparsedImage: unparsed, ref: ref})
 		}
-		s.logPolicyDecision(decision{stage: "import", reference: src.String(), identity: src.String(), digest: e.m.Digest.String(),
+		s.logPolicyDecision(decision{stage: "import", reference: src.String(), identity: src.String(), digest: e.verified().String(),
 			pol: pol, scope: pol.ScopeFor(ref), err: err, duration: time.Since(start)})
 		if err != nil {
 			return fmt.Errorf("%s: %w", src.String(), err)
@@ -577,6 +618,16 @@ func (s *Service) storeImport(ctx context.Context, sys *types.SystemContext, e *
 	if e.sigs != nil {
 		s.keepSignatureSet(simg.ID, e.sigs)
 	}
+	if e.signedBlob != nil {
+		// The create-time check reads the manifest the record names from
+		// the store, as it reads a pulled image's.
+		key := storage.ImageDigestManifestBigDataNamePrefix + "-" + e.signed.String()
+		if err := s.store.SetImageBigData(simg.ID, key, e.signedBlob, manifest.Digest); err != nil {
+			unlock()
+			return nil, fmt.Errorf("%s: keeping the signed manifest: %w", label, err)
+		}
+	}
+	s.keepBundles(simg.ID, e.bundles)
 	img, err := s.recordImport(simg, e, pol)
 	unlock()
 	if err != nil {
@@ -585,7 +636,7 @@ func (s *Service) storeImport(ctx context.Context, sys *types.SystemContext, e *
 	for _, n := range e.names {
 		s.markMovedElsewhere(n, simg.ID)
 	}
-	s.log.Info("image imported", "image", img.ID, "source", label, "names", img.RepoTags, "signatures", e.sigs != nil)
+	s.log.Info("image imported", "image", img.ID, "source", label, "names", img.RepoTags, "signatures", e.sigs != nil, "bundles", len(e.bundles))
 	return img, nil
 }
 
@@ -612,12 +663,12 @@ func (s *Service) recordImport(simg *storage.Image, e *importEntry, pol *policy.
 	var pin digest.Digest
 	if e.sigs != nil {
 		pin = e.sigs.digest()
-	} else if set := s.librarySignatures(simg.ID, e.m.Digest); set != nil {
+	} else if set := s.librarySignatures(simg.ID, e.verified()); set != nil {
 		pin = set.digest()
 	}
 	for i, n := range e.names {
 		rec.addReference(Reference{User: n.String(), Resolved: n.String(), Pulled: now, Import: e.sources[i],
-			Manifest: e.m.Digest, Index: e.indexDigest, Signatures: pin})
+			Manifest: e.verified(), Index: e.indexDigest, Signatures: pin})
 	}
 	rec.addDecision(Decision{PolicyPath: pol.Path, PolicyDigest: pol.Digest, Reference: e.sources[0].String(), Allowed: true, Time: now, Signatures: pin})
 	if cfg, err := s.store.ImageBigData(simg.ID, e.m.Config.Digest.String()); err == nil {

@@ -55,7 +55,7 @@ the pod namespace's policy for that transport.`,
 	var expFormat string
 	exp := &cobra.Command{
 		Use:   "export IMAGE FILE",
-		Short: "Write a stored image to a docker-archive or oci-archive file",
+		Short: "Write a stored image to a docker-archive or oci-archive file (an oci-archive keeps its signatures and bundles)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withImages(cmd, false, func(ctx context.Context, images *image.Service) error {
