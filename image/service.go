@@ -114,6 +114,9 @@ func Open(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
+	if !cfg.Shared {
+		cleanDriverCheckMounts(filepath.Join(cfg.Root, "storage"))
+	}
 	store, err := storage.GetStore(cfg.storeOptions())
 	if err != nil {
 		return nil, fmt.Errorf("open image store in %s (driver %s): %w", cfg.Root, cfg.Driver, err)
