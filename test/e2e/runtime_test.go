@@ -159,25 +159,29 @@ func TestCrictlPodAndContainerLifecycle(t *testing.T) {
 	if got := get("http://127.0.0.1:38081/"); got != "hello from crivet\n" {
 		t.Fatalf("hostPort: %q", got)
 	}
-	pf := exec.Command(crictlBin, "--config", filepath.Join(n.dir, "crictl.yaml"), "port-forward", podID, "38082:80")
+	// A port the kernel just handed out: a fixed one in the ephemeral
+	// range can be taken by any other socket on the machine.
+	fwdPort := freePort(t)
+	pf := exec.Command(crictlBin, "--config", filepath.Join(n.dir, "crictl.yaml"), "port-forward", podID, fmt.Sprintf("%d:80", fwdPort))
 	pfOut, _ := pf.StdoutPipe()
 	pf.Stderr = pf.Stdout
 	if err := pf.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { pf.Process.Kill(); pf.Wait() }()
-	// crictl may log warnings first; the forward is up once it says so.
+	// crictl may log warnings first; the forward is up once it says so
+	// for the IPv4 listener (it says so for [::1] too, in either order).
 	pfLines := bufio.NewReader(pfOut)
 	for {
 		line, err := pfLines.ReadString('\n')
-		if strings.HasPrefix(line, "Forwarding from") {
+		if strings.HasPrefix(line, "Forwarding from 127.0.0.1:") {
 			break
 		}
 		if err != nil {
 			t.Fatalf("port-forward ended before forwarding: %q %v", line, err)
 		}
 	}
-	if got := get("http://127.0.0.1:38082/"); got != "hello from crivet\n" {
+	if got := get(fmt.Sprintf("http://127.0.0.1:%d/", fwdPort)); got != "hello from crivet\n" {
 		t.Fatalf("port-forward: %q", got)
 	}
 
