@@ -65,13 +65,7 @@ test: deps tools vet
 # catches regressions on the seed corpus and a little beyond).
 FUZZTIME ?= 10s
 fuzz:
-	@for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
-		pkg=$$(dirname $$f); \
-		for name in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
-			echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-			$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
-		done; \
-	done
+	GO=$(GO) TAGS="$(TAGS)" FUZZTIME=$(FUZZTIME) test/fuzz/run.sh
 
 conformance: deps build
 	test/conformance/run.sh
