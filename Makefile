@@ -7,11 +7,11 @@ BIN       := $(CURDIR)/bin
 CRIVET    := $(BIN)/crivet
 CRICTL    := $(BIN)/crictl
 CRI_TOOLS := v1.37.0
-APT_PKGS  := runc conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
+APT_PKGS  := runc libseccomp-dev conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
 # Semantic (kubelet parses the runtime version as semver): release + commit.
 VERSION   := 0.2.0+$(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
-.PHONY: all build deps tools run install test unit e2e vet fuzz conformance bench bench-smoke kubelet cluster cluster-down up check down systemd-test kind-deps kind-image kind kind-down clean
+.PHONY: all build deps tools runc install-runc run install test unit e2e vet fuzz conformance bench bench-smoke kubelet cluster cluster-down up check down systemd-test kind-deps kind-image kind kind-down clean
 
 all: build
 
@@ -21,6 +21,19 @@ build:
 	$(GO) build -tags "$(TAGS)" -ldflags "-X main.version=$(VERSION)" -o $(CRIVET) ./cmd/crivet
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/crivet-pause ./cmd/crivet-pause
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/crivet-monitor ./cmd/crivet-monitor
+
+# A current runc (user namespaces and id-mapped mounts need runc >= 1.2;
+# Debian 12 ships 1.1.5), built from the Go module proxy with seccomp
+# (cgo + libseccomp-dev): bin/runc. `make install-runc` puts it in
+# /usr/local/sbin, ahead of Debian's /usr/bin/runc on PATH.
+RUNC_VERSION := v1.5.3
+RUNC := $(BIN)/runc
+runc: $(RUNC)
+$(RUNC):
+	@$(MAKE) --no-print-directory deps
+	CGO_ENABLED=1 GOBIN=$(BIN) GOFLAGS=-buildvcs=false $(GO) install -tags seccomp -ldflags "-X main.version=$(RUNC_VERSION:v%=%)" github.com/opencontainers/runc@$(RUNC_VERSION)
+install-runc: $(RUNC)
+	install -D -m 0755 $(RUNC) /usr/local/sbin/runc
 
 # Host packages: installed only when one is missing, so repeated runs are quick.
 deps:
