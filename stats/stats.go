@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/crivet/crivet/oci/cgroup"
 )
 
@@ -113,11 +114,51 @@ func readV2(path string) (*Cgroup, error) {
 	}
 	if ev := st.MemoryEvents; ev != nil {
 		c.OOMKills = ev.OomKill
+		// v2 has no failcnt; "max" counts the times usage hit memory.max,
+		// which is what v1's failcnt counts.
+		c.Memory.Failcnt = ev.Max
 	}
 	if p := st.Pids; p != nil {
 		c.Pids, c.PidsLimit = p.Current, p.Limit
 	}
+	if io := st.Io; io != nil {
+		c.IOBytes, c.IOOps = ioFromV2(io.Usage, blockDevName)
+	}
 	return c, nil
+}
+
+// ioFromV2 maps io.stat's per-device lines to v1's blkio shape, the one
+// metrics use: bytes and operations with the ops "Read" and "Write".
+// io.stat counts no "Total" (nor v1's "Sync"/"Async"); devices come in
+// the kernel's order.
+func ioFromV2(usage []*v2stats.IOEntry, name func(major, minor uint64) string) (bytes, ops []IO) {
+	for _, e := range usage {
+		dev := name(e.Major, e.Minor)
+		bytes = append(bytes,
+			IO{Device: dev, Major: e.Major, Minor: e.Minor, Op: "Read", Value: e.Rbytes},
+			IO{Device: dev, Major: e.Major, Minor: e.Minor, Op: "Write", Value: e.Wbytes})
+		ops = append(ops,
+			IO{Device: dev, Major: e.Major, Minor: e.Minor, Op: "Read", Value: e.Rios},
+			IO{Device: dev, Major: e.Major, Minor: e.Minor, Op: "Write", Value: e.Wios})
+	}
+	return bytes, ops
+}
+
+// blockDevName is the /dev path of a block device ("/dev/vda"), as v1's
+// blkio entries name it; "" when sysfs does not know the device.
+func blockDevName(major, minor uint64) string {
+	f, err := os.Open("/sys/dev/block/" + strconv.FormatUint(major, 10) + ":" + strconv.FormatUint(minor, 10) + "/uevent")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "DEVNAME="); ok {
+			return "/dev/" + v
+		}
+	}
+	return ""
 }
 
 func readV1(path string) (*Cgroup, error) {

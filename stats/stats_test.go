@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -105,5 +106,47 @@ func TestParseNetDev(t *testing.T) {
 	want := []Interface{{Name: "eth0", RxBytes: 2000, RxPackets: 20, RxErrors: 1, RxDropped: 2, TxBytes: 3000, TxPackets: 30, TxErrors: 3, TxDropped: 4}}
 	if len(got) != 1 || got[0] != want[0] {
 		t.Fatalf("parsed %+v, want %+v", got, want)
+	}
+}
+
+// io.stat's lines become the Read and Write entries metrics map to
+// container_fs_{reads,writes}{,_bytes}_total, per device, as on v1.
+// (The real file is read in the cgroup-v2 guest: test/cgroupv2.)
+func TestIOFromV2(t *testing.T) {
+	usage := []*v2stats.IOEntry{
+		{Major: 254, Minor: 0, Rbytes: 4096, Wbytes: 8 << 20, Rios: 1, Wios: 64},
+		{Major: 7, Minor: 1},
+	}
+	names := map[[2]uint64]string{{254, 0}: "/dev/vda"}
+	bytes, ops := ioFromV2(usage, func(ma, mi uint64) string { return names[[2]uint64{ma, mi}] })
+	want := []IO{
+		{Device: "/dev/vda", Major: 254, Op: "Read", Value: 4096}, {Device: "/dev/vda", Major: 254, Op: "Write", Value: 8 << 20},
+		{Major: 7, Minor: 1, Op: "Read"}, {Major: 7, Minor: 1, Op: "Write"},
+	}
+	wantOps := []IO{
+		{Device: "/dev/vda", Major: 254, Op: "Read", Value: 1}, {Device: "/dev/vda", Major: 254, Op: "Write", Value: 64},
+		{Major: 7, Minor: 1, Op: "Read"}, {Major: 7, Minor: 1, Op: "Write"},
+	}
+	if fmt.Sprint(bytes) != fmt.Sprint(want) || fmt.Sprint(ops) != fmt.Sprint(wantOps) {
+		t.Errorf("bytes %v ops %v\nwant %v %v", bytes, ops, want, wantOps)
+	}
+}
+
+// A device sysfs knows gets its /dev name; an unknown one none.
+func TestBlockDevName(t *testing.T) {
+	ents, _ := os.ReadDir("/sys/dev/block")
+	if len(ents) == 0 {
+		t.Skip("no block devices in sysfs")
+	}
+	var ma, mi uint64
+	if _, err := fmt.Sscanf(ents[0].Name(), "%d:%d", &ma, &mi); err != nil {
+		t.Fatal(err)
+	}
+	target, _ := os.Readlink(filepath.Join("/sys/dev/block", ents[0].Name()))
+	if got := blockDevName(ma, mi); got != "/dev/"+filepath.Base(target) {
+		t.Errorf("%s: %q, want /dev/%s", ents[0].Name(), got, filepath.Base(target))
+	}
+	if got := blockDevName(4095, 1048575); got != "" {
+		t.Errorf("unknown device named %q", got)
 	}
 }
