@@ -23,7 +23,7 @@ func BenchmarkVerifyKeyBundle(b *testing.B) {
 func BenchmarkVerifyKeylessBundle(b *testing.B) {
 	f := newFixture(b)
 	d := randomDigest(b)
-	bundleJSON := f.keylessBundle(workflowID, statementFor(b, d, CosignSignPredicateType), evidence{tlog: true, timestamp: true})
+	bundleJSON := f.keylessBundle(workflowID, statementFor(b, d, CosignSignPredicateType), evidence{TLog: true, Timestamp: true})
 	req := &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: workflow, Issuer: ghIssuer}
 	benchVerify(b, req, bundleJSON, d)
 }

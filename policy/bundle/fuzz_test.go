@@ -13,10 +13,10 @@ import (
 func FuzzVerify(f *testing.F) {
 	fx := newFixture(f)
 	d := randomDigest(f)
-	valid := fx.keylessBundle(workflowID, statementFor(f, d, CosignSignPredicateType), evidence{tlog: true, timestamp: true})
+	valid := fx.keylessBundle(workflowID, statementFor(f, d, CosignSignPredicateType), evidence{TLog: true, Timestamp: true})
 	f.Add(valid)
 	f.Add(valid[:len(valid)-1])
-	f.Add(fx.keylessBundle(workflowID, statementFor(f, d, attestType), evidence{tlog: true}))
+	f.Add(fx.keylessBundle(workflowID, statementFor(f, d, attestType), evidence{TLog: true}))
 	f.Add(fx.rekorV2Bundle(devEmail, googleIss, statementFor(f, d, CosignSignPredicateType)))
 	f.Add([]byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}`))
 	f.Add([]byte(`{}`))

@@ -115,7 +115,7 @@ func TestKeyBasedRefused(t *testing.T) {
 		refuse(t, keylessReq(f), b, d, ReasonUntrustedKey)
 	})
 	t.Run("keyless bundle for a key requirement", func(t *testing.T) {
-		kb := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{tlog: true})
+		kb := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{TLog: true})
 		refuse(t, keyReq, kb, d, ReasonUntrustedKey)
 	})
 	t.Run("another digest", func(t *testing.T) {
@@ -147,7 +147,7 @@ func TestKeyBasedTimestampEvidence(t *testing.T) {
 	f := newFixture(t)
 	kp, keyPath := f.newKey("release.pub")
 	d := randomDigest(t)
-	b := f.keyBundle(kp, statementFor(t, d, CosignSignPredicateType), evidence{timestamp: true})
+	b := f.keyBundle(kp, statementFor(t, d, CosignSignPredicateType), evidence{Timestamp: true})
 	res := admit(t, &Requirement{Type: RequirementType, KeyPath: keyPath, TrustedRootPath: f.trustedRoot, Timestamps: intp(1)}, b, d)
 	if len(res.Timestamps) != 1 {
 		t.Errorf("timestamps %v, want one", res.Timestamps)
@@ -158,7 +158,7 @@ func TestKeylessAdmitted(t *testing.T) {
 	f := newFixture(t)
 	d := randomDigest(t)
 	stmt := statementFor(t, d, CosignSignPredicateType)
-	withLog := f.keylessBundle(workflowID, stmt, evidence{tlog: true})
+	withLog := f.keylessBundle(workflowID, stmt, evidence{TLog: true})
 
 	t.Run("exact URI SAN with log evidence", func(t *testing.T) {
 		res := admit(t, keylessReq(f), withLog, d)
@@ -185,7 +185,7 @@ func TestKeylessAdmitted(t *testing.T) {
 		admit(t, req, withLog, d)
 	})
 	t.Run("email SAN with timestamp evidence only", func(t *testing.T) {
-		b := f.keylessBundle(identity{san: devEmail, issuer: googleIss}, stmt, evidence{timestamp: true})
+		b := f.keylessBundle(identity{SAN: devEmail, Issuer: googleIss}, stmt, evidence{Timestamp: true})
 		req := &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss,
 			TransparencyLog: intp(0), Timestamps: intp(1)}
 		res := admit(t, req, b, d)
@@ -194,13 +194,13 @@ func TestKeylessAdmitted(t *testing.T) {
 		}
 	})
 	t.Run("no SCT, certificate transparency not required", func(t *testing.T) {
-		b := f.keylessBundle(workflowID, stmt, evidence{tlog: true, noSCT: true})
+		b := f.keylessBundle(workflowID, stmt, evidence{TLog: true, NoSCT: true})
 		req := keylessReq(f)
 		req.CertificateTransparency = intp(0)
 		admit(t, req, b, d)
 	})
 	t.Run("log and timestamp evidence", func(t *testing.T) {
-		b := f.keylessBundle(workflowID, stmt, evidence{tlog: true, timestamp: true})
+		b := f.keylessBundle(workflowID, stmt, evidence{TLog: true, Timestamp: true})
 		req := keylessReq(f)
 		req.Timestamps = intp(1)
 		res := admit(t, req, b, d)
@@ -236,7 +236,7 @@ func TestKeylessRefused(t *testing.T) {
 	f := newFixture(t)
 	d := randomDigest(t)
 	stmt := statementFor(t, d, CosignSignPredicateType)
-	b := f.keylessBundle(workflowID, stmt, evidence{tlog: true})
+	b := f.keylessBundle(workflowID, stmt, evidence{TLog: true})
 
 	with := func(change func(*Requirement)) *Requirement {
 		r := keylessReq(f)
@@ -261,15 +261,15 @@ func TestKeylessRefused(t *testing.T) {
 		{"another build signer", with(func(r *Requirement) {
 			r.BuildSignerURI = "https://github.com/org/repo/.github/workflows/x.yml@refs/tags/v1"
 		}), b, d, ReasonKeylessClaims},
-		{"attestation", keylessReq(f), f.keylessBundle(workflowID, statementFor(t, d, attestType), evidence{tlog: true}), d, ReasonNotASignature},
-		{"bundle for another digest", keylessReq(f), f.keylessBundle(workflowID, statementFor(t, randomDigest(t), CosignSignPredicateType), evidence{tlog: true}), d, ReasonDigestMismatch},
-		{"log required but absent", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{timestamp: true}), d, ReasonMissingEvidence},
-		{"two timestamps required, one present", with(func(r *Requirement) { r.Timestamps = intp(2) }), f.keylessBundle(workflowID, stmt, evidence{tlog: true, timestamp: true}), d, ReasonMissingEvidence},
+		{"attestation", keylessReq(f), f.keylessBundle(workflowID, statementFor(t, d, attestType), evidence{TLog: true}), d, ReasonNotASignature},
+		{"bundle for another digest", keylessReq(f), f.keylessBundle(workflowID, statementFor(t, randomDigest(t), CosignSignPredicateType), evidence{TLog: true}), d, ReasonDigestMismatch},
+		{"log required but absent", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{Timestamp: true}), d, ReasonMissingEvidence},
+		{"two timestamps required, one present", with(func(r *Requirement) { r.Timestamps = intp(2) }), f.keylessBundle(workflowID, stmt, evidence{TLog: true, Timestamp: true}), d, ReasonMissingEvidence},
 		{"Rekor v2 without timestamps required", &Requirement{Type: RequirementType, TrustedRootPath: f.trustedRoot, Subject: devEmail, Issuer: googleIss,
 			CertificateTransparency: intp(0)},
 			stripTimestamps(t, f.rekorV2Bundle(devEmail, googleIss, stmt)), d, ReasonMissingEvidence},
-		{"certificate without SCT", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{tlog: true, noSCT: true}), d, ReasonMissingEvidence},
-		{"SCT from an unknown CT log", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{tlog: true, straySCT: true}), d, ReasonMissingEvidence},
+		{"certificate without SCT", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{TLog: true, NoSCT: true}), d, ReasonMissingEvidence},
+		{"SCT from an unknown CT log", keylessReq(f), f.keylessBundle(workflowID, stmt, evidence{TLog: true, StraySCT: true}), d, ReasonMissingEvidence},
 		{"trusted root without the CA", with(func(r *Requirement) { r.TrustedRootPath = f.otherRoot }), b, d, ReasonUntrustedKey},
 		{"tampered payload", keylessReq(f), tamperPayload(t, b), d, ReasonInvalidSignature},
 		{"truncated", keylessReq(f), b[:len(b)/2], d, ReasonInvalidSignature},
@@ -287,7 +287,7 @@ func TestKeylessRefused(t *testing.T) {
 func TestAlsoAccept(t *testing.T) {
 	f := newFixture(t)
 	index, manifest := randomDigest(t), randomDigest(t)
-	b := f.keylessBundle(workflowID, statementFor(t, index, CosignSignPredicateType), evidence{tlog: true})
+	b := f.keylessBundle(workflowID, statementFor(t, index, CosignSignPredicateType), evidence{TLog: true})
 
 	res := admit(t, keylessReq(f), b, manifest, index)
 	if res.Subject != index || !res.ViaAlsoAccept {
@@ -297,7 +297,7 @@ func TestAlsoAccept(t *testing.T) {
 	refuse(t, keylessReq(f), b, manifest, ReasonDigestMismatch)
 
 	// A signature of the manifest itself is reported as such.
-	mb := f.keylessBundle(workflowID, statementFor(t, manifest, CosignSignPredicateType), evidence{tlog: true})
+	mb := f.keylessBundle(workflowID, statementFor(t, manifest, CosignSignPredicateType), evidence{TLog: true})
 	if res := admit(t, keylessReq(f), mb, manifest, index); res.Subject != manifest || res.ViaAlsoAccept {
 		t.Errorf("result %+v", res)
 	}
@@ -306,7 +306,7 @@ func TestAlsoAccept(t *testing.T) {
 func TestVerifyArguments(t *testing.T) {
 	f := newFixture(t)
 	d := randomDigest(t)
-	b := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{tlog: true})
+	b := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{TLog: true})
 	if _, err := Verify(context.Background(), keylessReq(f), b, "sha256:nothex", nil); err == nil || ReasonOf(err) != ReasonOther {
 		t.Errorf("bad manifest digest: %v", err)
 	}
@@ -323,7 +323,7 @@ func TestVerifyArguments(t *testing.T) {
 func TestPreparedConcurrent(t *testing.T) {
 	f := newFixture(t)
 	d := randomDigest(t)
-	b := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{tlog: true})
+	b := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{TLog: true})
 	p, err := Prepare(keylessReq(f))
 	must(t, err)
 	errs := make(chan error, 4)
@@ -343,7 +343,7 @@ func TestPreparedConcurrent(t *testing.T) {
 func TestPreparedIgnoresLaterChanges(t *testing.T) {
 	f := newFixture(t)
 	d := randomDigest(t)
-	noLog := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{timestamp: true})
+	noLog := f.keylessBundle(workflowID, statementFor(t, d, CosignSignPredicateType), evidence{Timestamp: true})
 	req := keylessReq(f)
 	req.TransparencyLog = intp(1)
 	p, err := Prepare(req)
