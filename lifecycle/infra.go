@@ -48,7 +48,7 @@ func (m *Manager) startInfra(ctx context.Context, pod *sandbox.Pod) (err error) 
 	if err := writeBundle(bundle, sp); err != nil {
 		return fmt.Errorf("pod %s infra: %w", id, err)
 	}
-	if err := m.rt.Create(ctx, runtime.CreateOptions{ID: id, Bundle: bundle}); err != nil {
+	if err := m.rt.Create(ctx, runtime.CreateOptions{ID: id, Bundle: bundle, Handler: pod.RuntimeHandler}); err != nil {
 		_ = m.removeInfra(context.WithoutCancel(ctx), id)
 		return fmt.Errorf("pod %s infra: %w", id, err)
 	}

@@ -15,6 +15,12 @@ import (
 // before the pod is recorded as created: a crash in between leaves a
 // Creating pod, which Recover removes with whatever of its infra exists.
 func (m *Manager) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (*sandbox.Pod, error) {
+	// An unknown handler is refused before anything is made; the pod
+	// record keeps the name, and every container of the pod is created
+	// on that handler's runc.
+	if _, err := m.rt.Handler(handler); err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
 	// A cgroup parent of the other driver (kubelet's cgroupDriver is not
 	// crivet's) is refused before anything is made.
 	cgDir, err := m.cfg.CgroupDriver.PodDir(cfg.GetLinux().GetCgroupParent())

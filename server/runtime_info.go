@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 
 	"github.com/crivet/crivet/oci/cgroup"
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -34,12 +36,61 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	} else if err := s.pods.NetworkReady(); err != nil {
 		networkReady.Status, networkReady.Reason, networkReady.Message = false, "NetworkPluginNotReady", err.Error()
 	}
-	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}}}
-	resp.RuntimeHandlers = []*runtimeapi.RuntimeHandler{{Name: "", Features: &runtimeapi.RuntimeHandlerFeatures{}}, {Name: defaultHandler, Features: &runtimeapi.RuntimeHandlerFeatures{}}}
+	resp := &runtimeapi.StatusResponse{
+		Status:          &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}},
+		RuntimeHandlers: s.runtimeHandlers(),
+		// oci/spec applies both policies itself (ResolveUser: Strict
+		// leaves out the image's /etc/group groups) whatever the runc, and
+		// ContainerStatus reports the identity it built.
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
 	if req.GetVerbose() {
 		resp.Info = s.statusInfo()
 	}
 	return resp, nil
+}
+
+// defaultHandler is what RunPodSandbox's "" means.
+const defaultHandler = runtime.DefaultHandler
+
+// runtimeHandlers lists every handler with its features for kubelet,
+// which admits a pod needing a feature only on a handler that has it: ""
+// first (a pod without a RuntimeClass) mirroring the default handler, then
+// the default by name, then the others.
+func (s *Server) runtimeHandlers() []*runtimeapi.RuntimeHandler {
+	var hs []runtime.HandlerInfo
+	if s.info.Handlers != nil {
+		hs = s.info.Handlers()
+	}
+	if len(hs) == 0 {
+		hs = []runtime.HandlerInfo{{Name: defaultHandler}}
+	}
+	out := make([]*runtimeapi.RuntimeHandler, 0, len(hs)+1)
+	for i, h := range hs {
+		f := &runtimeapi.RuntimeHandlerFeatures{
+			RecursiveReadOnlyMounts: h.Features.RecursiveReadOnlyMounts,
+			UserNamespaces:          h.Features.IDMappedMounts && s.info.UserNamespaces,
+		}
+		if i == 0 {
+			out = append(out, &runtimeapi.RuntimeHandler{Name: "", Features: proto.Clone(f).(*runtimeapi.RuntimeHandlerFeatures)})
+		}
+		out = append(out, &runtimeapi.RuntimeHandler{Name: h.Name, Features: f})
+	}
+	return out
+}
+
+// handlerInfo is one handler as crictl info shows it: where its runc and
+// state are, its version, and each feature kubelet is told with the
+// reason one is off.
+type handlerInfo struct {
+	Runc                    string   `json:"runc"`
+	Root                    string   `json:"root"`
+	Version                 string   `json:"version"`
+	Default                 bool     `json:"default,omitempty"`
+	RecursiveReadOnlyMounts bool     `json:"recursiveReadOnlyMounts"`
+	IDMappedMounts          bool     `json:"idmappedMounts"`
+	UserNamespaces          bool     `json:"userNamespaces"`
+	Missing                 []string `json:"missing,omitempty"`
 }
 
 // statusInfo is the verbose Status (crictl info): the running
@@ -57,6 +108,24 @@ func (s *Server) statusInfo() map[string]string {
 		// An object, not a list: crictl shows only JSON objects.
 		if b, err := json.Marshal(map[string]any{"files": s.info.Policies.Files()}); err == nil {
 			info["signaturePolicies"] = string(b)
+		}
+	}
+	if s.info.Handlers != nil {
+		// An object keyed by handler name: crictl shows only JSON objects.
+		hs := map[string]handlerInfo{}
+		for i, h := range s.info.Handlers() {
+			hi := handlerInfo{
+				Runc: h.Runc, Root: h.Root, Version: h.Version, Default: i == 0,
+				RecursiveReadOnlyMounts: h.Features.RecursiveReadOnlyMounts, IDMappedMounts: h.Features.IDMappedMounts,
+				UserNamespaces: h.Features.IDMappedMounts && s.info.UserNamespaces, Missing: h.Features.Missing,
+			}
+			if h.Features.IDMappedMounts && !s.info.UserNamespaces {
+				hi.Missing = append(hi.Missing, "user_namespaces: this crivet does not run pods with hostUsers: false")
+			}
+			hs[h.Name] = hi
+		}
+		if b, err := json.Marshal(hs); err == nil {
+			info["runtimeHandlers"] = string(b)
 		}
 	}
 	h, err := spec.CurrentHost()

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/crivet/crivet/oci/cgroup"
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -131,4 +134,54 @@ func TestUpdatePodSandboxResourcesNeedsThePod(t *testing.T) {
 		wantCode(t, err, code)
 	}
 	wantCalls(t, "lifecycle", f.lc.got())
+}
+
+// kubelet admits a pod that needs a feature only on a handler that says
+// it has it: every handler is listed with its own features, "" mirroring
+// the default; supplemental-groups policies are crivet's own, so always on.
+func TestStatusListsEveryHandlerWithItsFeatures(t *testing.T) {
+	handlers := []runtime.HandlerInfo{
+		{Name: runtime.DefaultHandler, Runc: "/usr/bin/runc", Version: "1.1.5", Features: runtime.Features{RecursiveReadOnlyMounts: true, Missing: []string{"idmapped_mounts: runc does not make id-mapped mounts (runc 1.2)"}}},
+		{Name: "test-handler", Runc: "/opt/runc", Version: "1.5.3", Features: runtime.Features{RecursiveReadOnlyMounts: true, IDMappedMounts: true}},
+		{Name: "old", Runc: "/opt/runc-1.0", Version: "1.0.0"},
+	}
+	for _, userns := range []bool{false, true} {
+		f := newFixture(t)
+		f.s.info.Handlers = func() []runtime.HandlerInfo { return handlers }
+		f.s.info.UserNamespaces = userns
+		resp, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.StatusResponse, error) {
+			return f.s.Status(ctx, &runtimeapi.StatusRequest{Verbose: true})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		type feat struct{ rro, userns bool }
+		got := map[string]feat{}
+		var names []string
+		for _, h := range resp.RuntimeHandlers {
+			names = append(names, h.Name)
+			got[h.Name] = feat{h.GetFeatures().GetRecursiveReadOnlyMounts(), h.GetFeatures().GetUserNamespaces()}
+		}
+		if !slices.Equal(names, []string{"", "runc", "test-handler", "old"}) {
+			t.Fatalf("handlers %q", names)
+		}
+		want := map[string]feat{"": {true, false}, "runc": {true, false}, "test-handler": {true, userns}, "old": {false, false}}
+		if !maps.Equal(got, want) {
+			t.Fatalf("userns=%v: features %v, want %v", userns, got, want)
+		}
+		if !resp.GetFeatures().GetSupplementalGroupsPolicy() {
+			t.Fatal("SupplementalGroupsPolicy not advertised")
+		}
+		var info map[string]handlerInfo
+		if err := json.Unmarshal([]byte(resp.Info["runtimeHandlers"]), &info); err != nil {
+			t.Fatalf("info runtimeHandlers %q: %v", resp.Info["runtimeHandlers"], err)
+		}
+		th := info["test-handler"]
+		if th.Runc != "/opt/runc" || th.Version != "1.5.3" || !th.IDMappedMounts || th.UserNamespaces != userns || th.Default || !info["runc"].Default {
+			t.Fatalf("info %+v", info)
+		}
+		if !userns && !strings.Contains(strings.Join(th.Missing, " "), "hostUsers: false") {
+			t.Fatalf("info does not say why user namespaces are off: %q", th.Missing)
+		}
+	}
 }

@@ -13,15 +13,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if cfg.GetMetadata() == nil {
 		return nil, status.Error(codes.InvalidArgument, "run pod sandbox: config.metadata is required")
 	}
-	if h := req.GetRuntimeHandler(); h != "" && h != defaultHandler {
-		return nil, status.Errorf(codes.InvalidArgument, "run pod sandbox: unknown runtime handler %q (crivet has %q)", h, defaultHandler)
-	}
 	pod, err := s.lc.RunPod(ctx, cfg, req.GetRuntimeHandler())
 	if err != nil {
 		return nil, err
 	}
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: pod.ID}, nil
 }
-
-// defaultHandler is the only runtime handler: runc.
-const defaultHandler = "runc"

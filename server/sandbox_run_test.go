@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -17,7 +20,6 @@ func TestRunPodSandboxInvalidRequestsAreInvalidArgumentAndRunNothing(t *testing.
 	}{
 		{"no config", &runtimeapi.RunPodSandboxRequest{}},
 		{"no metadata", &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{Hostname: "h"}}},
-		{"unknown runtime handler", &runtimeapi.RunPodSandboxRequest{Config: podConfig("a", "ns", nil), RuntimeHandler: "kata"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFixture(t)
@@ -46,6 +48,21 @@ func TestRunPodSandboxAcceptsTheDefaultAndTheEmptyHandler(t *testing.T) {
 		if len(f.lc.runCfgs) != 1 || f.lc.runCfgs[0] != cfg || f.lc.runHandlers[0] != h {
 			t.Fatalf("handler %q: lifecycle got %v %q", h, f.lc.runCfgs, f.lc.runHandlers)
 		}
+	}
+}
+
+// The lifecycle refuses a handler that is not configured before making
+// anything (its error names the configured ones); the client gets
+// InvalidArgument with that text.
+func TestRunPodSandboxUnknownHandlerIsInvalidArgumentNamingTheHandlers(t *testing.T) {
+	f := newFixture(t)
+	f.lc.err = fmt.Errorf("run pod sandbox: unknown runtime handler %q (configured: %q, %q): %w", "kata", defaultHandler, "test-handler", runtime.ErrInvalidArgument)
+	_, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.RunPodSandboxResponse, error) {
+		return f.s.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig("a", "ns", nil), RuntimeHandler: "kata"})
+	})
+	wantCode(t, err, codes.InvalidArgument)
+	if st, _ := status.FromError(err); !strings.Contains(st.Message(), `"kata"`) || !strings.Contains(st.Message(), `"test-handler"`) {
+		t.Fatalf("message %q does not name the handler asked for and those configured", st.Message())
 	}
 }
 

@@ -29,6 +29,13 @@ type Info struct {
 	Config func() any
 	// Policies reports the policy files' state for crictl info (may be nil).
 	Policies interface{ Files() []policy.FileState }
+	// Handlers lists the runtime handlers with what each can do (Status);
+	// nil reports the default handler with no features.
+	Handlers func() []runtime.HandlerInfo
+	// UserNamespaces: crivet itself runs pods with hostUsers: false.
+	// Status advertises user namespaces on a handler only when this and
+	// the handler's id-mapped mounts are both true.
+	UserNamespaces bool
 }
 
 // Options wires the server to the domain packages.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/oci/cgroup"
+	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/policy"
 	"github.com/spf13/pflag"
 )
@@ -91,6 +94,20 @@ type Config struct {
 	// and counted as warned). The key "*" applies to namespaces without an
 	// entry; the global policy is only ever warn when set here explicitly.
 	SignaturePolicyModes map[string]string `toml:"signature_policy_modes"`
+	// Runtimes are the RuntimeClass handlers besides the default one (named
+	// "runc", run by the runtime key): [runtimes.NAME] tables.
+	Runtimes map[string]RuntimeHandler `toml:"runtimes"`
+}
+
+// RuntimeHandler is one [runtimes.NAME] table: a named runc configuration
+// that a RuntimeClass with handler NAME selects. The cgroup driver is the
+// node's (cgroup_manager) for every handler: kubelet has only one.
+type RuntimeHandler struct {
+	// RuntimePath is the runc binary; "" = the runtime key's.
+	RuntimePath string `toml:"runtime_path" json:"runtime_path"`
+	// RuntimeRoot is runc's --root; "" = <runroot>/runc-NAME. Each
+	// handler needs its own, so two runc versions never share state.
+	RuntimeRoot string `toml:"runtime_root" json:"runtime_root"`
 }
 
 // duration is a time.Duration written "5m", "30s" in TOML and flags.
@@ -221,8 +238,9 @@ func loadConfig(flags *pflag.FlagSet) (Config, Sources, error) {
 	return cfg, src, nil
 }
 
-// applyFile decodes one TOML file over cfg. Tables (signature_policy_modes)
-// merge key by key, so a drop-in can add one namespace's mode.
+// applyFile decodes one TOML file over cfg. Tables (signature_policy_modes,
+// runtimes) merge key by key, so a drop-in can add one namespace's mode or
+// one runtime handler.
 func applyFile(cfg *Config, src Sources, file string) error {
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -230,6 +248,8 @@ func applyFile(cfg *Config, src Sources, file string) error {
 	}
 	modes := maps.Clone(cfg.SignaturePolicyModes)
 	cfg.SignaturePolicyModes = nil
+	runtimes := maps.Clone(cfg.Runtimes)
+	cfg.Runtimes = nil
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", file, err)
@@ -242,6 +262,12 @@ func applyFile(cfg *Config, src Sources, file string) error {
 	}
 	maps.Copy(modes, cfg.SignaturePolicyModes)
 	cfg.SignaturePolicyModes = modes
+	// A drop-in adds or replaces whole handlers, by name.
+	if runtimes == nil && cfg.Runtimes != nil {
+		runtimes = map[string]RuntimeHandler{}
+	}
+	maps.Copy(runtimes, cfg.Runtimes)
+	cfg.Runtimes = runtimes
 	for _, k := range md.Keys() {
 		src[strings.Join(k, ".")] = file
 	}
@@ -285,6 +311,9 @@ func (c Config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
+	if err := c.validateRuntimes(); err != nil {
+		return err
+	}
 	for ns, mode := range c.SignaturePolicyModes {
 		if ns != policy.AnyNamespace && policy.ValidateNamespace(ns) != nil {
 			return fmt.Errorf("config: signature_policy_modes: %q is not a namespace name (or \"*\")", ns)
@@ -294,4 +323,50 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// handlerName is Kubernetes' rule for a RuntimeClass handler (a DNS
+// label), which is also what kubelet can send.
+var handlerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+func (c Config) validateRuntimes() error {
+	roots := map[string]string{filepath.Clean(c.defaultRuncRoot()): runtime.DefaultHandler}
+	for _, name := range slices.Sorted(maps.Keys(c.Runtimes)) {
+		if name == runtime.DefaultHandler {
+			return fmt.Errorf("config: [runtimes.%s]: %q is the default handler, configured by the runtime key", name, name)
+		}
+		if len(name) > 63 || !handlerName.MatchString(name) {
+			return fmt.Errorf("config: [runtimes.%q]: a runtime handler name is a DNS label (lowercase letters, digits and '-', at most 63), as a RuntimeClass's handler", name)
+		}
+		root := filepath.Clean(c.handler(name).Root)
+		if other, ok := roots[root]; ok {
+			return fmt.Errorf("config: [runtimes.%s]: runtime_root %s is also the root of handler %q; each handler needs its own", name, root, other)
+		}
+		roots[root] = name
+	}
+	return nil
+}
+
+func (c Config) defaultRuncRoot() string { return filepath.Join(c.RunRoot, "runc") }
+
+// handler is the runtime.Handler of [runtimes.name], defaults filled in.
+func (c Config) handler(name string) runtime.Handler {
+	rc := c.Runtimes[name]
+	h := runtime.Handler{Name: name, Runc: rc.RuntimePath, Root: rc.RuntimeRoot}
+	if h.Runc == "" {
+		h.Runc = c.Runtime
+	}
+	if h.Root == "" {
+		h.Root = filepath.Join(c.RunRoot, "runc-"+name)
+	}
+	return h
+}
+
+// runtimeHandlers are the configured handlers besides the default.
+func (c Config) runtimeHandlers() []runtime.Handler {
+	var hs []runtime.Handler
+	for _, name := range slices.Sorted(maps.Keys(c.Runtimes)) {
+		hs = append(hs, c.handler(name))
+	}
+	return hs
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -58,6 +60,13 @@ func configEntries(cfg Config, src Sources) map[string]configEntry {
 			}
 			continue
 		}
+		if key == "runtimes" {
+			for name, h := range cfg.Runtimes {
+				k := key + "." + name
+				out[k] = configEntry{Value: h, Source: sourceOf(src, k)}
+			}
+			continue
+		}
 		out[key] = configEntry{Value: v.Field(i).Interface(), Source: sourceOf(src, key)}
 	}
 	return out
@@ -76,7 +85,7 @@ func formatConfig(cfg Config, src Sources) []byte {
 	var b bytes.Buffer
 	v := reflect.ValueOf(cfg)
 	for i, key := range configKeys() {
-		if key == "signature_policy_modes" {
+		if key == "signature_policy_modes" || key == "runtimes" {
 			continue
 		}
 		var line bytes.Buffer
@@ -91,6 +100,10 @@ func formatConfig(cfg Config, src Sources) []byte {
 	sort.Strings(namespaces)
 	for _, ns := range namespaces {
 		fmt.Fprintf(&b, "%q = %q  # %s\n", ns, cfg.SignaturePolicyModes[ns], sourceOf(src, "signature_policy_modes."+ns))
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Runtimes)) {
+		h := cfg.Runtimes[name]
+		fmt.Fprintf(&b, "\n[runtimes.%s]  # %s\nruntime_path = %q\nruntime_root = %q\n", name, sourceOf(src, "runtimes."+name), h.RuntimePath, h.RuntimeRoot)
 	}
 	return b.Bytes()
 }

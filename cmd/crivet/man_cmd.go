@@ -72,6 +72,14 @@ would-be refusal is admitted, logged, written to the audit log with outcome
 "warned", and shown in ContainerStatus. The key "*" applies to namespaces not
 listed; without it every namespace is enforced.
 
+**[runtimes.NAME]** (table)
+: A RuntimeClass handler named NAME (a DNS label) besides the default one,
+"runc", which the runtime key configures. **runtime_path**: its runc binary
+(default: the runtime key's). **runtime_root**: runc's --root (default
+<runroot>/runc-NAME; each handler needs its own). A pod whose RuntimeClass
+names NAME runs every container with that runc; an unknown handler is
+refused. The cgroup driver is the node's for every handler. Needs a restart.
+
 # EXAMPLE
     # /etc/crivet/crivet.toml.d/50-rollout.toml
     log_level = "debug"

@@ -128,11 +128,15 @@ func serve(flags *pflag.FlagSet) error {
 		monitorCmd = []string{m}
 	}
 	rt, err := runtime.New(runtime.Config{
-		Runc: cfg.Runtime, Root: filepath.Join(cfg.RunRoot, "runc"),
+		Runc: cfg.Runtime, Root: cfg.defaultRuncRoot(), Handlers: cfg.runtimeHandlers(),
 		StateDir: filepath.Join(cfg.RunRoot, "containers"), MonitorCmd: monitorCmd, CgroupDriver: cgDriver,
 	})
 	if err != nil {
 		return err
+	}
+	for _, h := range rt.Handlers() {
+		log.Info("runtime handler", "name", h.Name, "runc", h.Runc, "version", h.Version, "root", h.Root,
+			"recursive_read_only_mounts", h.Features.RecursiveReadOnlyMounts, "idmapped_mounts", h.Features.IDMappedMounts, "missing", h.Features.Missing)
 	}
 	pause := cfg.PauseBinary
 	if pause == "" {
@@ -160,7 +164,10 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	srv, err := server.New(server.Options{
 		Info: server.Info{Version: version, CgroupDriver: cgDriver,
-			Config: func() any { return shown.Load() }, Policies: policies},
+			Config: func() any { return shown.Load() }, Policies: policies, Handlers: rt.Handlers,
+			// Not until oci/spec builds user-namespaced pods (hostUsers:
+			// false); until then no handler advertises user namespaces.
+			UserNamespaces: false},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
 		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met, Space: space,
 	})

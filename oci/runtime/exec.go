@@ -128,7 +128,7 @@ func (r *Runtime) exec(ctx context.Context, id string, req execRequest) (int, er
 	defer killRunc()
 	done := make(chan error, 1)
 	go func() {
-		done <- r.runc.Exec(runcCtx, id, p, &runc.ExecOpts{IO: sio, PidFile: pidFile, LogFile: logFile})
+		done <- r.handlerOf(id).runc.Exec(runcCtx, id, p, &runc.ExecOpts{IO: sio, PidFile: pidFile, LogFile: logFile})
 	}()
 
 	var timer <-chan time.Time

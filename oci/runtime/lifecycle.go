@@ -24,6 +24,9 @@ type CreateOptions struct {
 	// following symlinks.
 	LogDir                string
 	Tty, Stdin, StdinOnce bool
+	// Handler names the runtime handler whose runc creates and then runs
+	// the container; "" is the default.
+	Handler string
 }
 
 // Create starts the container's monitor, which runs `runc create`. It
@@ -33,6 +36,10 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 	dir, err := r.dir(o.ID)
 	if err != nil {
 		return err
+	}
+	h, err := r.handler(o.Handler)
+	if err != nil {
+		return fmt.Errorf("create container %s: %w", o.ID, err)
 	}
 	if o.Bundle == "" {
 		return fmt.Errorf("create container %s: no bundle: %w", o.ID, ErrInvalidArgument)
@@ -51,7 +58,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 	}
 	// runc keeps <root>/<id>; one there without our directory is not ours
 	// to clean up after a failure, so refuse before touching anything.
-	if _, err := os.Stat(filepath.Join(r.cfg.Root, o.ID)); err == nil {
+	if _, err := os.Stat(filepath.Join(h.Root, o.ID)); err == nil {
 		return fmt.Errorf("create container %s: %w", o.ID, ErrAlreadyExists)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -68,20 +75,22 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 		Tty:       o.Tty,
 		Stdin:     o.Stdin,
 		StdinOnce: o.StdinOnce,
-		Runc:      r.cfg.Runc,
-		RuncRoot:  r.cfg.Root,
+		Runc:      h.Runc,
+		RuncRoot:  h.Root,
 
 		SystemdCgroup: r.cfg.CgroupDriver == cgroup.Systemd,
 		MemoryCgroup:  memcg,
 	})
 	if err == nil {
+		r.byID.Store(o.ID, h)
 		_, err = monitor.Launch(ctx, r.cfg.MonitorCmd, dir)
 	}
 	if err != nil {
 		// A failed runc create cleans up after itself, but a launch cut
 		// short by ctx may have left a created container.
-		r.runc.Delete(context.WithoutCancel(ctx), o.ID, &runc.DeleteOpts{Force: true})
+		h.runc.Delete(context.WithoutCancel(ctx), o.ID, &runc.DeleteOpts{Force: true})
 		os.RemoveAll(dir)
+		r.byID.Delete(o.ID)
 		return fmt.Errorf("create container %s: %w", o.ID, err)
 	}
 	return nil
@@ -112,7 +121,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err := writeMarker(mark, time.Now()); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
-	if err := r.runc.Start(ctx, id); err != nil {
+	if err := r.handlerOf(id).runc.Start(ctx, id); err != nil {
 		os.Remove(starting)
 		return fmt.Errorf("start container %s: %w", id, runcErr(err))
 	}
@@ -263,7 +272,7 @@ func (r *Runtime) kill(ctx context.Context, id, dir string, sig syscall.Signal, 
 	if all {
 		opts = &runc.KillOpts{All: true}
 	}
-	return runcErr(r.runc.Kill(ctx, id, int(sig), opts))
+	return runcErr(r.handlerOf(id).runc.Kill(ctx, id, int(sig), opts))
 }
 
 // Release frees what runc keeps of a container whose exit is recorded: its
@@ -285,11 +294,12 @@ func (r *Runtime) Release(ctx context.Context, id string) error {
 	}
 	unlock := r.runcState.Lock(id)
 	defer unlock()
-	if _, err := os.Lstat(filepath.Join(r.cfg.Root, id)); errors.Is(err, os.ErrNotExist) {
+	h := r.handlerOf(id)
+	if _, err := os.Lstat(filepath.Join(h.Root, id)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	// No --force: runc refuses a container whose init is still there.
-	if err := runcErr(r.runc.Delete(ctx, id, nil)); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := runcErr(h.runc.Delete(ctx, id, nil)); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("release container %s: %w", id, err)
 	}
 	return nil
@@ -318,10 +328,11 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	// mid-Create: deleting now would race the create, which could then
 	// leave a container nobody knows of. Its outcome comes quickly.
 	waitCreateSettled(dir, createSettleWait)
+	h := r.handlerOf(id)
 	if _, recorded, _ := monitor.ReadExit(dir); !recorded && monitor.Alive(dir) {
 		// runc delete --force polls a killed init in 100 ms steps; the
 		// monitor reports the exit as soon as it happens.
-		if r.runc.Kill(ctx, id, int(syscall.SIGKILL), &runc.KillOpts{All: true}) == nil {
+		if h.runc.Kill(ctx, id, int(syscall.SIGKILL), &runc.KillOpts{All: true}) == nil {
 			wctx, cancel := context.WithTimeout(ctx, time.Second)
 			monitor.Wait(wctx, dir)
 			cancel()
@@ -330,8 +341,8 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	// runc's state is gone when the container was released at its exit:
 	// runc would only say so.
 	unlock := r.runcState.Lock(id)
-	if _, err := os.Lstat(filepath.Join(r.cfg.Root, id)); !errors.Is(err, os.ErrNotExist) {
-		if err := runcErr(r.runc.Delete(ctx, id, &runc.DeleteOpts{Force: true})); err != nil && !errors.Is(err, ErrNotFound) {
+	if _, err := os.Lstat(filepath.Join(h.Root, id)); !errors.Is(err, os.ErrNotExist) {
+		if err := runcErr(h.runc.Delete(ctx, id, &runc.DeleteOpts{Force: true})); err != nil && !errors.Is(err, ErrNotFound) {
 			unlock()
 			return fmt.Errorf("delete container %s: %w", id, err)
 		}

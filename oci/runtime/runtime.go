@@ -14,15 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	runc "github.com/containerd/go-runc"
 	"github.com/crivet/crivet/internal/keyed"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/monitor"
@@ -58,15 +57,25 @@ type Config struct {
 	// container on the reference machine.
 	MonitorCmd []string
 	// CgroupDriver is the node's cgroup manager; with systemd every runc
-	// command gets --systemd-cgroup. The zero value is cgroupfs.
+	// command gets --systemd-cgroup. The zero value is cgroupfs. It is the
+	// same for every handler: kubelet has one cgroup driver per node.
 	CgroupDriver cgroup.Driver
+	// Handlers are the named handlers besides the default (DefaultHandler,
+	// which Runc and Root describe).
+	Handlers []Handler
+	// Kernel is what feature detection assumes of the kernel; the zero
+	// value means the running one (CurrentKernel).
+	Kernel *Kernel
 }
 
 // Runtime runs containers. It keeps no state of its own beyond a cache, so
 // any number of Runtimes may share the same directories.
 type Runtime struct {
-	cfg  Config
-	runc *runc.Runc
+	cfg Config
+	// handlers: the default first, then the others by name. Fixed for
+	// the Runtime's life; a configuration change needs a restart.
+	handlers []*handler
+	byID     sync.Map // container id → *handler: see handlerOf
 
 	mu    sync.Mutex
 	procs map[string]*specs.Process // exec template per container: its config.json process
@@ -97,42 +106,48 @@ type Runtime struct {
 
 // New checks cfg and prepares its directories.
 func New(cfg Config) (*Runtime, error) {
-	if cfg.Runc == "" {
-		cfg.Runc = "runc"
-	}
-	bin, err := exec.LookPath(cfg.Runc)
-	if err != nil {
-		return nil, fmt.Errorf("runtime: runc: %w", err)
-	}
-	// Monitors run runc long after this process's PATH stopped mattering.
-	if cfg.Runc, err = filepath.Abs(bin); err != nil {
-		return nil, err
-	}
 	if cfg.Root == "" || cfg.StateDir == "" {
 		return nil, fmt.Errorf("runtime: Root and StateDir are required: %w", ErrInvalidArgument)
 	}
-	for _, d := range []*string{&cfg.Root, &cfg.StateDir} {
-		if *d, err = filepath.Abs(*d); err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(*d, 0o700); err != nil {
-			return nil, fmt.Errorf("runtime: %w", err)
-		}
+	var err error
+	if cfg.StateDir, err = filepath.Abs(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
 	}
 	if len(cfg.MonitorCmd) == 0 {
 		cfg.MonitorCmd = []string{"/proc/self/exe", "monitor"}
 	}
-	return &Runtime{
-		cfg: cfg,
-		runc: &runc.Runc{
-			Command: cfg.Runc,
-			Root:    cfg.Root,
-			// JSON so runcErr can pull runc's message out of its stderr.
-			LogFormat:     runc.JSON,
-			SystemdCgroup: cfg.CgroupDriver == cgroup.Systemd,
-		},
-		procs: map[string]*specs.Process{},
-	}, nil
+	r := &Runtime{cfg: cfg, procs: map[string]*specs.Process{}}
+	extra := slices.Clone(cfg.Handlers)
+	slices.SortFunc(extra, func(a, b Handler) int { return strings.Compare(a.Name, b.Name) })
+	for _, hc := range append([]Handler{{Name: DefaultHandler, Runc: cfg.Runc, Root: cfg.Root}}, extra...) {
+		h, err := r.newHandler(hc)
+		if err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
+		}
+		r.handlers = append(r.handlers, h)
+	}
+	if err := checkHandlers(r.handlers); err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
+	}
+	r.cfg.Runc, r.cfg.Root = r.handlers[0].Runc, r.handlers[0].Root
+	// Once, here: kubelet asks Status every few seconds, and neither the
+	// binaries nor the kernel change under a running daemon (a new runc
+	// is a restart, as any handler change is).
+	k := CurrentKernel()
+	if cfg.Kernel != nil {
+		k = *cfg.Kernel
+	}
+	for _, h := range r.handlers {
+		if h.Version, h.Features, err = DetectFeatures(context.Background(), h.Runc, k); err != nil {
+			// Not fatal: Ready reports a runc that does not run, and a
+			// handler nothing can be detected of advertises nothing.
+			h.Features.Missing = append(h.Features.Missing, err.Error())
+		}
+	}
+	return r, nil
 }
 
 // runc's own rule for container IDs; it also keeps IDs safe as file names.
@@ -269,6 +284,7 @@ func (r *Runtime) forget(id string) {
 	r.mu.Lock()
 	delete(r.procs, id)
 	r.mu.Unlock()
+	r.byID.Delete(id)
 }
 
 // lostExitCode is what a container whose exit status could not be collected
@@ -303,7 +319,7 @@ func (r *Runtime) waitExit(ctx context.Context, id, dir string, d time.Duration)
 			}
 			continue
 		}
-		c, err := r.runc.State(ctx, id)
+		c, err := r.handlerOf(id).runc.State(ctx, id)
 		if err != nil || c.Status == "stopped" {
 			if err != nil && !errors.Is(runcErr(err), ErrNotFound) {
 				return e, runcErr(err)
@@ -324,11 +340,16 @@ func (r *Runtime) waitExit(ctx context.Context, id, dir string, d time.Duration)
 }
 
 // List returns the IDs of every container this runtime has state for: a
-// monitor directory, runc state, or both (a crash can leave either alone).
+// monitor directory, runc state under any handler's root, or both (a
+// crash can leave either alone).
 func (r *Runtime) List() ([]string, error) {
 	seen := map[string]bool{}
 	var ids []string
-	for _, d := range []string{r.cfg.StateDir, r.cfg.Root} {
+	dirs := []string{r.cfg.StateDir}
+	for _, h := range r.handlers {
+		dirs = append(dirs, h.Root)
+	}
+	for _, d := range dirs {
 		ents, err := os.ReadDir(d)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -352,6 +373,6 @@ func (r *Runtime) exists(id, dir string) bool {
 	if _, err := os.Lstat(dir); err == nil {
 		return true
 	}
-	_, err := os.Lstat(filepath.Join(r.cfg.Root, id))
+	_, err := os.Lstat(filepath.Join(r.handlerOf(id).Root, id))
 	return err == nil
 }

@@ -695,7 +695,7 @@ func TestStartCutShortByACrashReportsTheTruth(t *testing.T) {
 			t.Fatal(err)
 		}
 		if runcStarted {
-			if out, err := exec.Command(rt.runc.Command, "--root", rt.cfg.Root, "start", c.id).CombinedOutput(); err != nil {
+			if out, err := exec.Command(rt.cfg.Runc, "--root", rt.cfg.Root, "start", c.id).CombinedOutput(); err != nil {
 				t.Fatalf("runc start: %v: %s", err, out)
 			}
 		}

@@ -119,7 +119,7 @@ func (r *Runtime) status(ctx context.Context, id string) (Status, error) {
 		st.State, st.Pid = StateRunning, pid
 		return st, nil
 	}
-	c, err := r.runc.State(ctx, id)
+	c, err := r.handlerOf(id).runc.State(ctx, id)
 	if err := runcErr(err); err != nil {
 		if !errors.Is(err, ErrNotFound) {
 			return st, fmt.Errorf("status of container %s: %w", id, err)

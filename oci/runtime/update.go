@@ -25,7 +25,7 @@ func (r *Runtime) Update(ctx context.Context, id string, res *specs.LinuxResourc
 		cp.HugepageLimits = nil
 		res = &cp
 	}
-	if err := r.runc.Update(ctx, id, res); err != nil {
+	if err := r.handlerOf(id).runc.Update(ctx, id, res); err != nil {
 		return fmt.Errorf("update container %s: %w", id, exitedErr(dir, runcErr(err)))
 	}
 	return nil
@@ -45,7 +45,7 @@ func (r *Runtime) Pids(ctx context.Context, id string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	pids, err := r.runc.Ps(ctx, id)
+	pids, err := r.handlerOf(id).runc.Ps(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("list processes of container %s: %w", id, exitedErr(dir, runcErr(err)))
 	}
