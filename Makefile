@@ -86,7 +86,7 @@ conformance: deps build
 bench: deps build
 	test/bench/run.sh
 
-# A real kubelet v1.34.12 (built offline, ~6-12 min the first time) running
+# A real kubelet v1.37.2 (built offline, ~6-12 min the first time) running
 # static pods on crivet, signature cases included. Not in CI: the build is long.
 # The same harness in smoke mode (one sample per row, crivet and containerd),
 # for CI: it proves the benchmark still runs end to end from a clean clone
@@ -111,15 +111,15 @@ bench-smoke: deps build
 			{ echo "bench-smoke: no numbers for both runtimes in row '$$row'"; exit 1; }; \
 	done; echo "bench-smoke: every checked row has numbers for crivet and containerd"
 
-kubelet: deps build
+kubelet: deps build runc
 	test/kubelet/run.sh
 
-# A kubeadm cluster (v1.34.12, everything built offline: ~30 min the first
+# A kubeadm cluster (v1.37.2, everything built offline: ~30 min the first
 # time) whose every pod runs on crivet: up, check, down. `make cluster down`
 # (or cluster-down) only cleans up; `make cluster up` / `make cluster check`
 # run one step; KEEP=1 leaves it running; RUNTIME=containerd for comparison.
 CLUSTER_STEP := $(firstword $(filter up check down,$(MAKECMDGOALS)))
-cluster: $(if $(filter down,$(CLUSTER_STEP)),,deps)
+cluster: $(if $(filter down,$(CLUSTER_STEP)),,deps runc)
 	test/cluster/run.sh $(CLUSTER_STEP)
 cluster-down:
 	test/cluster/run.sh down
