@@ -59,9 +59,6 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	bundle := m.bundle(id)
 	start := time.Now()
 	var tRootfs, tSpec, tCreate time.Duration
-	if err := m.checkHandlerFeatures(pod, cfg); err != nil {
-		return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
-	}
 	logPath := ""
 	logDir := pod.Config.GetLogDirectory()
 	if logDir != "" && cfg.GetLogPath() != "" {
@@ -71,7 +68,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	}
 	c := &sandbox.Container{
 		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: req.Identity, SignatureWarnings: req.SignatureWarnings,
-		LogPath: logPath, Bundle: bundle, Mounts: cfg.GetMounts(),
+		LogPath: logPath, Bundle: bundle, Mounts: recordedMounts(cfg.GetMounts(), volumes),
 	}
 	if err := m.pods.BeginContainer(c); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
@@ -155,7 +152,6 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	if err := m.rt.Create(ctx, runtime.CreateOptions{
 		ID: id, Bundle: bundle, LogPath: logPath, LogDir: logDir,
 		Tty: cfg.GetTty(), Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
-		Handler: pod.RuntimeHandler,
 	}); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
@@ -205,40 +201,30 @@ func (m *Manager) mountImageVolumes(cfg *runtimeapi.ContainerConfig, volumes []*
 		return cfg, nil, nil
 	}
 	out := proto.Clone(cfg).(*runtimeapi.ContainerConfig)
+	for _, mnt := range out.Mounts {
+		if mnt.GetImage() != nil {
+			if err := checkImageVolume(mnt); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
 	var mounted []string
 	i := 0
 	for _, mnt := range out.Mounts {
 		if mnt.GetImage() == nil {
 			continue
 		}
-		path, err := m.images.MountImage(volumes[i])
+		root, err := m.images.MountImage(volumes[i])
 		if err != nil {
 			return nil, mounted, err
 		}
 		mounted = append(mounted, volumes[i].ID)
+		path, err := imageVolumeSource(root, mnt, volumes[i])
+		if err != nil {
+			return nil, mounted, err
+		}
 		i++
-		mnt.HostPath, mnt.Readonly, mnt.Image = path, true, nil
+		mnt.HostPath, mnt.Readonly, mnt.Image, mnt.ImageSubPath = path, true, nil, ""
 	}
 	return out, mounted, nil
-}
-
-// checkHandlerFeatures refuses, before anything is made, what the pod's
-// runtime handler cannot do: a recursive read-only mount on a handler
-// whose runc or kernel cannot make one would otherwise fail inside runc
-// with a less clear message, or, with a runc that ignores unknown
-// options, leave the submounts writable.
-func (m *Manager) checkHandlerFeatures(pod *sandbox.Pod, cfg *runtimeapi.ContainerConfig) error {
-	h, err := m.rt.Handler(pod.RuntimeHandler)
-	if err != nil {
-		return err
-	}
-	if h.Features.RecursiveReadOnlyMounts {
-		return nil
-	}
-	for _, mnt := range cfg.GetMounts() {
-		if mnt.GetRecursiveReadOnly() {
-			return fmt.Errorf("%w: recursive read-only mount %s: runtime handler %q (runc %s at %s) cannot make recursive read-only mounts", spec.ErrUnsupported, mnt.GetContainerPath(), h.Name, h.Version, h.Runc)
-		}
-	}
-	return nil
 }

@@ -537,7 +537,7 @@ func TestRecoveryReconcilesImageVolumeMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := crashContainerConfig("c", app.Ref)
-	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", Image: &runtimeapi.ImageSpec{Image: data.Ref, UserSpecifiedImage: data.Ref}}}
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", Readonly: true, Image: &runtimeapi.ImageSpec{Image: data.Ref, UserSpecifiedImage: data.Ref}}}
 	c, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 	if err != nil {
 		t.Fatal(err)

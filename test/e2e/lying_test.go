@@ -46,7 +46,7 @@ func TestLyingUserSpecifiedImageCannotBorrowAnExemption(t *testing.T) {
 	bundles := func() int { ents, _ := os.ReadDir(filepath.Join(n.dir, "run", "bundles")); return len(ents) }
 	hexID := strings.TrimPrefix(evil.ConfigDigest, "sha256:")
 	volume := func(user string) []*runtimeapi.Mount {
-		return []*runtimeapi.Mount{{ContainerPath: "/vol", Image: &runtimeapi.ImageSpec{Image: evil.ConfigDigest, UserSpecifiedImage: user}}}
+		return []*runtimeapi.Mount{{ContainerPath: "/vol", Readonly: true, Image: &runtimeapi.ImageSpec{Image: evil.ConfigDigest, UserSpecifiedImage: user}}}
 	}
 	for _, tc := range []struct {
 		name, image, user string

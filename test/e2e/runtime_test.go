@@ -459,12 +459,25 @@ func TestImageVolumesAreVerifiedAndMounted(t *testing.T) {
 
 	pod := n.podJSON("vol", "default", nil)
 	podID := firstLine(n.mustCrictl("runp", pod))
-	withVolume := func(name, image string) string {
-		return n.ctrJSON(name, app.Ref, app.Ref, map[string]any{
-			"mounts": []map[string]any{{"container_path": "/vol", "image": map[string]any{"image": image, "user_specified_image": image}}}})
+	volume := func(name, image string, extra map[string]any) string {
+		m := map[string]any{"container_path": "/vol", "readonly": true, "image": map[string]any{"image": image, "user_specified_image": image}}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return n.ctrJSON(name, app.Ref, app.Ref, map[string]any{"mounts": []map[string]any{m}})
 	}
+	withVolume := func(name, image string) string { return volume(name, image, nil) }
 	if _, stderr, err := n.crictl("create", podID, withVolume("bad", unsignedData.Ref), pod); err == nil || !strings.Contains(stderr, "SignatureValidationFailed: Source image rejected: A signature was required, but no signature exists") {
 		t.Fatalf("unsigned image volume: %v %s", err, stderr)
+	}
+	// kubelet always asks for image volumes read-only; a writable one is
+	// a request error, not something to quietly make read-only.
+	if _, stderr, err := n.crictl("create", podID, volume("writable", data.Ref, map[string]any{"readonly": false}), pod); err == nil || !strings.Contains(stderr, "InvalidArgument") || !strings.Contains(stderr, "read-only") {
+		t.Fatalf("writable image volume: %v %s", err, stderr)
+	}
+	// A sub path the image does not have fails the create, naming it.
+	if _, stderr, err := n.crictl("create", podID, volume("nosub", data.Ref, map[string]any{"image_sub_path": "not-there"}), pod); err == nil || !strings.Contains(stderr, "InvalidArgument") || !strings.Contains(stderr, "not-there") || !strings.Contains(stderr, "does not exist") {
+		t.Fatalf("missing image sub path: %v %s", err, stderr)
 	}
 	id := firstLine(n.mustCrictl("create", podID, withVolume("good", data.Ref), pod))
 	n.mustCrictl("start", id)
@@ -473,6 +486,35 @@ func TestImageVolumesAreVerifiedAndMounted(t *testing.T) {
 	}
 	if _, _, err := n.crictl("exec", "-s", id, "touch", "/vol/x"); err == nil {
 		t.Fatal("image volume is writable")
+	}
+	// The status names the image the volume resolved to (KEP-5365).
+	rc, ic := n.clients()
+	st, err := rc.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataStatus, err := ic.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: data.Ref}})
+	if err != nil || dataStatus.GetImage() == nil {
+		t.Fatalf("image status of %s: %v", data.Ref, err)
+	}
+	var ref string
+	for _, m := range st.GetStatus().GetMounts() {
+		if m.GetContainerPath() == "/vol" {
+			ref = m.GetImage().GetImageRef()
+		}
+	}
+	if ref != dataStatus.GetImage().GetId() {
+		t.Fatalf("image volume image_ref = %q, want the image ID %q", ref, dataStatus.GetImage().GetId())
+	}
+	// A sub path mounts only that part of the image: /bin of the image
+	// at /vol, so /vol/busybox exists and /vol/data.txt does not.
+	sub := firstLine(n.mustCrictl("create", podID, volume("sub", data.Ref, map[string]any{"image_sub_path": "bin"}), pod))
+	n.mustCrictl("start", sub)
+	if _, stderr, err := n.crictl("exec", "-s", sub, "ls", "/vol/busybox"); err != nil {
+		t.Fatalf("image volume sub path: /vol/busybox: %v %s", err, stderr)
+	}
+	if _, _, err := n.crictl("exec", "-s", sub, "ls", "/vol/data.txt"); err == nil {
+		t.Fatal("image volume sub path mounted the whole image")
 	}
 	n.mustCrictl("stopp", podID)
 	n.mustCrictl("rmp", podID)
