@@ -59,6 +59,9 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	bundle := m.bundle(id)
 	start := time.Now()
 	var tRootfs, tSpec, tCreate time.Duration
+	if err := m.checkHandlerFeatures(pod, cfg); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
 	logPath := ""
 	logDir := pod.Config.GetLogDirectory()
 	if logDir != "" && cfg.GetLogPath() != "" {
@@ -152,6 +155,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	if err := m.rt.Create(ctx, runtime.CreateOptions{
 		ID: id, Bundle: bundle, LogPath: logPath, LogDir: logDir,
 		Tty: cfg.GetTty(), Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
+		Handler: pod.RuntimeHandler,
 	}); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
@@ -227,4 +231,25 @@ func (m *Manager) mountImageVolumes(cfg *runtimeapi.ContainerConfig, volumes []*
 		mnt.HostPath, mnt.Readonly, mnt.Image, mnt.ImageSubPath = path, true, nil, ""
 	}
 	return out, mounted, nil
+}
+
+// checkHandlerFeatures refuses, before anything is made, what the pod's
+// runtime handler cannot do: a recursive read-only mount on a handler
+// whose runc or kernel cannot make one would otherwise fail inside runc
+// with a less clear message, or, with a runc that ignores unknown
+// options, leave the submounts writable.
+func (m *Manager) checkHandlerFeatures(pod *sandbox.Pod, cfg *runtimeapi.ContainerConfig) error {
+	h, err := m.rt.Handler(pod.RuntimeHandler)
+	if err != nil {
+		return err
+	}
+	if h.Features.RecursiveReadOnlyMounts {
+		return nil
+	}
+	for _, mnt := range cfg.GetMounts() {
+		if mnt.GetRecursiveReadOnly() {
+			return fmt.Errorf("%w: recursive read-only mount %s: runtime handler %q (runc %s at %s) cannot make recursive read-only mounts", spec.ErrUnsupported, mnt.GetContainerPath(), h.Name, h.Version, h.Runc)
+		}
+	}
+	return nil
 }
