@@ -80,7 +80,7 @@ FUZZTIME ?= 10s
 fuzz:
 	GO=$(GO) TAGS="$(TAGS)" FUZZTIME=$(FUZZTIME) test/fuzz/run.sh
 
-conformance: deps build
+conformance: deps build runc
 	test/conformance/run.sh
 
 bench: deps build

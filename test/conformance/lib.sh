@@ -49,6 +49,10 @@ CONTAINERD=${CONTAINERD:-/usr/bin/containerd}
 CONTAINERD_DIR=$RUNTIME_DIR/containerd
 CONTAINERD_SOCK=$CONTAINERD_DIR/run/containerd.sock
 RUNC=${RUNC:-/usr/sbin/runc}
+# CRIVET_RUNC: crivet's default handler ("runc"); run.sh sets bin/runc.
+# TEST_HANDLER: a second handler configured in crivet.toml (the name
+# Kubernetes' node tests use), run by TEST_HANDLER_RUNC on its own root.
+TEST_HANDLER=${TEST_HANDLER-test-handler}
 
 CRICTL=${CRICTL:-$BIN/crictl}
 CRITEST=${CRITEST:-$BIN/critest}
@@ -592,7 +596,13 @@ crivet_pid() { cat "$STATE/crivet.pid" 2>/dev/null; }
 write_crivet_config() {
 	local h
 	mkdir -p "$CRIVET_CONF/registries.d" "$CRIVET_CONF/policies"
-	echo "# crivet conformance/bench: every setting is given as a flag (see ../command.txt)" >"$CRIVET_CONF/crivet.toml"
+	{
+		echo "# crivet conformance/bench: every other setting is given as a flag (see ../command.txt)"
+		if [ -n "$TEST_HANDLER" ]; then
+			printf '\n# A second RuntimeClass handler: its own runc root.\n[runtimes.%s]\nruntime_path = "%s"\n' \
+				"$TEST_HANDLER" "${TEST_HANDLER_RUNC:-$(crivet_runc)}"
+		fi
+	} >"$CRIVET_CONF/crivet.toml"
 	{
 		echo "# crivet conformance: every registry critest names is served by $REGISTRY."
 		echo 'unqualified-search-registries = []'
@@ -613,6 +623,9 @@ write_crivet_config() {
 }
 EOF
 }
+
+# crivet_runc: the runc of crivet's default handler.
+crivet_runc() { echo "${CRIVET_RUNC:-$RUNC}"; }
 
 # crivet_has_flag NAME: `crivet --help` lists -NAME (Go flag style, one or two dashes).
 crivet_has_flag() { grep -Eq -- "(^|[[:space:]])--?$1([[:space:]=,]|\$)" "$CRIVET_DIR/help.txt" 2>/dev/null; }
@@ -636,7 +649,7 @@ crivet_start() {
 	# Flags the daemon may not have (yet): passed only when --help lists them.
 	# An explicit, empty --config keeps a host /etc/crivet/crivet.toml out.
 	for f in "config=$CRIVET_CONF/crivet.toml" "cni-config-dir=$CNI_CONF_DIR" "cni-plugin-dir=$CNI_PLUGIN_DIR" \
-		"pause-image=$SANDBOX_IMAGE" "runtime=$RUNC"; do
+		"pause-image=$SANDBOX_IMAGE" "runtime=$(crivet_runc)"; do
 		if crivet_has_flag "${f%%=*}"; then
 			args+=("--$f")
 		else
@@ -664,7 +677,9 @@ crivet_start() {
 
 crivet_cleanup() {
 	kill_pids_referencing "$CRIVET_DIR"
-	kill_runc_containers "$CRIVET_DIR/run" "$CRIVET_DIR/root"
+	# Every handler's root is under run/ (runc, runc-<handler>); the
+	# handlers' runc may be newer than $RUNC, so delete with crivet's.
+	RUNC=$(crivet_runc) kill_runc_containers "$CRIVET_DIR/run" "$CRIVET_DIR/root"
 	remove_dir "$CRIVET_DIR"
 }
 

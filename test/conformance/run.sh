@@ -17,6 +17,13 @@
 #   FOCUS=regex SKIP=regex      passed to critest as -ginkgo.focus / -ginkgo.skip
 #   BUSYBOX_FLAVOR=static|deb   base of the test images (see README.md)
 #   KEEP=1                      leave registry and runtime running after the run
+#   CRIVET_RUNC=path            runc of crivet's default handler (default bin/runc,
+#                               runc v1.5.3 from `make runc`)
+#   TEST_HANDLER=name           second handler configured in crivet.toml (default
+#                               test-handler; "" for none), run by TEST_HANDLER_RUNC
+#                               (default: CRIVET_RUNC) on its own runc root
+#   CRITEST_HANDLER=name        runtime handler critest runs every pod on (default
+#                               $TEST_HANDLER for crivet, "" = the default handler)
 #   CRIVET=path CRITEST=path CRICTL=path REGISTRY=127.0.0.1:5000 WORK=dir
 #
 # Exit status: 0 when every critest failure is listed in expected-failures.txt.
@@ -25,6 +32,13 @@ set -euo pipefail
 
 RUNTIME=${RUNTIME:-crivet}
 case "$RUNTIME" in crivet | containerd) ;; *) die "RUNTIME must be crivet or containerd" ;; esac
+CRIVET_RUNC=${CRIVET_RUNC:-$REPO_ROOT/bin/runc}
+if [ "$RUNTIME" = crivet ]; then
+	[ -x "$CRIVET_RUNC" ] || die "$CRIVET_RUNC not found: make runc (or set CRIVET_RUNC=/path/to/runc)"
+	CRITEST_HANDLER=${CRITEST_HANDLER-$TEST_HANDLER}
+else
+	CRITEST_HANDLER=${CRITEST_HANDLER-}
+fi
 [ "$(id -u)" = 0 ] || die "must run as root (runtimes, mounts, CNI)"
 
 exec 9>"$WORK/.lock"
@@ -48,13 +62,16 @@ run_critest() {
 	done
 	args=(-config "$CRICTL_CONFIG" -runtime-endpoint "$ep" -image-endpoint "$ep"
 		-ginkgo.no-color -ginkgo.junit-report "$out/junit.xml")
+	# Every pod on the named handler: handler selection and the
+	# handler's own runc carry the whole suite.
+	[ -z "$CRITEST_HANDLER" ] || args+=(-runtime-handler "$CRITEST_HANDLER")
 	[ -z "${FOCUS:-}" ] || args+=(-ginkgo.focus "$FOCUS")
 	[ -z "${SKIP:-}" ] || args+=(-ginkgo.skip "$SKIP")
 	# shellcheck disable=SC2206
 	[ -z "${CRITEST_EXTRA_FLAGS:-}" ] || args+=($CRITEST_EXTRA_FLAGS)
 	printf '%q ' "$CRITEST" "${args[@]}" >"$out/command.txt"
 	echo >>"$out/command.txt"
-	log "critest $CRI_TOOLS_VERSION against $ep (log: $out/critest.log)"
+	log "critest $CRI_TOOLS_VERSION against $ep, runtime handler \"$CRITEST_HANDLER\" (log: $out/critest.log)"
 	local loglines
 	loglines=$(cat "$LOGS/$RUNTIME.log" 2>/dev/null | wc -l)
 	t0=$(date +%s)
