@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -268,5 +269,51 @@ func TestContainersViewRecordsAreSnapshots(t *testing.T) {
 	}
 	if view[0].ID != "a1" || len(m.ContainersView("pod-a1")) != 0 {
 		t.Fatal("remove: the held record changed or the container is still listed")
+	}
+}
+
+// What UpdateContainerResources relies on: an update of a record that a
+// removal took away fails and writes nothing, so the container stays
+// removed across a restart; an update of a Removing record keeps it
+// Removing, so start-up recovery still finishes the removal.
+func TestUpdateContainerNeverResurrectsNorUndoesRemoving(t *testing.T) {
+	root := t.TempDir()
+	m := newManager(t, root)
+	cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}
+	for _, id := range []string{"gone1", "going2"} {
+		if err := m.AddContainer(&Container{ID: id, PodID: "p", Config: cfg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.RemoveContainer("gone1"); err != nil {
+		t.Fatal(err)
+	}
+	err := m.UpdateContainer("gone1", func(c *Container) { c.Config = cfg })
+	if !errors.Is(err, ErrContainerNotFound) {
+		t.Fatalf("update of a removed record: %v, want ErrContainerNotFound", err)
+	}
+	if _, err := os.Stat(filepath.Join(m.containerDir(), "gone1.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the removed record was written again: %v", err)
+	}
+	if err := m.UpdateContainer("going2", func(c *Container) { c.Phase = Removing }); err != nil {
+		t.Fatal(err)
+	}
+	limited := &runtimeapi.ContainerConfig{Metadata: cfg.Metadata, Linux: &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 1 << 30}}}
+	if err := m.UpdateContainer("going2", func(c *Container) { c.Config = limited }); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := New(m.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.GetContainer("gone1"); !errors.Is(err, ErrContainerNotFound) {
+		t.Fatalf("after restart the removed container is back: %v", err)
+	}
+	c, err := m2.GetContainer("going2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Phase != Removing || c.Config.GetLinux().GetResources().GetMemoryLimitInBytes() != 1<<30 {
+		t.Fatalf("after restart: phase %v, resources %v; want Removing with the new limit", c.Phase, c.Config.GetLinux().GetResources())
 	}
 }

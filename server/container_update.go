@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/crivet/crivet/oci/spec"
+	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -28,19 +29,21 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
 	// Remember the new limits so ContainerStatus reports them. The record
-	// shares its config with the pods service's stored one: change a copy,
-	// and let AddContainer store it (or, failing, leave the old limits).
-	cfg := proto.Clone(c.Config).(*runtimeapi.ContainerConfig)
-	if cfg == nil {
-		cfg = &runtimeapi.ContainerConfig{}
-	}
-	if cfg.Linux == nil {
-		cfg.Linux = &runtimeapi.LinuxContainerConfig{}
-	}
-	cfg.Linux.Resources = res
-	c.Config = cfg
-	if err := s.pods.AddContainer(c); err != nil {
-		return nil, err
+	// is changed in place by the pods service, never re-added: a removal
+	// that ran while runc applied the limits must not bring the record
+	// back, nor may a Removing record turn Created again.
+	if err := s.pods.UpdateContainer(c.ID, func(rec *sandbox.Container) {
+		cfg := proto.Clone(rec.Config).(*runtimeapi.ContainerConfig)
+		if cfg == nil {
+			cfg = &runtimeapi.ContainerConfig{}
+		}
+		if cfg.Linux == nil {
+			cfg.Linux = &runtimeapi.LinuxContainerConfig{}
+		}
+		cfg.Linux.Resources = res
+		rec.Config = cfg
+	}); err != nil {
+		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }

@@ -31,7 +31,7 @@ func TestUpdateContainerResourcesAppliesAndRecordsTheLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCalls(t, "processes", f.rt.got(), "Update abc123")
-	wantCalls(t, "pods", f.pods.got(), "AddContainer abc123")
+	wantCalls(t, "pods", f.pods.got(), "UpdateContainer abc123")
 	u := f.rt.updates[0]
 	if u.CPU == nil || *u.CPU.Quota != 50000 || *u.CPU.Period != 100000 || u.Memory == nil || *u.Memory.Limit != 256<<20 {
 		t.Fatalf("runtime got %+v", u)
@@ -128,4 +128,18 @@ func TestReopenContainerLogReopensTheResolvedRunningContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCalls(t, "processes", f.rt.got(), "ReopenLog abc123")
+}
+
+// A container removed while runc applied the new limits stays removed: the
+// update changes the stored record in place and never re-adds it.
+func TestUpdateContainerResourcesRacingRemovalDoesNotResurrect(t *testing.T) {
+	f := newFixture(t)
+	f.addPod("p1", "ns", nil)
+	f.addContainer("c1", "p1", runtime.StateRunning, nil)
+	f.rt.onUpdate = func(id string) { f.pods.containers = nil } // RemoveContainer finished meanwhile
+	err := update(t, f, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: "c1", Linux: newLimits()})
+	wantCode(t, err, codes.NotFound)
+	if len(f.pods.containers) != 0 {
+		t.Fatalf("removed container came back: %+v", f.pods.containers[0])
+	}
 }

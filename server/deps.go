@@ -39,7 +39,9 @@ type pods interface {
 	Containers(podID string) []*sandbox.Container
 	// ContainersView is Containers without copies: read only.
 	ContainersView(podID string) []*sandbox.Container
-	AddContainer(c *sandbox.Container) error
+	// UpdateContainer changes a stored record in place; a record that is
+	// gone stays gone (sandbox.ErrContainerNotFound).
+	UpdateContainer(id string, f func(*sandbox.Container)) error
 	NetworkReady() error
 }
 

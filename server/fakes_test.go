@@ -238,20 +238,20 @@ func (f *fakePods) Containers(podID string) []*sandbox.Container {
 
 func (f *fakePods) ContainersView(podID string) []*sandbox.Container { return f.Containers(podID) }
 
-func (f *fakePods) AddContainer(c *sandbox.Container) error {
-	f.record("AddContainer %s", c.ID)
+func (f *fakePods) UpdateContainer(id string, fn func(*sandbox.Container)) error {
+	f.record("UpdateContainer %s", id)
 	if f.addErr != nil {
 		return f.addErr
 	}
-	cc := *c
 	for i, old := range f.containers {
-		if old.ID == c.ID {
+		if old.ID == id {
+			cc := *old
+			fn(&cc)
 			f.containers[i] = &cc
 			return nil
 		}
 	}
-	f.containers = append(f.containers, &cc)
-	return nil
+	return fmt.Errorf("container %s: %w", id, sandbox.ErrContainerNotFound)
 }
 
 func (f *fakePods) NetworkReady() error { return f.netErr }
@@ -340,6 +340,8 @@ type fakeProcesses struct {
 	updates   []*specs.LinuxResources
 	readyErr  error
 	updateErr error
+	// onUpdate runs inside Update, e.g. to remove the container meanwhile.
+	onUpdate func(id string)
 }
 
 func (f *fakeProcesses) Status(ctx context.Context, id string) (runtime.Status, error) {
@@ -382,6 +384,9 @@ func (f *fakeProcesses) Ready(ctx context.Context) error { return f.readyErr }
 
 func (f *fakeProcesses) Update(ctx context.Context, id string, res *specs.LinuxResources) error {
 	f.record("Update %s", id)
+	if f.onUpdate != nil {
+		f.onUpdate(id)
+	}
 	if f.updateErr != nil {
 		return f.updateErr
 	}
