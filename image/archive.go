@@ -295,6 +295,12 @@ func entryError(name, why string) error {
 	return fmt.Errorf("%w: entry %q: %s", ErrBadArchive, name, why)
 }
 
+// openError is entryError for a failed open, keeping the errno, so that a
+// caller can tell a missing entry (os.ErrNotExist) from a refused one.
+func openError(name string, err error) error {
+	return fmt.Errorf("%w: entry %q: %w", ErrBadArchive, name, err)
+}
+
 // cleanEntryName is name as a path beneath the layout, "." for the layout
 // itself. Absolute names and names with a ".." step are refused outright,
 // not cleaned into something else.
@@ -528,7 +534,7 @@ func fileTypeName(mode uint32) string {
 func openRegularAt(dirfd int, name, entry string) (*os.File, error) {
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, entryError(entry, err.Error())
+		return nil, openError(entry, err)
 	}
 	return regularFile(fd, entry)
 }
@@ -574,7 +580,7 @@ func openBeneath(dir, rel string) (*os.File, error) {
 		return openStepwise(dfd, rel)
 	}
 	if err != nil {
-		return nil, entryError(rel, err.Error())
+		return nil, openError(rel, err)
 	}
 	return regularFile(fd, rel)
 }
@@ -590,7 +596,7 @@ func openStepwise(dfd int, rel string) (*os.File, error) {
 			unix.Close(cur)
 		}
 		if err != nil {
-			return nil, entryError(path.Join(steps[:i+1]...), err.Error())
+			return nil, openError(path.Join(steps[:i+1]...), err)
 		}
 		cur = fd
 	}

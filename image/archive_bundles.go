@@ -53,24 +53,32 @@ type layoutBundle struct {
 	bundle  []byte
 }
 
-// readLayoutBundles finds every bundle referrer among the layout's blobs
-// (which include those index.json lists). It returns them by subject and
-// the digests of the artifact manifests that have a subject (bundles and
-// other referrers), which are not images to import.
-// A referrer whose bundle is missing, too large or does not match its
-// digest makes the archive unusable, as a bad attachment does.
-func readLayoutBundles(dir string) (map[digest.Digest][]layoutBundle, map[digest.Digest]bool, error) {
+// layoutReferrers is what readLayoutBundles finds.
+type layoutReferrers struct {
+	// bundles and gpg are the Sigstore bundles and the GPG signatures
+	// (crivet's export, gpgSignatureArtifactType), by subject.
+	bundles map[digest.Digest][]layoutBundle
+	gpg     map[digest.Digest][][]byte
+	// refs are the artifact manifests that have a subject (these and
+	// other referrers): not images to import.
+	refs map[digest.Digest]bool
+}
+
+// readLayoutBundles finds every bundle referrer and GPG signature
+// referrer among the layout's blobs (which include those index.json
+// lists). A referrer whose content is missing, too large or does not match
+// its digest makes the archive unusable, as a bad attachment does.
+func readLayoutBundles(dir string) (*layoutReferrers, error) {
 	byAlg := filepath.Join(dir, imgspecv1.ImageBlobsDir, digest.SHA256.String())
 	entries, err := os.ReadDir(byAlg)
+	lr := &layoutReferrers{bundles: map[digest.Digest][]layoutBundle{}, gpg: map[digest.Digest][][]byte{}, refs: map[digest.Digest]bool{}}
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil, nil
+		return lr, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	out := map[digest.Digest][]layoutBundle{}
-	refs := map[digest.Digest]bool{}
-	n := 0
+	n, gpgN := 0, 0
 	for _, ent := range entries {
 		// dir is crivet's own copy of the layout: regular files only.
 		info, err := ent.Info()
@@ -83,7 +91,7 @@ func readLayoutBundles(dir string) (map[digest.Digest][]layoutBundle, map[digest
 		}
 		data, err := readBeneath(dir, imgspecv1.ImageBlobsDir+"/sha256/"+d.Encoded(), maxReferrerManifestSize)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		// Most small blobs are configs: skip them before parsing.
 		if !bytes.Contains(data, []byte(`"subject"`)) {
@@ -100,53 +108,92 @@ func readLayoutBundles(dir string) (map[digest.Digest][]layoutBundle, map[digest
 			continue
 		}
 		if digest.FromBytes(data) != d {
-			return nil, nil, fmt.Errorf("referrer %s: digest mismatch", d)
+			return nil, fmt.Errorf("referrer %s: digest mismatch", d)
 		}
 		// An artifact about another manifest (a bundle, an SBOM, …) is
 		// not an image to import, even when index.json lists it.
-		refs[d] = true
-		if m.ArtifactType != referrers.BundleMediaType {
+		lr.refs[d] = true
+		if m.ArtifactType != referrers.BundleMediaType && m.ArtifactType != gpgSignatureArtifactType {
 			continue
 		}
 		if err := m.Subject.Digest.Validate(); err != nil {
-			return nil, nil, fmt.Errorf("bundle referrer %s: subject: %w", d, err)
+			return nil, fmt.Errorf("referrer %s: subject: %w", d, err)
+		}
+		if m.ArtifactType == gpgSignatureArtifactType {
+			for _, l := range m.Layers {
+				if gpgN++; gpgN > maxAttachmentLayers {
+					return nil, fmt.Errorf("more than %d GPG signatures", maxAttachmentLayers)
+				}
+				sig, err := readLayoutBlob(dir, l, maxLayoutBundleSize)
+				if err != nil {
+					return nil, fmt.Errorf("GPG signature referrer %s: %w", d, err)
+				}
+				// The library reads a blob starting with a zero byte as
+				// another format: a GPG message never does.
+				if len(sig) == 0 || sig[0] == 0 {
+					return nil, fmt.Errorf("GPG signature referrer %s: layer %s is no OpenPGP message", d, l.Digest)
+				}
+				lr.gpg[m.Subject.Digest] = append(lr.gpg[m.Subject.Digest], sig)
+			}
+			continue
 		}
 		var layer *imgspecv1.Descriptor
 		for i := range m.Layers {
 			if m.Layers[i].MediaType == referrers.BundleMediaType {
 				if layer != nil {
-					return nil, nil, fmt.Errorf("bundle referrer %s: more than one bundle layer", d)
+					return nil, fmt.Errorf("bundle referrer %s: more than one bundle layer", d)
 				}
 				layer = &m.Layers[i]
 			}
 		}
 		if layer == nil {
-			return nil, nil, fmt.Errorf("bundle referrer %s: no layer of media type %s", d, referrers.BundleMediaType)
+			return nil, fmt.Errorf("bundle referrer %s: no layer of media type %s", d, referrers.BundleMediaType)
 		}
 		if err := layer.Digest.Validate(); err != nil {
-			return nil, nil, fmt.Errorf("bundle referrer %s: layer: %w", d, err)
+			return nil, fmt.Errorf("bundle referrer %s: layer: %w", d, err)
 		}
 		if layer.Size < 0 || layer.Size > maxLayoutBundleSize {
-			return nil, nil, fmt.Errorf("bundle referrer %s: bundle of %d bytes, more than %d", d, layer.Size, maxLayoutBundleSize)
+			return nil, fmt.Errorf("bundle referrer %s: bundle of %d bytes, more than %d", d, layer.Size, maxLayoutBundleSize)
 		}
 		if n++; n > maxLayoutBundles {
-			return nil, nil, fmt.Errorf("more than %d sigstore bundles", maxLayoutBundles)
+			return nil, fmt.Errorf("more than %d sigstore bundles", maxLayoutBundles)
 		}
 		blob, err := readBeneath(dir, imgspecv1.ImageBlobsDir+"/"+layer.Digest.Algorithm().String()+"/"+layer.Digest.Encoded(), maxLayoutBundleSize)
 		if err != nil {
-			return nil, nil, fmt.Errorf("bundle referrer %s: %w", d, err)
+			return nil, fmt.Errorf("bundle referrer %s: %w", d, err)
 		}
 		if int64(len(blob)) != layer.Size || layer.Digest.Algorithm().FromBytes(blob) != layer.Digest {
-			return nil, nil, fmt.Errorf("bundle referrer %s: bundle blob %s does not match its descriptor", d, layer.Digest)
+			return nil, fmt.Errorf("bundle referrer %s: bundle blob %s does not match its descriptor", d, layer.Digest)
 		}
-		out[m.Subject.Digest] = append(out[m.Subject.Digest], layoutBundle{subject: m.Subject.Digest, bundle: blob})
+		lr.bundles[m.Subject.Digest] = append(lr.bundles[m.Subject.Digest], layoutBundle{subject: m.Subject.Digest, bundle: blob})
 	}
-	return out, refs, nil
+	return lr, nil
 }
 
-// importBundles are the archive's bundles for signed (signedManifest)
-// or, when that is e's own manifest, the index it was chosen from, as
-// they will be kept, and those index digests.
+// readLayoutBlob reads the blob desc names from the layout dir, at most
+// limit bytes, checked against the descriptor's size and digest.
+func readLayoutBlob(dir string, desc imgspecv1.Descriptor, limit int64) ([]byte, error) {
+	if err := desc.Digest.Validate(); err != nil {
+		return nil, err
+	}
+	if desc.Size < 0 || desc.Size > limit {
+		return nil, fmt.Errorf("blob %s of %d bytes, more than %d", desc.Digest, desc.Size, limit)
+	}
+	data, err := readBeneath(dir, imgspecv1.ImageBlobsDir+"/"+desc.Digest.Algorithm().String()+"/"+desc.Digest.Encoded(), limit)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) != desc.Size || desc.Digest.Algorithm().FromBytes(data) != desc.Digest {
+		return nil, fmt.Errorf("blob %s does not match its descriptor", desc.Digest)
+	}
+	return data, nil
+}
+
+// importBundles are the archive's bundles for signed (signedManifest),
+// for the index e was chosen from when signed is e's own manifest, and
+// for any index the layout holds that lists signed (an export writes the
+// index a pull chose the manifest from beside it), as they will be kept,
+// and those index digests.
 func (a *openedArchive) importBundles(e *importEntry, signed digest.Digest) ([]keptBundle, []digest.Digest) {
 	var kept []keptBundle
 	var subjects []digest.Digest
@@ -154,6 +201,11 @@ func (a *openedArchive) importBundles(e *importEntry, signed digest.Digest) ([]k
 	candidates := []digest.Digest{signed}
 	if signed == e.m.Digest && e.indexDigest != "" {
 		candidates = append(candidates, e.indexDigest)
+	}
+	for _, d := range a.indexesListing(signed) {
+		if !slices.Contains(candidates, d) {
+			candidates = append(candidates, d)
+		}
 	}
 	for _, subject := range candidates {
 		for _, b := range a.bundles[subject] {
@@ -165,6 +217,38 @@ func (a *openedArchive) importBundles(e *importEntry, signed digest.Digest) ([]k
 		}
 	}
 	return kept, subjects
+}
+
+// layoutIndex is the layout's blob d when it is an image index whose
+// content matches d; nil otherwise (absent, unreadable, not an index).
+func (a *openedArchive) layoutIndex(d digest.Digest) manifest.List {
+	if a.dir == "" || d.Validate() != nil {
+		return nil
+	}
+	data, err := readBeneath(a.dir, imgspecv1.ImageBlobsDir+"/"+d.Algorithm().String()+"/"+d.Encoded(), maxManifestSize)
+	if err != nil || d.Algorithm().FromBytes(data) != d {
+		return nil
+	}
+	m, err := validateManifest(data, manifest.GuessMIMEType(data))
+	if err != nil {
+		return nil
+	}
+	return m.List
+}
+
+// indexesListing are the bundle subjects that are indexes of the layout
+// listing manifest d, sorted. The index's digest is what its bundles
+// sign, and the index names d by digest, so such a bundle vouches for d
+// as a pull's bundle of the index it chose d from does.
+func (a *openedArchive) indexesListing(d digest.Digest) []digest.Digest {
+	var out []digest.Digest
+	for subject := range a.bundles {
+		if l := a.layoutIndex(subject); l != nil && slices.Contains(l.Instances(), d) {
+			out = append(out, subject)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // archiveBundleRepository is keptBundle.Repository for bundles that
@@ -199,13 +283,29 @@ func (s *Service) verifyArchiveBundles(ctx context.Context, img *Image, d digest
 	return pol.Check(ctx, checked)
 }
 
+// gpgSignatureArtifactType is the artifact type of the referrer that
+// carries a manifest's GPG (simple signing) signatures in an OCI layout,
+// one layer each, as the library stores them. No standard places them in
+// a layout (cosign's attachment holds sigstore payloads, which a GPG
+// signature is not), so crivet names its own type; other tools see an
+// unknown referrer and leave it alone.
+const gpgSignatureArtifactType = "application/vnd.crivet.simple-signing.v1+gpg"
+
 // exportSignatures is what an OCI layout export carries beside the image
-// written as manifest d: the sigstore signatures of d (the library's set
-// and the kept ones, GPG signatures left out: a layout has no place for
-// them), and the kept bundles whose subject is d.
+// written as manifest d: the signatures of d (the library's set and the
+// kept ones), sigstore and GPG apart, and the kept bundles whose subject
+// is d or the index d was chosen from (with that index's manifest, which
+// the layout must hold for the bundle to be checked).
 type exportSignatures struct {
 	sigstore [][]byte // the library's blobs: "\x00sigstore-json\n" + JSON
-	bundles  [][]byte
+	gpg      [][]byte // the library's blobs of simple signing: the OpenPGP message
+	bundles  []exportBundle
+}
+
+// exportBundle is one bundle and the manifest its statement names.
+type exportBundle struct {
+	subject digest.Digest
+	bundle  []byte
 }
 
 func (s *Service) exportSignaturesOf(id string, d digest.Digest) exportSignatures {
@@ -215,6 +315,12 @@ func (s *Service) exportSignaturesOf(id string, d digest.Digest) exportSignature
 		sets = append(sets, set)
 	}
 	prefix := []byte("\x00sigstore-json\n")
+	add := func(list [][]byte, sig []byte) [][]byte {
+		if slices.ContainsFunc(list, func(b []byte) bool { return bytes.Equal(b, sig) }) {
+			return list
+		}
+		return append(list, sig)
+	}
 	for _, set := range sets {
 		if set.Manifest != d {
 			continue
@@ -227,18 +333,26 @@ func (s *Service) exportSignaturesOf(id string, d digest.Digest) exportSignature
 			}
 			sig := set.Blob[off : off+n]
 			off += n
-			if bytes.HasPrefix(sig, prefix) && !slices.ContainsFunc(out.sigstore, func(b []byte) bool { return bytes.Equal(b, sig) }) {
-				out.sigstore = append(out.sigstore, sig)
+			switch {
+			case bytes.HasPrefix(sig, prefix):
+				out.sigstore = add(out.sigstore, sig)
+			case len(sig) > 0 && sig[0] != 0:
+				// The library's blob of a simple signing signature is the
+				// signature itself; other formats start with a zero byte.
+				out.gpg = add(out.gpg, sig)
 			}
 		}
 	}
+	// Import refuses more than this many; the newest are the last.
 	if len(out.sigstore) > maxAttachmentLayers {
-		// Import refuses more; the newest are the last.
 		out.sigstore = out.sigstore[len(out.sigstore)-maxAttachmentLayers:]
 	}
+	if len(out.gpg) > maxAttachmentLayers {
+		out.gpg = out.gpg[len(out.gpg)-maxAttachmentLayers:]
+	}
 	for _, b := range s.keptBundles(id) {
-		if b.Manifest == d && b.Subject == d && !slices.ContainsFunc(out.bundles, func(o []byte) bool { return bytes.Equal(o, b.Bundle) }) {
-			out.bundles = append(out.bundles, b.Bundle)
+		if b.Manifest == d && !slices.ContainsFunc(out.bundles, func(o exportBundle) bool { return bytes.Equal(o.bundle, b.Bundle) }) {
+			out.bundles = append(out.bundles, exportBundle{subject: b.Subject, bundle: b.Bundle})
 		}
 	}
 	if len(out.bundles) > maxLayoutBundles {
@@ -260,7 +374,7 @@ func (s *Service) writeExportSignatures(ctx context.Context, img *Image, ref typ
 		return exportSignatures{}, nil
 	}
 	sigs := s.exportSignaturesOf(img.StorageID(), orig)
-	if len(sigs.sigstore) == 0 && len(sigs.bundles) == 0 {
+	if len(sigs.sigstore) == 0 && len(sigs.gpg) == 0 && len(sigs.bundles) == 0 {
 		return sigs, nil
 	}
 	src, err := ref.NewImageSource(ctx, s.systemContext())
@@ -276,12 +390,60 @@ func (s *Service) writeExportSignatures(ctx context.Context, img *Image, ref typ
 		return sigs, fmt.Errorf("stored manifest %s: digest mismatch", orig)
 	}
 	if digest.FromBytes(written) != orig {
-		p := filepath.Join(dir, imgspecv1.ImageBlobsDir, orig.Algorithm().String(), orig.Encoded())
-		if err := os.WriteFile(p, blob, 0o644); err != nil {
+		if err := writeLayoutBlob(dir, blob); err != nil {
 			return sigs, err
 		}
 	}
-	return sigs, writeLayoutSignatures(dir, orig, mime, int64(len(blob)), sigs)
+	// A bundle whose subject is the index the manifest was chosen from
+	// needs that index in the layout: the store keeps it beside the image
+	// (the library saves the top-level manifest of a pull). It is written
+	// as a blob only, not listed in index.json, so it is no image to
+	// import; import checks it lists the manifest before using the bundle.
+	subjects := map[digest.Digest]imgspecv1.Descriptor{orig: {MediaType: mime, Digest: orig, Size: int64(len(blob))}}
+	kept := sigs.bundles[:0]
+	for _, b := range sigs.bundles {
+		if _, ok := subjects[b.subject]; !ok {
+			desc, err := writeIndexBlob(ctx, src, dir, b.subject, orig)
+			if err != nil {
+				s.log.Warn("not exporting a sigstore bundle of the image's index", "image", img.ID, "index", b.subject.String(), "error", err)
+				continue
+			}
+			subjects[b.subject] = desc
+		}
+		kept = append(kept, b)
+	}
+	sigs.bundles = kept
+	return sigs, writeLayoutSignatures(dir, subjects, orig, sigs)
+}
+
+// writeIndexBlob writes the stored index d, which must list manifest, as
+// a blob of the layout dir, and returns its descriptor.
+func writeIndexBlob(ctx context.Context, src types.ImageSource, dir string, d, manifestDigest digest.Digest) (imgspecv1.Descriptor, error) {
+	blob, mime, err := src.GetManifest(ctx, &d)
+	if err != nil {
+		return imgspecv1.Descriptor{}, err
+	}
+	if digest.FromBytes(blob) != d {
+		return imgspecv1.Descriptor{}, fmt.Errorf("stored index %s: digest mismatch", d)
+	}
+	m, err := validateManifest(blob, mime)
+	if err != nil {
+		return imgspecv1.Descriptor{}, err
+	}
+	if m.List == nil || !slices.Contains(m.List.Instances(), manifestDigest) {
+		return imgspecv1.Descriptor{}, fmt.Errorf("%s is not an index listing %s", d, manifestDigest)
+	}
+	return imgspecv1.Descriptor{MediaType: mime, Digest: d, Size: int64(len(blob))}, writeLayoutBlob(dir, blob)
+}
+
+// writeLayoutBlob stores data as a blob of the layout dir.
+func writeLayoutBlob(dir string, data []byte) error {
+	d := digest.FromBytes(data)
+	p := filepath.Join(dir, imgspecv1.ImageBlobsDir, d.Algorithm().String(), d.Encoded())
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(p, data, 0o644)
 }
 
 // signedManifest is the manifest of entry e that the layout's signatures
@@ -292,7 +454,8 @@ func (s *Service) writeExportSignatures(ctx context.Context, img *Image, ref typ
 // digests (rootfs.diff_ids), which the store enforces when it stores the
 // layers, so that manifest vouches for the very image e stores. "": none.
 func (a *openedArchive) signedManifest(e *importEntry) (digest.Digest, []byte, error) {
-	if a.sigs[e.m.Digest] != nil || len(a.bundles[e.m.Digest]) > 0 || (e.indexDigest != "" && len(a.bundles[e.indexDigest]) > 0) {
+	if a.sigs[e.m.Digest] != nil || len(a.bundles[e.m.Digest]) > 0 || (e.indexDigest != "" && len(a.bundles[e.indexDigest]) > 0) ||
+		len(a.indexesListing(e.m.Digest)) > 0 {
 		return e.m.Digest, nil, nil
 	}
 	if a.dir == "" {
@@ -305,6 +468,14 @@ func (a *openedArchive) signedManifest(e *importEntry) (digest.Digest, []byte, e
 	for d := range a.bundles {
 		if !slices.Contains(subjects, d) {
 			subjects = append(subjects, d)
+		}
+		// A bundle of an index vouches for the manifests it lists.
+		if l := a.layoutIndex(d); l != nil {
+			for _, inst := range l.Instances() {
+				if !slices.Contains(subjects, inst) {
+					subjects = append(subjects, inst)
+				}
+			}
 		}
 	}
 	slices.Sort(subjects) // the same answer on every import
@@ -365,22 +536,19 @@ func (s *Service) checkSignedManifest(ctx context.Context, blob []byte, set *sig
 		bundles: func(context.Context) ([][]byte, error) { return bundles, nil }})
 }
 
-// writeLayoutSignatures adds sigs of the manifest d (of mediaType mime and
-// size bytes) to the OCI layout dir: the sigstore signatures as one
-// attachment tagged "sha256-<hex>.sig", each bundle as a referrer, all
-// listed in index.json, the shape Import reads.
-func writeLayoutSignatures(dir string, d digest.Digest, mime string, size int64, sigs exportSignatures) error {
+// writeLayoutSignatures adds sigs to the OCI layout dir, all listed in
+// index.json, the shape Import reads: the sigstore signatures as one
+// attachment tagged "sha256-<hex>.sig", the GPG signatures as one
+// referrer of gpgSignatureArtifactType, each bundle as a referrer of its
+// subject. subjects describes every manifest they name, the first (the
+// signed manifest) as subjects[sigs' manifest]; d is that manifest.
+func writeLayoutSignatures(dir string, subjects map[digest.Digest]imgspecv1.Descriptor, d digest.Digest, sigs exportSignatures) error {
 	index, err := readLayoutIndex(dir)
 	if err != nil {
 		return err
 	}
 	putBlob := func(data []byte) (digest.Digest, error) {
-		bd := digest.FromBytes(data)
-		p := filepath.Join(dir, imgspecv1.ImageBlobsDir, bd.Algorithm().String(), bd.Encoded())
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return "", err
-		}
-		return bd, os.WriteFile(p, data, 0o644)
+		return digest.FromBytes(data), writeLayoutBlob(dir, data)
 	}
 	emptyDesc := imgspecv1.Descriptor{MediaType: imgspecv1.MediaTypeEmptyJSON, Digest: digest.FromBytes(emptyJSON), Size: int64(len(emptyJSON))}
 	if _, err := putBlob(emptyJSON); err != nil {
@@ -424,14 +592,31 @@ func writeLayoutSignatures(dir string, d digest.Digest, mime string, size int64,
 			return err
 		}
 	}
-	subject := &imgspecv1.Descriptor{MediaType: mime, Digest: d, Size: size}
+	signed := subjects[d]
+	if len(sigs.gpg) > 0 {
+		var layers []imgspecv1.Descriptor
+		for _, sig := range sigs.gpg {
+			sd, err := putBlob(sig)
+			if err != nil {
+				return err
+			}
+			layers = append(layers, imgspecv1.Descriptor{MediaType: gpgSignatureArtifactType, Digest: sd, Size: int64(len(sig))})
+		}
+		if err := putManifest(imgspecv1.Manifest{ArtifactType: gpgSignatureArtifactType, Config: emptyDesc, Subject: &signed, Layers: layers}, nil); err != nil {
+			return err
+		}
+	}
 	for _, b := range sigs.bundles {
-		bd, err := putBlob(b)
+		subject, ok := subjects[b.subject]
+		if !ok {
+			return fmt.Errorf("bundle for %s: no such manifest in the layout", b.subject)
+		}
+		bd, err := putBlob(b.bundle)
 		if err != nil {
 			return err
 		}
-		if err := putManifest(imgspecv1.Manifest{ArtifactType: referrers.BundleMediaType, Config: emptyDesc, Subject: subject,
-			Layers: []imgspecv1.Descriptor{{MediaType: referrers.BundleMediaType, Digest: bd, Size: int64(len(b))}}}, nil); err != nil {
+		if err := putManifest(imgspecv1.Manifest{ArtifactType: referrers.BundleMediaType, Config: emptyDesc, Subject: &subject,
+			Layers: []imgspecv1.Descriptor{{MediaType: referrers.BundleMediaType, Digest: bd, Size: int64(len(b.bundle))}}}, nil); err != nil {
 			return err
 		}
 	}

@@ -220,3 +220,113 @@ func TestExportImportRoundTripReverifiesSigstoreSignatures(t *testing.T) {
 		t.Fatal("admitted under another key")
 	}
 }
+
+// A GPG (simple signing) signature fetched at pull goes out with an
+// oci-archive export (as a referrer of crivet's own artifact type) and is
+// verified again at import and at create, offline; another key is refused.
+func TestExportImportRoundTripReverifiesGPGSignatures(t *testing.T) {
+	e := newEnv(t)
+	g, other := fixtures.NewGPGKey(t), fixtures.NewGPGKey(t)
+	signed := fixtures.PushImage(t, e.ref("app/gpg:1"), 1024, fixtures.WithOCI())
+	g.Sign(t, signed.Ref, e.lookaside)
+	e.setNamespace("pull", anyDocker(gpgReq(g.PublicKeyPath)))
+	pulled := e.mustPull(signed.Ref, "pull")
+	archive := filepath.Join(e.dir, "gpg.tar")
+	e.mustExport(signed.Ref, archive)
+	if err := e.svc.Remove(signed.Ref); err != nil {
+		t.Fatal(err)
+	}
+	e.reg.Stop()
+
+	gpgPolicy := func(pub string) string {
+		return onlyOCIArchive(fmt.Sprintf(`{"type":"signedBy","keyType":"GPGKeys","keyPath":%q,"signedIdentity":{"type":"exactReference","dockerReference":%q}}`,
+			pub, signed.Ref))
+	}
+	e.setGlobal(gpgPolicy(other.PublicKeyPath))
+	_, err := e.importFile(archive, "", "")
+	wantRejected(t, err, "import under another GPG key", "")
+	e.setGlobal(gpgPolicy(g.PublicKeyPath))
+	img := e.mustImport(archive, "")
+	if img.ID != pulled.ID {
+		t.Fatalf("imported %s, exported %s", img.ID, pulled.ID)
+	}
+	e.setNamespace("strict", gpgPolicy(g.PublicKeyPath))
+	e.setNamespace("other", gpgPolicy(other.PublicKeyPath))
+	if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
+		t.Fatalf("create-time check of the imported GPG-signed image: %v", err)
+	}
+	_, err = e.admit(img, signed.Ref, "other")
+	wantRejected(t, err, "create under another GPG key", "")
+}
+
+// A multi-arch image whose bundle signs the index: the pull keeps the
+// bundle for the platform manifest it chose, the export writes the index
+// (a blob, not an image to import) and the bundle as its referrer, and
+// import admits the platform image because the exported index lists it;
+// the create-time check re-verifies it offline. A layout whose index no
+// longer lists the image does not vouch for it.
+func TestExportImportRoundTripReverifiesIndexBundles(t *testing.T) {
+	e := bundleEnv(t, true)
+	ca := fixtures.NewBundleCA(t)
+	req := keylessBundleReq(ca.TrustedRootPath, fixtures.ReleaseWorkflow, fixtures.GitHubIssuer, "")
+	e.setNamespace("pull", anyDocker(req))
+	ref := e.ref("team/multi:1")
+	indexDigest, _ := fixtures.PushIndexWithOptions(t, ref, []string{"linux/amd64", "linux/arm64"}, 1024, fixtures.WithOCI())
+	ca.Sign(t, e.ref("team/multi@"+indexDigest), fixtures.WorkflowIdentity, fixtures.BundleEvidence{TLog: true})
+	pulled := e.mustPull(ref, "pull")
+	archive := filepath.Join(e.dir, "multi.tar")
+	e.mustExport(ref, archive)
+	if err := e.svc.Remove(ref); err != nil {
+		t.Fatal(err)
+	}
+	e.reg.Stop()
+
+	layout := filepath.Join(e.dir, "layout")
+	untarLayout(t, archive, layout)
+	if _, err := os.Stat(filepath.Join(layout, "blobs/sha256", digest.Digest(indexDigest).Encoded())); err != nil {
+		t.Fatalf("the export lacks the index its bundle signs: %v", err)
+	}
+
+	e.setGlobal(onlyOCIArchive(req))
+	img := e.mustImport(archive, "")
+	if img.ID != pulled.ID {
+		t.Fatalf("imported %s, exported %s", img.ID, pulled.ID)
+	}
+	kept := e.svc.keptBundles(img.StorageID())
+	if len(kept) != 1 || kept[0].Subject.String() != indexDigest || kept[0].Manifest != pulled.Record.ManifestDigest {
+		t.Fatalf("kept bundles after import: %+v", kept)
+	}
+	e.setNamespace("strict", onlyOCIArchive(req))
+	e.setNamespace("other", onlyOCIArchive(keylessBundleReq(ca.TrustedRootPath, fixtures.DeveloperEmail, fixtures.GoogleIssuer, "")))
+	if _, err := e.admit(img, ref, "strict"); err != nil {
+		t.Fatalf("create-time check of the imported index-signed image: %v", err)
+	}
+	_, err := e.admit(img, ref, "other")
+	wantRejected(t, err, "create under another identity", "keyless_claims")
+
+	// The index blob gone (the bundle's subject dangling): the bundle
+	// vouches for nothing in the layout. Altered to list only the other
+	// platform: the layout is unusable.
+	if err := e.svc.Remove(img.ID); err != nil {
+		t.Fatal(err)
+	}
+	indexPath := filepath.Join(layout, "blobs/sha256", digest.Digest(indexDigest).Encoded())
+	indexBlob := readFile(t, indexPath)
+	if err := os.Remove(indexPath); err != nil {
+		t.Fatal(err)
+	}
+	e.setGlobal(fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"oci":{"":[%s]}}}`, req))
+	_, err = e.importFile(layout, "", "")
+	wantRejected(t, err, "layout without the index the bundle signs", "no sigstore bundle exists")
+
+	var idx imgspecv1.Index
+	if err := json.Unmarshal(indexBlob, &idx); err != nil {
+		t.Fatal(err)
+	}
+	idx.Manifests = slices.DeleteFunc(idx.Manifests, func(d imgspecv1.Descriptor) bool { return d.Digest == pulled.Record.ManifestDigest })
+	data, _ := json.Marshal(idx)
+	writeFile(t, indexPath, string(data))
+	if _, err := e.importFile(layout, "", ""); !errors.Is(err, ErrBadArchive) || !strings.Contains(err.Error(), "digest mismatch") {
+		t.Fatalf("layout with an altered index: %v", err)
+	}
+}

@@ -36,9 +36,11 @@ type ExportRequest struct {
 // Export writes a stored image, with the name it was asked by (or its
 // first tag), to an archive. The store is only read. The archive appears
 // complete or not at all: it is written beside Path and renamed.
-// An oci-archive carries the image's sigstore signatures and Sigstore
-// bundles of the written manifest (archive_bundles.go), as Import reads
-// them, so an export and import round trip re-verifies offline. A
+// An oci-archive carries the image's sigstore and GPG signatures and its
+// Sigstore bundles (with the index a bundle signs, when it signs the
+// index the image was chosen from), as Import reads them
+// (archive_bundles.go), so an export and import round trip re-verifies
+// offline. A
 // docker-archive has no place for signatures: none are written; neither
 // are they for a manifest the export converted (they sign the original).
 func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error) {
@@ -134,7 +136,7 @@ func (s *Service) Export(ctx context.Context, req ExportRequest) (*Image, error)
 		return nil, fmt.Errorf("export %s: %w", req.Image, err)
 	}
 	s.log.Info("image exported", "image", img.ID, "path", path, "format", format,
-		"signatures", len(sigs.sigstore), "bundles", len(sigs.bundles))
+		"signatures", len(sigs.sigstore), "gpgSignatures", len(sigs.gpg), "bundles", len(sigs.bundles))
 	return img, nil
 }
 

@@ -321,11 +321,12 @@ func openLayout(path, dir, format, name string) (*openedArchive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
-	bundles, referrerManifests, err := readLayoutBundles(dir)
+	lr, err := readLayoutBundles(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadArchive, err)
 	}
-	a := &openedArchive{close: func() {}, sigs: map[digest.Digest]*signatureSet{}, bundles: bundles, dir: dir}
+	referrerManifests := lr.refs
+	a := &openedArchive{close: func() {}, sigs: map[digest.Digest]*signatureSet{}, bundles: lr.bundles, dir: dir}
 	var images []int
 	for i, d := range index.Manifests {
 		if referrerManifests[d.Digest] {
@@ -341,6 +342,19 @@ func openLayout(path, dir, format, name string) (*openedArchive, error) {
 			continue
 		}
 		images = append(images, i)
+	}
+	// GPG signatures join the manifest's set, as the library stores both
+	// kinds together.
+	for signed, sigs := range lr.gpg {
+		set := a.sigs[signed]
+		if set == nil {
+			set = &signatureSet{Manifest: signed, Source: format + ":" + path}
+			a.sigs[signed] = set
+		}
+		for _, sig := range sigs {
+			set.Sizes = append(set.Sizes, len(sig))
+			set.Blob = append(set.Blob, sig...)
+		}
 	}
 	for _, i := range images {
 		d := index.Manifests[i]
