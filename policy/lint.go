@@ -92,10 +92,13 @@ func lintFile(path string) (*signature.Policy, []Finding) {
 	for _, key := range sortedKeys(reqs) {
 		scope := strings.ReplaceAll(key, "\x00", " ")
 		for _, req := range reqs[key] {
-			if _, err := bundle.Prepare(req); err != nil {
+			var warnings []string
+			if prep, err := bundle.Prepare(req); err != nil {
 				out = append(out, Finding{path, "error", fmt.Sprintf("sigstoreBundle in %s: %v", scope, err)})
+			} else {
+				warnings = prep.Warnings()
 			}
-			for _, w := range req.Lint() {
+			for _, w := range append(req.Lint(), warnings...) {
 				out = append(out, Finding{path, "warning", fmt.Sprintf("sigstoreBundle in %s: %s", scope, w)})
 			}
 		}

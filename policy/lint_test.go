@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -111,4 +113,55 @@ func TestLintSigstoreBundleRequirement(t *testing.T) {
 	if len(got) != 3 {
 		t.Errorf("%d findings, want 3: %q", len(got), got)
 	}
+}
+
+// A keyless sigstoreBundle requirement for a CI workflow, with anchored
+// matchers and a real trusted root, lints clean but for the note that
+// other tools cannot read the file; a trusted root that lacks what the
+// requirement's thresholds need (a CA, a log, a timestamp authority, a CT
+// log) is a warning for each, since no bundle could then be admitted.
+func TestLintSigstoreBundleTrustedRoot(t *testing.T) {
+	dir := t.TempDir()
+	ca := fixtures.NewBundleCA(t)
+	req := func(root, extra string) string {
+		return fmt.Sprintf(`{"type":"sigstoreBundle","trustedRootPath":%q,"subjectRegExp":%q,"issuer":%q,"sourceRepositoryURI":%q%s}`,
+			root, `^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v[0-9.]+$`, fixtures.GitHubIssuer, fixtures.ReleaseRepoURI, extra)
+	}
+	global := filepath.Join(dir, "policy.json")
+	write(t, global, fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{"reg.example/app":[%s]}}}`, req(ca.TrustedRootPath, `,"timestamps":1`)))
+	findings := Lint(global, "")
+	if len(findings) != 1 || !strings.HasPrefix(findings[0].Message, "uses sigstoreBundle requirements") {
+		t.Fatalf("findings on a working keyless requirement: %v", findings)
+	}
+
+	var doc map[string]any
+	if err := json.Unmarshal(readTestFile(t, ca.TrustedRootPath), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"certificateAuthorities", "tlogs", "ctlogs", "timestampAuthorities"} {
+		delete(doc, k)
+	}
+	empty, _ := json.Marshal(doc)
+	emptyRoot := filepath.Join(dir, "empty_root.json")
+	write(t, emptyRoot, string(empty))
+	write(t, global, fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{"reg.example/app":[%s]}}}`, req(emptyRoot, `,"timestamps":1`)))
+	var got []string
+	for _, f := range Lint(global, "") {
+		got = append(got, f.Severity+" "+f.Message)
+	}
+	for _, want := range []string{"no certificate authority", "no transparency log, and transparencyLog is 1",
+		"no timestamp authority, and timestamps is 1", "no certificate transparency log, and certificateTransparency is 1"} {
+		if !slices.ContainsFunc(got, func(g string) bool { return strings.HasPrefix(g, "warning ") && strings.Contains(g, want) }) {
+			t.Errorf("no warning %q in %q", want, got)
+		}
+	}
+}
+
+func readTestFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -38,6 +38,25 @@ decide for IMAGE, through the daemon's own code, and stores nothing: a pull
 with --stored, a container create running the image already in the store
 (offline). The decision is not written to the audit log.
 
+Sigstore bundles (cosign v3 signatures): where the scope has a
+sigstoreBundle requirement, the output lists each bundle considered, per
+reference the image was verified as ("bundle N", and "bundles" in --json):
+the bundle's digest; where it was found (referrers-api, tag-schema or
+archive; the repository or archive; as a referrer of the manifest or of
+the index it was chosen from); for a bundle that admits the image, what its
+statement signs (the manifest, or the index the manifest was chosen from),
+the signer (the key file, or the certificate's SAN, OIDC issuer, source
+repository and build signer), the verified transparency-log entries (log,
+index, kind, Rekor v1 integrated time) and RFC 3161 timestamps; and the
+outcome: admitted, rejected with its reason class (not_a_signature,
+untrusted_key, keyless_claims, digest_mismatch, missing_evidence,
+invalid_signature, key_unreadable, ...) and message, or not used and why
+(e.g. found in another repository: a bundle names a digest, not a
+repository, so it vouches only for the repository it was found in). A
+refused bundle's claimed signer and subject are not shown: nothing about
+it was verified. Every bundle is verified, even after one admitted, so each
+has a verdict; a real pull or create stops at the first.
+
 Exit status: 0 allowed (or warned: refused, but the namespace is in warn
 mode); 1 refused (by the signature policy, or by max_layers or
 max_image_size); 2 nothing could be decided (usage, a policy file that

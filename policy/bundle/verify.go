@@ -126,6 +126,7 @@ type Prepared struct {
 	identity    *verify.CertificateIdentity // keyless only
 	rekorLogs   map[string]*root.TransparencyLog
 	fingerprint digest.Digest
+	warnings    []string
 }
 
 type trustedKey struct {
@@ -159,6 +160,7 @@ func Prepare(req *Requirement) (*Prepared, error) {
 		}
 		tm = tr
 		p.rekorLogs = tr.RekorLogs()
+		p.warnings = rootWarnings(req, tr)
 	}
 
 	opts := verifierOptions(req)
@@ -195,6 +197,30 @@ func Prepare(req *Requirement) (*Prepared, error) {
 	}
 	p.fingerprint = fingerprint(req, markers)
 	return p, nil
+}
+
+// Warnings are what the trusted root lacks for the requirement: a
+// requirement that no bundle can satisfy (crivet policy lint shows them).
+// They never widen what is admitted: such bundles are refused.
+func (p *Prepared) Warnings() []string { return p.warnings }
+
+// rootWarnings compares the trusted root tr with what req needs of it.
+func rootWarnings(req *Requirement, tr *root.TrustedRoot) []string {
+	var out []string
+	path := req.TrustedRootPath
+	if !req.KeyBased() && len(tr.FulcioCertificateAuthorities()) == 0 {
+		out = append(out, fmt.Sprintf("trusted root %s has no certificate authority: every keyless bundle will be refused", path))
+	}
+	if n := req.TransparencyLogThreshold(); n > 0 && len(tr.RekorLogs()) == 0 {
+		out = append(out, fmt.Sprintf("trusted root %s has no transparency log, and transparencyLog is %d: every bundle will be refused", path, n))
+	}
+	if n := req.TimestampThreshold(); n > 0 && len(tr.TimestampingAuthorities()) == 0 {
+		out = append(out, fmt.Sprintf("trusted root %s has no timestamp authority, and timestamps is %d: every bundle will be refused", path, n))
+	}
+	if n := req.CertificateTransparencyThreshold(); !req.KeyBased() && n > 0 && len(tr.CTLogs()) == 0 {
+		out = append(out, fmt.Sprintf("trusted root %s has no certificate transparency log, and certificateTransparency is %d: every keyless bundle will be refused", path, n))
+	}
+	return out
 }
 
 // Fingerprint identifies the requirement and the file contents this
