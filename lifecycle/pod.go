@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/sandbox"
@@ -18,8 +19,16 @@ func (m *Manager) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	// An unknown handler is refused before anything is made; the pod
 	// record keeps the name, and every container of the pod is created
 	// on that handler's runc.
-	if _, err := m.rt.Handler(handler); err != nil {
+	h, err := m.rt.Handler(handler)
+	if err != nil {
 		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
+	// A pod user namespace needs id-mapped mounts of the handler's runc
+	// and of the kernel; without them runc would fail late, or leave the
+	// container's files owned by IDs it cannot use.
+	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions().GetMode() == runtimeapi.NamespaceMode_POD && !h.Features.IDMappedMounts {
+		return nil, fmt.Errorf("run pod sandbox: %w: a pod user namespace (hostUsers: false) on runtime handler %q (runc %s at %s): %s",
+			spec.ErrUnsupported, h.Name, h.Version, h.Runc, strings.Join(h.Features.Missing, "; "))
 	}
 	// A cgroup parent of the other driver (kubelet's cgroupDriver is not
 	// crivet's) is refused before anything is made.

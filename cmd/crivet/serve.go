@@ -134,10 +134,7 @@ func serve(flags *pflag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	for _, h := range rt.Handlers() {
-		log.Info("runtime handler", "name", h.Name, "runc", h.Runc, "version", h.Version, "root", h.Root,
-			"recursive_read_only_mounts", h.Features.RecursiveReadOnlyMounts, "idmapped_mounts", h.Features.IDMappedMounts, "missing", h.Features.Missing)
-	}
+	logHandlers(log, rt)
 	pause := cfg.PauseBinary
 	if pause == "" {
 		pause = filepath.Join(filepath.Dir(self), "crivet-pause")
@@ -217,6 +214,9 @@ func serve(flags *pflag.FlagSet) error {
 			done = true
 		case <-reloads:
 			running, src = reload(flags, running, src, log, level, policies, endpoint)
+			// A runc replaced in place (an upgrade) may do more, or less.
+			rt.DetectFeatures(ctx)
+			logHandlers(log, rt)
 			shown.Store(configEntries(running, src))
 		}
 	}
@@ -232,6 +232,14 @@ func serve(flags *pflag.FlagSet) error {
 		g.Stop()
 	}
 	return nil
+}
+
+// logHandlers logs each runtime handler and what it can do.
+func logHandlers(log *slog.Logger, rt *runtime.Runtime) {
+	for _, h := range rt.Handlers() {
+		log.Info("runtime handler", "name", h.Name, "runc", h.Runc, "version", h.Version, "root", h.Root,
+			"recursive_read_only_mounts", h.Features.RecursiveReadOnlyMounts, "idmapped_mounts", h.Features.IDMappedMounts, "missing", h.Features.Missing)
+	}
 }
 
 // lockRoot makes sure only one crivet uses a root: two daemons over one

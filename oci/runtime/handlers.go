@@ -88,6 +88,8 @@ func (r *Runtime) runcClient(bin, root string) *runc.Runc {
 
 // Handlers lists the configured handlers, the default first, then by name.
 func (r *Runtime) Handlers() []HandlerInfo {
+	r.featMu.RLock()
+	defer r.featMu.RUnlock()
 	out := make([]HandlerInfo, 0, len(r.handlers))
 	for _, h := range r.handlers {
 		out = append(out, h.HandlerInfo)
@@ -102,6 +104,8 @@ func (r *Runtime) Handler(name string) (HandlerInfo, error) {
 	if err != nil {
 		return HandlerInfo{}, err
 	}
+	r.featMu.RLock()
+	defer r.featMu.RUnlock()
 	return h.HandlerInfo, nil
 }
 

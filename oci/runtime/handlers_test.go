@@ -267,3 +267,35 @@ func contains[T comparable](s []T, v T) bool {
 	}
 	return false
 }
+
+// Detection is kept, not rerun per read; DetectFeatures (SIGHUP) sees a
+// runc replaced in place.
+func TestDetectFeaturesAgainSeesARuncReplacedInPlace(t *testing.T) {
+	newer, old := builtRunc(t), debian(t)
+	e := newEnv(t)
+	link := filepath.Join(t.TempDir(), "runc")
+	if err := os.Symlink(old, link); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(Config{Runc: link, Root: e.root, StateDir: e.state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := rt.Handler(""); !strings.HasPrefix(h.Version, "1.1.") || h.Features.IDMappedMounts {
+		t.Fatalf("before: %+v", h)
+	}
+	tmp := link + ".new"
+	if err := os.Symlink(newer, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := rt.Handler(""); !strings.HasPrefix(h.Version, "1.1.") {
+		t.Fatalf("detection ran again on a read: %+v", h)
+	}
+	rt.DetectFeatures(t.Context())
+	if h, _ := rt.Handler(""); !strings.HasPrefix(h.Version, "1.5.") || !h.Features.IDMappedMounts {
+		t.Fatalf("after DetectFeatures: %+v", h)
+	}
+}

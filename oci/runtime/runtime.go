@@ -76,6 +76,8 @@ type Runtime struct {
 	// the Runtime's life; a configuration change needs a restart.
 	handlers []*handler
 	byID     sync.Map // container id → *handler: see handlerOf
+	// featMu guards the handlers' Version and Features (DetectFeatures).
+	featMu sync.RWMutex
 
 	mu    sync.Mutex
 	procs map[string]*specs.Process // exec template per container: its config.json process
@@ -133,21 +135,31 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("runtime: %w", err)
 	}
 	r.cfg.Runc, r.cfg.Root = r.handlers[0].Runc, r.handlers[0].Root
-	// Once, here: kubelet asks Status every few seconds, and neither the
-	// binaries nor the kernel change under a running daemon (a new runc
-	// is a restart, as any handler change is).
+	r.DetectFeatures(context.Background())
+	return r, nil
+}
+
+// DetectFeatures asks each handler's runc what it can do, on this kernel,
+// and keeps the answers for Handlers and Handler. It runs once when the
+// Runtime is made and again when the daemon is told to reload (a runc
+// binary replaced in place), never per Status call: kubelet asks every
+// few seconds, and each detection runs runc twice per handler.
+func (r *Runtime) DetectFeatures(ctx context.Context) {
 	k := CurrentKernel()
-	if cfg.Kernel != nil {
-		k = *cfg.Kernel
+	if r.cfg.Kernel != nil {
+		k = *r.cfg.Kernel
 	}
 	for _, h := range r.handlers {
-		if h.Version, h.Features, err = DetectFeatures(context.Background(), h.Runc, k); err != nil {
+		v, f, err := DetectFeatures(ctx, h.Runc, k)
+		if err != nil {
 			// Not fatal: Ready reports a runc that does not run, and a
 			// handler nothing can be detected of advertises nothing.
-			h.Features.Missing = append(h.Features.Missing, err.Error())
+			f.Missing = append(f.Missing, err.Error())
 		}
+		r.featMu.Lock()
+		h.Version, h.Features = v, f
+		r.featMu.Unlock()
 	}
-	return r, nil
 }
 
 // runc's own rule for container IDs; it also keeps IDs safe as file names.
