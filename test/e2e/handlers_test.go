@@ -11,6 +11,7 @@ import (
 	"github.com/crivet/crivet/test/fixtures"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -84,6 +85,23 @@ func TestPodRunsOnItsRuntimeHandlerAcrossARestart(t *testing.T) {
 	}
 	if pods, _ := rc.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{}); len(pods.GetItems()) != 0 {
 		t.Fatalf("a refused handler left pods: %v", pods.Items)
+	}
+
+	// The default handler here is Debian's runc 1.1.5: no id-mapped
+	// mounts, so no pod user namespace, refused before anything is made.
+	usernsCfg := proto.Clone(podCfg).(*runtimeapi.PodSandboxConfig)
+	usernsCfg.Metadata.Name, usernsCfg.Metadata.Uid = "userns-on-old-runc", "uid-userns-on-old-runc"
+	usernsCfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{
+		Mode: runtimeapi.NamespaceMode_POD,
+		Uids: []*runtimeapi.IDMapping{{HostId: 65536, ContainerId: 0, Length: 65536}},
+		Gids: []*runtimeapi.IDMapping{{HostId: 65536, ContainerId: 0, Length: 65536}},
+	}
+	_, err = rc.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: usernsCfg})
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "id-mapped mounts") {
+		t.Fatalf("a user-namespaced pod on runc 1.1.5: %v; want Unimplemented saying runc lacks id-mapped mounts", err)
+	}
+	if pods, _ := rc.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{}); len(pods.GetItems()) != 0 {
+		t.Fatalf("a refused user-namespaced pod left pods: %v", pods.Items)
 	}
 
 	pod, err := rc.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: "test-handler"})
