@@ -71,7 +71,8 @@ vet:
 
 # The whole suite: unit and integration tests (real registry, real
 # signatures, real overlay mounts: needs root), then the crictl end-to-end test.
-test: deps tools vet
+# runc: the runtime-handler tests run Debian's runc and bin/runc side by side.
+test: deps tools vet runc
 	CRIVET_CRICTL=$(CRICTL) $(GO) test -tags "$(TAGS)" -count=1 -p 1 -timeout 20m ./...
 
 # Every Go fuzz target in the tree, each for FUZZTIME (CI: a short run that
