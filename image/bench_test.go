@@ -135,7 +135,7 @@ func BenchmarkCreateRootfsParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := fmt.Sprintf("bench-rootfs-%d", n.Add(1))
-			if _, err := e.svc.CreateRootfs(id, img); err != nil {
+			if _, err := e.svc.CreateRootfs(id, img, nil); err != nil {
 				b.Error(err)
 				return
 			}

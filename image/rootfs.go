@@ -3,24 +3,69 @@ package image
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/storage"
+	"go.podman.io/storage/pkg/idtools"
+	storagetypes "go.podman.io/storage/types"
+	"golang.org/x/sys/unix"
 )
+
+// ErrNoIDMappedLayers: the storage driver cannot show image layers
+// through an id-mapped mount on this kernel (overlay with id-mapped lower
+// layers needs Linux 5.19, and 6.3 for the tmpfs and overlay sources
+// crivet also maps). The store would fall back to a chowned copy of the
+// whole image per mapping, which crivet refuses to make.
+var ErrNoIDMappedLayers = errors.New("storage driver cannot id-map image layers")
+
+// IDMapping is the user namespace a container runs in (a pod's, for
+// hostUsers: false): its root filesystem must show the image's files
+// owned by the host IDs their container IDs map to.
+type IDMapping struct {
+	UIDs, GIDs []specs.LinuxIDMapping
+}
+
+func storageIDMap(ms []specs.LinuxIDMapping) []idtools.IDMap {
+	out := make([]idtools.IDMap, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, idtools.IDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
+	}
+	return out
+}
 
 // CreateRootfs makes a container's writable layer on top of the image and
 // mounts it; the returned path is the container's root filesystem. All
 // writes of the container land in its own upper directory.
+//
+// With an ID mapping (nil: the node's user namespace), the store mounts
+// the image's layers id-mapped (overlay over id-mapped lower layers, no
+// copy) and gives the upper directory to the mapped root; see
+// exposeRootfs for where the root filesystem then appears.
 //
 // Creations from one image share its lock (the store makes each creation
 // atomic against a removal of the image); only a removal or a pull's write
 // phase of that image excludes them. The layer and its record are
 // volatile: written without syncs, which matter only if the machine goes
 // down, and then every container is gone anyway (kubelet recreates them).
-func (s *Service) CreateRootfs(containerID string, img *Image) (string, error) {
+func (s *Service) CreateRootfs(containerID string, img *Image, idmap *IDMapping) (string, error) {
+	opts := &storage.ContainerOptions{Volatile: true}
+	if idmap != nil {
+		uids, gids := storageIDMap(idmap.UIDs), storageIDMap(idmap.GIDs)
+		d, err := s.store.GraphDriver()
+		if err != nil {
+			return "", fmt.Errorf("rootfs for %s: %w", containerID, err)
+		}
+		if !d.SupportsShifting(uids, gids) {
+			return "", fmt.Errorf("rootfs for %s: %w (driver %s, kernel too old or id-mapped mounts disabled)", containerID, ErrNoIDMappedLayers, d.String())
+		}
+		opts.IDMappingOptions = storagetypes.IDMappingOptions{UIDMap: uids, GIDMap: gids}
+	}
 	unlock := s.locks.RLock(img.StorageID())
 	defer unlock()
-	if _, err := s.store.CreateContainer(containerID, nil, img.StorageID(), "", "", &storage.ContainerOptions{Volatile: true}); err != nil {
+	if _, err := s.store.CreateContainer(containerID, nil, img.StorageID(), "", "", opts); err != nil {
 		if errors.Is(err, storage.ErrImageUnknown) {
 			return "", fmt.Errorf("rootfs for %s: image %s: %w", containerID, img.ID, ErrNotFound)
 		}
@@ -30,6 +75,12 @@ func (s *Service) CreateRootfs(containerID string, img *Image) (string, error) {
 	if err != nil {
 		_ = s.store.DeleteContainer(containerID)
 		return "", fmt.Errorf("mount rootfs of %s: %w", containerID, err)
+	}
+	if idmap != nil {
+		if path, err = s.exposeRootfs(containerID, path); err != nil {
+			_ = s.RemoveRootfs(containerID)
+			return "", err
+		}
 	}
 	return path, nil
 }
@@ -41,12 +92,85 @@ func (s *Service) MountRootfs(containerID string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("mount rootfs of %s: %w", containerID, err)
 	}
+	if c, err := s.store.Container(containerID); err == nil && (len(c.UIDMap) > 0 || len(c.GIDMap) > 0) {
+		return s.exposeRootfs(containerID, path)
+	}
 	return path, nil
+}
+
+// exposedRootfs is where the root filesystem of a container in a user
+// namespace appears: <runroot>/rootfs/<id>, a bind mount of the store's
+// mount point.
+func (s *Service) exposedRootfs(containerID string) string {
+	return filepath.Join(s.cfg.RunRoot, "rootfs", containerID)
+}
+
+// exposeRootfs binds the store's mount point of a container in a user
+// namespace where that namespace's root can reach it. runc sets up the
+// root filesystem from inside the container's user namespace, where the
+// host's root is nobody: every directory on the path needs search
+// permission for others, and the store keeps its layers under 0700
+// directories (which it should: they hold every image's files). The run
+// root gets search permission only (0711: nothing in it can be listed,
+// and what lies below keeps its own modes), and the bind mount's own root
+// is the container's upper directory, owned by the mapped root.
+func (s *Service) exposeRootfs(containerID, mounted string) (string, error) {
+	st, err := os.Stat(s.cfg.RunRoot)
+	if err != nil {
+		return "", fmt.Errorf("expose rootfs of %s: %w", containerID, err)
+	}
+	if st.Mode().Perm()&0o011 != 0o011 {
+		if err := os.Chmod(s.cfg.RunRoot, st.Mode().Perm()|0o011); err != nil {
+			return "", fmt.Errorf("expose rootfs of %s: %w", containerID, err)
+		}
+	}
+	dir := filepath.Dir(s.exposedRootfs(containerID))
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return "", fmt.Errorf("expose rootfs of %s: %w", containerID, err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return "", fmt.Errorf("expose rootfs of %s: %w", containerID, err)
+	}
+	target := s.exposedRootfs(containerID)
+	if err := os.Mkdir(target, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("expose rootfs of %s: %w", containerID, err)
+	}
+	// A mount already there (MountRootfs after a daemon restart) is kept.
+	var tst unix.Statfs_t
+	if err := unix.Statfs(target, &tst); err == nil && tst.Type == unix.OVERLAYFS_SUPER_MAGIC {
+		return target, nil
+	}
+	if err := unix.Mount(mounted, target, "", unix.MS_BIND, ""); err != nil {
+		return "", fmt.Errorf("expose rootfs of %s: bind %s: %w", containerID, mounted, err)
+	}
+	return target, nil
+}
+
+// unexposeRootfs undoes exposeRootfs; nothing there is fine.
+func (s *Service) unexposeRootfs(containerID string) error {
+	target := s.exposedRootfs(containerID)
+	for {
+		err := unix.Unmount(target, unix.MNT_DETACH)
+		if err == nil {
+			continue // a bind made twice
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break
+		}
+		return fmt.Errorf("unmount rootfs of %s: %w", containerID, err)
+	}
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove rootfs of %s: %w", containerID, err)
+	}
+	return nil
 }
 
 // RemoveRootfs unmounts and deletes a container's layer; a missing one is
 // not an error, so removal can be retried after a crash.
 func (s *Service) RemoveRootfs(containerID string) error {
+	if err := s.unexposeRootfs(containerID); err != nil {
+		return err
+	}
 	if _, err := s.store.Unmount(containerID, true); err != nil && !alreadyGone(err) {
 		return fmt.Errorf("unmount rootfs of %s: %w", containerID, err)
 	}

@@ -96,7 +96,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 		_ = m.pods.RemoveContainer(id)
 	}()
 	cleanup = append(cleanup, func() error { return m.images.RemoveRootfs(id) })
-	rootfs, err := m.images.CreateRootfs(id, img)
+	rootfs, err := m.createRootfs(id, img, pod)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
@@ -177,7 +177,7 @@ func (m *Manager) containerNamespaces(pod *sandbox.Pod, cfg *runtimeapi.Containe
 		}
 		return spec.Namespace{Path: path}
 	}
-	n := spec.Namespaces{Network: join(pod.NetNS), IPC: join(pod.IPCNS), UTS: join(pod.UTSNS)}
+	n := spec.Namespaces{Network: join(pod.NetNS), IPC: join(pod.IPCNS), UTS: join(pod.UTSNS), User: userNamespace(pod)}
 	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	switch opts.GetPid() {
 	case runtimeapi.NamespaceMode_NODE:

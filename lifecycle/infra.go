@@ -30,6 +30,11 @@ func (m *Manager) startInfra(ctx context.Context, pod *sandbox.Pod) (err error) 
 			_ = os.RemoveAll(bundle)
 		}
 	}()
+	if pod.UserNS != "" {
+		if err := userInfraRootfs(m.cfg.RunRoot, bundle, rootfs, pod); err != nil {
+			return fmt.Errorf("pod %s infra: %w", id, err)
+		}
+	}
 	ns := func(path string) spec.Namespace {
 		if path == "" {
 			return spec.Namespace{Host: true}
@@ -38,7 +43,7 @@ func (m *Manager) startInfra(ctx context.Context, pod *sandbox.Pod) (err error) 
 	}
 	sp, err := spec.Sandbox(spec.SandboxInput{
 		ID: id, Sandbox: pod.Config, Rootfs: rootfs, PauseBinary: m.cfg.PauseBinary,
-		Namespaces:   spec.Namespaces{Network: ns(pod.NetNS), IPC: ns(pod.IPCNS), UTS: ns(pod.UTSNS)},
+		Namespaces:   spec.Namespaces{Network: ns(pod.NetNS), IPC: ns(pod.IPCNS), UTS: ns(pod.UTSNS), User: userNamespace(pod)},
 		CgroupParent: pod.Config.GetLinux().GetCgroupParent(),
 		CgroupDriver: m.cfg.CgroupDriver,
 	})

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/crivet/crivet/internal/atomicfile"
+	"github.com/crivet/crivet/oci/spec"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -60,6 +61,9 @@ type Pod struct {
 	NetNS string `json:"netns,omitempty"`
 	IPCNS string `json:"ipcns,omitempty"`
 	UTSNS string `json:"utsns,omitempty"`
+	// UserNS pins the pod's own user namespace (hostUsers: false), which
+	// owns the three above; "" when the pod uses the node's.
+	UserNS string `json:"userns,omitempty"`
 	// Dir holds the pod's runtime files (under the run root).
 	Dir string `json:"dir"`
 	// InfraID is the container owning the pod's shared PID namespace, if any.
@@ -266,6 +270,11 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "" {
 		return nil, fmt.Errorf("run pod sandbox: metadata needs name, namespace and uid")
 	}
+	// A pod user namespace is checked before anything is made.
+	userns, err := spec.PodUserns(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions())
+	if err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
 	key := nameKey(md)
 	id := newID()
 	m.mu.Lock()
@@ -306,11 +315,16 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		kinds = append(kinds, IPCNS)
 	}
 	t := time.Now()
-	pins, err := pinNamespaces(filepath.Join(p.Dir, "ns"), kinds, cfg.GetHostname())
+	var pins map[string]string
+	if userns != nil {
+		pins, err = pinUserns(filepath.Join(p.Dir, "ns"), kinds, cfg.GetHostname(), userns)
+	} else {
+		pins, err = pinNamespaces(filepath.Join(p.Dir, "ns"), kinds, cfg.GetHostname())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("run pod sandbox: %w", err)
 	}
-	p.NetNS, p.IPCNS, p.UTSNS = pins[NetNS], pins[IPCNS], pins[UTSNS]
+	p.NetNS, p.IPCNS, p.UTSNS, p.UserNS = pins[NetNS], pins[IPCNS], pins[UTSNS], pins[UserNS]
 	nsTime = time.Since(t)
 
 	t = time.Now()

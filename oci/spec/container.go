@@ -35,8 +35,16 @@ type Namespace struct {
 // namespace is added on cgroup v2 for unprivileged containers (as
 // containerd; on v1 it would hide nothing useful and break tools that read
 // /proc/self/cgroup).
+//
+// User is the pod's pinned user namespace, which the container joins; its
+// zero value (and Host) is the node's user namespace. A container never
+// gets a private user namespace of its own: runc would need mappings, and
+// the pod's other namespaces belong to the pod's user namespace. Only a
+// pod whose config asks for a user namespace (userns_options mode POD)
+// may set it, and such a pod must.
 type Namespaces struct {
 	Network, IPC, UTS, PID Namespace
+	User                   Namespace
 }
 
 // SandboxFiles are host paths bound into every container of the pod at
@@ -107,7 +115,14 @@ func container(in ContainerInput) (*specs.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	mounts, rootProp, err := buildMounts(cfg, in.Files, privileged, sc.GetReadonlyRootfs())
+	userns, err := containerUserns(in.Sandbox.GetLinux().GetSecurityContext().GetNamespaceOptions(), sc.GetNamespaceOptions())
+	if err != nil {
+		return nil, err
+	}
+	if err := checkUsernsPath(userns, in.Namespaces.User); err != nil {
+		return nil, err
+	}
+	mounts, rootProp, err := buildMounts(cfg, in.Files, privileged, sc.GetReadonlyRootfs(), userns)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +166,7 @@ func checkContainerInput(in ContainerInput) error {
 	if sc.GetPrivileged() && !in.Sandbox.GetLinux().GetSecurityContext().GetPrivileged() {
 		return fmt.Errorf("%w: privileged container in a pod that is not privileged", ErrInvalid)
 	}
-	return checkUserns(sc.GetNamespaceOptions())
+	return nil
 }
 
 // containerProcess is what runs, where, as whom, with which environment,
@@ -285,7 +300,8 @@ func containerLinux(in ContainerInput, h *Host) (*specs.Linux, error) {
 // pathsOr returns given when the caller set it, even to an empty list
 // (kubelet's Unmasked procMount), and def when it is nil. Over gRPC an empty
 // repeated field arrives as nil, so only in-process callers can ask for
-// none; Unmasked needs a user namespace, which crivet does not offer.
+// none (kubelet's Unmasked procMount, allowed only in pods with a user
+// namespace).
 func pathsOr(given, def []string) []string {
 	if given != nil {
 		return slices.Clone(given)
@@ -300,12 +316,15 @@ func hostOf(h *Host) (*Host, error) {
 	return CurrentHost()
 }
 
-// checkUserns refuses pod user namespaces: crivet does not set up ID
-// mappings, and silently running the pod in the host's user namespace would
-// remove the isolation the pod asked for.
-func checkUserns(o *runtimeapi.NamespaceOption) error {
-	if m := o.GetUsernsOptions().GetMode(); o.GetUsernsOptions() != nil && m != runtimeapi.NamespaceMode_NODE {
-		return fmt.Errorf("%w: user namespaces (mode %s)", ErrUnsupported, m)
+// checkUsernsPath: a pod with its own user namespace runs its containers
+// in it (never silently in the node's, which would drop the isolation the
+// pod asked for), and a pod without one cannot join one.
+func checkUsernsPath(m *IDMappings, user Namespace) error {
+	switch {
+	case m != nil && user.Path == "":
+		return fmt.Errorf("%w: the pod asks for a user namespace but none is pinned for it", ErrInvalid)
+	case m == nil && user.Path != "":
+		return fmt.Errorf("%w: user namespace %s given for a pod that uses the node's", ErrInvalid, user.Path)
 	}
 	return nil
 }
@@ -380,6 +399,13 @@ func namespaces(ns Namespaces, cgroupNS bool) ([]specs.LinuxNamespace, error) {
 		default:
 			out = append(out, specs.LinuxNamespace{Type: n.typ, Path: n.ns.Path})
 		}
+	}
+	if ns.User.Path != "" {
+		// With a path, runc takes the mappings from the namespace; the spec
+		// must not repeat them (runc 1.2+ warns when they match and fails
+		// when they differ). runc joins it first, so the namespaces it
+		// makes for the container (mount, PID) belong to it.
+		out = append(out, specs.LinuxNamespace{Type: specs.UserNamespace, Path: ns.User.Path})
 	}
 	if cgroupNS {
 		out = append(out, specs.LinuxNamespace{Type: specs.CgroupNamespace})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,9 @@ func baseMounts(privileged bool) []specs.Mount {
 type bindMount struct {
 	src, dst string
 	opts     []string
+	// uids, gids make the bind mount id-mapped (runc ≥ 1.2, Linux 5.12;
+	// tmpfs and overlay sources need 6.3).
+	uids, gids []specs.LinuxIDMapping
 }
 
 // buildMounts merges the base mounts, the sandbox files and the CRI mounts.
@@ -46,12 +50,17 @@ type bindMount struct {
 // (containerd's rules). Bind mounts are ordered by depth so that a mount
 // never hides one nested below it. It returns the mounts and the rootfs
 // propagation that the CRI propagation modes need.
-func buildMounts(cfg *runtimeapi.ContainerConfig, files SandboxFiles, privileged, readonlyRoot bool) ([]specs.Mount, string, error) {
+//
+// In a pod with a user namespace (userns not nil), the pod's files are
+// id-mapped with the pod's mappings: crivet writes them as the host's
+// root, and they must appear owned by the pod's root, writable as they
+// are to a container in the node's user namespace.
+func buildMounts(cfg *runtimeapi.ContainerConfig, files SandboxFiles, privileged, readonlyRoot bool, userns *IDMappings) ([]specs.Mount, string, error) {
 	var binds []bindMount
 	taken := map[string]bool{}
 	rootProp := ""
 	for _, m := range cfg.GetMounts() {
-		b, prop, err := criMount(m)
+		b, prop, err := criMount(m, userns != nil)
 		if err != nil {
 			return nil, "", err
 		}
@@ -84,7 +93,11 @@ func buildMounts(cfg *runtimeapi.ContainerConfig, files SandboxFiles, privileged
 			continue
 		}
 		taken[f.dst] = true
-		binds = append(binds, bindMount{src: f.src, dst: f.dst, opts: f.opts})
+		b := bindMount{src: f.src, dst: f.dst, opts: f.opts}
+		if userns != nil {
+			b.uids, b.gids = userns.UIDs, userns.GIDs
+		}
+		binds = append(binds, b)
 	}
 
 	var out []specs.Mount
@@ -96,7 +109,7 @@ func buildMounts(cfg *runtimeapi.ContainerConfig, files SandboxFiles, privileged
 	}
 	slices.SortStableFunc(binds, func(a, b bindMount) int { return depth(a.dst) - depth(b.dst) })
 	for _, b := range binds {
-		out = append(out, specs.Mount{Destination: b.dst, Type: "bind", Source: b.src, Options: b.opts})
+		out = append(out, specs.Mount{Destination: b.dst, Type: "bind", Source: b.src, Options: b.opts, UIDMappings: b.uids, GIDMappings: b.gids})
 	}
 	return out, rootProp, nil
 }
@@ -107,7 +120,12 @@ func depth(p string) int { return strings.Count(filepath.Clean(p), "/") }
 // created as a directory (docker's and containerd's behaviour, which
 // Kubernetes hostPath volumes of type "" rely on), and symlinks in it are
 // resolved on the host so that runc binds what the user named.
-func criMount(m *runtimeapi.Mount) (bindMount, string, error) {
+//
+// A mount with ID mappings (kubelet sets them on the volumes of a pod with
+// a user namespace) becomes an id-mapped bind mount: files owned by host
+// ID h appear owned by the container ID that h is mapped to. It needs the
+// pod's user namespace (inUserns) and both mappings.
+func criMount(m *runtimeapi.Mount, inUserns bool) (bindMount, string, error) {
 	dst, src := m.GetContainerPath(), m.GetHostPath()
 	if !filepath.IsAbs(dst) {
 		return bindMount{}, "", fmt.Errorf("%w: mount container path %q is not absolute", ErrInvalid, dst)
@@ -115,8 +133,22 @@ func criMount(m *runtimeapi.Mount) (bindMount, string, error) {
 	if m.GetImage().GetImage() != "" {
 		return bindMount{}, "", fmt.Errorf("%w: image volume mounts (%s)", ErrUnsupported, dst)
 	}
+	var uids, gids []specs.LinuxIDMapping
 	if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-		return bindMount{}, "", fmt.Errorf("%w: id-mapped mounts (%s)", ErrUnsupported, dst)
+		switch {
+		case !inUserns:
+			return bindMount{}, "", fmt.Errorf("%w: id-mapped mount %s in a pod without a user namespace", ErrInvalid, dst)
+		case len(m.GetUidMappings()) == 0 || len(m.GetGidMappings()) == 0:
+			return bindMount{}, "", fmt.Errorf("%w: id-mapped mount %s needs both UID and GID mappings", ErrInvalid, dst)
+		}
+		uids, gids = criIDMappings(m.GetUidMappings()), criIDMappings(m.GetGidMappings())
+		for _, ms := range [][]specs.LinuxIDMapping{uids, gids} {
+			for _, x := range ms {
+				if x.Size == 0 || uint64(x.HostID)+uint64(x.Size) > math.MaxUint32 || uint64(x.ContainerID)+uint64(x.Size) > math.MaxUint32 {
+					return bindMount{}, "", fmt.Errorf("%w: id-mapped mount %s: mapping %d:%d:%d", ErrInvalid, dst, x.ContainerID, x.HostID, x.Size)
+				}
+			}
+		}
 	}
 	if !filepath.IsAbs(src) {
 		return bindMount{}, "", fmt.Errorf("%w: mount host path %q is not absolute", ErrInvalid, src)
@@ -167,7 +199,7 @@ func criMount(m *runtimeapi.Mount) (bindMount, string, error) {
 		}
 	}
 	// selinux_relabel is ignored: crivet runs without SELinux labels.
-	return bindMount{src: src, dst: filepath.Clean(dst), opts: opts}, prop, nil
+	return bindMount{src: src, dst: filepath.Clean(dst), opts: opts, uids: uids, gids: gids}, prop, nil
 }
 
 // checkPropagation makes sure the host mount holding path has one of the

@@ -31,8 +31,9 @@ type SandboxInput struct {
 	// Rootfs is the host path of the infra image's root filesystem. It is
 	// mounted read-only: the infra process writes nothing.
 	Rootfs string
-	// Namespaces to join or share with the host: Network, IPC and UTS. PID
-	// is ignored: the infra process always starts a new PID namespace.
+	// Namespaces to join or share with the host: Network, IPC, UTS and
+	// User (the pod's pinned user namespace, if it has one). PID is
+	// ignored: the infra process always starts a new PID namespace.
 	Namespaces         Namespaces
 	CgroupParent       string        // as ContainerInput.CgroupParent
 	CgroupDriver       cgroup.Driver // as ContainerInput.CgroupDriver
@@ -75,7 +76,14 @@ func sandbox(in SandboxInput) (*specs.Spec, error) {
 		return nil, fmt.Errorf("%w: rootfs %q is not an absolute path", ErrInvalid, in.Rootfs)
 	}
 	psc := in.Sandbox.GetLinux().GetSecurityContext()
-	if err := checkUserns(psc.GetNamespaceOptions()); err != nil {
+	userns, err := PodUserns(psc.GetNamespaceOptions())
+	if err != nil {
+		return nil, err
+	}
+	// In a pod with a user namespace the infra process runs in it too: the
+	// PID namespace it starts then belongs to the pod's user namespace,
+	// so the containers that join it can mount their /proc.
+	if err := checkUsernsPath(userns, in.Namespaces.User); err != nil {
 		return nil, err
 	}
 	usr, err := ResolveUser(in.Rootfs, in.User, &runtimeapi.LinuxContainerSecurityContext{

@@ -230,7 +230,7 @@ func TestMountsMergeDefaultsFilesAndCRIMounts(t *testing.T) {
 		{ContainerPath: "/etc/hosts", HostPath: data + "/hosts-from-kubelet"},
 		{ContainerPath: "/new", HostPath: filepath.Join(dir, "made/by/spec")},
 	}}
-	ms, prop, err := buildMounts(cfg, files, false, true)
+	ms, prop, err := buildMounts(cfg, files, false, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestMountsMergeDefaultsFilesAndCRIMounts(t *testing.T) {
 		t.Errorf("%d mounts at /dev/shm", n)
 	}
 
-	priv, _, err := buildMounts(&runtimeapi.ContainerConfig{}, SandboxFiles{}, true, false)
+	priv, _, err := buildMounts(&runtimeapi.ContainerConfig{}, SandboxFiles{}, true, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestMountsMergeDefaultsFilesAndCRIMounts(t *testing.T) {
 		t.Errorf("no pod shm: /dev/shm = %+v, want a private tmpfs", m)
 	}
 
-	devMount, _, err := buildMounts(&runtimeapi.ContainerConfig{Mounts: []*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}}, files, true, false)
+	devMount, _, err := buildMounts(&runtimeapi.ContainerConfig{Mounts: []*runtimeapi.Mount{{ContainerPath: "/dev", HostPath: "/dev"}}}, files, true, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func TestMountOptionErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, _, err := criMount(tc.m)
+			b, _, err := criMount(tc.m, false)
 			if tc.err != nil {
 				if !errors.Is(err, tc.err) {
 					t.Fatalf("err = %v, want %v", err, tc.err)
@@ -507,8 +507,8 @@ func TestContainerSpec(t *testing.T) {
 	}
 
 	in.Config.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}}
-	if _, err := Container(in); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("user namespace: err = %v", err)
+	if _, err := Container(in); !errors.Is(err, ErrInvalid) {
+		t.Errorf("container user namespace in a pod without one: err = %v", err)
 	}
 	in.Config.Linux.SecurityContext = nil
 	in.Namespaces.IPC = Namespace{Host: true, Path: "/x"}
