@@ -11,7 +11,7 @@ APT_PKGS  := runc libseccomp-dev conmon containernetworking-plugins iproute2 ipt
 # Semantic (kubelet parses the runtime version as semver): release + commit.
 VERSION   := 0.2.0+$(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
-.PHONY: all build deps tools runc install-runc run install test unit e2e vet fuzz conformance bench bench-smoke kubelet cluster cluster-down up check down systemd-test kind-deps kind-image kind kind-down clean
+.PHONY: all build deps tools runc install-runc run install test unit e2e vet fuzz conformance bench bench-smoke kubelet cluster cluster-down up check down systemd-test cgroupv2-test kind-deps kind-image kind kind-down clean
 
 all: build
 
@@ -132,6 +132,13 @@ up check down:
 # filesystem booted as a node with systemd-nspawn (opt-in; see the script).
 systemd-test: deps
 	test/systemd/run.sh
+
+# crivet's real-cgroup tests on a cgroup-v2 node: a Debian guest with
+# systemd booted under QEMU (software emulation), its root built once per
+# machine from apt (test/cgroupv2/README.md). Fails if the tests fail or
+# the guest hangs.
+cgroupv2-test: deps
+	test/cgroupv2/run.sh
 
 # A kind cluster (1 control-plane + 2 workers) whose nodes run crivet,
 # offline: its own dockerd (Debian's docker.io) and node image built from a

@@ -94,6 +94,11 @@ func ReadCgroup(path string, o Options) (*Cgroup, error) {
 }
 
 func readV2(path string) (*Cgroup, error) {
+	// cgroup2.Load checks nothing: a cgroup that is gone would read as
+	// zeros (seen in the cgroup-v2 guest).
+	if _, err := os.Stat(filepath.Join(cgroup.Root, path)); err != nil {
+		return nil, errors.Join(ErrNoCgroup, err)
+	}
 	m, err := cgroup2.Load(path)
 	if err != nil {
 		return nil, errors.Join(ErrNoCgroup, err)
