@@ -16,7 +16,7 @@ func bundleReq(keyPath string) string {
 
 // bundleEnv is a node whose registries.conf also knows reg (a registry
 // with the OCI 1.1 referrers API, or without one).
-func bundleEnv(t *testing.T, withAPI bool) *env {
+func bundleEnv(t testing.TB, withAPI bool) *env {
 	e := newEnv(t)
 	if withAPI {
 		e.reg = fixtures.StartRegistryWithReferrers(t)
