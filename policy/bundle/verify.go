@@ -16,6 +16,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -138,23 +139,56 @@ type trustedKey struct {
 // requirement is a *Rejection with ReasonPolicyUnreadable, a file that
 // cannot be read or parsed one with ReasonKeyUnreadable: no image is
 // admitted under a requirement that cannot be evaluated.
+//
+// The files are read at every call, so a rotated key or trusted root is
+// used at once; what is built from them (the parsed trusted root, the
+// keys, the verifiers) is kept by fingerprint, which covers the
+// requirement and the files' content, and reused while they are the same.
 func Prepare(req *Requirement) (*Prepared, error) {
 	if err := req.Validate(); err != nil {
 		return nil, reject(ReasonPolicyUnreadable, err)
 	}
-	// The thresholds are copied out: the requirement's pointers stay the
-	// caller's, and a Prepared must not change under it.
-	p := &Prepared{tlog: req.TransparencyLogThreshold(), timestamps: req.TimestampThreshold()}
 	contents := map[string][]byte{}
-
-	var tm root.TrustedMaterial = &root.BaseTrustedMaterial{}
 	if req.TrustedRootPath != "" {
 		data, err := readBounded(req.TrustedRootPath, maxTrustedRootSize)
 		if err != nil {
 			return nil, reject(ReasonKeyUnreadable, fmt.Errorf("trusted root: %w", err))
 		}
 		contents[req.TrustedRootPath] = data
-		tr, err := root.NewTrustedRootFromJSON(data)
+	}
+	for _, path := range req.keyFiles() {
+		data, err := readBounded(path, maxKeyFileSize)
+		if err != nil {
+			return nil, reject(ReasonKeyUnreadable, fmt.Errorf("key: %w", err))
+		}
+		contents[path] = data
+	}
+	markers := map[string]string{}
+	for path, data := range contents {
+		markers[path] = digest.FromBytes(data).String()
+	}
+	fp := fingerprint(req, markers)
+	if p := preparedCache.get(fp); p != nil {
+		return p, nil
+	}
+	p, err := prepare(req, contents)
+	if err != nil {
+		return nil, err
+	}
+	p.fingerprint = fp
+	preparedCache.put(fp, p)
+	return p, nil
+}
+
+// prepare builds a Prepared for req from contents, the files it names.
+func prepare(req *Requirement, contents map[string][]byte) (*Prepared, error) {
+	// The thresholds are copied out: the requirement's pointers stay the
+	// caller's, and a Prepared must not change under it.
+	p := &Prepared{tlog: req.TransparencyLogThreshold(), timestamps: req.TimestampThreshold()}
+
+	var tm root.TrustedMaterial = &root.BaseTrustedMaterial{}
+	if req.TrustedRootPath != "" {
+		tr, err := root.NewTrustedRootFromJSON(contents[req.TrustedRootPath])
 		if err != nil {
 			return nil, reject(ReasonKeyUnreadable, fmt.Errorf("trusted root %s: %w", req.TrustedRootPath, err))
 		}
@@ -190,13 +224,38 @@ func Prepare(req *Requirement) (*Prepared, error) {
 		}
 		p.verifiers = []*verify.Verifier{v}
 	}
-
-	markers := map[string]string{}
-	for path, data := range contents {
-		markers[path] = digest.FromBytes(data).String()
-	}
-	p.fingerprint = fingerprint(req, markers)
 	return p, nil
+}
+
+// maxPrepared bounds the cache of Prepared requirements: a node has a
+// handful of requirements, and each rotation of a file adds one entry.
+const maxPrepared = 64
+
+// preparedCache keeps Prepared requirements by fingerprint. A Prepared
+// is immutable, so one serves every caller with the same requirement
+// and file contents.
+var preparedCache = &prepCache{m: map[digest.Digest]*Prepared{}}
+
+type prepCache struct {
+	mu sync.Mutex
+	m  map[digest.Digest]*Prepared
+}
+
+func (c *prepCache) get(fp digest.Digest) *Prepared {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[fp]
+}
+
+func (c *prepCache) put(fp digest.Digest, p *Prepared) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxPrepared {
+		// Entries of rotated files are never asked for again; starting
+		// over costs one rebuild per live requirement.
+		clear(c.m)
+	}
+	c.m[fp] = p
 }
 
 // Warnings are what the trusted root lacks for the requirement: a
@@ -303,12 +362,7 @@ func loadKeys(req *Requirement, contents map[string][]byte) ([]loadedKey, error)
 		return nil
 	}
 	for _, path := range req.keyFiles() {
-		data, err := readBounded(path, maxKeyFileSize)
-		if err != nil {
-			return nil, fmt.Errorf("key: %w", err)
-		}
-		contents[path] = data
-		if err := add(path, data); err != nil {
+		if err := add(path, contents[path]); err != nil {
 			return nil, err
 		}
 	}

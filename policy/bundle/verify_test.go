@@ -355,6 +355,37 @@ func TestPreparedIgnoresLaterChanges(t *testing.T) {
 	}
 }
 
+// Prepare reuses what it built while the requirement and the content of
+// its files are the same, and builds again when a file changes: a key
+// rotated in place is used at the next verification.
+func TestPrepareReusesUntilAFileChanges(t *testing.T) {
+	f := newFixture(t)
+	d := randomDigest(t)
+	kp, keyPath := f.newKey("release.pub")
+	_, otherPath := f.newKey("other.pub")
+	b := f.keyBundle(kp, statementFor(t, d, CosignSignPredicateType), evidence{})
+	req := &Requirement{Type: RequirementType, KeyPath: keyPath}
+	p1, err := Prepare(req)
+	must(t, err)
+	p2, err := Prepare(&Requirement{Type: RequirementType, KeyPath: keyPath})
+	must(t, err)
+	if p1 != p2 {
+		t.Error("an unchanged requirement and key were prepared twice")
+	}
+	must(t, os.WriteFile(keyPath, mustRead(t, otherPath), 0o600))
+	p3, err := Prepare(req)
+	must(t, err)
+	if p3 == p1 || p3.Fingerprint() == p1.Fingerprint() {
+		t.Fatal("a rotated key file reused the old preparation")
+	}
+	if _, err := p3.Verify(context.Background(), b, d, nil); ReasonOf(err) != ReasonUntrustedKey {
+		t.Fatalf("after rotation: %v, want untrusted_key", err)
+	}
+	if _, err := p1.Verify(context.Background(), b, d, nil); err != nil {
+		t.Fatalf("the earlier preparation changed: %v", err)
+	}
+}
+
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
