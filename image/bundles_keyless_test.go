@@ -184,28 +184,39 @@ func TestSigstoreBundleTrustedRootRotationHonouredAtCreate(t *testing.T) {
 	}
 }
 
-// A registry without the referrers API whose referrers tag lists 10,000
-// bundle manifests (the only real bundle last): the pull looks at the
-// first 64, fetches no more, and refuses the image for want of a bundle;
-// it neither hangs nor reads the rest.
+// A registry listing 10,000 bundle referrers of an image (the only real
+// bundle last), through the referrers API and through the tag schema: the
+// pull looks at the first 64, fetches no more, and refuses the image for
+// want of a bundle; it neither hangs nor reads the rest.
 func TestSigstoreBundleTenThousandReferrersStayBounded(t *testing.T) {
-	e := newEnv(t)
-	key := fixtures.NewBundleKey(t)
-	e.setNamespace("strict", anyDocker(bundleReq(key.PublicKeyPath)))
-	img := fixtures.PushImage(t, e.ref("team/crowded:1"), 1024)
-	key.Sign(t, img.DigestRef())
-	fixtures.CrowdReferrersTag(t, e.reg, img.DigestRef(), 10000)
+	for _, withAPI := range []bool{true, false} {
+		t.Run(fmt.Sprintf("referrersAPI=%v", withAPI), func(t *testing.T) {
+			e := bundleEnv(t, withAPI)
+			key := fixtures.NewBundleKey(t)
+			e.setNamespace("strict", anyDocker(bundleReq(key.PublicKeyPath)))
+			img := fixtures.PushImage(t, e.ref("team/crowded:1"), 1024)
+			if withAPI {
+				// The API lists referrers in the order they came: the
+				// real one last.
+				fixtures.CrowdReferrers(t, e.reg, img.DigestRef(), 9999)
+				key.Sign(t, img.DigestRef())
+			} else {
+				key.Sign(t, img.DigestRef())
+				fixtures.CrowdReferrers(t, e.reg, img.DigestRef(), 10000)
+			}
 
-	var manifestGets atomic.Int64
-	e.reg.OnRequest(func(r *http.Request) {
-		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/team/crowded/manifests/sha256:") {
-			manifestGets.Add(1)
-		}
-	})
-	_, err := e.pull(img.Ref, "strict")
-	wantRejected(t, err, "10,000 referrers, the bundle past the bound", "no sigstore bundle exists")
-	// 64 referrers at most, plus the image's own manifest by digest.
-	if n := manifestGets.Load(); n > 64+2 {
-		t.Errorf("%d manifests fetched by digest, want at most 66", n)
+			var manifestGets atomic.Int64
+			e.reg.OnRequest(func(r *http.Request) {
+				if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/team/crowded/manifests/sha256:") {
+					manifestGets.Add(1)
+				}
+			})
+			_, err := e.pull(img.Ref, "strict")
+			wantRejected(t, err, "10,000 referrers, the bundle past the bound", "no sigstore bundle exists")
+			// 64 referrers at most, plus the image's own manifest by digest.
+			if n := manifestGets.Load(); n > 64+2 {
+				t.Errorf("%d manifests fetched by digest, want at most 66", n)
+			}
+		})
 	}
 }
