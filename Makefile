@@ -11,7 +11,7 @@ APT_PKGS  := runc libseccomp-dev conmon containernetworking-plugins iproute2 ipt
 # Semantic (kubelet parses the runtime version as semver): release + commit.
 VERSION   := 0.2.0+$(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
-.PHONY: all build deps tools runc install-runc run install test unit e2e vet fuzz conformance bench bench-smoke kubelet cluster cluster-down up check down systemd-test cgroupv2-test kind-deps kind-image kind kind-down clean
+.PHONY: all build deps tools runc install-runc run install test unit e2e vet fuzz conformance bench bench-smoke kubelet node-e2e cluster cluster-down up check down systemd-test cgroupv2-test kind-deps kind-image kind kind-down clean
 
 all: build
 
@@ -114,6 +114,13 @@ bench-smoke: deps build
 
 kubelet: deps build runc
 	test/kubelet/run.sh
+
+# Kubernetes' node conformance suite (test/e2e_node of v1.37.2, focus
+# [NodeConformance]) against a crivet started for the run, offline. Not in
+# CI: the first build takes ~30 min, a run about as long. POLICY=signed
+# requires the test images' signatures; RUNTIME=containerd compares.
+node-e2e: deps runc
+	test/node-e2e/run.sh
 
 # A kubeadm cluster (v1.37.2, everything built offline: ~30 min the first
 # time) whose every pod runs on crivet: up, check, down. `make cluster down`
