@@ -50,8 +50,9 @@ the keys it names. Command-line flags win over files. Every key below is also
 a flag of the same name with '-' for '_'. Unknown keys are errors.
 **crivet config** prints the effective value of every key and where it was set.
 
-SIGHUP reloads log_level, signature_policy_modes and the metrics toggle;
-other keys are reported as needing a restart.
+SIGHUP reloads log_level, signature_policy_modes and the metrics toggle,
+and runs each runtime handler's runc features again; other keys are
+reported as needing a restart.
 
 # KEYS
 `)
@@ -78,7 +79,8 @@ listed; without it every namespace is enforced.
 (default: the runtime key's). **runtime_root**: runc's --root (default
 <runroot>/runc-NAME; each handler needs its own). A pod whose RuntimeClass
 names NAME runs every container with that runc; an unknown handler is
-refused. The cgroup driver is the node's for every handler. Needs a restart.
+refused. The cgroup driver is the node's for every handler. Changes need a
+restart. **crictl info** shows each handler's runc, version and features.
 
 # EXAMPLE
     # /etc/crivet/crivet.toml.d/50-rollout.toml
