@@ -26,7 +26,14 @@ func (m *Manager) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	// A pod user namespace needs id-mapped mounts of the handler's runc
 	// and of the kernel; without them runc would fail late, or leave the
 	// container's files owned by IDs it cannot use.
-	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions().GetMode() == runtimeapi.NamespaceMode_POD && !h.Features.IDMappedMounts {
+	// The request is checked first (a bad one is InvalidArgument on any
+	// handler), and by PodUserns: POD is the mode enum's zero value, so a
+	// pod without userns_options would read as asking for one.
+	userns, err := spec.PodUserns(cfg.GetLinux().GetSecurityContext().GetNamespaceOptions())
+	if err != nil {
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
+	if userns != nil && !h.Features.IDMappedMounts {
 		return nil, fmt.Errorf("run pod sandbox: %w: a pod user namespace (hostUsers: false) on runtime handler %q (runc %s at %s): %s",
 			spec.ErrUnsupported, h.Name, h.Version, h.Runc, strings.Join(h.Features.Missing, "; "))
 	}
