@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real kubelet (v1.34.12, standalone, static pods) against crivet, offline.
+# A real kubelet (v1.37.2, standalone, static pods) against crivet, offline.
 # See README.md beside this file. Run as root on Debian 12:
 #
 #   test/kubelet/run.sh          # build what is missing, start, run every case, clean up
@@ -14,8 +14,15 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LAB=${LAB:-/var/tmp/kubelet-lab}
 RUNROOT=${RUNROOT:-/run/kubelet-lab-crivet}
-K8S_VERSION=v1.34.12
-STAGING_VERSION=v0.34.12
+K8S_VERSION=v1.37.2
+STAGING_VERSION=v0.37.2
+# A kubelet of $K8S_VERSION built elsewhere (the kubeadm harness builds one
+# in its lab) is copied instead of building it again.
+KUBELET=${KUBELET:-/var/tmp/crivet-cluster/bin/kubelet}
+# runc for crivet's default handler: the one `make runc` builds (v1.5.x:
+# id-mapped mounts, so user namespaces) where it is, else the one on PATH.
+RUNC=${RUNC:-$REPO/bin/runc}
+[ -x "$RUNC" ] || RUNC=$(command -v runc)
 CRI_TOOLS=v1.37.0
 REG=127.0.0.1:5001
 NODE=kllab-node
@@ -32,6 +39,7 @@ RESULTS=$LAB/results.txt
 pass() { log "PASS: $*"; echo "PASS: $*" >>"$RESULTS"; }
 fail() { log "FAIL: $*"; echo "FAIL: $*" >>"$RESULTS"; }
 gap() { log "GAP: $*"; echo "GAP: $*" >>"$RESULTS"; } # works, but something kubelet could use is missing
+note() { log "NOTE: $*"; echo "NOTE: $*" >>"$RESULTS"; } # what kubelet does by design, recorded
 
 [ "$(id -u)" = 0 ] || die "run as root"
 
@@ -40,20 +48,27 @@ build_kubelet() {
 	if [ -x "$LAB/bin/kubelet" ] && "$LAB/bin/kubelet" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
 		return
 	fi
+	if [ -x "$KUBELET" ] && "$KUBELET" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
+		log "kubelet $K8S_VERSION from $KUBELET"
+		cp "$KUBELET" "$LAB/bin/kubelet" && return
+	fi
 	log "building kubelet $K8S_VERSION (about 6-12 minutes on 2 cores)"
-	local d=$LAB/kbuild gomod
+	local d=$LAB/kbuild gomod minor
 	mkdir -p "$d"
 	gomod=$(cd "$d" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod) || die "go mod download k8s.io/kubernetes@$K8S_VERSION"
 	# Every staging module kubernetes replaces with ./staging/src/... becomes
-	# the published $STAGING_VERSION.
+	# the published $STAGING_VERSION; the go and godebug lines are its own.
 	{
-		printf 'module kbuild\n\ngo 1.25.0\n\ngodebug default=go1.24\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
+		printf 'module kbuild\n\n%s\n\n%s\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' \
+			"$(grep -m1 '^go ' "$gomod")" "$(grep -m1 '^godebug ' "$gomod")" "$K8S_VERSION"
 		sed -n "s#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 $STAGING_VERSION#p" "$gomod"
 		printf ')\n'
 	} >"$d/go.mod"
 	printf '//go:build tools\n\npackage kbuild\n\nimport _ "k8s.io/kubernetes/cmd/kubelet"\n' >"$d/tools.go"
+	minor=${K8S_VERSION#v1.}
+	minor=${minor%%.*}
 	(cd "$d" && nice -n 10 go mod tidy && nice -n 10 go build -tags tools \
-		-ldflags "-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34" \
+		-ldflags "-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
 		-o "$LAB/bin/kubelet" k8s.io/kubernetes/cmd/kubelet) >"$LAB/logs/kubelet-build.log" 2>&1 ||
 		die "kubelet build failed, see $LAB/logs/kubelet-build.log"
 }
@@ -72,9 +87,11 @@ mkimage() {
 	mkdir -p "$root"/{bin,etc,tmp,root} "$out"
 	chmod 1777 "$root/tmp"
 	cp /bin/busybox "$root/bin/busybox"
-	for a in sh cat echo sleep mkdir httpd id hostname ip ls ps true kill wget; do ln -s busybox "$root/bin/$a"; done
-	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
-	printf 'root:x:0:\n' >"$root/etc/group"
+	for a in sh cat echo sleep mkdir httpd id hostname ip ls ps true kill wget touch stat grep; do ln -s busybox "$root/bin/$a"; done
+	# uid 1000 is a member of group 5000 in the image: supplementalGroupsPolicy
+	# Merge adds it, Strict must not
+	printf 'root:x:0:0:root:/root:/bin/sh\nlab:x:1000:1000:lab:/tmp:/bin/sh\n' >"$root/etc/passwd"
+	printf 'root:x:0:\nlabgroup:x:5000:lab\n' >"$root/etc/group"
 	echo "$marker" >"$root/etc/image-name"
 	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$LAB/images/$name.tar" .
 	local diffid layer lsize cfg csize man
@@ -139,6 +156,14 @@ http:
   addr: $REG
 EOF
 	: >"$LAB/etc/crivet.toml"
+	# The default handler's runc ($RUNC: user namespaces need >= 1.2), and
+	# a second handler on Debian's runc with its own state root (standalone
+	# kubelet has no RuntimeClass objects to choose it: the kubeadm harness
+	# runs a pod on it; here crictl info lists it with its features).
+	printf 'runtime = "%s"\n' "$RUNC" >>"$LAB/etc/crivet.toml"
+	if [ -x /usr/bin/runc ] && [ "$RUNC" != /usr/bin/runc ]; then
+		printf '\n[runtimes.debian]\nruntime_path = "/usr/bin/runc"\nruntime_root = "%s/runc-debian"\n' "$RUNROOT" >>"$LAB/etc/crivet.toml"
+	fi
 	printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"$LAB/etc/policy.json"
 	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
 	printf 'unqualified-search-registries = []\n\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$REG" "$REG" >"$LAB/etc/registries.conf"
@@ -203,6 +228,7 @@ evictionHard:
   imagefs.available: "1%"
 EOF
 	mkpod hello default "$REG/lab/busybox:1.0"
+	write_feature_pods
 	mkpod strict-pull kllab-strict "$REG/lab/unsigned:1.0"
 	mkpod strict-create kllab-strict "$REG/lab/unsigned:1.0"
 	mkpod strict-signed kllab-strict "$REG/lab/signed:1.0"
@@ -228,6 +254,59 @@ spec:
     livenessProbe:
       httpGet: {path: /index.html, port: 8080}
       periodSeconds: 5
+EOF
+}
+
+# Pods that need a runtime feature kubelet admits only when the runtime's
+# Status says the handler has it.
+write_feature_pods() {
+	cat >"$LAB/pods/userns.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: userns
+  namespace: default
+spec:
+  hostUsers: false
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "touch /scratch/written-in-userns && exec sleep 3600"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+  volumes: [{name: scratch, emptyDir: {}}]
+EOF
+	cat >"$LAB/pods/rro.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: rro
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "exec sleep 3600"]
+    volumeMounts: [{name: tree, mountPath: /tree, readOnly: true, recursiveReadOnly: Enabled}]
+  volumes: [{name: tree, hostPath: {path: $LAB/rro-tree, type: Directory}}]
+EOF
+	cat >"$LAB/pods/sgp-strict.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sgp-strict
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 5
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "exec sleep 3600"]
 EOF
 }
 
@@ -313,7 +392,7 @@ leftovers() {
 	pgrep -f "^$LAB/bin/crivet-monitor" | sed 's/^/monitor-pid /'
 	ls "$RUNROOT/runc" 2>/dev/null | sed 's/^/runc-state /'
 	ls "$RUNROOT/bundles" 2>/dev/null | sed 's/^/bundle /'
-	ls /var/log/pods 2>/dev/null | grep -E '_(hello|probe|strict-[a-z]+)-'"$NODE"'_' | sed 's/^/pod-log-dir /'
+	ls /var/log/pods 2>/dev/null | grep -E '_(hello|probe|userns|rro|sgp-strict|strict-[a-z]+)-'"$NODE"'_' | sed 's/^/pod-log-dir /'
 	ls "$LAB/cni-data/kllab" 2>/dev/null | grep -E '^10\.' | sed 's/^/ip-lease /'
 	iptables -t nat -S 2>/dev/null | grep -E "10\.187\.|18080" | sed 's/^/nat-rule /'
 }
@@ -346,7 +425,7 @@ case_hello() {
 	else fail "1 crictl exec: $out"; fi
 	# kill the container's process: kubelet must see the exit and restart it
 	local pid
-	pid=$(runc --root "$RUNROOT/runc" state "$cid" 2>/dev/null | jq -r .pid)
+	pid=$("$RUNC" --root "$RUNROOT/runc" state "$cid" 2>/dev/null | jq -r .pid)
 	if [ -n "$pid" ] && [ "$pid" != null ] && kill -KILL "$pid" &&
 		wait_for 60 restart hello_restarted && wait_for 30 running pod_running hello; then
 		pass "1 restart after kill -9: $(show_pod hello)"
@@ -443,6 +522,57 @@ case_restarts() {
 	if [ "$before" = "$after" ]; then pass "6 kubelet restart: pods adopted unchanged"; else fail "6 kubelet restart: before $before after $after"; fi
 }
 
+# Runtime features through kubelet. Standalone kubelet (no API server)
+# cannot admit a recursiveReadOnly: Enabled mount whatever the runtime
+# says: it has no RuntimeClass manager, and without one
+# runtimeClassSupportsRecursiveReadOnlyMounts (kubelet_pods.go) is false for
+# every handler. That pod is a NOTE here; the kubeadm harness runs it.
+case_features() {
+	log "case 8: runtime features: crictl info, hostUsers: false, supplementalGroupsPolicy: Strict"
+	local info
+	info=$(CRICTL info 2>/dev/null)
+	echo "  crictl info: $(echo "$info" | jq -c '{features, runtimeHandlers}' 2>/dev/null)"
+	# crivet's verbose Status has a runtimeHandlers object (handler name →
+	# runc, version, features); crictl shows it in place of the CRI list
+	if echo "$info" | jq -e '.runtimeHandlers | if type == "array" then (.[] | select((.name // "") == "") | .features | (.user_namespaces // .userNamespaces))
+		else (to_entries[] | select(.value.default) | .value.userNamespaces) end' 2>/dev/null | grep -qx true; then
+		pass "8 Status: the default handler advertises user namespaces (runc $("$RUNC" --version | awk 'NR==1{print $3}'))"
+	else fail "8 Status: the default handler does not advertise user namespaces: $(echo "$info" | jq -c .runtimeHandlers 2>/dev/null)"; fi
+	add_pod userns
+	if wait_for 90 running pod_running userns; then
+		local cid pid map huid
+		cid=$(CRICTL ps -q --name '^c$' --label io.kubernetes.pod.name=userns-$NODE | head -1)
+		map=$(CRICTL exec "$cid" cat /proc/self/uid_map 2>&1 | xargs)
+		pid=$("$RUNC" --root "$RUNROOT/runc" state "$cid" 2>/dev/null | jq -r .pid)
+		huid=$(awk '/^Uid:/ {print $2}' /proc/"$pid"/status 2>/dev/null)
+		# root in the pod, an unprivileged uid on the host; the emptyDir
+		# (id-mapped) took the container's write
+		if [ "${map%% *}" = 0 ] && [ "$(echo "$map" | awk '{print $2}')" != 0 ] && [ -n "$huid" ] && [ "$huid" != 0 ] &&
+			CRICTL exec "$cid" ls /scratch/written-in-userns >/dev/null 2>&1; then
+			pass "8 hostUsers: false pod Running: uid_map '$map', its process is uid $huid on the host, emptyDir writable"
+		else fail "8 hostUsers: false pod: uid_map '$map', host uid '${huid:-?}', /scratch: $(CRICTL exec "$cid" ls -ln /scratch 2>&1 | tr '\n' ' ')"; fi
+	else fail "8 hostUsers: false pod not Running: $(show_pod userns) $(pod_q userns '.status.message // empty') $(kubelet_lines 'userns|user namespace')"; fi
+	del_pod userns
+	wait_for 120 gone pod_gone userns || fail "8 userns not removed"
+	add_pod sgp-strict
+	if wait_for 90 running pod_running sgp-strict; then
+		local groups
+		cid=$(CRICTL ps -q --name '^c$' --label io.kubernetes.pod.name=sgp-strict-$NODE | head -1)
+		groups=$(CRICTL exec "$cid" id -G 2>&1 | xargs)
+		if [ "$groups" = "3000 4000" ]; then
+			pass "8 supplementalGroupsPolicy: Strict pod Running: groups '$groups' (the image's group 5000 left out); status user $(pod_q sgp-strict '.status.containerStatuses[0].user' | jq -c . 2>/dev/null)"
+		else fail "8 supplementalGroupsPolicy: Strict: groups '$groups', want '3000 4000'"; fi
+	else fail "8 supplementalGroupsPolicy: Strict pod not Running: phase $(pod_q sgp-strict '.status.phase') $(pod_q sgp-strict '.status.reason // empty') $(pod_q sgp-strict '.status.message // empty') $(show_pod sgp-strict)"; fi
+	mkdir -p "$LAB/rro-tree"
+	add_pod rro
+	sleep 15
+	note "8 recursiveReadOnly: Enabled under standalone kubelet (no RuntimeClass manager): $(show_pod rro)"
+	del_pod rro
+	del_pod sgp-strict
+	local p
+	for p in rro sgp-strict; do wait_for 120 gone pod_gone $p || fail "8 $p not removed"; done
+}
+
 case_final() {
 	log "case 7: delete every manifest"
 	rm -f "$LAB"/kubelet/manifests/*.yaml
@@ -461,7 +591,7 @@ cleanup() {
 	stop_pid "$LAB/crivet/pid" 30
 	local p
 	for p in $(pgrep -f "^$LAB/bin/crivet-monitor"); do log "leftover monitor pid $p"; kill -KILL "$p"; done
-	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do runc --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
+	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do "$RUNC" --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
 	awk -v r="$RUNROOT" -v l="$LAB/" '$5 ~ "^"r || index($5, l)==1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
 		log "unmounting leftover $m"
 		umount "$m" 2>/dev/null || umount -l "$m"
@@ -543,6 +673,7 @@ case_strict_create
 case_strict_signed
 case_probe
 case_restarts
+case_features
 case_final
 
 echo
