@@ -19,13 +19,13 @@
 #   LAB_REGISTRY   a plain-HTTP registry the nodes may pull from (optional)
 #   STRICT_KEY     a sigstore public key: namespace "strict" then admits only
 #                  images of $LAB_REGISTRY signed with it (optional)
-#   KIND_NODE_IMAGE  the image name (default crivet/kind-node:v1.34.12)
+#   KIND_NODE_IMAGE  the image name (default crivet/kind-node:v1.37.2)
 #   DOCKER_HOST    the docker daemon to import into
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LAB=${LAB:-/var/tmp/crivet-kind}
-K8S_VERSION=${K8S_VERSION:-v1.34.12}
+K8S_VERSION=${K8S_VERSION:-v1.37.2}
 KIND_VERSION=${KIND_VERSION:-v0.33.0}
 K8S_BIN=${K8S_BIN:-$LAB/bin}
 IMAGE=${KIND_NODE_IMAGE:-crivet/kind-node:$K8S_VERSION}

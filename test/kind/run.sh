@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A multi-node kind cluster (1 control-plane + 2 workers, Kubernetes
-# v1.34.12) whose nodes run crivet, offline. See contrib/kind/README.md.
+# v1.37.2) whose nodes run crivet, offline. See contrib/kind/README.md.
 # As root, Debian 12:
 #
 #   test/kind/run.sh               # up, check, down   (make kind)
@@ -15,7 +15,7 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LAB=${LAB:-/var/tmp/crivet-kind}
-K8S_VERSION=v1.34.12
+K8S_VERSION=v1.37.2 # what test/cluster/run.sh builds: the two must agree
 KIND_VERSION=${KIND_VERSION:-v0.33.0}
 CLUSTER=crivet
 IMAGE=crivet/kind-node:$K8S_VERSION
@@ -60,6 +60,17 @@ inputs() {
 		(cd /tmp && GOBIN=$LAB/bin go install "sigs.k8s.io/kind@$KIND_VERSION") >"$LAB/logs/kind-build.log" 2>&1 || die "kind build, see $LAB/logs/kind-build.log"
 	fi
 	local b missing=
+	# binaries of another Kubernetes release (a lab from before an upgrade)
+	# are replaced, with the image layouts made from them
+	if [ -x "$LAB/bin/kubeadm" ] && ! "$LAB/bin/kubeadm" version -o short 2>/dev/null | grep -qx "$K8S_VERSION"; then
+		log "$LAB/bin holds Kubernetes $("$LAB/bin/kubeadm" version -o short 2>/dev/null): taking $K8S_VERSION"
+		rm -f "$LAB"/bin/{kubeadm,kubelet,kubectl,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy,etcd,coredns}
+		rm -rf "$LAB"/images/{kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy,etcd,coredns,pause}.dir
+	fi
+	if [ ! -x "$LAB/bin/kubeadm" ] && ! "$SOURCE_BIN/kubeadm" version -o short 2>/dev/null | grep -qx "$K8S_VERSION"; then
+		log "$SOURCE_BIN has no Kubernetes $K8S_VERSION: test/cluster/run.sh build"
+		LAB=$(dirname "$SOURCE_BIN") "$REPO/test/cluster/run.sh" build || die "building the inputs failed"
+	fi
 	for b in kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd coredns crictl sigtool; do
 		[ -x "$LAB/bin/$b" ] && continue
 		if [ -x "$SOURCE_BIN/$b" ]; then cp "$SOURCE_BIN/$b" "$LAB/bin/"; else missing="$missing $b"; fi
@@ -181,7 +192,7 @@ image() {
 	inputs
 	start_docker
 	log "building $IMAGE (contrib/kind/build-node-image.sh)"
-	LAB=$LAB K8S_BIN=$LAB/bin CP_IMAGES_FROM=$LAB/images LAB_REGISTRY=$REG STRICT_KEY=$LAB/keys/cosign.pub KIND_NODE_IMAGE=$IMAGE \
+	LAB=$LAB K8S_VERSION=$K8S_VERSION K8S_BIN=$LAB/bin CP_IMAGES_FROM=$LAB/images LAB_REGISTRY=$REG STRICT_KEY=$LAB/keys/cosign.pub KIND_NODE_IMAGE=$IMAGE \
 		"$REPO/contrib/kind/build-node-image.sh" 2>&1 | grep -v -e DEPRECATED -e BuildKit -e environment-variable -e '^$'
 	[ "${PIPESTATUS[0]}" = 0 ] || die "node image build failed"
 }
