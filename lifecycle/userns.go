@@ -35,6 +35,11 @@ func (m *Manager) createRootfs(id string, img *image.Image, pod *sandbox.Pod) (s
 	if err != nil {
 		return "", err
 	}
+	if idmap != nil {
+		if err := reachableRunRoot(m.cfg.RunRoot); err != nil {
+			return "", err
+		}
+	}
 	path, err := m.images.CreateRootfs(id, img, idmap)
 	if errors.Is(err, image.ErrNoIDMappedLayers) {
 		return "", fmt.Errorf("%w: pod user namespace: %w", spec.ErrUnsupported, err)
@@ -61,10 +66,33 @@ func userInfraRootfs(runRoot, bundle, rootfs string, pod *sandbox.Pod) error {
 	if um == nil {
 		return fmt.Errorf("%w: pod %s: a pinned user namespace but no mapping in its config", spec.ErrInvalid, pod.ID)
 	}
+	if err := reachableRunRoot(runRoot); err != nil {
+		return err
+	}
 	if err := searchable(runRoot, filepath.Dir(bundle), bundle); err != nil {
 		return err
 	}
 	return os.Chown(rootfs, int(um.RootUID()), int(um.RootGID()))
+}
+
+// reachableRunRoot refuses, with a message that says what to change, a
+// run root below a directory that others cannot search: crivet opens the
+// run root itself (0711) but never changes the modes of directories it
+// does not own, and runc would fail with a bare "permission denied".
+func reachableRunRoot(runRoot string) error {
+	for d := filepath.Dir(runRoot); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%w: pod user namespace: %s (above the run root %s) has mode %#o: the pod's root, a host ID without rights, cannot reach the root filesystems below it (give others search permission, o+x)",
+				spec.ErrUnsupported, d, runRoot, st.Mode().Perm())
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
 }
 
 // searchable adds search permission for group and others to each
