@@ -95,6 +95,12 @@ that every key, CA and keyring file they name exists and parses, and warns
 about files never used, names that are not namespaces and namespace files
 that accept what the global policy rejects.
 
+For sigstoreBundle requirements it also checks the trusted_root.json (it
+parses, and holds the CA, transparency logs, timestamp authorities and CT
+logs the requirement's identity and thresholds need: a root that lacks one
+would refuse every bundle) and the identity matchers (each regular
+expression compiles; one that matches everything is a warning).
+
 FILE is checked as a global policy, DIR as the namespace directory; without
 either, the configured signature_policy and signature_policy_dir are.
 Exit status: 0 no errors (warnings allowed), 1 errors.`,
