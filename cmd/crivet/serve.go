@@ -162,9 +162,10 @@ func serve(flags *pflag.FlagSet) error {
 	srv, err := server.New(server.Options{
 		Info: server.Info{Version: version, CgroupDriver: cgDriver,
 			Config: func() any { return shown.Load() }, Policies: policies, Handlers: rt.Handlers,
-			// Not until oci/spec builds user-namespaced pods (hostUsers:
-			// false); until then no handler advertises user namespaces.
-			UserNamespaces: false},
+			// crivet builds user-namespaced pods (hostUsers: false); a
+			// handler advertises them where its runc and the kernel
+			// make id-mapped mounts.
+			UserNamespaces: spec.UserNamespaces},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
 		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met, Space: space,
 	})
