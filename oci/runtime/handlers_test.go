@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"golang.org/x/sys/unix"
 )
 
 // Debian 12's runc and the one `make runc` builds (bin/runc): the two
@@ -297,5 +299,50 @@ func TestDetectFeaturesAgainSeesARuncReplacedInPlace(t *testing.T) {
 	rt.DetectFeatures(t.Context())
 	if h, _ := rt.Handler(""); !strings.HasPrefix(h.Version, "1.5.") || !h.Features.IDMappedMounts {
 		t.Fatalf("after DetectFeatures: %+v", h)
+	}
+}
+
+// What is advertised works: with each runc that detection says makes
+// recursive read-only mounts, a bind mount with "rro" is read-only down
+// to a tmpfs mounted beneath it, where plain "ro" leaves that tmpfs
+// writable (which is what makes the test mean something).
+func TestRecursiveReadOnlyMountsWorkWhereDetected(t *testing.T) {
+	for _, bin := range []func(*testing.T) string{debian, builtRunc} {
+		runcBin := bin(t)
+		v, f, err := DetectFeatures(t.Context(), runcBin, CurrentKernel())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !f.RecursiveReadOnlyMounts {
+			t.Logf("runc %s: no recursive read-only mounts here (%q)", v, f.Missing)
+			continue
+		}
+		t.Run("runc-"+v, func(t *testing.T) {
+			host := t.TempDir()
+			sub := filepath.Join(host, "sub")
+			if err := os.Mkdir(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Unmount(sub, unix.MNT_DETACH) })
+			e := newEnv(t)
+			rt, err := New(Config{Runc: runcBin, Root: e.root, StateDir: e.state, MonitorCmd: []string{testBinary, "monitor"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{mounts: []specs.Mount{
+				{Destination: "/rro", Type: "bind", Source: host, Options: []string{"rbind", "rprivate", "rro"}},
+				{Destination: "/ro", Type: "bind", Source: host, Options: []string{"rbind", "rprivate", "ro"}},
+			}})
+			_, stderr, code, err := rt.ExecSync(t.Context(), c.id, []string{"touch", "/rro/sub/f"}, 10*time.Second)
+			if err != nil || code == 0 || !strings.Contains(string(stderr), "Read-only file system") {
+				t.Fatalf("touch beneath the rro mount: exit %d, %q, %v; want Read-only file system", code, stderr, err)
+			}
+			if _, stderr, code, err := rt.ExecSync(t.Context(), c.id, []string{"touch", "/ro/sub/g"}, 10*time.Second); err != nil || code != 0 {
+				t.Fatalf("touch beneath the plain ro mount: exit %d, %q, %v; want it writable", code, stderr, err)
+			}
+		})
 	}
 }

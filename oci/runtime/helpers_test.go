@@ -144,6 +144,7 @@ func (e env) runtime(t *testing.T) *Runtime {
 type bundleOpts struct {
 	tty         bool
 	memoryLimit int64
+	mounts      []specs.Mount // after the standard ones
 }
 
 // writeBundle writes a bundle for args, in the shape `runc spec` makes.
@@ -185,6 +186,7 @@ func writeBundle(t *testing.T, id string, args []string, o bundleOpts) string {
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
 		},
 	}
+	spec.Mounts = append(spec.Mounts, o.mounts...)
 	if o.memoryLimit > 0 {
 		spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &o.memoryLimit}}
 	}
