@@ -54,6 +54,8 @@ base_rootfs() {
 	for a in $("$DEBS/busybox/bin/busybox" --list-full); do
 		[ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
 	done
+	# nmeter: an applet Debian's busybox lacks and the lifecycle specs call.
+	cp "$TOOLS_BIN/nmeter" "$root/bin/nmeter"
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 }
@@ -91,6 +93,7 @@ build_test_images() {
 	local r=$IMG/rootfs t
 	[ -x "$TOOLS_BIN/agnhost" ] || die "$TOOLS_BIN/agnhost missing (build step)"
 	[ -x "$TOOLS_BIN/nnp" ] || die "$TOOLS_BIN/nnp missing (build step)"
+	[ -x "$TOOLS_BIN/nmeter" ] || die "$TOOLS_BIN/nmeter missing (build step)"
 	[ -x "$TOOLS_BIN/crivet-pause" ] || die "$TOOLS_BIN/crivet-pause missing (build step)"
 	mkdir -p "$IMG"
 	: >"$IMG/pushed.txt"

@@ -9,6 +9,7 @@
 #   run.sh build    build the tools only (e2e_node.test, ginkgo, kubelet,
 #                   agnhost, nnp)
 #   run.sh images   build and push the test images only (starts the registry)
+#   run.sh up       registry, images, runtime and pre-pull only, left running
 #   run.sh down     stop whatever a run left and restore the host
 #   run.sh summary DIR   summarize a results directory again
 #
@@ -19,7 +20,7 @@
 #   RUNTIME=crivet|containerd   containerd: Debian's 1.6.20, for comparison
 #   FOCUS=regex SKIP=regex      default \[NodeConformance\] and
 #                               \[Flaky\]|\[Slow\]|\[Serial\]
-#   NODES=4                ginkgo parallel processes
+#   NODES=8                ginkgo parallel processes (most specs wait, not compute)
 #   TEST_HANDLER=test-handler   second runtime handler ("" for none)
 #   TOOLS=dir              build cache (default $(go env GOCACHE)/../crivet-test-tools/node-e2e-v1.37.2)
 #   WORK=dir               run state (default /var/tmp/crivet-node-e2e)
@@ -43,7 +44,7 @@ TOOLS=$(mkdir -p "$TOOLS" && cd "$TOOLS" && pwd)
 TOOLS_BIN=$TOOLS/bin
 RESULTS=${RESULTS:-$NODE_E2E_DIR/results}
 POLICY=${POLICY:-accept}
-NODES=${NODES:-4}
+NODES=${NODES:-8}
 FOCUS=${FOCUS:-'\[NodeConformance\]'}
 SKIP=${SKIP:-'\[Flaky\]|\[Slow\]|\[Serial\]'}
 RUNTIME=${RUNTIME:-crivet}
@@ -146,9 +147,10 @@ build_helpers() {
 			die "building $t failed"
 	done
 	unset GOFLAGS
-	# crivet's infra program for the pause image; crictl; the summary tool.
+	# crivet's infra program for the pause image; nmeter; crictl; the summary tool.
 	(cd "$REPO" && CGO_ENABLED=0 go build -o "$TOOLS_BIN/crivet-pause" ./cmd/crivet-pause &&
-		go build -o "$TOOLS_BIN/junitsum" ./test/node-e2e/junitsum) || die "building crivet-pause/junitsum failed"
+		CGO_ENABLED=0 go build -o "$TOOLS_BIN/nmeter" ./test/node-e2e/nmeter &&
+		go build -o "$TOOLS_BIN/junitsum" ./test/node-e2e/junitsum) || die "building crivet-pause/nmeter/junitsum failed"
 	if [ ! -x "$BIN/crictl" ]; then
 		if [ -x "$REPO/bin/crictl" ]; then cp "$REPO/bin/crictl" "$BIN/crictl"; else
 			(cd "$WORK" && GOBIN=$BIN go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION") || die "crictl install failed"
@@ -240,7 +242,7 @@ save_kubelet_host_state() {
 	[ -s "$STATE/kubelet-host" ] && return
 	{
 		for s in vm.overcommit_memory kernel.panic kernel.panic_on_oops; do echo "sysctl $s $(sysctl -n $s)"; done
-		for p in /var/lib/kubelet /var/log/pods /var/log/containers; do [ -e "$p" ] && echo "existed $p"; done
+		for p in /var/lib/kubelet /var/log/pods /var/log/containers /sys/fs/cgroup/*/kubepods; do [ -e "$p" ] && echo "existed $p"; done
 		for ipt in iptables ip6tables; do
 			for t in filter nat mangle; do
 				$ipt -t $t -S 2>/dev/null | awk -v i=$ipt -v t=$t '$1=="-N"{print "chain", i, t, $2}'
@@ -252,7 +254,6 @@ save_kubelet_host_state() {
 restore_kubelet_host_state() {
 	local f=$STATE/kubelet-host k v ipt t c
 	[ -s "$f" ] || return 0
-	kill_pids_referencing "$TOOLS_BIN/kubelet" "$TOOLS_BIN/e2e_node.test"
 	while read -r k v; do
 		[ "$k" = sysctl ] && sysctl -qw "${v% *}=${v#* }"
 	done < <(grep '^sysctl ' "$f")
@@ -271,15 +272,23 @@ restore_kubelet_host_state() {
 			done
 		done
 	done
-	# kubepods cgroups (cgroupfs driver), deepest first.
-	find /sys/fs/cgroup/*/kubepods* -depth -type d 2>/dev/null | while read -r c; do rmdir "$c" 2>/dev/null || true; done
+	# kubepods cgroups (cgroupfs driver), deepest first, once the runtime
+	# has stopped every container in them.
+	for c in /sys/fs/cgroup/*/kubepods; do
+		grep -qxF "existed $c" "$f" && continue
+		find "$c" -depth -type d 2>/dev/null | while read -r d; do rmdir "$d" 2>/dev/null || true; done
+	done
 	rm -f "$f"
 }
 
 down() {
+	set +e
 	kill_child
-	restore_kubelet_host_state
+	# The suite's processes and the kubelet it started, then the runtime
+	# (which removes what is left of the pods), then kubelet's host state.
+	kill_pids_referencing "$TOOLS_BIN/kubelet" "$TOOLS_BIN/e2e_node.test"
 	"${RUNTIME}_stop" || true
+	restore_kubelet_host_state
 	registry_stop || true
 	cleanup_network || true
 	cleanup_shm || true
@@ -356,12 +365,12 @@ run_suite() {
 	write_kubelet_config "$WORK/kubelet-config.yaml"
 	farm=$(path_without_systemd)
 	# The suite writes kubeconfig, kubelet-config and static pod dirs into
-	# its working directory.
+	# its working directory; it runs the kubelet that lies beside it.
 	local args=(--nodes="$NODES" --timeout=3h --no-color --poll-progress-after=10m
-		--focus="$FOCUS" --skip="$SKIP" --output-dir="$out" --junit-report=junit.xml
+		--focus="$FOCUS" --skip="$SKIP" --junit-report="$out/junit.xml"
 		"$TOOLS_BIN/e2e_node.test" --
 		--container-runtime-endpoint="$ep" --image-service-endpoint="$ep"
-		--k8s-bin-dir="$TOOLS_BIN" --kubelet-config-file="$WORK/kubelet-config.yaml"
+		--kubelet-config-file="$WORK/kubelet-config.yaml"
 		--kubelet-flags="--system-cgroups= --kubelet-cgroups= --runtime-cgroups="
 		--prepull-images=false --report-dir="$out" --node-name="$(hostname)")
 	{
@@ -405,6 +414,19 @@ main() {
 		trap 'registry_stop' EXIT
 		registry_start
 		build_test_images
+		;;
+	up)
+		# Everything but the suite (no kubelet, so no host state touched
+		# beyond the CNI bridge): registry, images, crivet, pre-pull; left
+		# running for crictl (config: $WORK/crictl.yaml) until `run.sh down`.
+		build_helpers
+		[ "$RUNTIME" = crivet ] && [ "$CRIVET" = "$WORK/bin/crivet" ] && build_crivet
+		save_host_state
+		registry_start
+		build_test_images
+		[ "$POLICY" = signed ] && sign_images
+		"${RUNTIME}_start"
+		prepull
 		;;
 	down) down ;;
 	summary) summarize "$2" ;;
