@@ -75,8 +75,9 @@ type monitor struct {
 	ln      *net.UnixListener
 
 	initPid int
-	memcg   string // the container's memory cgroup directory, for OOM accounting
-	oomBase int64  // oom_kill count of memcg when the container was created
+	memcg   string    // the container's memory cgroup directory, for OOM accounting
+	oomBase int64     // oom_kill count of memcg when the container was created
+	oom     *oomWatch // follows memcg's count on cgroup v2; nil elsewhere
 
 	// Container stdio as the monitor holds it: a pipe per stream, or the pty
 	// master (out, and stdin when Stdin) for a tty container.
@@ -237,6 +238,10 @@ func (m *monitor) create() error {
 	m.memcg = m.cfg.MemoryCgroup
 	if m.oomBase, err = oomKills(m.memcg); err != nil {
 		m.diagf("OOM kills will not be detected: %v", err)
+	} else if _, err := os.Stat(filepath.Join(m.memcg, "memory.events")); err == nil { // v2
+		if m.oom, err = watchOOM(m.memcg, m.oomBase); err != nil {
+			m.diagf("OOM kills are read only at exit: %v", err)
+		}
 	}
 	return nil
 }
@@ -324,7 +329,7 @@ func (m *monitor) run() {
 		<-drained
 	}
 
-	if n, err := oomKills(m.memcg); err == nil && n > m.oomBase {
+	if n, err := m.oom.kills(m.memcg); err == nil && n > m.oomBase {
 		exit.Reason = ReasonOOMKilled
 	}
 	if err := writeExit(m.dir, exit); err != nil {
