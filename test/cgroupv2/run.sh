@@ -114,6 +114,10 @@ CRASH_ROUNDS=${CRIVET_CRASH_ROUNDS:-8}
 # The payload: binaries built here from this tree, the test binaries, the
 # guest script. Outside the repository; replaced every run.
 WORK=${CRIVET_CGROUPV2_WORK:-$CACHE/run}
+# One run at a time per work directory: a second would pull the payload
+# out from under the first guest.
+exec 7>"$CACHE/.run.lock"
+flock -n 7 || { echo "cgroupv2: another run is using $WORK"; exit 1; }
 rm -rf "$WORK"
 mkdir -p "$WORK/payload/bin" "$WORK/payload/tests" "$WORK/payload/out"
 PAY=$WORK/payload
@@ -149,7 +153,7 @@ timeout -k 10 "$TIMEOUT" qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp 2 -
 	-kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
 	-drive file="$WORK/disk.qcow2",format=qcow2,if=virtio,cache=unsafe \
 	-virtfs local,path="$PAY",mount_tag=payload,security_model=none \
-	-append "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.unified_cgroup_hierarchy=1 systemd.show_status=false" \
+	-append "root=/dev/vda rw console=ttyS0 panic=-1 quiet apparmor=0 systemd.unified_cgroup_hierarchy=1 systemd.show_status=false" \
 	</dev/null >"$WORK/console.log" 2>&1 &
 qpid=$!
 # The console (kernel, systemd, the tests' output) as it comes.
