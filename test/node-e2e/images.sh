@@ -66,6 +66,10 @@ mkimage() {
 	local ref=$1 root=$2 cfgobj=$3 out=$IMG/dirs/${1//[\/:]/_} diffid layer lsize cfg csize
 	rm -rf "$out"
 	mkdir -p "$out"
+	# Every tag its own image ID, as upstream: kubelet reports a running
+	# container's image by the image's tags, and specs that switch between
+	# two tags (agnhost 2.55/2.66.1, busybox, nginx) check which one runs.
+	mkdir -p "$root/etc" && echo "$ref" >"$root/etc/e2e-image"
 	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$out/layer.tar" .
 	diffid=$(sha256sum <"$out/layer.tar" | cut -d' ' -f1)
 	gzip -n -c "$out/layer.tar" >"$out/layer.tar.gz"
