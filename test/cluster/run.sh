@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node kubeadm cluster (Kubernetes v1.34.12) whose every pod
+# A real single-node kubeadm cluster (Kubernetes v1.37.2) whose every pod
 # runs on crivet, offline. See README.md beside this file. As root, Debian 12:
 #
 #   test/cluster/run.sh            # up, check, down
@@ -15,8 +15,17 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LAB=${LAB:-/var/tmp/crivet-cluster}
 RUNTIME=${RUNTIME:-$(cat "$LAB/runtime" 2>/dev/null || echo crivet)} # down follows what up started
-K8S_VERSION=v1.34.12
-STAGING_VERSION=v0.34.12
+K8S_VERSION=v1.37.2
+STAGING_VERSION=v0.37.2
+# runc for crivet's default handler: the one `make runc` builds (v1.5.x:
+# id-mapped mounts, so user namespaces) where it is, else the one on PATH.
+# Debian's /usr/bin/runc (1.1.5) is the second handler, "debian".
+RUNC=${RUNC:-$REPO/bin/runc}
+[ -x "$RUNC" ] || RUNC=$(command -v runc)
+# cosign v3 signs the images of the "bundle" namespace (a Sigstore bundle
+# as an OCI referrer, its defaults); built once where crivet's tests cache
+# it (test/fixtures/cosign.go).
+COSIGN_VERSION=v3.1.3
 CRI_TOOLS=v1.37.0
 REG=127.0.0.1:5002
 NODE=crivet-node
@@ -74,11 +83,13 @@ build_k8s() {
 	done
 	[ -z "$missing" ] && return
 	log "building $K8S_BINS $K8S_VERSION (20-40 minutes on 2 cores, once)"
-	local d=$LAB/kbuild gomod pkgs=
+	local d=$LAB/kbuild gomod pkgs= minor
 	mkdir -p "$d"
 	gomod=$(cd "$d" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod) || die "go mod download k8s.io/kubernetes@$K8S_VERSION"
+	# go and godebug as kubernetes' own go.mod says (1.37: go 1.26.0, go1.26)
 	{
-		printf 'module kbuild\n\ngo 1.25.0\n\ngodebug default=go1.24\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
+		printf 'module kbuild\n\n%s\n\n%s\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' \
+			"$(grep -m1 '^go ' "$gomod")" "$(grep -m1 '^godebug ' "$gomod")" "$K8S_VERSION"
 		sed -n "s#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 $STAGING_VERSION#p" "$gomod"
 		printf ')\n'
 	} >"$d/go.mod"
@@ -87,9 +98,11 @@ build_k8s() {
 		for b in $K8S_BINS; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$b"; pkgs="$pkgs k8s.io/kubernetes/cmd/$b"; done
 		printf ')\n'
 	} >"$d/tools.go"
+	minor=${K8S_VERSION#v1.}
+	minor=${minor%%.*}
 	# shellcheck disable=SC2086
 	(cd "$d" && nice -n 10 go mod tidy && CGO_ENABLED=0 nice -n 10 go build -tags tools \
-		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34 -X k8s.io/component-base/version.gitTreeState=clean" \
+		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean" \
 		-o "$LAB/bin/" $pkgs) >"$LAB/logs/k8s-build.log" 2>&1 || die "kubernetes build failed, see $LAB/logs/k8s-build.log"
 }
 
@@ -115,6 +128,51 @@ build_etcd_coredns() {
 		(cd /tmp && CGO_ENABLED=0 GOBIN=$LAB/bin nice -n 10 go install -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION") \
 			>"$LAB/logs/coredns-build.log" 2>&1 || die "CoreDNS build failed, see $LAB/logs/coredns-build.log"
 	fi
+}
+
+# cosign: "go install" into <GOCACHE>/../crivet-test-tools/cosign-<version>,
+# under the lock crivet's test fixtures take for the same directory.
+# ~13 minutes from cold caches on 2 cores, once.
+COSIGN=
+build_cosign() {
+	[ "$RUNTIME" = crivet ] || return 0
+	local dir
+	dir=$(dirname "$(go env GOCACHE)")/crivet-test-tools/cosign-$COSIGN_VERSION
+	COSIGN=$dir/cosign
+	"$COSIGN" version 2>/dev/null | grep -q "$COSIGN_VERSION" && return
+	log "building cosign $COSIGN_VERSION into $dir (about 13 minutes from cold caches)"
+	mkdir -p "$dir"
+	(cd "$dir" && GOBIN=$dir GOFLAGS= GOWORK=off flock "$dir/.lock" nice -n 10 go install "github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN_VERSION") \
+		>"$LAB/logs/cosign-build.log" 2>&1 || die "cosign build failed, see $LAB/logs/cosign-build.log"
+	"$COSIGN" version 2>/dev/null | grep -q "$COSIGN_VERSION" || die "$COSIGN is not cosign $COSIGN_VERSION"
+}
+
+# cosign_run DIR ARGS...: cosign in DIR with a HOME of its own (no host
+# credentials or sigstore caches) and nothing to reach off this machine.
+cosign_run() {
+	local dir=$1
+	shift
+	mkdir -p "$dir/home"
+	(cd "$dir" && env -i PATH="$PATH" HOME="$dir/home" DOCKER_CONFIG="$dir/home/.docker" TUF_ROOT="$dir/home/.sigstore" \
+		COSIGN_PASSWORD=cluster-pass NO_PROXY='*' "$COSIGN" "$@")
+}
+
+# cosign_sign KEYDIR REPO:TAG: a key pair, an offline signing config (no
+# Fulcio, Rekor or timestamp service) and an empty trusted root (without
+# one, cosign sign tries to fetch Sigstore's from its TUF repository) in
+# KEYDIR, made once; then `cosign sign` with its v3 defaults: a Sigstore
+# bundle stored as an OCI referrer (Debian's registry has no referrers
+# API: an index tagged sha256-<digest>).
+cosign_sign() {
+	local k=$1 ref=$2 digest
+	mkdir -p "$k"
+	[ -s "$k/cosign.pub" ] || cosign_run "$k" generate-key-pair >>"$LAB/logs/cosign.log" 2>&1 || die "cosign generate-key-pair in $k, see $LAB/logs/cosign.log"
+	[ -s "$k/signing-config.json" ] || cosign_run "$k" signing-config create --out "$k/signing-config.json" >>"$LAB/logs/cosign.log" 2>&1 || die "cosign signing-config create, see $LAB/logs/cosign.log"
+	[ -s "$k/trusted_root.json" ] || cosign_run "$k" trusted-root create --out "$k/trusted_root.json" >>"$LAB/logs/cosign.log" 2>&1 || die "cosign trusted-root create, see $LAB/logs/cosign.log"
+	digest=$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$REG/$ref") || die "digest of $ref"
+	cosign_run "$k" sign --key "$k/cosign.key" --signing-config "$k/signing-config.json" --trusted-root "$k/trusted_root.json" \
+		--allow-insecure-registry --yes "$REG/${ref%:*}@$digest" \
+		>>"$LAB/logs/cosign.log" 2>&1 || die "cosign sign $ref, see $LAB/logs/cosign.log"
 }
 
 # build_crivet, build_crictl, build_sigtool
@@ -211,6 +269,10 @@ build_images() {
 		cp /bin/busybox "$r/bin/busybox"
 		for a in $(/bin/busybox --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
 		echo "lab-$b" >"$r/etc/image-name"
+		# uid 1000 belongs to group 5000 in the image: supplementalGroupsPolicy
+		# Merge adds it, Strict must not
+		echo 'lab:x:1000:1000:lab:/tmp:/bin/sh' >>"$r/etc/passwd"
+		echo 'labgroup:x:5000:lab' >>"$r/etc/group"
 		oci_image "$b" "$r" '{"Cmd": ["sh"]}'
 	done
 }
@@ -233,6 +295,14 @@ push_images() {
 	[ -s "$LAB/keys/cosign.key" ] || "$LAB/bin/sigtool" keygen "$LAB/keys" cluster-pass || die keygen
 	# shellcheck disable=SC2086
 	"$LAB/bin/sigtool" sign "$LAB/keys/cosign.key" cluster-pass "$LAB/etc/registries.d" $CP_IMAGES "$REG/lab/signed:1.0" || die "sign"
+	[ "$RUNTIME" = crivet ] || return 0
+	# The same image twice, each copy signed by cosign v3 with another key:
+	# namespace "bundle" trusts only bundle-a's.
+	push busybox lab/v3-good:1.0
+	push busybox lab/v3-other:1.0
+	cosign_sign "$LAB/keys/bundle-a" lab/v3-good:1.0
+	cosign_sign "$LAB/keys/bundle-b" lab/v3-other:1.0
+	log "cosign $COSIGN_VERSION signed lab/v3-good:1.0 (key bundle-a) and lab/v3-other:1.0 (key bundle-b): $(curl -fs "http://$REG/v2/lab/v3-good/tags/list" | jq -c .tags)"
 }
 
 # ---------------------------------------------------------------- host state
@@ -306,7 +376,9 @@ http:
   addr: $REG
 EOF
 	# Namespace "staging" rolls the strict policy out in warn mode.
-	printf '[signature_policy_modes]\nstaging = "warn"\n' >"$LAB/etc/crivet.toml"
+	# Default handler on $RUNC; "debian" on Debian's runc with its own root.
+	printf 'runtime = "%s"\n\n[signature_policy_modes]\nstaging = "warn"\n' "$RUNC" >"$LAB/etc/crivet.toml"
+	[ -x /usr/bin/runc ] && printf '\n[runtimes.debian]\nruntime_path = "/usr/bin/runc"\nruntime_root = "%s/runc-debian"\n' "$RUNROOT" >>"$LAB/etc/crivet.toml"
 	printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"$LAB/etc/policy.json"
 	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
 	printf 'unqualified-search-registries = []\n\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$REG" "$REG" >"$LAB/etc/registries.conf"
@@ -336,6 +408,17 @@ EOF
 }
 EOF
 	done
+	# Namespace "bundle": only cosign v3 bundles by key bundle-a.
+	cat >"$LAB/etc/policies/bundle.json" <<EOF
+{
+  "default": [{"type": "reject"}],
+  "transports": {
+    "docker": {
+      "$REG/lab": [{"type": "sigstoreBundle", "keyPath": "$LAB/keys/bundle-a/cosign.pub"}]
+    }
+  }
+}
+EOF
 	cat >"$LAB/kubeadm.yaml" <<EOF
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
@@ -448,6 +531,7 @@ build() {
 	build_crivet
 	build_crictl
 	build_sigtool
+	build_cosign
 	build_images
 }
 
@@ -627,6 +711,7 @@ EOF
 	mkpod strict-signed strict "$REG/lab/signed:1.0" >"$m/strict-signed.yaml"
 	mkpod staging-unsigned staging "$REG/lab/unsigned:1.0" >"$m/staging-unsigned.yaml"
 	mkpod system-unsigned kube-system "$REG/lab/busybox:1.0" >"$m/system-unsigned.yaml"
+	write_feature_manifests
 	cat >"$m/scale.yaml" <<EOF
 apiVersion: apps/v1
 kind: Deployment
@@ -642,6 +727,111 @@ spec:
       - name: sleep
         image: $REG/lab/busybox:1.0
         command: ["sleep", "3600"]
+EOF
+}
+
+# Pods that kubelet admits only where the runtime's Status advertises the
+# feature (per handler: user namespaces, recursive read-only mounts; per
+# runtime: supplementalGroupsPolicy), a RuntimeClass on crivet's second
+# handler, and the "bundle" namespace's two cosign-signed copies.
+write_feature_manifests() {
+	local m=$LAB/manifests
+	cat >"$m/features.yaml" <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: features}
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: debian}
+handler: debian
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: userns, namespace: features}
+spec:
+  hostUsers: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sh", "-c", "touch /scratch/written-in-userns && exec sleep 3600"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+  volumes: [{name: scratch, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rro, namespace: features}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sh", "-c", "exec sleep 3600"]
+    volumeMounts:
+    - {name: tree, mountPath: /rro, readOnly: true, recursiveReadOnly: Enabled}
+    - {name: tree, mountPath: /ro, readOnly: true}
+  volumes: [{name: tree, hostPath: {path: $LAB/rro-tree, type: Directory}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sgp-strict, namespace: features}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sh", "-c", "exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sgp-merge, namespace: features}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Merge}
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sh", "-c", "exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-debian, namespace: features}
+spec:
+  runtimeClassName: debian
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sh", "-c", "exec sleep 3600"]
+EOF
+	cat >"$m/bundle.yaml" <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: bundle}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: v3-other, namespace: bundle}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: $REG/lab/v3-other:1.0
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: v3-good, namespace: bundle}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: $REG/lab/v3-good:1.0
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "exec sleep 3600"]
 EOF
 }
 
@@ -811,6 +1001,86 @@ check_signatures() {
 	KC delete -f "$LAB/manifests/system-unsigned.yaml" --wait=false >/dev/null
 }
 
+# cid NAMESPACE POD: the container ID (no scheme) of the pod's first container.
+cid_of() { KC get pod -n "$1" "$2" -o jsonpath='{.status.containerStatuses[0].containerID}' 2>/dev/null | sed 's#^[a-z]*://##'; }
+
+check_features() {
+	[ "$RUNTIME" = crivet ] || { note "feature pods skipped: containerd 1.6 advertises none of the features"; return; }
+	log "check: pods that need runtime features (hostUsers: false, recursiveReadOnly, supplementalGroupsPolicy: Strict) and a RuntimeClass"
+	note "Status: $(CRICTL info 2>/dev/null | jq -c '{features, runtimeHandlers}')"
+	# a submount in the volume: recursive read-only must reach it
+	mkdir -p "$LAB/rro-tree/sub"
+	mountpoint -q "$LAB/rro-tree/sub" || mount -t tmpfs -o size=1m rro-sub "$LAB/rro-tree/sub" || fail "tmpfs under $LAB/rro-tree"
+	KC apply -f "$LAB/manifests/features.yaml" >/dev/null || { fail "apply features.yaml"; return; }
+	local p out cid pid huid
+	for p in userns rro sgp-strict sgp-merge on-debian; do
+		wait_for 90 pod_ready features $p || fail "features/$p not Ready: phase $(pod_phase features $p), reason $(waiting_reason features $p) $(KC get pod -n features $p -o jsonpath='{.status.reason} {.status.message} {.status.containerStatuses[0].state.waiting.message}' 2>/dev/null); events: $(events_of features $p | tail -3 | tr '\n' '|')"
+	done
+	# hostUsers: false: root in the pod, an unprivileged uid on the host,
+	# the emptyDir (id-mapped) writable
+	if pod_ready features userns; then
+		out=$(KC exec -n features userns -- cat /proc/self/uid_map 2>&1 | xargs)
+		cid=$(cid_of features userns)
+		pid=$("$RUNC" --root "$RUNROOT/runc" state "$cid" 2>/dev/null | jq -r .pid)
+		huid=$(awk '/^Uid:/ {print $2}' /proc/"$pid"/status 2>/dev/null)
+		if [ "${out%% *}" = 0 ] && [ "$(echo "$out" | awk '{print $2}')" != 0 ] && [ -n "$huid" ] && [ "$huid" != 0 ] &&
+			KC exec -n features userns -- ls /scratch/written-in-userns >/dev/null 2>&1; then
+			pass "features/userns (hostUsers: false) Running: uid_map '$out', its process is uid $huid on the host, emptyDir writable"
+		else fail "features/userns: uid_map '$out', host uid '${huid:-?}', $(KC exec -n features userns -- ls -ln /scratch 2>&1 | tr '\n' ' ')"; fi
+	fi
+	# recursiveReadOnly: Enabled: the submount is read-only too; the plain
+	# read-only mount of the same volume leaves it writable
+	if pod_ready features rro; then
+		local rro ro st
+		rro=$(KC exec -n features rro -- touch /rro/sub/x 2>&1)
+		ro=$(KC exec -n features rro -- sh -c 'touch /ro/sub/y && echo writable' 2>&1)
+		st=$(KC get pod -n features rro -o jsonpath='{range .status.containerStatuses[0].volumeMounts[*]}{.mountPath}={.recursiveReadOnly} {end}')
+		if echo "$rro" | grep -q 'Read-only file system' && [ "$ro" = writable ]; then
+			pass "features/rro Running: /rro/sub (recursiveReadOnly: Enabled) refuses writes ('$(echo "$rro" | head -1)'), /ro/sub (readOnly only) is writable; status volumeMounts: $st"
+		else fail "features/rro: write to /rro/sub: '$rro'; to /ro/sub: '$ro'; status: $st"; fi
+	fi
+	# supplementalGroupsPolicy: the image's /etc/group puts uid 1000 in 5000
+	if pod_ready features sgp-strict && pod_ready features sgp-merge; then
+		local strict merge user
+		strict=$(KC exec -n features sgp-strict -- id -G 2>&1 | xargs)
+		merge=$(KC exec -n features sgp-merge -- id -G 2>&1 | xargs)
+		user=$(KC get pod -n features sgp-strict -o jsonpath='{.status.containerStatuses[0].user}')
+		if [ "$strict" = "3000 4000" ] && echo " $merge " | grep -q ' 5000 '; then
+			pass "features/sgp-strict (supplementalGroupsPolicy: Strict) Running: groups '$strict' (Merge: '$merge'); status user $user"
+		else fail "features/sgp-strict: groups '$strict', want '3000 4000'; Merge: '$merge'"; fi
+	fi
+	# RuntimeClass debian: the sandbox is on handler debian, its container in
+	# that handler's runc root
+	if pod_ready features on-debian; then
+		local h
+		cid=$(cid_of features on-debian)
+		h=$(CRICTL inspectp "$(CRICTL pods -q --name '^on-debian$' --namespace features | head -1)" 2>/dev/null | jq -r '.status.runtimeHandler')
+		if [ "$h" = debian ] && /usr/bin/runc --root "$RUNROOT/runc-debian" list -q 2>/dev/null | grep -qx "$cid" &&
+			! "$RUNC" --root "$RUNROOT/runc" list -q 2>/dev/null | grep -qx "$cid"; then
+			pass "features/on-debian (RuntimeClass debian) Running on handler $h: its container is in $RUNROOT/runc-debian ($(/usr/bin/runc --version | head -1))"
+		else fail "features/on-debian: sandbox handler '$h', container $cid in runc-debian: $(/usr/bin/runc --root "$RUNROOT/runc-debian" list -q 2>&1 | tr '\n' ' ')"; fi
+	fi
+	KC delete ns features --wait=false >/dev/null
+	KC delete runtimeclass debian --wait=false >/dev/null
+}
+
+# Issue 17: a namespace that admits only cosign v3 bundles by one key. The
+# same image, copied to another repository and signed there by another key,
+# is refused; kubelet shows SignatureValidationFailed.
+check_bundles() {
+	[ "$RUNTIME" = crivet ] || return 0
+	log "check: namespace bundle (sigstoreBundle, cosign $COSIGN_VERSION key bundle-a)"
+	KC apply -f "$LAB/manifests/bundle.yaml" >/dev/null || { fail "apply bundle.yaml"; return; }
+	if wait_for 90 event_has bundle v3-other SignatureValidationFailed; then
+		wait_for 30 has_reason bundle v3-other "ErrImagePull ImagePullBackOff SignatureValidationFailed CreateContainerError"
+		pass "bundle/v3-other (same image, cosign v3 bundle by key bundle-b) refused: waiting reason $(waiting_reason bundle v3-other); events: $(events_of bundle v3-other | grep -E 'Failed' | cut -c1-260 | sort -u | tr '\n' '|')"
+	else fail "bundle/v3-other: reason $(waiting_reason bundle v3-other), events: $(events_of bundle v3-other | tr '\n' '|')"; fi
+	if wait_for 90 pod_ready bundle v3-good; then
+		pass "bundle/v3-good (cosign v3 bundle by key bundle-a) Running; audit: $(jq -c 'select(.namespace=="bundle" and (.reference|test("v3-good"))) | {stage, outcome, requirements}' "$LAB/logs/audit.jsonl" 2>/dev/null | sort -u | tr '\n' ' ')"
+	else fail "bundle/v3-good: reason $(waiting_reason bundle v3-good) $(events_of bundle v3-good | tail -3 | tr '\n' '|')"; fi
+	KC delete ns bundle --wait=false >/dev/null
+}
+
 check_scale() {
 	log "check: 30 pods"
 	local t0
@@ -837,6 +1107,8 @@ check() {
 	check_job
 	check_runtime_restart
 	check_signatures
+	check_bundles
+	check_features
 	check_scale
 	check_all_on_runtime "end of checks"
 	echo
@@ -869,7 +1141,8 @@ down() {
 	stop_containerd
 	local p
 	for p in $(pgrep -f "^$LAB/bin/crivet-monitor"); do log "leftover monitor pid $p"; kill -KILL "$p"; done
-	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do log "leftover runc container $p"; runc --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
+	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do log "leftover runc container $p"; "$RUNC" --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
+	for p in $(ls "$RUNROOT/runc-debian" 2>/dev/null); do log "leftover runc container $p (handler debian)"; /usr/bin/runc --root "$RUNROOT/runc-debian" delete -f "$p" 2>/dev/null; done
 	# Any process still in one of this cluster's pod cgroups is a container
 	# process the runtime lost: named in the log, then killed.
 	local c
@@ -950,7 +1223,7 @@ leftovers() {
 			done
 		done
 	done
-	[ -d /var/log/pods ] && ls /var/log/pods | grep -E '^(kube-system|default|strict|loose|staging)_' | sed 's/^/pod-log /'
+	[ -d /var/log/pods ] && ls /var/log/pods | grep -E '^(kube-system|default|strict|loose|staging|features|bundle)_' | sed 's/^/pod-log /'
 	ip route | grep -F "${NODE_POD_CIDR%/*}" | sed 's/^/route /'
 	my_cgroups | sed 's/^/cgroup /'
 }
