@@ -51,8 +51,11 @@ base_rootfs() {
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,tmp,root,home,var/run,proc,sys,dev}
 	chmod 1777 "$root/tmp"
 	copy_with_libs "$root" "$DEBS/busybox/bin/busybox" /bin/busybox
+	# Every applet where Debian puts it and in /bin, as the busybox image
+	# has them (specs call /bin/sysctl, /bin/cat ...).
 	for a in $("$DEBS/busybox/bin/busybox" --list-full); do
 		[ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
+		[ -e "$root/bin/${a##*/}" ] || ln -s /bin/busybox "$root/bin/${a##*/}"
 	done
 	# nmeter: an applet Debian's busybox lacks and the lifecycle specs call.
 	cp "$TOOLS_BIN/nmeter" "$root/bin/nmeter"
@@ -118,6 +121,10 @@ build_test_images() {
 	# agnhost (and the old tag the suite also pulls): the upstream layout,
 	# the user and group the image defines, the porter test key pair.
 	base_rootfs "$r"
+	# The tools upstream's Dockerfile adds that specs exec in it: curl and
+	# bash (the host's, with their libraries).
+	copy_with_libs "$r" /usr/bin/curl
+	copy_with_libs "$r" /bin/bash
 	cp "$TOOLS_BIN/agnhost" "$r/agnhost"
 	ln -s agnhost "$r/agnhost-2"
 	mkdir -p "$r/uploads"
