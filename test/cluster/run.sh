@@ -1133,6 +1133,17 @@ check() {
 # ---------------------------------------------------------------- down
 down() {
 	log "down"
+	# No host-state: this lab never got past up's checks (a port in use
+	# means another kubelet or cluster owns /var/lib/kubelet, the pod
+	# cgroups and kubelet's mounts), so only what its pid files name is
+	# stopped. Everything below acts on the node's kubelet paths.
+	if [ ! -s "$LAB/host-state" ]; then
+		stop_pid "$LAB/kubelet.pid" 30
+		stop_pid "$LAB/crivet/pid" 30
+		stop_pid "$LAB/registry/pid" 10
+		log "down: no cluster of $LAB was up ($LAB/host-state missing): nothing else to undo"
+		return 0
+	fi
 	record_pod_uids
 	stop_pid "$LAB/clock.pid" 1
 	stop_pid "$LAB/kubelet.pid" 30
