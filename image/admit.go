@@ -99,7 +99,7 @@ func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *po
 	for _, id := range ids {
 		manifest := id.manifest
 		if manifest == "" {
-			manifest = img.Record.manifestDigest()
+			manifest = img.Record.VerifiedManifest()
 		}
 		key := admitKey(fp, manifest, id.ref.Transport().Name()+":"+id.name)
 		hit := cache.has(key)
@@ -163,13 +163,6 @@ func (s *Service) userFound(userRef string, img *Image) (*found, error) {
 // of every file it names, the verified manifest, and the identity.
 func admitKey(policyFingerprint, manifest digest.Digest, identity string) string {
 	return string(policyFingerprint) + "\x00" + string(manifest) + "\x00" + identity
-}
-
-func (r *Record) manifestDigest() digest.Digest {
-	if r == nil {
-		return ""
-	}
-	return r.ManifestDigest
 }
 
 func stripTagIfDigested(named reference.Named) reference.Named {

@@ -369,7 +369,7 @@ func (s *Service) exportSignaturesOf(id string, d digest.Digest) exportSignature
 // verifies them against it and admits the written image as the same
 // image when both name the same config (signedManifest).
 func (s *Service) writeExportSignatures(ctx context.Context, img *Image, ref types.ImageReference, dir string, written []byte) (exportSignatures, error) {
-	orig := img.Record.manifestDigest()
+	orig := img.Record.VerifiedManifest()
 	if orig == "" {
 		return exportSignatures{}, nil
 	}

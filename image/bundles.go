@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/crivet/crivet/image/record"
 	"github.com/crivet/crivet/image/referrers"
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
@@ -24,26 +25,7 @@ const bundleDiscoveryTimeout = time.Minute
 // maxKeptBundles bounds the item; the oldest bundles go first.
 const maxKeptBundles = 64
 
-// keptBundle is one bundle as found at pull.
-type keptBundle struct {
-	// Manifest is the per-platform manifest the pull verified; Subject
-	// the digest the bundle was found for (that manifest, or its index).
-	Manifest digest.Digest `json:"manifest"`
-	Subject  digest.Digest `json:"subject"`
-	// Repository is the repository the image was pulled from (its mirrors
-	// answer for it). A bundle names no repository, so it vouches for the
-	// image only as an image of this repository: the create-time check
-	// uses it for an identity in the same repository, never for a copy
-	// pulled from elsewhere.
-	Repository string    `json:"repository"`
-	Source     string    `json:"source"` // referrers-api or tag-schema
-	Bundle     []byte    `json:"bundle"`
-	Found      time.Time `json:"found"`
-}
-
-func (b *keptBundle) same(o *keptBundle) bool {
-	return b.Manifest == o.Manifest && b.Repository == o.Repository && digest.FromBytes(b.Bundle) == digest.FromBytes(o.Bundle)
-}
+type keptBundle = record.KeptBundle
 
 // bundleSet is what a pull found: loaded once, used by the policy check
 // and kept with the image.
@@ -115,7 +97,7 @@ func (s *Service) keepBundles(id string, found []keptBundle) {
 	kept := s.keptBundles(id)
 	added := false
 	for i := range found {
-		if !slices.ContainsFunc(kept, func(k keptBundle) bool { return k.same(&found[i]) }) {
+		if !slices.ContainsFunc(kept, func(k keptBundle) bool { return k.Same(&found[i]) }) {
 			kept = append(kept, found[i])
 			added = true
 		}

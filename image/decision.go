@@ -175,7 +175,7 @@ func (s *Service) admission(ctx context.Context, req AdmitRequest, cache *admitC
 		stage = StageImageVolume
 	}
 	d := decision{stage: stage, namespace: req.Namespace, pod: req.Pod, container: req.Container, reference: req.UserRef,
-		image: req.Image.ID, digest: req.Image.Record.manifestDigest().String()}
+		image: req.Image.ID, digest: req.Image.Record.VerifiedManifest().String()}
 	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
 	if err != nil {
 		d.err, d.duration = err, time.Since(start)

@@ -178,7 +178,7 @@ func referencesFor(rec *Record, c reference.Named) []Reference {
 		}
 		switch {
 		case digested:
-			if d.Digest() != r.manifest(rec) && d.Digest() != r.index(rec) {
+			if d.Digest() != r.ManifestFor(rec) && d.Digest() != r.IndexFor(rec) {
 				continue
 			}
 		case isTagged:
@@ -230,7 +230,7 @@ func identitiesOf(rec *Record, refs []Reference, name reference.Named) []identit
 			if id, ok = dockerIdentity(n); !ok {
 				continue
 			}
-			id.manifest = r.manifest(rec)
+			id.manifest = r.ManifestFor(rec)
 		}
 		key := id.ref.Transport().Name() + ":" + id.name + "\x00" + string(id.manifest)
 		if seen[key] {

@@ -87,7 +87,7 @@ func recordedAs(rec *Record, fd *found, id identity) bool {
 			continue
 		}
 		rn, err := reference.ParseNormalizedNamed(r.Resolved)
-		if err != nil || id.manifest != r.manifest(rec) {
+		if err != nil || id.manifest != r.ManifestFor(rec) {
 			continue
 		}
 		idn, err := reference.ParseNormalizedNamed(id.name)

@@ -216,7 +216,7 @@ func TestImageThatLostItsNameIsVerifiedAsItsFormerName(t *testing.T) {
 func TestImageWithoutProvenanceIsRefused(t *testing.T) {
 	e := newEnv(t)
 	img := e.mustPull(fixtures.PushImage(t, e.ref("app/x:1"), 1024).Ref, "")
-	rec := img.Record.clone()
+	rec := img.Record.Clone()
 	rec.References = nil
 	unlock, err := e.svc.lockImage(img.StorageID())
 	if err != nil {
@@ -372,7 +372,7 @@ func TestRecordWritesOfTwoProcessesAreSerialised(t *testing.T) {
 		// Still waiting for the lock; whatever it does must come after.
 	}
 	imported := &ImportSource{Transport: "docker-archive", Path: "/x.tar", Name: "example.com/both:1", Manifest: digest.Digest(src.ManifestDigest)}
-	rec.addReference(Reference{User: imported.Name, Resolved: imported.Name, Import: imported, Manifest: imported.Manifest})
+	rec.AddReference(Reference{User: imported.Name, Resolved: imported.Name, Import: imported, Manifest: imported.Manifest})
 	if err := shared.saveRecord(id, rec); err != nil {
 		t.Fatal(err)
 	}

@@ -676,15 +676,15 @@ func (s *Service) recordImport(simg *storage.Image, e *importEntry, pol *policy.
 	}
 	var pin digest.Digest
 	if e.sigs != nil {
-		pin = e.sigs.digest()
+		pin = e.sigs.Digest()
 	} else if set := s.librarySignatures(simg.ID, e.verified()); set != nil {
-		pin = set.digest()
+		pin = set.Digest()
 	}
 	for i, n := range e.names {
-		rec.addReference(Reference{User: n.String(), Resolved: n.String(), Pulled: now, Import: e.sources[i],
+		rec.AddReference(Reference{User: n.String(), Resolved: n.String(), Pulled: now, Import: e.sources[i],
 			Manifest: e.verified(), Index: e.indexDigest, Signatures: pin})
 	}
-	rec.addDecision(Decision{PolicyPath: pol.Path, PolicyDigest: pol.Digest, Reference: e.sources[0].String(), Allowed: true, Time: now, Signatures: pin})
+	rec.AddDecision(Decision{PolicyPath: pol.Path, PolicyDigest: pol.Digest, Reference: e.sources[0].String(), Allowed: true, Time: now, Signatures: pin})
 	if cfg, err := s.store.ImageBigData(simg.ID, e.m.Config.Digest.String()); err == nil {
 		var c struct {
 			Config struct{ User string } `json:"config"`

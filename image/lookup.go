@@ -11,22 +11,6 @@ import (
 	"go.podman.io/storage"
 )
 
-// Image is the CRI-facing view of a stored image.
-type Image struct {
-	// ID is the image's config digest, "sha256:<hex>"; it is what
-	// PullImage returns, ListImages lists and containers report.
-	ID          string
-	RepoTags    []string
-	RepoDigests []string
-	Size        uint64
-	// User is the image config's User ("1000", "www-data:1004", "").
-	User   string
-	Record *Record
-}
-
-// StorageID is the id of the image inside containers/storage.
-func (i *Image) StorageID() string { return strings.TrimPrefix(i.ID, "sha256:") }
-
 func (s *Service) view(img *storage.Image, rec *Record) (*Image, error) {
 	size, err := s.store.ImageSize(img.ID)
 	if err != nil {
@@ -52,7 +36,7 @@ func (s *Service) view(img *storage.Image, rec *Record) (*Image, error) {
 		digests = append(digests, rec.IndexDigest)
 	}
 	for i := range rec.References {
-		if d := rec.References[i].index(rec); d != "" && !rec.References[i].Formerly {
+		if d := rec.References[i].IndexFor(rec); d != "" && !rec.References[i].Formerly {
 			digests = append(digests, d)
 		}
 	}

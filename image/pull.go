@@ -306,7 +306,7 @@ func (s *Service) markMovedElsewhere(named reference.Named, keep string) {
 			continue
 		}
 		rec, err := s.recordOf(&imgs[i])
-		if err != nil || !rec.clone().markFormerly(name) {
+		if err != nil || !rec.Clone().MarkFormerly(name) {
 			continue
 		}
 		unlock, err := s.lockImage(id)
@@ -314,7 +314,7 @@ func (s *Service) markMovedElsewhere(named reference.Named, keep string) {
 			s.log.Warn("could not update an image record", "image", id, "error", err)
 			continue
 		}
-		if rec, err = s.record(id); err == nil && rec.markFormerly(name) {
+		if rec, err = s.record(id); err == nil && rec.MarkFormerly(name) {
 			if err := s.saveRecord(id, rec); err != nil {
 				s.log.Warn("could not update an image record", "image", id, "error", err)
 			}

@@ -323,10 +323,10 @@ func (j *pullJob) record(simg *storage.Image, r *resolved) (*Image, error) {
 	s.keepBundles(simg.ID, j.bundles.bundles)
 	ref := Reference{User: j.req.Ref, Resolved: j.named.String(), Pulled: now, Manifest: r.m.Digest, Index: r.indexDigest}
 	if set := s.librarySignatures(simg.ID, r.m.Digest); set != nil {
-		ref.Signatures = set.digest()
+		ref.Signatures = set.Digest()
 	}
-	rec.addReference(ref)
-	rec.addDecision(Decision{Namespace: j.req.Namespace, PolicyPath: j.pol.Path, PolicyDigest: j.pol.Digest, Reference: j.named.String(), Allowed: true, Warning: j.warned, Time: now, Signatures: ref.Signatures})
+	rec.AddReference(ref)
+	rec.AddDecision(Decision{Namespace: j.req.Namespace, PolicyPath: j.pol.Path, PolicyDigest: j.pol.Digest, Reference: j.named.String(), Allowed: true, Warning: j.warned, Time: now, Signatures: ref.Signatures})
 	if cfg, err := s.store.ImageBigData(simg.ID, r.m.Config.Digest.String()); err == nil {
 		var c struct {
 			Config struct{ User string } `json:"config"`

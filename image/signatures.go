@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/crivet/crivet/image/record"
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/directory"
@@ -28,29 +28,7 @@ const keptSignaturesKey = "crivet-signatures"
 // admission is pinned to go first (a variable for tests).
 var maxKeptSignatureSets = 32
 
-// signatureSet is one manifest's signatures as the library stores them:
-// its own blob format (which this package need not understand), and the
-// size of each signature in it.
-type signatureSet struct {
-	Manifest digest.Digest `json:"manifest"`
-	// Source is the reference the set was pulled with, when known.
-	Source string    `json:"source,omitempty"`
-	Sizes  []int     `json:"sizes"`
-	Blob   []byte    `json:"blob"`
-	Kept   time.Time `json:"kept"`
-}
-
-// digest identifies the set's content (what a reference pins).
-func (a *signatureSet) digest() digest.Digest {
-	h := digest.SHA256.Digester()
-	fmt.Fprintf(h.Hash(), "%s\x00%v\x00", a.Manifest, a.Sizes)
-	h.Hash().Write(a.Blob)
-	return h.Digest()
-}
-
-func (a *signatureSet) same(b *signatureSet) bool {
-	return a.Manifest == b.Manifest && slices.Equal(a.Sizes, b.Sizes) && bytes.Equal(a.Blob, b.Blob)
-}
+type signatureSet = record.SignatureSet
 
 // librarySignatures reads the set the library stored for the manifest
 // inst of image id; nil when there is no image or no signature.
@@ -132,7 +110,7 @@ func (s *Service) keepDisplacedSignatures(id string, inst digest.Digest, prev *s
 	if prev == nil {
 		return
 	}
-	if cur := s.librarySignatures(id, inst); cur != nil && cur.same(prev) {
+	if cur := s.librarySignatures(id, inst); cur != nil && cur.Same(prev) {
 		return
 	}
 	if s.keepSignatureSet(id, prev) {
@@ -144,14 +122,14 @@ func (s *Service) keepDisplacedSignatures(id string, inst digest.Digest, prev *s
 // it reports whether it added it. Callers hold the image's lock.
 func (s *Service) keepSignatureSet(id string, set *signatureSet) bool {
 	sets := s.keptSignatures(id)
-	if slices.ContainsFunc(sets, set.same) {
+	if slices.ContainsFunc(sets, set.Same) {
 		return false
 	}
 	set.Kept = time.Now().UTC()
 	sets = append(sets, set)
 	var pins map[digest.Digest]bool
 	if rec, err := s.record(id); err == nil {
-		pins = rec.pinnedSignatures()
+		pins = rec.PinnedSignatures()
 	}
 	sets = evictSignatureSets(sets, pins, maxKeptSignatureSets)
 	data, err := json.Marshal(sets)
@@ -209,7 +187,7 @@ func evictSignatureSets(sets []*signatureSet, pins map[digest.Digest]bool, max i
 	}
 	out := make([]*signatureSet, 0, len(sets))
 	for _, set := range sets { // oldest first
-		if over > 0 && !pins[set.digest()] {
+		if over > 0 && !pins[set.Digest()] {
 			over--
 			continue
 		}

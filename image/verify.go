@@ -22,7 +22,7 @@ func (s *Service) VerifyStored(ctx context.Context, img *Image, identity referen
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", img.ID, err)
 	}
-	return s.verifyAs(ctx, img, img.Record.manifestDigest(), dref, pol)
+	return s.verifyAs(ctx, img, img.Record.VerifiedManifest(), dref, pol)
 }
 
 // verifyAs is VerifyStored for the stored manifest d presented as ref: a
