@@ -14,13 +14,10 @@ import (
 	"time"
 
 	"github.com/crivet/crivet/image/referrers"
-	"github.com/crivet/crivet/policy"
+	"github.com/crivet/crivet/image/trust"
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
-	"go.podman.io/image/v5/directory"
-	"go.podman.io/image/v5/image"
 	"go.podman.io/image/v5/manifest"
-	istorage "go.podman.io/image/v5/storage"
 	"go.podman.io/image/v5/types"
 )
 
@@ -210,7 +207,7 @@ func (a *openedArchive) importBundles(e *importEntry, signed digest.Digest) ([]k
 	for _, subject := range candidates {
 		for _, b := range a.bundles[subject] {
 			kept = append(kept, keptBundle{Manifest: signed, Subject: subject,
-				Repository: archiveBundleRepository(e.sources[0]), Source: archiveBundleSource, Bundle: b.bundle, Found: now})
+				Repository: trust.ArchiveBundleRepository(e.sources[0]), Source: archiveBundleSource, Bundle: b.bundle, Found: now})
 			if subject != signed && !slices.Contains(subjects, subject) {
 				subjects = append(subjects, subject)
 			}
@@ -249,38 +246,6 @@ func (a *openedArchive) indexesListing(d digest.Digest) []digest.Digest {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// archiveBundleRepository is keptBundle.Repository for bundles that
-// travelled with an archive: "<transport>:<path>". A bundle names no
-// repository and no file, so, as with a registry's, it vouches for the
-// image only as the source it came with: the create-time check uses it
-// for that archive's identities, never for a registry name or another
-// archive. A Docker repository name has no ':', so the two never meet.
-func archiveBundleRepository(src *ImportSource) string {
-	return src.Transport + ":" + src.Path
-}
-
-// verifyArchiveBundles is the create-time check of an imported identity
-// with the bundles kept from its archive, once verifyAs (the library's
-// signatures and kept sets) refused it with rej. No bundle: rej stands.
-func (s *Service) verifyArchiveBundles(ctx context.Context, img *Image, d digest.Digest, ref *importRef, pol *policy.Policy, rej error) error {
-	bundles, subjects := s.storedBundles(img, d, archiveBundleRepository(ref.src))
-	if len(bundles) == 0 {
-		return rej
-	}
-	sref, err := istorage.Transport.NewStoreReference(s.store, nil, img.StorageID())
-	if err != nil {
-		return fmt.Errorf("verify %s: %w", img.ID, err)
-	}
-	src, err := sref.NewImageSource(ctx, s.systemContext())
-	if err != nil {
-		return fmt.Errorf("verify %s: %w", img.ID, err)
-	}
-	defer src.Close()
-	checked := &asIdentity{UnparsedImage: image.UnparsedInstance(src, &d), ref: ref, subjects: subjects,
-		bundles: func(context.Context) ([][]byte, error) { return bundles, nil }}
-	return pol.Check(ctx, checked)
 }
 
 // gpgSignatureArtifactType is the artifact type of the referrer that
@@ -497,43 +462,6 @@ func (a *openedArchive) signedManifest(e *importEntry) (digest.Digest, []byte, e
 		return d, data, nil
 	}
 	return "", nil, nil
-}
-
-// checkSignedManifest evaluates pol for ref with the manifest blob, the
-// attachment's signatures set (nil: none) and the bundles: laid out as a
-// dir: image, which the library reads with its own signature parser.
-func (s *Service) checkSignedManifest(ctx context.Context, blob []byte, set *signatureSet, bundles [][]byte, subjects []digest.Digest, ref types.ImageReference, pol *policy.Policy) error {
-	dir, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "verify-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), blob, 0o600); err != nil {
-		return err
-	}
-	if set != nil {
-		off := 0
-		for i, n := range set.Sizes {
-			if n < 0 || off+n > len(set.Blob) {
-				return fmt.Errorf("signatures of %s: corrupt sizes", set.Manifest)
-			}
-			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("signature-%d", i+1)), set.Blob[off:off+n], 0o600); err != nil {
-				return err
-			}
-			off += n
-		}
-	}
-	dref, err := directory.NewReference(dir)
-	if err != nil {
-		return err
-	}
-	src, err := dref.NewImageSource(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	return pol.Check(ctx, &asIdentity{UnparsedImage: image.UnparsedInstance(src, nil), ref: ref, subjects: subjects,
-		bundles: func(context.Context) ([][]byte, error) { return bundles, nil }})
 }
 
 // writeLayoutSignatures adds sigs to the OCI layout dir, all listed in

@@ -172,7 +172,7 @@ func benchmarkAdmitCached(b *testing.B, e *env, stored *Image, ref string) {
 		b.Fatal(err)
 	}
 	e.svc.log = slog.New(slog.DiscardHandler)
-	e.svc.admitted = admitCache{}
+	e.svc.trust.ForgetAdmissions()
 	if _, err := e.svc.Admit(context.Background(), stored, ref, pol); err != nil {
 		b.Fatal(err)
 	}

@@ -109,7 +109,7 @@ func benchmarkAdmit(b *testing.B, cached, full, withMetrics bool) {
 	req := AdmitRequest{Image: stored, UserRef: img.Ref, Namespace: "team-a", Pod: "p", Container: "c"}
 	for b.Loop() {
 		if !cached {
-			e.svc.admitted = admitCache{}
+			e.svc.trust.ForgetAdmissions()
 		}
 		if full {
 			_, err = e.svc.AdmitFor(context.Background(), req)
@@ -176,7 +176,7 @@ func benchmarkAdmitCold(b *testing.B, e *env, stored *Image, ref string) {
 	}
 	e.svc.log = slog.New(slog.DiscardHandler)
 	for b.Loop() {
-		e.svc.admitted = admitCache{}
+		e.svc.trust.ForgetAdmissions()
 		if _, err := e.svc.Admit(context.Background(), stored, ref, pol); err != nil {
 			b.Fatal(err)
 		}

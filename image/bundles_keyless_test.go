@@ -87,7 +87,7 @@ func TestKeylessSigstoreBundlesAtPullAndCreate(t *testing.T) {
 	}
 
 	e.reg.Stop() // the create-time check is offline
-	e.svc.admitted = admitCache{}
+	e.svc.trust.ForgetAdmissions()
 	for _, c := range admitted {
 		if _, err := e.admit(images[c.img.Ref], c.img.Ref, c.ns); err != nil {
 			t.Errorf("create of %s in %s: %v", c.img.Ref, c.ns, err)
@@ -141,7 +141,7 @@ func TestSigstoreBundleOfIndexOrPlatformManifest(t *testing.T) {
 			}
 
 			e.reg.Stop()
-			e.svc.admitted = admitCache{}
+			e.svc.trust.ForgetAdmissions()
 			for _, c := range []struct {
 				img *Image
 				ref string

@@ -73,7 +73,7 @@ func TestSigstoreBundlesAtPullAndCreate(t *testing.T) {
 			wantRejected(t, err, "another key", "none of 1 sigstore bundles was accepted")
 
 			e.reg.Stop() // the create-time check is offline
-			e.svc.admitted = admitCache{}
+			e.svc.trust.ForgetAdmissions()
 			if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
 				t.Fatalf("create-time check of the bundle-signed image: %v", err)
 			}
@@ -120,7 +120,7 @@ func TestSigstoreBundleVouchesOnlyForTheRepositoryItWasFoundIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.svc.admitted = admitCache{}
+	e.svc.trust.ForgetAdmissions()
 	if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
 		t.Fatalf("signed repository: %v", err)
 	}
@@ -141,7 +141,7 @@ func TestCosignV3SignedImagesAreAdmitted(t *testing.T) {
 			cosign.Sign(t, signed.DigestRef())
 			img := e.mustPull(signed.Ref, "strict")
 			e.reg.Stop()
-			e.svc.admitted = admitCache{}
+			e.svc.trust.ForgetAdmissions()
 			if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
 				t.Fatalf("create-time check: %v", err)
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/crivet/crivet/image/trust"
 	"github.com/crivet/crivet/policy"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/types"
@@ -62,9 +63,9 @@ type CheckResult struct {
 // the decision is logged as a dry run, not audited. Identical pulls in
 // flight are not joined. The error is what Pull would return.
 func (s *Service) Check(ctx context.Context, req PullRequest) (CheckResult, error) {
-	rep := &bundleReport{}
-	res, err := s.check(withBundleReport(ctx, rep), req)
-	res.Bundles = rep.checks
+	rep := &trust.Report{}
+	res, err := s.check(trust.WithReport(ctx, rep), req)
+	res.Bundles = rep.Checks
 	return res, err
 }
 
@@ -104,9 +105,9 @@ func (s *Service) check(ctx context.Context, req PullRequest) (CheckResult, erro
 // policy. Unlike AdmitFor it neither uses nor fills the admission cache,
 // and its decision is a dry run, not audited.
 func (s *Service) CheckStored(ctx context.Context, ns, userRef string) (CheckResult, error) {
-	rep := &bundleReport{}
-	res, err := s.checkStored(withBundleReport(ctx, rep), ns, userRef)
-	res.Bundles = rep.checks
+	rep := &trust.Report{}
+	res, err := s.checkStored(trust.WithReport(ctx, rep), ns, userRef)
+	res.Bundles = rep.Checks
 	return res, err
 }
 
@@ -120,26 +121,26 @@ func (s *Service) checkStored(ctx context.Context, ns, userRef string) (CheckRes
 	if img.Record != nil {
 		res.ManifestDigest, res.IndexDigest = img.Record.ManifestDigest.String(), img.Record.IndexDigest.String()
 	}
-	adm, d, tried := s.admission(ctx, AdmitRequest{Image: img, UserRef: userRef, Namespace: ns}, nil)
-	d.dryRun = true
-	settled := s.settle(&d)
+	adm, d, tried := s.trust.DryRun(ctx, AdmitRequest{Image: img, UserRef: userRef, Namespace: ns})
+	d.DryRun = true
+	settled := s.trust.Settle(&d)
 	res.Step = "policy"
-	res.setPolicy(d.pol, d.err)
+	res.setPolicy(d.Pol, d.Err)
 	res.IdentityFromRecord = adm.FromRecord
 	switch {
 	case adm.Identity != "":
 		res.Identity = adm.Identity
-		res.Scope, res.Requirements = d.scope.String(), d.scope.Requirements
+		res.Scope, res.Requirements = d.Scope.String(), d.Scope.Requirements
 	case len(tried) > 0:
-		res.Identity = tried[0].name
-		if d.pol != nil {
-			sc := d.pol.ScopeFor(tried[0].ref)
+		res.Identity = tried[0].Name
+		if d.Pol != nil {
+			sc := d.Pol.ScopeFor(tried[0].Ref)
 			res.Scope, res.Requirements = sc.String(), sc.Requirements
 		}
 	}
-	if d.warned {
+	if d.Warned {
 		res = res.finish(nil)
-		res.Outcome, res.Reason = "warned", d.err.Error()
+		res.Outcome, res.Reason = "warned", d.Err.Error()
 		return res, nil
 	}
 	return res.finish(settled), settled
@@ -160,7 +161,7 @@ func (r *CheckResult) setPolicy(pol *policy.Policy, err error) {
 func (r *CheckResult) setIdentity(pol *policy.Policy, named reference.Named) {
 	r.Identity = named.String()
 	if pol != nil {
-		sc := scopeFor(pol, r.Identity)
+		sc := trust.ScopeFor(pol, r.Identity)
 		r.Scope, r.Requirements = sc.String(), sc.Requirements
 	}
 }

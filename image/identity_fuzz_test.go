@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/crivet/crivet/image/trust"
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker/reference"
@@ -59,18 +60,18 @@ func FuzzLookupAndIdentity(f *testing.F) {
 		if err != nil {
 			return
 		}
-		rec, err := svc.recordOf(fd.img)
+		rec, err := svc.recordOf(fd.Img)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids := fd.identities()
-		if fd.how == byStoreName && len(ids) > 0 {
-			t.Fatalf("%q found %s by a stored name without provenance, yet verifies it as %v", ref, fd.img.ID, ids)
+		ids := fd.Identities()
+		if fd.How == trust.ByStoreName && len(ids) > 0 {
+			t.Fatalf("%q found %s by a stored name without provenance, yet verifies it as %v", ref, fd.Img.ID, ids)
 		}
 		for _, id := range ids {
 			if !recordedAs(rec, fd, id) {
 				t.Fatalf("%q (found by %s as %v) is verified as %s (manifest %s), which image %s was never recorded as: %+v",
-					ref, fd.how, fd.name, id.name, id.manifest, fd.img.ID, rec.References)
+					ref, fd.How, fd.Name, id.Name, id.Manifest, fd.Img.ID, rec.References)
 			}
 		}
 	})
@@ -78,26 +79,26 @@ func FuzzLookupAndIdentity(f *testing.F) {
 
 // recordedAs: id is one of rec's references, and for a name match one
 // under that very name.
-func recordedAs(rec *Record, fd *found, id identity) bool {
+func recordedAs(rec *Record, fd *trust.Found, id trust.Identity) bool {
 	for _, r := range rec.References {
 		if r.Import != nil {
-			if id.name == r.Import.String() && id.manifest == r.Import.Manifest {
-				return fd.how == byID || slices.ContainsFunc(fd.refs, func(x Reference) bool { return x.Import != nil && x.Import.String() == id.name })
+			if id.Name == r.Import.String() && id.Manifest == r.Import.Manifest {
+				return fd.How == trust.ByID || slices.ContainsFunc(fd.Refs, func(x Reference) bool { return x.Import != nil && x.Import.String() == id.Name })
 			}
 			continue
 		}
 		rn, err := reference.ParseNormalizedNamed(r.Resolved)
-		if err != nil || id.manifest != r.ManifestFor(rec) {
+		if err != nil || id.Manifest != r.ManifestFor(rec) {
 			continue
 		}
-		idn, err := reference.ParseNormalizedNamed(id.name)
+		idn, err := reference.ParseNormalizedNamed(id.Name)
 		if err != nil || idn.Name() != rn.Name() {
 			continue
 		}
-		if fd.how == byID {
+		if fd.How == trust.ByID {
 			return true
 		}
-		if fd.name.String() == id.name && !r.Formerly {
+		if fd.Name.String() == id.Name && !r.Formerly {
 			return true
 		}
 	}

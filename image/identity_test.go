@@ -259,7 +259,7 @@ func TestPullOfAnotherManifestOfTheImageAddsNeverReplaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.svc.admitted = admitCache{}
+	e.svc.trust.ForgetAdmissions()
 	if a, err := e.admit(img, signed.Ref, "strict"); err != nil || a.Identity != signed.Ref {
 		t.Fatalf("signed image refused after a pull of another manifest: %+v, %v", a, err)
 	}
@@ -298,7 +298,7 @@ func TestEvictionKeepsTheSignaturesAnAdmissionWasMadeWith(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.svc.admitted = admitCache{}
+	e.svc.trust.ForgetAdmissions()
 	if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
 		t.Fatalf("strict namespace refused after eviction: %v", err)
 	}

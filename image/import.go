@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crivet/crivet/image/trust"
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -118,7 +119,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest) ([]*Image, erro
 	}
 	pol, err := s.cfg.Policies.Global()
 	if err != nil {
-		s.logPolicyDecision(decision{stage: "import", reference: format + ":" + path, err: err})
+		s.trust.Log(trust.Decision{Stage: "import", Reference: format + ":" + path, Err: err})
 		return nil, fmt.Errorf("import %s: %w", path, err)
 	}
 	work, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "import-")
@@ -545,20 +546,20 @@ func (s *Service) checkImport(ctx context.Context, sys *types.SystemContext, e *
 			signedBlob = e.signedBlob
 		}
 	}
-	bundles := bundleBytes(e.bundles)
+	bundles := trust.BundleBytes(e.bundles)
 	for _, src := range e.sources {
 		src.Manifest = e.verified()
-		ref := &importRef{src: src}
+		ref := trust.NewImportRef(src)
 		start := time.Now()
 		if e.sigs != nil || len(bundles) > 0 {
 			// The manifest the signatures and bundles are for, read as the
 			// library reads signatures (a dir: copy).
-			err = s.checkSignedManifest(ctx, signedBlob, e.sigs, bundles, subjects, ref, pol)
+			err = s.trust.CheckSignedManifest(ctx, signedBlob, e.sigs, bundles, subjects, ref, pol)
 		} else {
-			err = pol.Check(ctx, &asIdentity{UnparsedImage: unparsed, ref: ref})
+			err = pol.Check(ctx, &trust.AsIdentity{UnparsedImage: unparsed, Ref: ref})
 		}
-		s.logPolicyDecision(decision{stage: "import", reference: src.String(), identity: src.String(), digest: e.verified().String(),
-			pol: pol, scope: pol.ScopeFor(ref), err: err, duration: time.Since(start)})
+		s.trust.Log(trust.Decision{Stage: "import", Reference: src.String(), Identity: src.String(), Digest: e.verified().String(),
+			Pol: pol, Scope: pol.ScopeFor(ref), Err: err, Duration: time.Since(start)})
 		if err != nil {
 			return fmt.Errorf("%s: %w", src.String(), err)
 		}
@@ -702,67 +703,3 @@ func (s *Service) recordImport(simg *storage.Image, e *importEntry, pol *policy.
 	}
 	return s.view(fresh, rec)
 }
-
-// importIdentity is the identity an imported image is verified as.
-func importIdentity(src *ImportSource) identity {
-	return identity{name: src.String(), ref: &importRef{src: src}, manifest: src.Manifest}
-}
-
-// importRef presents a recorded import source to the policy exactly as the
-// library's reference for the archive did at import (transport, scope,
-// Docker reference), without needing the file: it may be long gone when
-// a container is created.
-type importRef struct {
-	src *ImportSource
-}
-
-var importTransports = map[string]types.ImageTransport{
-	FormatDockerArchive: dockerarchive.Transport,
-	FormatOCIArchive:    ociarchive.Transport,
-	FormatOCILayout:     ocilayout.Transport,
-}
-
-func (r *importRef) Transport() types.ImageTransport {
-	if t, ok := importTransports[r.src.Transport]; ok {
-		return t
-	}
-	// A transport this build does not know: no scope of a policy names
-	// it, so only the policy's default applies.
-	return unknownTransport(r.src.Transport)
-}
-func (r *importRef) StringWithinTransport() string { return r.src.Path + ":" + r.src.Name }
-func (r *importRef) DockerReference() reference.Named {
-	if r.src.DockerReference == "" {
-		return nil
-	}
-	named, err := reference.ParseNormalizedNamed(r.src.DockerReference)
-	if err != nil {
-		return nil
-	}
-	return named
-}
-func (r *importRef) PolicyConfigurationIdentity() string     { return r.src.PolicyIdentity }
-func (r *importRef) PolicyConfigurationNamespaces() []string { return r.src.PolicyNamespaces }
-
-var errRecordedSource = errors.New("a recorded import source cannot be opened")
-
-func (r *importRef) NewImage(context.Context, *types.SystemContext) (types.ImageCloser, error) {
-	return nil, errRecordedSource
-}
-func (r *importRef) NewImageSource(context.Context, *types.SystemContext) (types.ImageSource, error) {
-	return nil, errRecordedSource
-}
-func (r *importRef) NewImageDestination(context.Context, *types.SystemContext) (types.ImageDestination, error) {
-	return nil, errRecordedSource
-}
-func (r *importRef) DeleteImage(context.Context, *types.SystemContext) error {
-	return errRecordedSource
-}
-
-type unknownTransport string
-
-func (t unknownTransport) Name() string { return string(t) }
-func (t unknownTransport) ParseReference(string) (types.ImageReference, error) {
-	return nil, errRecordedSource
-}
-func (t unknownTransport) ValidatePolicyConfigurationScope(string) error { return nil }

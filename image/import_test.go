@@ -98,7 +98,7 @@ func TestImportDockerArchiveIsFoundByItsTagsAndAdmittedAsTheArchive(t *testing.T
 	if err := os.Remove(archive); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.admitted = admitCache{}
+	e.svc.trust.ForgetAdmissions()
 	if _, err := e.svc.AdmitFor(context.Background(), AdmitRequest{Image: img, UserRef: "registry.k8s.io/pause:3.10", Namespace: "kube-system"}); err != nil {
 		t.Fatalf("after the archive was removed: %v", err)
 	}

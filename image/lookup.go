@@ -109,7 +109,7 @@ func (s *Service) find(ref string) (*storage.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.img, nil
+	return f.Img, nil
 }
 
 // ErrAmbiguous: an ID prefix matches more than one image.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crivet/crivet/image/trust"
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
 )
@@ -46,18 +47,18 @@ func FuzzReferenceResolution(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ref string) {
 		fd, err := svc.resolve(ref)
 		if err == nil {
-			if fd.img.ID != id {
-				t.Fatalf("%q found unknown image %s", ref, fd.img.ID)
+			if fd.Img.ID != id {
+				t.Fatalf("%q found unknown image %s", ref, fd.Img.ID)
 			}
-			if fd.how == byID && !strings.HasPrefix(id, strings.TrimPrefix(strings.TrimSpace(ref), "sha256:")) {
-				t.Fatalf("%q matched image %s as an ID it is not a prefix of", ref, fd.img.ID)
+			if fd.How == trust.ByID && !strings.HasPrefix(id, strings.TrimPrefix(strings.TrimSpace(ref), "sha256:")) {
+				t.Fatalf("%q matched image %s as an ID it is not a prefix of", ref, fd.Img.ID)
 			}
 		}
 		if cands, err := svc.candidates(svc.systemContext(), ref); err == nil && len(cands) == 0 {
 			t.Fatalf("%q: no candidates and no error", ref)
 		}
 		if v, err := svc.Get(ref); err == nil {
-			_ = recordedIdentities(v.Record)
+			_ = (&trust.Found{How: trust.ByID, Rec: v.Record}).Identities()
 		}
 	})
 }

@@ -64,6 +64,7 @@ func TestDecisionsAreObservedWithAReasonClass(t *testing.T) {
 	e := newEnv(t)
 	obs := &seen{}
 	e.svc.obs = obs
+	e.svc.trust = newVerifier(e.svc) // the decisions report to obs too
 	key, other := fixtures.NewSigstoreKey(t), fixtures.NewSigstoreKey(t)
 	kl := fixtures.NewKeyless(t, "https://issuer.crivet.test", "dev@crivet.test")
 	foreign := fixtures.NewKeyless(t, "https://issuer.crivet.test", "dev@crivet.test")
@@ -133,6 +134,7 @@ func TestPullsAreObservedWithBytesAndDuration(t *testing.T) {
 	e := newEnv(t)
 	obs := &seen{}
 	e.svc.obs = obs
+	e.svc.trust = newVerifier(e.svc) // the decisions report to obs too
 	img := fixtures.PushImage(t, e.ref("app/bytes:1"), 64<<10)
 	e.mustPull(img.Ref, "")
 	e.setNamespace("strict", rejectAll)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crivet/crivet/image/trust"
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker/reference"
@@ -97,7 +98,7 @@ func (s *Service) policyFor(req PullRequest, dryRun bool) (*policy.Policy, error
 	pol, err := s.cfg.Policies.ForNamespace(req.Namespace)
 	if err != nil {
 		// A policy that cannot be read decides too: nothing is pulled.
-		s.logPolicyDecision(decision{stage: StagePull, namespace: req.Namespace, reference: req.Ref, err: err, duration: time.Since(start), dryRun: dryRun})
+		s.trust.Log(trust.Decision{Stage: StagePull, Namespace: req.Namespace, Reference: req.Ref, Err: err, Duration: time.Since(start), DryRun: dryRun})
 		return nil, fmt.Errorf("pull %s: %w", req.Ref, err)
 	}
 	return pol, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/crivet/crivet/image/trust"
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/copy"
@@ -36,7 +37,7 @@ type pullJob struct {
 	// step is the step running, or the one that failed.
 	step string
 	// decided is checkPolicy's decision.
-	decided *decision
+	decided *trust.Decision
 	// bundles are the Sigstore bundles found for the image (bundles.go).
 	bundles bundleSet
 }
@@ -53,10 +54,10 @@ func (j *pullJob) checked(r *resolved) types.UnparsedImage {
 	if r.indexDigest != "" {
 		subjects = append(subjects, r.indexDigest)
 	}
-	return &asIdentity{UnparsedImage: u, ref: u.Reference(), subjects: subjects,
-		bundles: func(ctx context.Context) ([][]byte, error) {
+	return &trust.AsIdentity{UnparsedImage: u, Ref: u.Reference(), Subjects: subjects,
+		Bundles: func(ctx context.Context) ([][]byte, error) {
 			kept, err := j.findBundles(ctx, r)
-			return bundleBytes(kept), err
+			return trust.BundleBytes(kept), err
 		}}
 }
 
@@ -188,7 +189,7 @@ func checkManifestLimits(cfg Config, m *remoteManifest) error {
 func (j *pullJob) checkPolicy(r *resolved) error {
 	start := time.Now()
 	ctx := j.ctx
-	if rep := reportFrom(ctx); rep != nil {
+	if rep := trust.ReportFrom(ctx); rep != nil {
 		// A check lists the bundles found once the policy has looked for
 		// them: a pull whose policy never asks fetches none.
 		var observe func(policy.BundleOutcome)
@@ -199,7 +200,7 @@ func (j *pullJob) checkPolicy(r *resolved) error {
 				for i := range used {
 					used[i] = i
 				}
-				observe = rep.observer(rep.add(j.named.String(), kept, nil), used)
+				observe = rep.Observer(rep.Add(j.named.String(), kept, nil), used)
 			}
 			observe(o)
 		})
@@ -209,12 +210,12 @@ func (j *pullJob) checkPolicy(r *resolved) error {
 	// Signatures that could not be fetched are no verdict a warn mode
 	// could admit: the library words them as a rejection all the same.
 	offline := err != nil && (unreachable(err) || context.Cause(j.ctx) != nil)
-	j.decided = &decision{stage: "pull", namespace: j.req.Namespace, reference: j.req.Ref, identity: j.named.String(),
-		digest: r.m.Digest.String(), pol: j.pol, scope: scopeFor(j.pol, j.named.String()), err: err, duration: time.Since(start),
-		dryRun: j.dryRun, noWarn: offline}
-	err = j.s.settle(j.decided)
-	if j.decided.warned {
-		j.warned = j.decided.err.Error()
+	j.decided = &trust.Decision{Stage: "pull", Namespace: j.req.Namespace, Reference: j.req.Ref, Identity: j.named.String(),
+		Digest: r.m.Digest.String(), Pol: j.pol, Scope: trust.ScopeFor(j.pol, j.named.String()), Err: err, Duration: time.Since(start),
+		DryRun: j.dryRun, NoWarn: offline}
+	err = j.s.trust.Settle(j.decided)
+	if j.decided.Warned {
+		j.warned = j.decided.Err.Error()
 	}
 	if err == nil {
 		return nil

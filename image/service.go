@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/crivet/crivet/audit"
+	"github.com/crivet/crivet/image/trust"
 	"github.com/crivet/crivet/internal/keyed"
 	"github.com/crivet/crivet/policy"
 	"go.podman.io/image/v5/types"
@@ -88,8 +89,9 @@ type Service struct {
 	recMu   sync.Mutex
 	records map[string]cachedRecord // by storage image ID; a cache of what is on disk
 
-	admitted admitCache
-	usage    usageCache
+	// trust makes every signature decision (image/trust).
+	trust *trust.Verifier
+	usage usageCache
 }
 
 // Open opens (or creates) the store, cleaning what an interrupted pull left.
@@ -169,6 +171,7 @@ func newService(cfg Config, store storage.Store) *Service {
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
+	s.trust = newVerifier(s)
 	return s
 }
 

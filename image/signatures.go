@@ -1,20 +1,12 @@
 package image
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/crivet/crivet/image/record"
-	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
-	"go.podman.io/image/v5/directory"
-	"go.podman.io/image/v5/image"
-	"go.podman.io/image/v5/types"
 )
 
 // keptSignaturesKey is the big-data item of a storage image that holds
@@ -141,40 +133,6 @@ func (s *Service) keepSignatureSet(id string, set *signatureSet) bool {
 		return false
 	}
 	return true
-}
-
-// verifyKept evaluates pol with the kept set instead of the library's:
-// the manifest and that set are laid out as a dir: image, which the
-// library reads with its own signature parser.
-func (s *Service) verifyKept(ctx context.Context, manifestBlob []byte, set *signatureSet, identity types.ImageReference, pol *policy.Policy) error {
-	dir, err := os.MkdirTemp(filepath.Join(s.cfg.Root, "tmp"), "verify-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), manifestBlob, 0o600); err != nil {
-		return err
-	}
-	off := 0
-	for i, n := range set.Sizes {
-		if n < 0 || off+n > len(set.Blob) {
-			return fmt.Errorf("kept signatures of %s: corrupt sizes", set.Manifest)
-		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("signature-%d", i+1)), set.Blob[off:off+n], 0o600); err != nil {
-			return err
-		}
-		off += n
-	}
-	ref, err := directory.NewReference(dir)
-	if err != nil {
-		return err
-	}
-	src, err := ref.NewImageSource(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	return pol.Check(ctx, &asIdentity{UnparsedImage: image.UnparsedInstance(src, nil), ref: identity})
 }
 
 // evictSignatureSets drops the oldest sets beyond max that no recorded

@@ -1,10 +1,11 @@
-package image
+package trust
 
 import (
 	"context"
 	"strings"
 	"time"
 
+	"github.com/crivet/crivet/image/record"
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/policy/bundle"
 	"github.com/opencontainers/go-digest"
@@ -81,29 +82,31 @@ const (
 // sigstoreBundle requirement, or the check stopped earlier.
 const notVerified = "not verified: the policy decided without sigstore bundles"
 
-// bundleReport collects a check's bundles. It is reached through the
-// check's context, so the pull and create paths need no new parameters,
-// and it is absent (nil) outside `crivet policy check`.
-type bundleReport struct {
-	checks []BundleCheck
+// Report collects a check's bundles. It is reached through the check's
+// context, so the pull and create paths need no new parameters, and it is
+// absent (nil) outside `crivet policy check`.
+type Report struct {
+	Checks []BundleCheck
 }
 
-type bundleReportKey struct{}
+type reportKey struct{}
 
-func withBundleReport(ctx context.Context, r *bundleReport) context.Context {
-	return context.WithValue(ctx, bundleReportKey{}, r)
+// WithReport is ctx carrying r, for the decisions made under it.
+func WithReport(ctx context.Context, r *Report) context.Context {
+	return context.WithValue(ctx, reportKey{}, r)
 }
 
-func reportFrom(ctx context.Context) *bundleReport {
-	r, _ := ctx.Value(bundleReportKey{}).(*bundleReport)
+// ReportFrom is the report ctx carries; nil outside a check.
+func ReportFrom(ctx context.Context) *Report {
+	r, _ := ctx.Value(reportKey{}).(*Report)
 	return r
 }
 
-// add lists kept as seen while verifying the image as verifiedAs, each
+// Add lists kept as seen while verifying the image as verifiedAs, each
 // not_used (for notUsed's reason, or notVerified) until the policy
 // reports a verdict, and returns the position of the first.
-func (r *bundleReport) add(verifiedAs string, kept []keptBundle, notUsed map[int]string) int {
-	base := len(r.checks)
+func (r *Report) Add(verifiedAs string, kept []record.KeptBundle, notUsed map[int]string) int {
+	base := len(r.Checks)
 	for i := range kept {
 		k := &kept[i]
 		c := BundleCheck{VerifiedAs: verifiedAs, Source: k.Source, Repository: k.Repository,
@@ -115,17 +118,17 @@ func (r *bundleReport) add(verifiedAs string, kept []keptBundle, notUsed map[int
 		if why, ok := notUsed[i]; ok {
 			c.Reason = why
 		}
-		r.checks = append(r.checks, c)
+		r.Checks = append(r.Checks, c)
 	}
 	return base
 }
 
-// observer records the policy's verdicts on the bundles listed from
+// Observer records the policy's verdicts on the bundles listed from
 // base: the policy's index i is the bundle at base+used[i].
-func (r *bundleReport) observer(base int, used []int) func(policy.BundleOutcome) {
+func (r *Report) Observer(base int, used []int) func(policy.BundleOutcome) {
 	return func(o policy.BundleOutcome) {
 		if o.Index >= 0 && o.Index < len(used) {
-			r.checks[base+used[o.Index]].record(o)
+			r.Checks[base+used[o.Index]].record(o)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package image
+package trust
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/crivet/crivet/image/record"
 	"github.com/crivet/crivet/policy"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker"
@@ -31,21 +32,21 @@ type Admission struct {
 	ref types.ImageReference
 }
 
-// identity is what an image is verified as: a registry reference it was
+// Identity is what an image is verified as: a registry reference it was
 // pulled by, or the archive it was imported from (whose transport and
 // scope the policy then applies, with the manifest verified at import).
-type identity struct {
-	name     string
-	ref      types.ImageReference
-	manifest digest.Digest // "" = the record's verified manifest
+type Identity struct {
+	Name     string
+	Ref      types.ImageReference
+	Manifest digest.Digest // "" = the record's verified manifest
 }
 
-func dockerIdentity(named reference.Named) (identity, bool) {
+func dockerIdentity(named reference.Named) (Identity, bool) {
 	ref, err := docker.NewReference(named)
 	if err != nil {
-		return identity{}, false
+		return Identity{}, false
 	}
-	return identity{name: named.String(), ref: ref}, true
+	return Identity{Name: named.String(), Ref: ref}, true
 }
 
 // Admit decides, offline, whether a stored image may run under pol when
@@ -61,29 +62,29 @@ func dockerIdentity(named reference.Named) (identity, bool) {
 // is verified as the references it was pulled by, never as a name made
 // from the ID. With no userRef (older kubelets, critest) the same applies.
 // The first recorded reference the policy admits is used.
-func (s *Service) Admit(ctx context.Context, img *Image, userRef string, pol *policy.Policy) (Admission, error) {
-	adm, _, err := s.admit(ctx, img, userRef, pol, &s.admitted)
+func (v *Verifier) Admit(ctx context.Context, img *record.Image, userRef string, pol *policy.Policy) (Admission, error) {
+	adm, _, err := v.admit(ctx, img, userRef, pol, &v.admitted)
 	return adm, err
 }
 
 // admit is Admit with the cache to use (nil: none); it also returns the
 // identities it tried. What the image is verified as follows the identity
 // rule (identity.go): exactly how userRef found it.
-func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *policy.Policy, cache *admitCache) (Admission, []identity, error) {
-	var ids []identity
+func (v *Verifier) admit(ctx context.Context, img *record.Image, userRef string, pol *policy.Policy, cache *admitCache) (Admission, []Identity, error) {
+	var ids []Identity
 	fromRecord := true
 	if userRef != "" {
-		f, err := s.userFound(userRef, img)
+		f, err := v.userFound(userRef, img)
 		if err != nil {
 			return Admission{}, nil, &classed{err, policy.ReasonReferenceMismatch}
 		}
-		if f.how != byID {
+		if f.How != ByID {
 			fromRecord = false
-			if ids = f.identities(); len(ids) == 0 {
+			if ids = f.Identities(); len(ids) == 0 {
 				return Admission{}, nil, &classed{fmt.Errorf("%w: %w", policy.ErrRefused, errNoProvenance(f, userRef)), policy.ReasonNotVerifiable}
 			}
 		} else {
-			ids = f.identities()
+			ids = f.Identities()
 		}
 	} else {
 		ids = recordedIdentities(img.Record)
@@ -91,40 +92,40 @@ func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *po
 	if len(ids) == 0 {
 		// Nothing recorded to verify the image as: no policy can vouch
 		// for it, whatever it says about some made-up name.
-		f := &found{img: &storage.Image{ID: img.StorageID()}, how: byID}
+		f := &Found{Img: &storage.Image{ID: img.StorageID()}, How: ByID}
 		return Admission{}, nil, &classed{fmt.Errorf("%w: %w", policy.ErrRefused, errNoProvenance(f, userRef)), policy.ReasonNotVerifiable}
 	}
 	fp := pol.Fingerprint()
 	var errs []error
 	for _, id := range ids {
-		manifest := id.manifest
+		manifest := id.Manifest
 		if manifest == "" {
 			manifest = img.Record.VerifiedManifest()
 		}
-		key := admitKey(fp, manifest, id.ref.Transport().Name()+":"+id.name)
+		key := admitKey(fp, manifest, id.Ref.Transport().Name()+":"+id.Name)
 		hit := cache.has(key)
 		if cache != nil {
 			// A dry run (crivet policy check --stored) uses no cache.
-			s.obs.AdmissionCache(hit)
+			v.obs.AdmissionCache(hit)
 		}
 		if hit {
-			return Admission{Identity: id.name, FromRecord: fromRecord, Cached: true, ref: id.ref}, ids, nil
+			return Admission{Identity: id.Name, FromRecord: fromRecord, Cached: true, ref: id.Ref}, ids, nil
 		}
-		err := s.verifyAs(ctx, img, manifest, id.ref, pol)
-		if ir, ok := id.ref.(*importRef); ok && errors.As(err, new(*policy.Rejection)) {
+		err := v.verifyAs(ctx, img, manifest, id.Ref, pol)
+		if ir, ok := id.Ref.(*ImportRef); ok && errors.As(err, new(*policy.Rejection)) {
 			// Bundles that travelled with the archive vouch for it only.
-			err = s.verifyArchiveBundles(ctx, img, manifest, ir, pol, err)
+			err = v.verifyArchiveBundles(ctx, img, manifest, ir, pol, err)
 		}
 		if err == nil {
 			// Only admissions are cached: a rejection may be lifted by
 			// signatures a later pull stores for the same manifest.
 			cache.add(key)
-			return Admission{Identity: id.name, FromRecord: fromRecord, ref: id.ref}, ids, nil
+			return Admission{Identity: id.Name, FromRecord: fromRecord, ref: id.Ref}, ids, nil
 		}
 		var rej *policy.Rejection
 		if !errors.As(err, &rej) {
 			// Not verifiable is not admitted: fail closed, as a refusal.
-			err = &classed{fmt.Errorf("%w: image %s cannot be verified as %s: %w", policy.ErrRefused, img.ID, id.name, err), policy.ReasonNotVerifiable}
+			err = &classed{fmt.Errorf("%w: image %s cannot be verified as %s: %w", policy.ErrRefused, img.ID, id.Name, err), policy.ReasonNotVerifiable}
 		}
 		errs = append(errs, err)
 	}
@@ -134,13 +135,13 @@ func (s *Service) admit(ctx context.Context, img *Image, userRef string, pol *po
 // refusal is the one error of a failed admission: the library's decision
 // itself when the only candidate was rejected, else every candidate's
 // outcome under ErrRefused.
-func refusal(img *Image, ids []identity, errs []error) error {
+func refusal(img *record.Image, ids []Identity, errs []error) error {
 	if len(errs) == 1 {
 		return errs[0]
 	}
 	names := make([]string, len(ids))
 	for i, id := range ids {
-		names[i] = id.name
+		names[i] = id.Name
 	}
 	return fmt.Errorf("%w: image %s is admitted under none of the references it was pulled by (%s): %w",
 		policy.ErrRefused, img.ID, strings.Join(names, ", "), errors.Join(errs...))
@@ -148,13 +149,13 @@ func refusal(img *Image, ids []identity, errs []error) error {
 
 // userFound resolves userRef with the one lookup and checks that it
 // names img, the image being created.
-func (s *Service) userFound(userRef string, img *Image) (*found, error) {
-	f, err := s.resolve(userRef)
+func (v *Verifier) userFound(userRef string, img *record.Image) (*Found, error) {
+	f, err := v.store.Resolve(userRef)
 	if err != nil {
 		return nil, fmt.Errorf("%w: user_specified_image %q does not name the image being created (%s): %w", policy.ErrRefused, userRef, img.ID, err)
 	}
-	if f.img.ID != img.StorageID() {
-		return nil, fmt.Errorf("%w: user_specified_image %q names image sha256:%s, not the image being created (%s)", policy.ErrRefused, userRef, f.img.ID, img.ID)
+	if f.Img.ID != img.StorageID() {
+		return nil, fmt.Errorf("%w: user_specified_image %q names image sha256:%s, not the image being created (%s)", policy.ErrRefused, userRef, f.Img.ID, img.ID)
 	}
 	return f, nil
 }
@@ -165,7 +166,9 @@ func admitKey(policyFingerprint, manifest digest.Digest, identity string) string
 	return string(policyFingerprint) + "\x00" + string(manifest) + "\x00" + identity
 }
 
-func stripTagIfDigested(named reference.Named) reference.Named {
+// StripTagIfDigested drops the tag of a reference that also names a
+// digest: the digest is what it means.
+func StripTagIfDigested(named reference.Named) reference.Named {
 	if d, ok := named.(reference.Digested); ok {
 		if _, tagged := named.(reference.Tagged); tagged {
 			if n, err := reference.WithDigest(reference.TrimNamed(named), d.Digest()); err == nil {
