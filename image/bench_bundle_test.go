@@ -70,6 +70,7 @@ func benchmarkPullIn(b *testing.B, e *env, sign func(e *env, img fixtures.Image)
 		b.StopTimer()
 		log := &recordLog{}
 		e.svc.log = slog.New(log)
+		e.svc.trust = newVerifier(e.svc) // decide with that log and observer
 		b.StartTimer()
 		if _, err := e.pull(img.Ref, ""); err != nil {
 			b.Fatal(err)
@@ -172,6 +173,7 @@ func benchmarkAdmitCached(b *testing.B, e *env, stored *Image, ref string) {
 		b.Fatal(err)
 	}
 	e.svc.log = slog.New(slog.DiscardHandler)
+	e.svc.trust = newVerifier(e.svc) // decide with that log and observer
 	e.svc.trust.ForgetAdmissions()
 	if _, err := e.svc.Admit(context.Background(), stored, ref, pol); err != nil {
 		b.Fatal(err)

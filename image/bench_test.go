@@ -103,8 +103,10 @@ func benchmarkAdmit(b *testing.B, cached, full, withMetrics bool) {
 	}
 	// The daemon's log goes to a file; the test log would keep every record.
 	e.svc.log = slog.New(slog.DiscardHandler)
+	e.svc.trust = newVerifier(e.svc) // decide with that log and observer
 	if withMetrics {
 		e.svc.obs = metrics.New()
+		e.svc.trust = newVerifier(e.svc) // decide with that log and observer
 	}
 	req := AdmitRequest{Image: stored, UserRef: img.Ref, Namespace: "team-a", Pod: "p", Container: "c"}
 	for b.Loop() {
@@ -175,6 +177,7 @@ func benchmarkAdmitCold(b *testing.B, e *env, stored *Image, ref string) {
 		b.Fatal(err)
 	}
 	e.svc.log = slog.New(slog.DiscardHandler)
+	e.svc.trust = newVerifier(e.svc) // decide with that log and observer
 	for b.Loop() {
 		e.svc.trust.ForgetAdmissions()
 		if _, err := e.svc.Admit(context.Background(), stored, ref, pol); err != nil {
