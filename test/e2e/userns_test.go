@@ -48,8 +48,8 @@ func usernsPodConfig(n *node, name string, sharedPID bool) *runtimeapi.PodSandbo
 // files and the pod's files owned by its root, a volume id-mapped, the
 // network namespace its own (sysfs mounts); a pod sharing one PID
 // namespace runs its infra process in the same user namespace. Both
-// survive a daemon restart and are removed without leaving a mount, a
-// namespace pin or a root filesystem behind.
+// survive a kill -9 of the daemon and its restart, and are removed without
+// leaving a mount, a namespace pin or a root filesystem behind.
 func TestUserNamespacePod(t *testing.T) {
 	n := newNode(t)
 	n.extraArgs = append(n.extraArgs, "--runtime", usernsRunc(t))
@@ -162,10 +162,8 @@ func TestUserNamespacePod(t *testing.T) {
 		check(s)
 	}
 
-	// A restart keeps the pods' namespaces and containers.
-	if err := n.stop(); err != nil {
-		t.Fatal(err)
-	}
+	// A kill -9 and a restart keep the pods' namespaces and containers.
+	n.kill9()
 	n.start()
 	rc, _ = n.clients()
 	for _, s := range all {
