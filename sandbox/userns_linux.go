@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -52,6 +53,10 @@ func pinUserns(dir string, kinds []string, hostname string, m *spec.IDMappings) 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	// Pdeathsig follows the thread that started the child, not the
+	// process: keep this goroutine on that thread until the child is done.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	cmd := reexec.Command(usernsHolder, strings.Join(kinds, ","), hostname)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  flags,
