@@ -102,12 +102,14 @@ t1=$(date +%s)
 [ "${1:-}" = image ] && { echo "cgroupv2: image in $((t1 - t0))s"; exit 0; }
 
 # What runs in the guest, in order: name, test binary, flags. TCG makes the
-# guest ~5-10x slower than the host: the kill -9 test gets a few rounds.
+# guest ~5-10x slower than the host: the kill -9 test gets 8 rounds, and
+# TestContainersSurviveDaemonKill (passes here, 98 s) is left to opt-in
+# runs (CRIVET_CGROUPV2_TESTS) to keep the target near 15 min cold.
 GUEST_TESTS=${CRIVET_CGROUPV2_TESTS:-"stats stats.test -test.run .
 cgroup cgroup.test -test.run .
 monitor monitor.test -test.run .
 cgroupv2 cgroupv2.test -test.run TestCgroupV2Node -test.timeout 20m
-e2e-lifecycle e2e.test -test.run ^(TestCrictlPodAndContainerLifecycle|TestContainersSurviveDaemonKill)\$ -test.timeout 15m
+e2e-lifecycle e2e.test -test.run ^TestCrictlPodAndContainerLifecycle\$ -test.timeout 15m
 e2e-kill9 e2e.test -test.run ^TestKill9AtRandomPointsLeavesNothingBehind\$ -test.timeout 15m"}
 CRASH_ROUNDS=${CRIVET_CRASH_ROUNDS:-8}
 
