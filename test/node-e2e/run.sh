@@ -286,7 +286,7 @@ down() {
 	kill_child
 	# The suite's processes and the kubelet it started, then the runtime
 	# (which removes what is left of the pods), then kubelet's host state.
-	kill_pids_referencing "$TOOLS_BIN/kubelet" "$TOOLS_BIN/e2e_node.test"
+	kill_pids_referencing "$WORK/run/kubelet" "$WORK/run/e2e_node.test"
 	"${RUNTIME}_stop" || true
 	restore_kubelet_host_state
 	registry_stop || true
@@ -359,29 +359,35 @@ run_suite() {
 	local out ep t0 t1 rc=0 farm name
 	name=$RUNTIME-$POLICY-$(date -u +%Y%m%d-%H%M%S)
 	out=$WORK/results/$name
-	mkdir -p "$out" "$WORK/run"
+	mkdir -p "$out"
 	ep=$(runtime_endpoint "$RUNTIME")
 	repo_list "$WORK/repo-list.yaml"
 	write_kubelet_config "$WORK/kubelet-config.yaml"
 	farm=$(path_without_systemd)
-	# The suite writes kubeconfig, kubelet-config and static pod dirs into
-	# its working directory; it runs the kubelet that lies beside it.
+	# ginkgo runs the suite in the binary's directory, where the suite
+	# writes kubeconfig, kubelet-config and static pod dirs, and the suite
+	# runs the kubelet that lies beside it: both are linked into a run
+	# directory so the build cache stays clean.
+	rm -rf "$WORK/run" && mkdir -p "$WORK/run"
+	for f in e2e_node.test kubelet; do
+		ln -f "$TOOLS_BIN/$f" "$WORK/run/$f" 2>/dev/null || cp "$TOOLS_BIN/$f" "$WORK/run/$f"
+	done
 	local args=(--nodes="$NODES" --timeout=3h --no-color --poll-progress-after=10m
 		--focus="$FOCUS" --skip="$SKIP" --junit-report="$out/junit.xml"
-		"$TOOLS_BIN/e2e_node.test" --
+		"$WORK/run/e2e_node.test" --
 		--container-runtime-endpoint="$ep" --image-service-endpoint="$ep"
 		--kubelet-config-file="$WORK/kubelet-config.yaml"
 		--kubelet-flags="--system-cgroups= --kubelet-cgroups= --runtime-cgroups="
 		--prepull-images=false --report-dir="$out" --node-name="$(hostname)")
 	{
-		echo "# $(date -u +%FT%TZ), $(nproc) cores, $(uname -r), crivet $("$CRIVET" --version 2>/dev/null | head -1 || true)"
-		echo "cd $WORK/run && env KUBE_TEST_REPO_LIST=$WORK/repo-list.yaml PATH=<PATH without systemd-run, systemctl, journalctl> \\"
+		echo "# $(date -u +%FT%TZ), $(nproc) cores, $(uname -r), $("$CRIVET" --version 2>/dev/null | head -1 || true)"
+		echo "env KUBE_TEST_REPO_LIST=$WORK/repo-list.yaml PATH=<PATH without systemd-run, systemctl, journalctl> \\"
 		printf '  %q' "$TOOLS_BIN/ginkgo" "${args[@]}"
 		echo
 	} >"$out/command.txt"
 	log "running the node e2e suite ($RUNTIME, policy $POLICY, $NODES processes); log: $out/ginkgo.log"
 	t0=$(date +%s)
-	run_child "$out/ginkgo.log" env -C "$WORK/run" KUBE_TEST_REPO_LIST="$WORK/repo-list.yaml" PATH="$farm" \
+	run_child "$out/ginkgo.log" env KUBE_TEST_REPO_LIST="$WORK/repo-list.yaml" PATH="$farm" \
 		"$TOOLS_BIN/ginkgo" "${args[@]}" || rc=$?
 	t1=$(date +%s)
 	echo "$((t1 - t0))" >"$out/seconds"
@@ -400,7 +406,7 @@ summarize() {
 		-nodes "$NODES" >"$out/summary.txt" || true
 	dest=$RESULTS/$(basename "$out")
 	mkdir -p "$dest"
-	cp "$out/summary.txt" "$out/command.txt" "$dest/"
+	cp "$out/summary.txt" "$out/command.txt" "$WORK/kubelet-config.yaml" "$WORK/repo-list.yaml" "$dest/"
 	head -3 "$out/summary.txt"
 	log "summary: $dest/summary.txt"
 }
