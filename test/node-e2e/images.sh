@@ -122,9 +122,12 @@ build_test_images() {
 	# the user and group the image defines, the porter test key pair.
 	base_rootfs "$r"
 	# The tools upstream's Dockerfile adds that specs exec in it: curl and
-	# bash (the host's, with their libraries).
+	# bash (the host's, with their libraries), and netcat-openbsd.
 	copy_with_libs "$r" /usr/bin/curl
 	copy_with_libs "$r" /bin/bash
+	# netcat-openbsd ahead of busybox's nc on PATH: the UDP specs use -u.
+	deb_extract netcat-openbsd
+	copy_with_libs "$r" "$DEBS/netcat-openbsd/bin/nc.openbsd" /usr/local/bin/nc
 	cp "$TOOLS_BIN/agnhost" "$r/agnhost"
 	ln -s agnhost "$r/agnhost-2"
 	mkdir -p "$r/uploads"
