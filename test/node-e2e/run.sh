@@ -368,7 +368,7 @@ run_suite() {
 	# writes kubeconfig, kubelet-config and static pod dirs, and the suite
 	# runs the kubelet that lies beside it: both are linked into a run
 	# directory so the build cache stays clean.
-	rm -rf "$WORK/run" && mkdir -p "$WORK/run"
+	rm -rf --one-file-system "$WORK/run" && mkdir -p "$WORK/run"
 	for f in e2e_node.test kubelet; do
 		ln -f "$TOOLS_BIN/$f" "$WORK/run/$f" 2>/dev/null || cp "$TOOLS_BIN/$f" "$WORK/run/$f"
 	done
