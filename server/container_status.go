@@ -39,7 +39,7 @@ func (s *Server) containerStatus(ctx context.Context, c *sandbox.Container) (*ru
 		Metadata:    c.Config.GetMetadata(),
 		State:       criState(st.State),
 		CreatedAt:   c.CreatedAt.UnixNano(),
-		Image:       &runtimeapi.ImageSpec{Image: c.Config.GetImage().GetImage(), UserSpecifiedImage: c.Config.GetImage().GetUserSpecifiedImage(), Annotations: c.Config.GetImage().GetAnnotations()},
+		Image:       &runtimeapi.ImageSpec{Image: statusImage(c), UserSpecifiedImage: c.Config.GetImage().GetUserSpecifiedImage(), Annotations: c.Config.GetImage().GetAnnotations()},
 		ImageRef:    c.ImageID,
 		ImageId:     c.ImageID,
 		Labels:      c.Config.GetLabels(),
@@ -115,7 +115,7 @@ func (s *Server) listContainers(ctx context.Context, f *runtimeapi.ContainerFilt
 		}
 		out = append(out, &runtimeapi.Container{
 			Id: c.ID, PodSandboxId: c.PodID, Metadata: c.Config.GetMetadata(),
-			Image:    &runtimeapi.ImageSpec{Image: c.Config.GetImage().GetImage(), UserSpecifiedImage: c.Config.GetImage().GetUserSpecifiedImage()},
+			Image:    &runtimeapi.ImageSpec{Image: statusImage(c), UserSpecifiedImage: c.Config.GetImage().GetUserSpecifiedImage()},
 			ImageRef: c.ImageID, ImageId: c.ImageID, State: state, CreatedAt: c.CreatedAt.UnixNano(),
 			Labels: c.Config.GetLabels(), Annotations: c.Config.GetAnnotations(),
 		})
@@ -132,4 +132,18 @@ func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, strea
 	return sendBatches(s.listContainers(stream.Context(), req.GetFilter()), func(b []*runtimeapi.Container) error {
 		return stream.Send(&runtimeapi.StreamContainersResponse{Containers: b})
 	})
+}
+
+// statusImage is the image name a container reports: kubelet copies it
+// into the pod's status.containerStatuses[].image unchanged, and waits for
+// it to equal the pod spec's image after an image update. CreateContainer
+// gets the image ID in image.image and the pod spec's string in
+// user_specified_image, which create-time verification has proven names
+// this very image; so that string is reported. Without one (a CRI client
+// that sends only an ID or a name), the request's image is.
+func statusImage(c *sandbox.Container) string {
+	if u := c.Config.GetImage().GetUserSpecifiedImage(); u != "" {
+		return u
+	}
+	return c.Config.GetImage().GetImage()
 }

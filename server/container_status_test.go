@@ -222,3 +222,32 @@ func TestStreamContainersSendFailureEndsTheStream(t *testing.T) {
 		t.Fatalf("err %v, want the send's", err)
 	}
 }
+
+// kubelet copies ContainerStatus' image.image into the pod status and
+// waits, after an image update, for it to equal the pod spec's image: the
+// status reports user_specified_image (what the spec said), never the ID
+// kubelet sent in image.image.
+func TestContainerStatusReportsThePodSpecImage(t *testing.T) {
+	f := newFixture(t)
+	f.addPod("p1", "ns", nil)
+	c := f.addContainer("c1", "p1", runtime.StateRunning, nil)
+	c.Config.Image = &runtimeapi.ImageSpec{Image: "sha256:0123", UserSpecifiedImage: "registry.k8s.io/e2e-test-images/busybox:1.37.0-1"}
+	plain := f.addContainer("c2", "p1", runtime.StateRunning, nil) // a CRI client that sends only a name
+	resp, err := containerStatus(t, f, "c1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetStatus().GetImage().GetImage(); got != "registry.k8s.io/e2e-test-images/busybox:1.37.0-1" {
+		t.Fatalf("ContainerStatus image = %q, want the pod spec's image", got)
+	}
+	list, err := f.s.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"c1": "registry.k8s.io/e2e-test-images/busybox:1.37.0-1", "c2": plain.Config.GetImage().GetImage()}
+	for _, lc := range list.GetContainers() {
+		if got := lc.GetImage().GetImage(); got != want[lc.GetId()] {
+			t.Errorf("ListContainers %s image = %q, want %q", lc.GetId(), got, want[lc.GetId()])
+		}
+	}
+}
