@@ -28,6 +28,9 @@ func (s *Server) containerStats(ctx context.Context, c *sandbox.Container) (*run
 		st.Memory.RssBytes = &runtimeapi.UInt64Value{Value: cg.Memory.RSS}
 		st.Memory.PageFaults = &runtimeapi.UInt64Value{Value: cg.Memory.PageFaults}
 		st.Memory.MajorPageFaults = &runtimeapi.UInt64Value{Value: cg.Memory.MajorFaults}
+		if avail, ok := cg.Memory.AvailableBytes(); ok {
+			st.Memory.AvailableBytes = &runtimeapi.UInt64Value{Value: avail}
+		}
 	}
 	if used, err := s.images.RootfsUsage(c.ID); err == nil {
 		st.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: now,

@@ -46,6 +46,8 @@ type CPU struct {
 // Memory is the cgroup's memory accounting.
 type Memory struct {
 	Usage, MaxUsage, Failcnt uint64
+	// Limit is the cgroup's memory limit; Unlimited when it has none.
+	Limit uint64
 	// WorkingSet is kubelet's: usage minus inactive file cache.
 	WorkingSet              uint64
 	RSS, Cache, MappedFile  uint64
@@ -113,7 +115,7 @@ func readV2(path string) (*Cgroup, error) {
 			Periods: cpu.NrPeriods, ThrottledPeriods: cpu.NrThrottled, Throttled: cpu.ThrottledUsec * 1000}
 	}
 	if mem := st.Memory; mem != nil {
-		c.Memory = Memory{Usage: mem.Usage, MaxUsage: mem.MaxUsage, WorkingSet: sub(mem.Usage, mem.InactiveFile),
+		c.Memory = Memory{Usage: mem.Usage, MaxUsage: mem.MaxUsage, Limit: limitOrUnlimited(mem.UsageLimit), WorkingSet: sub(mem.Usage, mem.InactiveFile),
 			RSS: mem.Anon, Cache: mem.File, MappedFile: mem.FileMapped, Kernel: mem.KernelStack + mem.Slab,
 			Swap: mem.SwapUsage, PageFaults: mem.Pgfault, MajorFaults: mem.Pgmajfault}
 	}
@@ -185,7 +187,7 @@ func readV1(path string) (*Cgroup, error) {
 		}
 	}
 	if mem := st.Memory; mem != nil && mem.Usage != nil {
-		c.Memory = Memory{Usage: mem.Usage.Usage, MaxUsage: mem.Usage.Max, Failcnt: mem.Usage.Failcnt,
+		c.Memory = Memory{Usage: mem.Usage.Usage, MaxUsage: mem.Usage.Max, Failcnt: mem.Usage.Failcnt, Limit: limitOrUnlimited(mem.Usage.Limit),
 			WorkingSet: sub(mem.Usage.Usage, mem.TotalInactiveFile),
 			RSS:        mem.TotalRSS, Cache: mem.TotalCache, MappedFile: mem.TotalMappedFile,
 			PageFaults: mem.TotalPgFault, MajorFaults: mem.TotalPgMajFault}
@@ -254,4 +256,26 @@ func processCounts(procsFile string) (fds, sockets, threads uint64) {
 		threads += uint64(len(tasks))
 	}
 	return
+}
+
+// Unlimited is Memory.Limit of a cgroup without a memory limit. The kernel
+// says so differently per version: v2 "max" (read as the largest uint64),
+// v1 the largest page-aligned int64; either is far above any real limit.
+const Unlimited = ^uint64(0)
+
+func limitOrUnlimited(l uint64) uint64 {
+	if l == 0 || l >= 1<<62 {
+		return Unlimited
+	}
+	return l
+}
+
+// AvailableBytes is what kubelet's eviction and the Summary API call
+// available memory: the limit minus the working set, as cAdvisor computes
+// it; ok is false for a cgroup without a limit.
+func (m Memory) AvailableBytes() (uint64, bool) {
+	if m.Limit == Unlimited || m.Limit == 0 {
+		return 0, false
+	}
+	return sub(m.Limit, m.WorkingSet), true
 }

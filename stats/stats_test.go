@@ -28,8 +28,9 @@ func TestReadCgroupOfARealProcess(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	limit := int64(64)
+	memLimit := int64(256 << 20)
 	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, &cgroup2.Resources{Pids: &cgroup2.Pids{Max: limit}})
+		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, &cgroup2.Resources{Pids: &cgroup2.Pids{Max: limit}, Memory: &cgroup2.Memory{Max: &memLimit}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,7 +39,7 @@ func TestReadCgroupOfARealProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	} else {
-		cg, err := cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}})
+		cg, err := cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}, Memory: &specs.LinuxMemory{Limit: &memLimit}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,6 +64,14 @@ func TestReadCgroupOfARealProcess(t *testing.T) {
 	}
 	if c.Memory.WorkingSet > c.Memory.Usage {
 		t.Errorf("working set %d above usage %d", c.Memory.WorkingSet, c.Memory.Usage)
+	}
+	// Available memory is the limit minus the working set (cAdvisor's
+	// rule, which kubelet's Summary API and eviction read).
+	if c.Memory.Limit != uint64(memLimit) {
+		t.Errorf("memory limit %d, want %d", c.Memory.Limit, memLimit)
+	}
+	if avail, ok := c.Memory.AvailableBytes(); !ok || avail != uint64(memLimit)-c.Memory.WorkingSet {
+		t.Errorf("available %d (%v), want %d - %d", avail, ok, memLimit, c.Memory.WorkingSet)
 	}
 	// Without Processes, /proc is not walked.
 	if c, err := ReadCgroup(path, Options{}); err != nil || c.FDs != 0 || c.Threads != 0 {
@@ -148,5 +157,21 @@ func TestBlockDevName(t *testing.T) {
 	}
 	if got := blockDevName(4095, 1048575); got != "" {
 		t.Errorf("unknown device named %q", got)
+	}
+}
+
+// A cgroup without a memory limit has no available-memory figure: the
+// kernel's "no limit" values (v2 max, v1's page-aligned int64 max) are
+// not limits.
+func TestAvailableBytesWithoutALimit(t *testing.T) {
+	for _, raw := range []uint64{0, ^uint64(0), 9223372036854771712} {
+		m := Memory{Limit: limitOrUnlimited(raw), WorkingSet: 10 << 20}
+		if avail, ok := m.AvailableBytes(); ok {
+			t.Errorf("limit %d read as a limit: available %d", raw, avail)
+		}
+	}
+	m := Memory{Limit: limitOrUnlimited(64 << 20), WorkingSet: 80 << 20}
+	if avail, ok := m.AvailableBytes(); !ok || avail != 0 {
+		t.Errorf("working set above the limit: available %d (%v), want 0", avail, ok)
 	}
 }
