@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
 
 	"github.com/moby/profiles/apparmor"
@@ -20,6 +21,19 @@ type AppArmorState struct {
 	DefaultProfile string `json:"defaultProfile,omitempty"`
 	// Reason explains an empty DefaultProfile.
 	Reason string `json:"reason,omitempty"`
+	// NoParser: the kernel enforces AppArmor but apparmor_parser is not
+	// installed, so no profile can be loaded. RuntimeDefault then runs
+	// unconfined, as containerd and CRI-O do (kubelet asks for
+	// RuntimeDefault on every container of such a node, and refusing them
+	// all would stop the node); Reason and the start-up log say so.
+	NoParser bool `json:"noParser,omitempty"`
+}
+
+// hasAppArmorParser: profiles are loaded with apparmor_parser found on
+// PATH (moby's loader runs it by name); a variable for tests.
+var hasAppArmorParser = func() bool {
+	_, err := exec.LookPath("apparmor_parser")
+	return err == nil
 }
 
 // installAppArmorDefault loads the default profile unless the kernel has it
@@ -38,6 +52,11 @@ func detectAppArmor(h *Host, enabled bool) {
 	h.AppArmorState = AppArmorState{Enabled: enabled}
 	if !enabled {
 		h.AppArmorState.Reason = "AppArmor is not enabled in this kernel: RuntimeDefault and Localhost AppArmor profiles are not applied"
+		return
+	}
+	if !hasAppArmorParser() {
+		h.AppArmorState.NoParser = true
+		h.AppArmorState.Reason = "AppArmor is enabled in the kernel but apparmor_parser is not installed (Debian: the apparmor package): the default profile cannot be loaded, so RuntimeDefault runs unconfined; Localhost profiles already loaded still apply"
 		return
 	}
 	if err := installAppArmorDefault(DefaultAppArmorProfile); err != nil {
@@ -82,6 +101,9 @@ func apparmorProfile(p *runtimeapi.SecurityProfile, legacy string, privileged bo
 		return "", nil
 	}
 	if h.AppArmorState.DefaultProfile == "" {
+		if h.AppArmorState.NoParser {
+			return "", nil
+		}
 		return "", fmt.Errorf("%w: RuntimeDefault AppArmor profile: %s", ErrUnsupported, h.AppArmorState.Reason)
 	}
 	return h.AppArmorState.DefaultProfile, nil

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -50,8 +51,9 @@ func TestAppArmorProfileChoice(t *testing.T) {
 }
 
 func TestDetectAppArmorLoadsTheDefaultProfileOnce(t *testing.T) {
-	orig := installAppArmorDefault
-	t.Cleanup(func() { installAppArmorDefault = orig })
+	orig, origParser := installAppArmorDefault, hasAppArmorParser
+	t.Cleanup(func() { installAppArmorDefault, hasAppArmorParser = orig, origParser })
+	hasAppArmorParser = func() bool { return true }
 	var loaded []string
 	installAppArmorDefault = func(name string) error { loaded = append(loaded, name); return nil }
 
@@ -70,5 +72,35 @@ func TestDetectAppArmorLoadsTheDefaultProfileOnce(t *testing.T) {
 	detectAppArmor(h, false)
 	if h.AppArmor || h.AppArmorState.Enabled || h.AppArmorState.Reason == "" {
 		t.Fatalf("disabled AppArmor not reported: %+v", h.AppArmorState)
+	}
+}
+
+// A kernel that enforces AppArmor on a node without apparmor_parser (a
+// minimal Debian, a kind node): nothing can be loaded, RuntimeDefault runs
+// unconfined as in containerd and CRI-O, and the state says why; a
+// Localhost profile still goes to runc, a failed load with the parser
+// present is still a refusal.
+func TestAppArmorWithoutTheParser(t *testing.T) {
+	orig, origParser := installAppArmorDefault, hasAppArmorParser
+	t.Cleanup(func() { installAppArmorDefault, hasAppArmorParser = orig, origParser })
+	installAppArmorDefault = func(string) error { t.Fatal("load attempted without a parser"); return nil }
+	hasAppArmorParser = func() bool { return false }
+	h := &Host{}
+	detectAppArmor(h, true)
+	if !h.AppArmor || !h.AppArmorState.NoParser || !strings.Contains(h.AppArmorState.Reason, "apparmor_parser is not installed") {
+		t.Fatalf("state %+v", h.AppArmorState)
+	}
+	if got, err := apparmorProfile(&runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}, "", false, h); err != nil || got != "" {
+		t.Fatalf("RuntimeDefault without a parser: %q, %v; want unconfined", got, err)
+	}
+	if got, err := apparmorProfile(&runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "localhost/mine"}, "", false, h); err != nil || got != "mine" {
+		t.Fatalf("Localhost without a parser: %q, %v", got, err)
+	}
+	hasAppArmorParser = func() bool { return true }
+	installAppArmorDefault = func(string) error { return errors.New("apparmor_parser: exit status 1") }
+	h = &Host{}
+	detectAppArmor(h, true)
+	if _, err := apparmorProfile(nil, "", false, h); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("a failed load with the parser present: %v, want ErrUnsupported", err)
 	}
 }
