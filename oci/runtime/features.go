@@ -70,9 +70,12 @@ func (k Kernel) atLeast(major, minor int) bool {
 	return maj > major || maj == major && mnr >= minor
 }
 
-// featureTimeout bounds each runc run of detection; a runc that hangs
-// must not hold the daemon's start-up.
-const featureTimeout = 10 * time.Second
+// featureTimeout bounds detection (both runc runs); a runc that hangs
+// must not hold the daemon's start-up forever. It is generous because a
+// runc killed by it reports no features at all: under software
+// emulation on a loaded machine (the cgroup-v2 test guest) 10 s was seen
+// to cut off `runc features` on a runc that works.
+const featureTimeout = 60 * time.Second
 
 // DetectFeatures runs `runc --version` and `runc features` for the runc
 // binary bin and combines the answer with the kernel's. A runc without
@@ -91,6 +94,10 @@ func DetectFeatures(ctx context.Context, bin string, k Kernel) (version string, 
 	cmd.Stderr = &stderr
 	out, err = cmd.Output()
 	if err != nil {
+		if ctx.Err() != nil {
+			f.Missing = append(f.Missing, fmt.Sprintf("%s features: no answer within %s; features are detected again at SIGHUP", bin, featureTimeout))
+			return version, f, nil
+		}
 		f.Missing = append(f.Missing, fmt.Sprintf("%s features: %v: %s (runc before 1.1 has no features command)", bin, err, strings.TrimSpace(stderr.String())))
 		return version, f, nil
 	}
