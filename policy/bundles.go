@@ -142,7 +142,7 @@ func (p *Policy) BundleRequirements(ref types.ImageReference) (reqs []*bundle.Re
 	if p == nil || p.bundles == nil {
 		return nil, false
 	}
-	key := scopeKey(p.ScopeFor(ref))
+	key := scopeKey(p.scopeFor(ref))
 	return p.bundles.reqs[key], p.bundles.only[key]
 }
 

@@ -2,11 +2,19 @@ package policy
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
 )
 
 // A file without sigstoreBundle requirements reaches the library byte for
@@ -55,5 +63,52 @@ func TestMalformedSigstoreBundleRequirementFailsTheFile(t *testing.T) {
 	findings := Lint(path, "")
 	if len(findings) == 0 || findings[0].Severity != "error" {
 		t.Fatalf("lint: %+v", findings)
+	}
+}
+
+// The scope a decision reports (audit log, decision log) names the
+// sigstoreBundle requirements as the file does, not the reject that
+// stands in for them in the library's document.
+func TestScopeNamesSigstoreBundleRequirements(t *testing.T) {
+	dir := t.TempDir()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "k.pub")
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "policy.json")
+	doc := `{"default":[{"type":"reject"}],"transports":{"docker":{
+		"reg.example/a":[{"type":"sigstoreBundle","keyPath":"` + key + `"}],
+		"reg.example/b":[{"type":"insecureAcceptAnything"},{"type":"sigstoreBundle","keyPath":"` + key + `"}]}}}`
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewStore(path, "").Global()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ref, want := range map[string]string{
+		"reg.example/a:1": "sigstoreBundle",
+		"reg.example/b:1": "insecureAcceptAnything,sigstoreBundle",
+		"reg.example/c:1": "reject",
+	} {
+		named, err := reference.ParseNormalizedNamed(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ir, err := docker.NewReference(named)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(p.ScopeFor(ir).Requirements, ","); got != want {
+			t.Errorf("%s: requirements %q, want %q", ref, got, want)
+		}
 	}
 }

@@ -38,7 +38,33 @@ func (s Scope) String() string {
 // says: the transport's most specific matching scope (the reference
 // itself, then its enclosing namespaces), then the transport's "" scope,
 // then the policy's default.
+//
+// Requirements name what the file says: a scope's sigstoreBundle
+// requirements are listed as such (the library, which cannot read them,
+// sees a reject standing in for a scope that has nothing else), so the
+// audit log and the decision log name the rule that decided.
 func (p *Policy) ScopeFor(ref types.ImageReference) Scope {
+	s := p.scopeFor(ref)
+	if p == nil || p.bundles == nil {
+		return s
+	}
+	key := scopeKey(s)
+	n := len(p.bundles.reqs[key])
+	if n == 0 {
+		return s
+	}
+	if p.bundles.only[key] {
+		s.Requirements = nil
+	}
+	for range n {
+		s.Requirements = append(s.Requirements, BundleRequirementType)
+	}
+	return s
+}
+
+// scopeFor is ScopeFor as the library sees the file (bundle requirements
+// taken out).
+func (p *Policy) scopeFor(ref types.ImageReference) Scope {
 	if p == nil || p.parsed == nil || ref == nil {
 		return Scope{}
 	}
