@@ -125,7 +125,7 @@ func (s *Server) statusInfo() map[string]string {
 			hs[h.Name] = hi
 		}
 		if b, err := json.Marshal(hs); err == nil {
-			info["runtimeHandlers"] = string(b)
+			info["runtimeHandlerDetails"] = string(b)
 		}
 	}
 	h, err := spec.CurrentHost()

@@ -173,8 +173,8 @@ func TestStatusListsEveryHandlerWithItsFeatures(t *testing.T) {
 			t.Fatal("SupplementalGroupsPolicy not advertised")
 		}
 		var info map[string]handlerInfo
-		if err := json.Unmarshal([]byte(resp.Info["runtimeHandlers"]), &info); err != nil {
-			t.Fatalf("info runtimeHandlers %q: %v", resp.Info["runtimeHandlers"], err)
+		if err := json.Unmarshal([]byte(resp.Info["runtimeHandlerDetails"]), &info); err != nil {
+			t.Fatalf("info runtimeHandlerDetails %q: %v", resp.Info["runtimeHandlerDetails"], err)
 		}
 		th := info["test-handler"]
 		if th.Runc != "/opt/runc" || th.Version != "1.5.3" || !th.IDMappedMounts || th.UserNamespaces != userns || th.Default || !info["runc"].Default {

@@ -67,8 +67,8 @@ func TestPodRunsOnItsRuntimeHandlerAcrossARestart(t *testing.T) {
 	if strings.Join(names, ",") != ",runc,test-handler" {
 		t.Fatalf("Status handlers %q", names)
 	}
-	if info := st.Info["runtimeHandlers"]; !strings.Contains(info, handlerRunc) || !strings.Contains(info, `"test-handler"`) {
-		t.Fatalf("crictl info runtimeHandlers %q does not show test-handler's runc", info)
+	if info := st.Info["runtimeHandlerDetails"]; !strings.Contains(info, handlerRunc) || !strings.Contains(info, `"test-handler"`) {
+		t.Fatalf("crictl info runtimeHandlerDetails %q does not show test-handler's runc", info)
 	}
 
 	// A PID-sharing pod: its infra process is a runc container too.
