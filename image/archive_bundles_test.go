@@ -330,3 +330,38 @@ func TestExportImportRoundTripReverifiesIndexBundles(t *testing.T) {
 		t.Fatalf("layout with an altered index: %v", err)
 	}
 }
+
+// What an operator carries to an air-gapped node when the image was
+// signed with cosign v3's defaults: `cosign save` of the signed image,
+// imported under a policy that requires the bundle for the oci transport,
+// admitted at import and offline at create; another key refuses it.
+func TestCosignSaveLayoutImportsWithItsBundle(t *testing.T) {
+	cosign := fixtures.NewCosignKey(t) // skips when cosign is not built
+	other := fixtures.NewBundleKey(t)
+	for _, withAPI := range []bool{true, false} {
+		t.Run(fmt.Sprintf("referrersAPI=%v", withAPI), func(t *testing.T) {
+			e := bundleEnv(t, withAPI)
+			signed := fixtures.PushImage(t, e.ref("team/saved:1"), 1024, fixtures.WithOCI())
+			cosign.Sign(t, signed.DigestRef())
+			layout := filepath.Join(e.dir, "saved")
+			cosign.Save(t, signed.DigestRef(), layout)
+			e.reg.Stop() // air-gapped from here on
+
+			e.setGlobal(fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"oci":{"":[%s]}}}`, bundleReq(other.PublicKeyPath)))
+			before := storeState(t, e)
+			_, err := e.importFile(layout, "", signed.Ref)
+			wantRejected(t, err, "cosign save layout under another key", "sigstore bundles was accepted")
+			if after := storeState(t, e); after != before {
+				t.Fatalf("a refused import changed the store:\n%s\n%s", before, after)
+			}
+
+			e.setGlobal(fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"oci":{"":[%s]}}}`, bundleReq(cosign.PublicKey)))
+			img := e.mustImport(layout, signed.Ref)
+			e.setNamespace("strict", fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"oci":{"":[%s]}}}`, bundleReq(cosign.PublicKey)))
+			e.svc.trust.ForgetAdmissions()
+			if _, err := e.admit(img, signed.Ref, "strict"); err != nil {
+				t.Fatalf("create-time check of the imported cosign save layout: %v", err)
+			}
+		})
+	}
+}
