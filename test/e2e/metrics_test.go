@@ -119,7 +119,7 @@ func TestMetricsCountWhatTheDaemonDid(t *testing.T) {
 	}
 	// The signed image runs, with itself as an image volume.
 	ctrID := firstLine(n.mustCrictl("create", podID, n.ctrJSON("good", signed.Ref, signed.Ref, map[string]any{
-		"mounts": []map[string]any{{"container_path": "/vol", "image": map[string]any{"image": signed.Ref, "user_specified_image": signed.Ref}}}}), pod))
+		"mounts": []map[string]any{{"container_path": "/vol", "readonly": true, "image": map[string]any{"image": signed.Ref, "user_specified_image": signed.Ref}}}}), pod))
 	n.mustCrictl("start", ctrID)
 
 	f := scrapeMetrics(t, "http://"+addr+"/metrics")
