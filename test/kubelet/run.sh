@@ -532,8 +532,9 @@ case_features() {
 	local info
 	info=$(CRICTL info 2>/dev/null)
 	echo "  crictl info: $(echo "$info" | jq -c '{features, runtimeHandlers}' 2>/dev/null)"
-	# crivet's verbose Status has a runtimeHandlers object (handler name →
-	# runc, version, features); crictl shows it in place of the CRI list
+	# crictl prints the CRI handler list as runtimeHandlers (an array); an
+	# older crivet's verbose Status put an object of the same name (handler
+	# name → runc, version, features) in its place: read either shape
 	if echo "$info" | jq -e '.runtimeHandlers | if type == "array" then (.[] | select((.name // "") == "") | .features | (.user_namespaces // .userNamespaces))
 		else (to_entries[] | select(.value.default) | .value.userNamespaces) end' 2>/dev/null | grep -qx true; then
 		pass "8 Status: the default handler advertises user namespaces (runc $("$RUNC" --version | awk 'NR==1{print $3}'))"
