@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // ServerOptions are the gRPC options every crivet CRI endpoint needs:
@@ -40,6 +41,8 @@ func unaryGuard(log *slog.Logger, obs Observer) grpc.UnaryServerInterceptor {
 		defer func() {
 			if r := recover(); r != nil {
 				resp, err = nil, panicked(log, info.FullMethod, r)
+			} else if err != nil {
+				logFailed(log, info.FullMethod, req, err, start)
 			}
 			observe(obs, info.FullMethod, err, start)
 		}()
@@ -48,12 +51,48 @@ func unaryGuard(log *slog.Logger, obs Observer) grpc.UnaryServerInterceptor {
 	}
 }
 
+// logFailed writes one line for a request answered with an error: the
+// method, the code and message kubelet got, how long it took, and the
+// IDs the request named, so an operator can follow a failing pod in the
+// daemon's log without turning on debug logging. Answers kubelet gets
+// routinely (NotFound for a container it is still polling, a client that
+// went away) are Debug; request errors Info; the runtime's own failures
+// Warn.
+func logFailed(log *slog.Logger, method string, req any, err error, start time.Time) {
+	st := status.Convert(err)
+	level := slog.LevelWarn
+	switch st.Code() {
+	case codes.NotFound, codes.Canceled:
+		level = slog.LevelDebug
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists, codes.Unimplemented, codes.OutOfRange:
+		level = slog.LevelInfo
+	}
+	if !log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []any{"method", path.Base(method), "code", st.Code().String(), "error", st.Message(), "duration", time.Since(start)}
+	if r, ok := req.(interface{ GetPodSandboxId() string }); ok && r.GetPodSandboxId() != "" {
+		attrs = append(attrs, "pod", r.GetPodSandboxId())
+	}
+	if r, ok := req.(interface{ GetContainerId() string }); ok && r.GetContainerId() != "" {
+		attrs = append(attrs, "container", r.GetContainerId())
+	}
+	if r, ok := req.(interface {
+		GetImage() *runtimeapi.ImageSpec
+	}); ok && r.GetImage().GetImage() != "" {
+		attrs = append(attrs, "image", r.GetImage().GetImage())
+	}
+	log.Log(context.Background(), level, "request failed", attrs...)
+}
+
 func streamGuard(log *slog.Logger, obs Observer) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 		start := time.Now()
 		defer func() {
 			if r := recover(); r != nil {
 				err = panicked(log, info.FullMethod, r)
+			} else if err != nil {
+				logFailed(log, info.FullMethod, nil, err, start)
 			}
 			observe(obs, info.FullMethod, err, start)
 		}()

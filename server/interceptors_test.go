@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -106,5 +109,43 @@ func TestRequestsAreObservedWithMethodAndCode(t *testing.T) {
 	want := []string{"Version OK", "PullImage Internal", "CheckpointContainer Unimplemented"}
 	if !slices.Equal(obs.seen, want) {
 		t.Fatalf("observed %q, want %q", obs.seen, want)
+	}
+}
+
+// Every request answered with an error leaves one log line with the
+// method, the code, the message and the IDs it named: routine NotFound at
+// Debug, request errors at Info, the runtime's own failures at Warn.
+func TestFailedRequestsAreLogged(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	guard := unaryGuard(log, nil)
+	info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/ContainerStatus"}
+	answer := func(req any, err error) map[string]any {
+		t.Helper()
+		buf.Reset()
+		_, _ = guard(context.Background(), req, info, func(context.Context, any) (any, error) { return nil, err })
+		if buf.Len() == 0 {
+			return nil
+		}
+		var rec map[string]any
+		if e := json.Unmarshal(buf.Bytes(), &rec); e != nil {
+			t.Fatalf("log line %q: %v", buf.String(), e)
+		}
+		return rec
+	}
+	rec := answer(&runtimeapi.ContainerStatusRequest{ContainerId: "abc"}, status.Error(codes.NotFound, "container abc: not found"))
+	if rec["level"] != "DEBUG" || rec["msg"] != "request failed" || rec["method"] != "ContainerStatus" || rec["code"] != "NotFound" || rec["container"] != "abc" || rec["error"] != "container abc: not found" {
+		t.Fatalf("NotFound: %v", rec)
+	}
+	rec = answer(&runtimeapi.CreateContainerRequest{PodSandboxId: "p1"}, status.Error(codes.InvalidArgument, "bad"))
+	if rec["level"] != "INFO" || rec["pod"] != "p1" || rec["code"] != "InvalidArgument" {
+		t.Fatalf("InvalidArgument: %v", rec)
+	}
+	rec = answer(&runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "reg/x:1"}}, errors.New("registry down"))
+	if rec["level"] != "WARN" || rec["image"] != "reg/x:1" || rec["code"] != "Unknown" {
+		t.Fatalf("runtime failure: %v", rec)
+	}
+	if rec := answer(&runtimeapi.VersionRequest{}, nil); rec != nil {
+		t.Fatalf("a request that succeeded was logged: %v", rec)
 	}
 }
