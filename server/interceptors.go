@@ -14,9 +14,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// ServerOptions are the gRPC options every crivet CRI endpoint needs:
+// serverOptions are the gRPC options every crivet CRI endpoint needs:
 // panics become errors, and every handler's error gets its CRI shape.
-func (s *Server) ServerOptions() []grpc.ServerOption {
+func (s *Server) serverOptions() []grpc.ServerOption {
 	unary := []grpc.UnaryServerInterceptor{unaryGuard(s.log, s.obs)}
 	if s.space != nil {
 		// Inside unaryGuard: its refusals are mapped and observed too.

@@ -25,8 +25,7 @@ import (
 // has no image service, so PullImage dereferences nil.
 func TestPanicIsInternalAndServerKeepsServing(t *testing.T) {
 	s := &Server{log: slog.New(slog.DiscardHandler), info: Info{Version: "test"}}
-	g := grpc.NewServer(s.ServerOptions()...)
-	s.Register(g)
+	g := s.GRPCServer()
 	sock := filepath.Join(t.TempDir(), "crivet.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
@@ -80,8 +79,7 @@ func (o *observed) CRIRequest(method string, code codes.Code, took time.Duration
 func TestRequestsAreObservedWithMethodAndCode(t *testing.T) {
 	obs := &observed{}
 	s := &Server{log: slog.New(slog.DiscardHandler), info: Info{Version: "test"}, obs: obs}
-	g := grpc.NewServer(s.ServerOptions()...)
-	s.Register(g)
+	g := s.GRPCServer()
 	sock := filepath.Join(t.TempDir(), "crivet.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {

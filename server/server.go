@@ -106,10 +106,16 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// Register attaches both CRI services to g.
-func (s *Server) Register(g *grpc.Server) {
+// GRPCServer is the gRPC server that serves both CRI services. It is the
+// only way to serve them: every request then goes through the
+// interceptors (panic guard, one error-to-status mapping, the failed
+// request's log line, metrics), which a caller could otherwise forget.
+// opts add transport options (message sizes) after them.
+func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	g := grpc.NewServer(append(s.serverOptions(), opts...)...)
 	runtimeapi.RegisterRuntimeServiceServer(g, s)
 	runtimeapi.RegisterImageServiceServer(g, s)
+	return g
 }
 
 // Close stops the streaming endpoint.

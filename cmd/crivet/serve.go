@@ -187,8 +187,7 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	defer endpoint.set("")
 
-	g := grpc.NewServer(append(srv.ServerOptions(), grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))...)
-	srv.Register(g)
+	g := srv.GRPCServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
