@@ -3,7 +3,9 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/crivet/crivet/oci/runtime"
@@ -30,11 +32,22 @@ type bus struct {
 	mu      sync.Mutex
 	subs    map[chan Event]struct{}
 	stopped map[string]bool // containers whose STOPPED went out
+	// dropped counts events a full subscriber did not get; each power of
+	// two is logged, so a stalled subscriber is seen without a flood.
+	dropped atomic.Uint64
+	log     *slog.Logger
 }
 
-func newBus() *bus {
-	return &bus{subs: map[chan Event]struct{}{}, stopped: map[string]bool{}}
+func newBus(log *slog.Logger) *bus {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &bus{subs: map[chan Event]struct{}{}, stopped: map[string]bool{}, log: log}
 }
+
+// DroppedEvents is how many events subscribers too slow to keep up did
+// not get since start (crivet_container_events_dropped_total).
+func (m *Manager) DroppedEvents() uint64 { return m.events.dropped.Load() }
 
 // Subscribe returns a channel of events and the function that ends the
 // subscription.
@@ -68,6 +81,10 @@ func (b *bus) publish(containerID, podID string, t runtimeapi.ContainerEventType
 		select {
 		case ch <- ev:
 		default:
+			if n := b.dropped.Add(1); n&(n-1) == 0 {
+				b.log.Warn("container event dropped: a GetContainerEvents subscriber is not keeping up (kubelet relists)",
+					"container", containerID, "type", t.String(), "dropped_total", n)
+			}
 		}
 	}
 }

@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/oci/spec"
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )

@@ -61,7 +61,7 @@ func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Manager{cfg: cfg, images: cfg.Images, pods: cfg.Pods, rt: cfg.Runtime, log: cfg.Logger, events: newBus()}
+	return &Manager{cfg: cfg, images: cfg.Images, pods: cfg.Pods, rt: cfg.Runtime, log: cfg.Logger, events: newBus(cfg.Logger)}
 }
 
 // bundle is the OCI bundle directory of a container (or a pod's infra).

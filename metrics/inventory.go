@@ -23,6 +23,9 @@ type Inventory struct {
 	Runtime interface {
 		Status(ctx context.Context, id string) (runtime.Status, error)
 	}
+	// Events counts the container events slow subscribers lost
+	// (lifecycle.Manager).
+	Events interface{ DroppedEvents() uint64 }
 }
 
 // statusTimeout bounds one scrape's container status reads: the runtime
@@ -43,6 +46,7 @@ const unsettledTTL = 30 * time.Second
 var (
 	imagesDesc     = prometheus.NewDesc("crivet_images", "Images in the node's store.", nil, nil)
 	podsDesc       = prometheus.NewDesc("crivet_pods", "Pod sandboxes, by state (ready, notready).", []string{"state"}, nil)
+	droppedDesc    = prometheus.NewDesc("crivet_container_events_dropped_total", "Container events (GetContainerEvents) a subscriber too slow to keep up did not get; kubelet then relists.", nil, nil)
 	containersDesc = prometheus.NewDesc("crivet_containers", fmt.Sprintf("Containers, by state (created, running, exited, unknown); a container found unknown is read again after %s, not at each scrape.", unsettledTTL), []string{"state"}, nil)
 )
 
@@ -78,9 +82,13 @@ func (c *inventoryCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- imagesDesc
 	ch <- podsDesc
 	ch <- containersDesc
+	ch <- droppedDesc
 }
 
 func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.inv.Events != nil {
+		ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, float64(c.inv.Events.DroppedEvents()))
+	}
 	if c.inv.Images != nil {
 		if n, err := c.inv.Images.Count(); err != nil {
 			ch <- prometheus.NewInvalidMetric(imagesDesc, err)

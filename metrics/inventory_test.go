@@ -165,3 +165,26 @@ func TestScrapesDoNotRunRuncPerContainerPerScrape(t *testing.T) {
 		t.Fatalf("runc runs %q: want runc state", b)
 	}
 }
+
+type droppedEvents uint64
+
+func (d droppedEvents) DroppedEvents() uint64 { return uint64(d) }
+
+// The events slow subscribers lost are a counter an operator can alert on.
+func TestDroppedContainerEventsAreExported(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newInventoryCollector(Inventory{Events: droppedEvents(7)}, time.Now))
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == "crivet_container_events_dropped_total" {
+			if v := f.GetMetric()[0].GetCounter().GetValue(); v != 7 {
+				t.Fatalf("crivet_container_events_dropped_total = %v, want 7", v)
+			}
+			return
+		}
+	}
+	t.Fatal("crivet_container_events_dropped_total not exported")
+}

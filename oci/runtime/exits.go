@@ -100,8 +100,18 @@ func (r *Runtime) WatchExits(ctx context.Context) (<-chan string, error) {
 				if !ok {
 					return
 				}
-				// An overflowed queue may have lost exit records.
+				// An overflowed queue may have lost exit records (and
+				// new containers' directories): forget every cached
+				// status, then look at every directory again, so no
+				// exit goes unreported. report skips those already sent.
+				r.watchOverflows.Add(1)
 				r.forgetAll()
+				ents, _ := os.ReadDir(r.cfg.StateDir)
+				for _, e := range ents {
+					if e.IsDir() {
+						watchDir(e.Name())
+					}
+				}
 			}
 		}
 	}()

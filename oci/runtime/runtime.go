@@ -87,6 +87,9 @@ type Runtime struct {
 	// every exit record forgets the container's cached status, so a cached
 	// live status can be trusted without asking the kernel.
 	watching atomic.Int32
+	// watchOverflows counts inotify queue overflows the exit watch
+	// recovered from by rescanning (tests read it).
+	watchOverflows atomic.Uint64
 	// exits increases at each forgotten status: a status computed while it
 	// changed may predate an exit and is not cached.
 	exits  atomic.Uint64
