@@ -15,10 +15,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LAB=${LAB:-/var/tmp/kubelet-lab}
 RUNROOT=${RUNROOT:-/run/kubelet-lab-crivet}
 K8S_VERSION=v1.37.2
-STAGING_VERSION=v0.37.2
-# A kubelet of $K8S_VERSION built elsewhere (the kubeadm harness builds one
-# in its lab) is copied instead of building it again.
-KUBELET=${KUBELET:-/var/tmp/crivet-cluster/bin/kubelet}
+# A kubelet of $K8S_VERSION: $KUBELET if set, else one another harness
+# built (test/lib/kubelet.sh), else built once per machine.
 # runc for crivet's default handler: the one `make runc` builds (v1.5.x:
 # id-mapped mounts, so user namespaces) where it is, else the one on PATH.
 RUNC=${RUNC:-$REPO/bin/runc}
@@ -45,34 +43,16 @@ note() { log "NOTE: $*"; echo "NOTE: $*" >>"$RESULTS"; } # what kubelet does by 
 
 # ---------------------------------------------------------------- building
 build_kubelet() {
-	if [ -x "$LAB/bin/kubelet" ] && "$LAB/bin/kubelet" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
-		return
-	fi
-	if [ -x "$KUBELET" ] && "$KUBELET" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
-		log "kubelet $K8S_VERSION from $KUBELET"
-		cp "$KUBELET" "$LAB/bin/kubelet" && return
-	fi
-	log "building kubelet $K8S_VERSION (about 6-12 minutes on 2 cores)"
-	local d=$LAB/kbuild gomod minor
-	mkdir -p "$d"
-	gomod=$(cd "$d" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r .GoMod) || die "go mod download k8s.io/kubernetes@$K8S_VERSION"
-	# Every staging module kubernetes replaces with ./staging/src/... becomes
-	# the published $STAGING_VERSION; the go and godebug lines are its own.
-	{
-		printf 'module kbuild\n\n%s\n\n%s\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' \
-			"$(grep -m1 '^go ' "$gomod")" "$(grep -m1 '^godebug ' "$gomod")" "$K8S_VERSION"
-		sed -n "s#^\t\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 $STAGING_VERSION#p" "$gomod"
-		printf ')\n'
-	} >"$d/go.mod"
-	printf '//go:build tools\n\npackage kbuild\n\nimport _ "k8s.io/kubernetes/cmd/kubelet"\n' >"$d/tools.go"
-	minor=${K8S_VERSION#v1.}
-	minor=${minor%%.*}
-	(cd "$d" && nice -n 10 go mod tidy && nice -n 10 go build -tags tools \
-		-ldflags "-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-		-o "$LAB/bin/kubelet" k8s.io/kubernetes/cmd/kubelet) >"$LAB/logs/kubelet-build.log" 2>&1 ||
-		die "kubelet build failed, see $LAB/logs/kubelet-build.log"
+	local k
+	kubelet_is "$LAB/bin/kubelet" && return
+	k=$(kubelet_get) || die "no kubelet $K8S_VERSION: the build failed, see $(kubelet_cache)/build.log"
+	log "kubelet $K8S_VERSION from $k"
+	cp "$k" "$LAB/bin/kubelet"
 }
 
+# kubelet_get: a kubelet of $KUBELET_VERSION, found or built once per machine
+# shellcheck source=test/lib/kubelet.sh
+KUBELET_VERSION=$K8S_VERSION . "$REPO/test/lib/kubelet.sh"
 # build_crivet, build_crictl, build_sigtool
 # shellcheck source=test/lib/build.sh
 . "$REPO/test/lib/build.sh"
