@@ -20,8 +20,10 @@ type Inventory struct {
 		List() []*sandbox.Pod
 		Containers(podID string) []*sandbox.Container
 	}
-	Runtime interface {
-		Status(ctx context.Context, id string) (runtime.Status, error)
+	// States is the one container state (lifecycle.Manager's
+	// ContainerState), as ContainerStatus reports it.
+	States interface {
+		ContainerState(ctx context.Context, id string) (runtime.Status, error)
 	}
 	// Events counts the container events slow subscribers lost
 	// (lifecycle.Manager).
@@ -106,7 +108,7 @@ func (c *inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range pods {
 		ch <- prometheus.MustNewConstMetric(podsDesc, prometheus.GaugeValue, float64(n), string(state))
 	}
-	if c.inv.Runtime == nil {
+	if c.inv.States == nil {
 		return
 	}
 	ctrs := c.containerStates()
@@ -131,9 +133,10 @@ func (c *inventoryCollector) containerStates() map[runtime.State]int {
 			ctrs[u.state]++
 			continue
 		}
-		st, err := c.inv.Runtime.Status(ctx, ctr.ID)
+		st, err := c.inv.States.ContainerState(ctx, ctr.ID)
 		if err != nil {
-			// As ContainerStatus answers: the process state is gone.
+			// The runtime could not answer now (a record whose process
+			// state is gone is already unknown, as ContainerStatus says).
 			st.State = runtime.StateUnknown
 		}
 		switch st.State {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,7 +26,7 @@ type countingRuntime struct {
 	calls  map[string]int
 }
 
-func (r *countingRuntime) Status(_ context.Context, id string) (runtime.Status, error) {
+func (r *countingRuntime) ContainerState(_ context.Context, id string) (runtime.Status, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls[id]++
@@ -34,6 +35,14 @@ func (r *countingRuntime) Status(_ context.Context, id string) (runtime.Status, 
 		return runtime.Status{}, errors.New("no such container")
 	}
 	return runtime.Status{State: st}, nil
+}
+
+// lifecycleStates is lifecycle.Manager's ContainerState over a real
+// runtime: the rule the daemon wires in.
+type lifecycleStates struct{ rt *runtime.Runtime }
+
+func (l lifecycleStates) ContainerState(ctx context.Context, id string) (runtime.Status, error) {
+	return lifecycle.StateOf(l.rt.Status(ctx, id))
 }
 
 // gatherContainers scrapes reg and returns crivet_containers by state.
@@ -81,7 +90,7 @@ func TestScrapesAskTheRuntimeOnceForUnsettledContainers(t *testing.T) {
 	ctrs := []*sandbox.Container{{ID: "run1"}, {ID: "run2"}, {ID: "unk1"}, {ID: "unk2"}, {ID: "err1"}}
 	clk := &clock{t: time.Unix(1000, 0)}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newInventoryCollector(Inventory{Pods: pods{ctrs: ctrs}, Runtime: rt}, clk.now))
+	reg.MustRegister(newInventoryCollector(Inventory{Pods: pods{ctrs: ctrs}, States: rt}, clk.now))
 	for range scrapes {
 		got := gatherContainers(t, reg)
 		if got["running"] != 2 || got["unknown"] != 3 {
@@ -135,7 +144,7 @@ func TestScrapesDoNotRunRuncPerContainerPerScrape(t *testing.T) {
 	}
 	clk := &clock{t: time.Unix(1000, 0)}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newInventoryCollector(Inventory{Pods: pods{ctrs: ctrs}, Runtime: rt}, clk.now))
+	reg.MustRegister(newInventoryCollector(Inventory{Pods: pods{ctrs: ctrs}, States: lifecycleStates{rt}}, clk.now))
 	// Only state queries count: the runtime also asks this runc for its
 	// version and features once, when it starts.
 	runs := func() int {

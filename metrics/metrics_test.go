@@ -96,7 +96,7 @@ func (p pods) Containers(string) []*sandbox.Container { return p.ctrs }
 
 type states map[string]runtime.State
 
-func (s states) Status(_ context.Context, id string) (runtime.Status, error) {
+func (s states) ContainerState(_ context.Context, id string) (runtime.Status, error) {
 	st, ok := s[id]
 	if !ok {
 		return runtime.Status{}, errors.New("no such container")
@@ -138,7 +138,7 @@ func TestScrapeExposesEveryObservation(t *testing.T) {
 	m.Watch(Inventory{
 		Images:  images{3},
 		Pods:    pods{pods: []*sandbox.Pod{ready, {ID: "p2", State: sandbox.NotReady}, {ID: "p3", State: sandbox.Ready}}, ctrs: []*sandbox.Container{{ID: "c1"}, {ID: "c2"}, {ID: "c3"}, {ID: "gone"}}},
-		Runtime: states{"c1": runtime.StateRunning, "c2": runtime.StateRunning, "c3": runtime.StateExited},
+		States: states{"c1": runtime.StateRunning, "c2": runtime.StateRunning, "c3": runtime.StateExited},
 	})
 	f := scrape(t, serve(t, m))
 

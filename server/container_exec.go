@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/lifecycle"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -23,12 +23,8 @@ func (s *Server) runningContainer(ctx context.Context, id string) (string, error
 	if err != nil {
 		return "", err
 	}
-	st, err := s.rt.Status(ctx, c.ID)
-	if err != nil {
-		return "", err
-	}
-	if st.State != runtime.StateRunning {
-		return "", status.Errorf(codes.FailedPrecondition, "container %s is %s, not running", c.ID, st.State)
+	if err := lifecycle.Running(s.rt.Status(ctx, c.ID)); err != nil {
+		return "", fmt.Errorf("container %s: %w", c.ID, err)
 	}
 	return c.ID, nil
 }

@@ -78,7 +78,9 @@ func TestExecSyncErrorCodes(t *testing.T) {
 	}{
 		{"missing container is NotFound", &runtimeapi.ExecSyncRequest{ContainerId: "gone", Cmd: []string{"true"}}, nil, codes.NotFound},
 		{"ambiguous prefix is InvalidArgument", &runtimeapi.ExecSyncRequest{ContainerId: "c", Cmd: []string{"true"}}, nil, codes.InvalidArgument},
-		{"no process state is NotFound", &runtimeapi.ExecSyncRequest{ContainerId: "c2", Cmd: []string{"true"}}, func(f *fixture) { delete(f.rt.status, "c2") }, codes.NotFound},
+		// The record exists and ContainerStatus reports it unknown: the
+		// one state says it is not running, not that it is not there.
+		{"no process state is FailedPrecondition", &runtimeapi.ExecSyncRequest{ContainerId: "c2", Cmd: []string{"true"}}, func(f *fixture) { delete(f.rt.status, "c2") }, codes.FailedPrecondition},
 		{"empty command is InvalidArgument", &runtimeapi.ExecSyncRequest{ContainerId: "c1"}, nil, codes.InvalidArgument},
 		{"exec timing out is DeadlineExceeded", &runtimeapi.ExecSyncRequest{ContainerId: "c1", Cmd: []string{"sleep", "9"}, Timeout: 1},
 			func(f *fixture) { f.rt.execErr = fmt.Errorf("exec: %w", context.DeadlineExceeded) }, codes.DeadlineExceeded},

@@ -3,41 +3,25 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 
-	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/sandbox"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-func criState(state runtime.State) runtimeapi.ContainerState {
-	switch state {
-	case runtime.StateCreated:
-		return runtimeapi.ContainerState_CONTAINER_CREATED
-	case runtime.StateRunning:
-		return runtimeapi.ContainerState_CONTAINER_RUNNING
-	case runtime.StateExited:
-		return runtimeapi.ContainerState_CONTAINER_EXITED
-	}
-	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
-}
-
 func (s *Server) containerStatus(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStatus, error) {
-	st, err := s.rt.Status(ctx, c.ID)
-	if errors.Is(err, runtime.ErrNotFound) {
-		// Recorded, but its process state is gone (the run root did not
-		// survive a reboot): say so rather than hide the container.
-		st, err = runtime.Status{State: runtime.StateUnknown, Reason: "Unknown", Message: "container process state is gone (node rebooted?)"}, nil
-	}
+	// Recorded, but its process state may be gone (the run root did not
+	// survive a reboot): lifecycle says unknown rather than hide it.
+	st, err := lifecycle.StateOf(s.rt.Status(ctx, c.ID))
 	if err != nil {
 		return nil, err
 	}
 	cs := &runtimeapi.ContainerStatus{
 		Id:          c.ID,
 		Metadata:    c.Config.GetMetadata(),
-		State:       criState(st.State),
+		State:       lifecycle.CRIState(st.State),
 		CreatedAt:   c.CreatedAt.UnixNano(),
 		Image:       &runtimeapi.ImageSpec{Image: statusImage(c), UserSpecifiedImage: c.Config.GetImage().GetUserSpecifiedImage(), Annotations: c.Config.GetImage().GetAnnotations()},
 		ImageRef:    c.ImageID,
@@ -103,13 +87,11 @@ func (s *Server) listContainers(ctx context.Context, f *runtimeapi.ContainerFilt
 				continue
 			}
 		}
-		st, err := s.rt.Status(ctx, c.ID)
-		state := criState(st.State)
-		if errors.Is(err, runtime.ErrNotFound) {
-			state = runtimeapi.ContainerState_CONTAINER_UNKNOWN
-		} else if err != nil {
-			continue
+		st, err := lifecycle.StateOf(s.rt.Status(ctx, c.ID))
+		if err != nil {
+			continue // the runtime could not answer now
 		}
+		state := lifecycle.CRIState(st.State)
 		if f.GetState() != nil && f.GetState().State != state {
 			continue
 		}

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/sandbox"
 	"github.com/crivet/crivet/stats"
 	"golang.org/x/sys/unix"
@@ -212,7 +212,7 @@ func (s *Server) podMetrics(p *sandbox.Pod) *runtimeapi.PodSandboxMetrics {
 	networkMetrics(pm, p.NetNS)
 	out.Metrics = pm.out
 	for _, c := range s.pods.Containers(p.ID) {
-		if st, err := s.rt.Status(context.Background(), c.ID); err != nil || st.State != runtime.StateRunning {
+		if lifecycle.Running(s.rt.Status(context.Background(), c.ID)) != nil {
 			continue
 		}
 		out.ContainerMetrics = append(out.ContainerMetrics, &runtimeapi.ContainerMetrics{

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/sandbox"
 	"github.com/crivet/crivet/stats"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -57,7 +57,7 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 		if !labelsMatch(c.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		if st, err := s.rt.Status(ctx, c.ID); err != nil || st.State != runtime.StateRunning {
+		if lifecycle.Running(s.rt.Status(ctx, c.ID)) != nil {
 			continue
 		}
 		st, _ := s.containerStats(ctx, c)

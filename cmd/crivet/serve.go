@@ -180,7 +180,7 @@ func serve(flags *pflag.FlagSet) error {
 	}
 	defer os.Remove(cfg.Listen)
 
-	met.Watch(metrics.Inventory{Images: images, Pods: pods, Runtime: rt, Events: lc})
+	met.Watch(metrics.Inventory{Images: images, Pods: pods, States: lc, Events: lc})
 	endpoint := &metricsEndpoint{met: met, log: log}
 	if err := endpoint.set(cfg.MetricsAddress); err != nil {
 		return err
