@@ -19,6 +19,10 @@
 #   LAB_REGISTRY   a plain-HTTP registry the nodes may pull from (optional)
 #   STRICT_KEY     a sigstore public key: namespace "strict" then admits only
 #                  images of $LAB_REGISTRY signed with it (optional)
+#   RUNC           a runc >= 1.2 for crivet's default handler (default: the
+#                  repository's bin/runc, `make runc`, v1.5.x); Debian's
+#                  1.1.5 stays as the "runc-debian" handler. Without one,
+#                  Debian's runc is the default and user namespaces are off
 #   KIND_NODE_IMAGE  the image name (default crivet/kind-node:v1.37.2)
 #   DOCKER_HOST    the docker daemon to import into
 set -euo pipefail
@@ -128,6 +132,18 @@ v=$(crivet_version)
 if [ -x "$K8S_BIN/crictl" ]; then install -m 0755 "$K8S_BIN/crictl" "$R/usr/local/bin/crictl"; else
 	GOBIN=$R/usr/local/bin go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0 || die "crictl install failed"
 fi
+# A current runc (id-mapped mounts: user namespaces, recursive read-only
+# mounts) as the default handler; Debian's as a second RuntimeClass
+# handler, so both the default and a named handler are exercised.
+RUNC=${RUNC:-$REPO/bin/runc}
+if [ -x "$RUNC" ]; then
+	install -m 0755 "$RUNC" "$R/usr/local/sbin/runc"
+	runtime=/usr/local/sbin/runc
+	log "node: default handler $("$RUNC" --version | head -1); runc-debian: $(chroot "$R" /usr/sbin/runc --version | head -1)"
+else
+	runtime=/usr/sbin/runc
+	log "node: no runc >= 1.2 ($RUNC): Debian's runc is the default handler, no user namespaces"
+fi
 install -m 0644 "$REPO/contrib/systemd/crivet.service" "$R/etc/systemd/system/crivet.service"
 mkdir -p "$R/etc/crivet/policies.d" "$R/etc/crivet/keys" "$R/etc/crivet/crivet.toml.d" "$R/etc/containers/registries.d" "$R/etc/cni/net.d" "$R/var/log/crivet"
 cat >"$R/etc/crivet/crivet.toml" <<'EOF'
@@ -135,6 +151,13 @@ cat >"$R/etc/crivet/crivet.toml" <<'EOF'
 # systemd (contrib/kind/kind-config.yaml), so crivet's is too.
 cgroup_manager = "systemd"
 audit_log = "/var/log/crivet/audit.jsonl"
+EOF
+cat >>"$R/etc/crivet/crivet.toml" <<EOF
+runtime = "$runtime"
+
+# RuntimeClass handler runc-debian: Debian's runc, its state apart.
+[runtimes.runc-debian]
+runtime_path = "/usr/sbin/runc"
 EOF
 printf 'runtime-endpoint: unix:///run/crivet/crivet.sock\nimage-endpoint: unix:///run/crivet/crivet.sock\ntimeout: 60\n' >"$R/etc/crictl.yaml"
 printf 'unqualified-search-registries = ["docker.io"]\n' >"$R/etc/containers/registries.conf"

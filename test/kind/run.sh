@@ -191,6 +191,7 @@ EOF
 image() {
 	inputs
 	start_docker
+	make -C "$REPO" --no-print-directory runc >/dev/null || die "make runc (the default handler's runc) failed"
 	log "building $IMAGE (contrib/kind/build-node-image.sh)"
 	LAB=$LAB K8S_VERSION=$K8S_VERSION K8S_BIN=$LAB/bin CP_IMAGES_FROM=$LAB/images LAB_REGISTRY=$REG STRICT_KEY=$LAB/keys/cosign.pub KIND_NODE_IMAGE=$IMAGE \
 		"$REPO/contrib/kind/build-node-image.sh" 2>&1 | grep -v -e DEPRECATED -e BuildKit -e environment-variable -e '^$'
@@ -399,6 +400,38 @@ EOF
 	mkpod loose-pull loose "$REG/lab/unsigned:1.0" >"$m/loose-pull.yaml"
 	mkpod strict-reuse strict "$REG/lab/unsigned:1.0" >"$m/strict-reuse.yaml"
 	mkpod strict-signed strict "$REG/lab/signed:1.0" >"$m/strict-signed.yaml"
+	# A RuntimeClass for crivet's second handler (Debian's runc), a pod on
+	# it, and a pod in its own user namespace on the default handler.
+	cat >"$m/handlers.yaml" <<EOF
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: runc-debian}
+handler: runc-debian
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-debian-runc, namespace: default}
+spec:
+  runtimeClassName: runc-debian
+  nodeName: $W1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sleep", "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: userns, namespace: default}
+spec:
+  hostUsers: false
+  nodeName: $W1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sleep", "3600"]
+EOF
 	cat >"$m/scale.yaml" <<EOF
 apiVersion: apps/v1
 kind: Deployment
@@ -526,6 +559,42 @@ check_signatures() {
 	[ "$imported" -ge 7 ] && pass "control plane ran from the $imported images imported at build time (crivet image list: source docker-archive)" || fail "imported images on $CP: $imported"
 }
 
+# Runtime handlers as kubelet sees them: the node status lists crivet's
+# handlers with the features each really has (the default handler's runc
+# v1.5 has id-mapped mounts, Debian's 1.1.5 does not); a pod of the
+# RuntimeClass runc-debian runs on that handler; a hostUsers: false pod runs
+# in a user namespace of its own.
+check_handlers() {
+	log "check: runtime handlers and user namespaces on $W1"
+	local h
+	h=$(KC get node "$W1" -o jsonpath='{range .status.runtimeHandlers[*]}{.name}={.features.userNamespaces}/{.features.recursiveReadOnlyMounts} {end}')
+	case " $h " in
+	*" runc-debian=false/false "*) pass "node $W1 status.runtimeHandlers: $h(Debian's runc 1.1.5: no id-mapped mounts, so neither feature)" ;;
+	*) fail "node $W1 status.runtimeHandlers: $h (want runc-debian=false/false)" ;;
+	esac
+	case " $h " in
+	*" =true/true "* | *" runc=true/true "*) pass "default handler advertises user namespaces and recursive read-only mounts (runc $(NX "$W1" /usr/local/sbin/runc --version | head -1 | awk '{print $3}'))" ;;
+	*) fail "default handler features: $h (want true/true with runc >= 1.2)" ;;
+	esac
+	KC apply -f "$LAB/manifests/handlers.yaml" >/dev/null || { fail "apply handlers.yaml"; return; }
+	if wait_for 120 pod_ready default on-debian-runc; then
+		local id rh
+		id=$(NX "$W1" crictl pods -q --name on-debian-runc --state ready | head -1)
+		rh=$(NX "$W1" crictl inspectp "$id" | jq -r '.status.runtimeHandler')
+		[ "$rh" = runc-debian ] && pass "RuntimeClass runc-debian: pod Running on $W1, crictl inspectp runtimeHandler $rh" ||
+			fail "RuntimeClass runc-debian: pod Running but runtimeHandler '$rh'"
+	else fail "RuntimeClass runc-debian: $(waiting_reason default on-debian-runc) $(events_of default on-debian-runc | tail -2 | tr '\n' '|')"; fi
+	if wait_for 120 pod_ready default userns; then
+		local m
+		m=$(KC exec userns -- cat /proc/self/uid_map | xargs)
+		case $m in
+		"0 0 4294967295" | "") fail "hostUsers: false pod runs in the host's user namespace (uid_map '$m')" ;;
+		*) pass "hostUsers: false pod Running on $W1 in a user namespace of its own: uid_map $m" ;;
+		esac
+	else fail "hostUsers: false pod: $(waiting_reason default userns) $(events_of default userns | tail -2 | tr '\n' '|')"; fi
+	KC delete -f "$LAB/manifests/handlers.yaml" --wait=false >/dev/null 2>&1
+}
+
 # crivet restarted on $W1 while $W2 sends requests to the Service (half of
 # whose pods are on $W1): $W1's pods keep their containers, restart counts
 # and readiness, and no request fails.
@@ -592,6 +661,7 @@ check() {
 	check_streams
 	check_job
 	check_signatures
+	check_handlers
 	check_restart_under_load
 	check_scale
 	check_all_on_crivet "end of checks"
