@@ -135,6 +135,15 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: spec: %w", id, err)
 	}
+	// Plugins (NRI) see the spec crivet built from the admitted image and
+	// may adjust it (never its root filesystem) before runc is given it.
+	// A plugin connecting meanwhile is synchronized after the record.
+	release := m.plugins.HoldSync()
+	defer release()
+	if err := m.plugins.CreateContainer(ctx, pod, c, sp); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", id, err)
+	}
+	cleanup = append(cleanup, func() error { m.plugins.RemoveContainer(context.WithoutCancel(ctx), c); return nil })
 	cleanup = append(cleanup, func() error { return os.RemoveAll(bundle) })
 	if err := writeBundle(bundle, sp); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
@@ -163,6 +172,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	if err := m.pods.AddContainer(c); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
+	m.plugins.PostCreateContainer(ctx, c)
 	m.log.Info("container created", "id", id, "pod", pod.ID, "name", cfg.GetMetadata().GetName(),
 		"rootfs", tRootfs, "spec", tSpec-tRootfs, "runc_create", tCreate-tSpec, "record", time.Since(start)-tCreate)
 	return c, nil

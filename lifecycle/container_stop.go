@@ -24,10 +24,14 @@ func (m *Manager) StartContainer(ctx context.Context, c *sandbox.Container) erro
 	if st.State != runtime.StateCreated {
 		return fmt.Errorf("start container %s: container is %s, not created: %w", c.ID, st.State, ErrState)
 	}
+	if err := m.plugins.StartContainer(ctx, c); err != nil {
+		return fmt.Errorf("start container %s: %w", c.ID, err)
+	}
 	if err := m.rt.Start(ctx, c.ID); err != nil {
 		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	m.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	m.plugins.PostStartContainer(ctx, c)
 	return nil
 }
 
@@ -54,18 +58,21 @@ func stopSignal(c *sandbox.Container) syscall.Signal {
 func (m *Manager) StopContainer(ctx context.Context, c *sandbox.Container, timeout time.Duration) error {
 	st, err := m.rt.Status(ctx, c.ID)
 	if errors.Is(err, runtime.ErrNotFound) {
+		m.plugins.StopContainer(ctx, c)
 		return nil // no process state left (e.g. after a reboot): nothing runs
 	}
 	if err != nil {
 		return fmt.Errorf("stop container %s: %w", c.ID, err)
 	}
 	if !st.State.Live() {
+		m.plugins.StopContainer(ctx, c) // once per container, also after an exit
 		return nil
 	}
 	if err := m.rt.Stop(ctx, c.ID, stopSignal(c), timeout); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		return fmt.Errorf("stop container %s: %w", c.ID, err)
 	}
 	m.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	m.plugins.StopContainer(ctx, c)
 	return nil
 }
 
@@ -84,6 +91,7 @@ func (m *Manager) RemoveContainer(ctx context.Context, c *sandbox.Container) err
 	if err := m.StopContainer(ctx, c, 0); err != nil {
 		return err
 	}
+	m.plugins.RemoveContainer(ctx, c)
 	if err := m.discardContainer(ctx, c); err != nil {
 		return err
 	}

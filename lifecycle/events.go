@@ -129,6 +129,9 @@ func (m *Manager) followExits(ctx context.Context, exits <-chan string) {
 				continue
 			}
 			m.events.publish(c.ID, c.PodID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+			// Plugins learn of an exit no request caused too; not
+			// waited for, so a slow plugin never delays other exits.
+			go m.plugins.StopContainer(context.WithoutCancel(ctx), c)
 			select {
 			case releases <- id:
 			default: // a backlog: the removal deletes what runc keeps

@@ -42,18 +42,21 @@ type Config struct {
 	SeccompProfileRoot string
 	// CgroupDriver places pods and containers (as Runtime's driver).
 	CgroupDriver cgroup.Driver
-	Logger       *slog.Logger
+	// Plugins see and adjust each step (NRI); nil = none.
+	Plugins Plugins
+	Logger  *slog.Logger
 }
 
 // Manager runs the lifecycle. It is the only writer of bundles and the
 // only publisher of container events.
 type Manager struct {
-	cfg    Config
-	images *image.Service
-	pods   *sandbox.Manager
-	rt     *runtime.Runtime
-	log    *slog.Logger
-	events *bus
+	cfg     Config
+	images  *image.Service
+	pods    *sandbox.Manager
+	rt      *runtime.Runtime
+	log     *slog.Logger
+	events  *bus
+	plugins Plugins
 }
 
 // New returns a manager; call Recover once before serving requests.
@@ -61,7 +64,10 @@ func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Manager{cfg: cfg, images: cfg.Images, pods: cfg.Pods, rt: cfg.Runtime, log: cfg.Logger, events: newBus(cfg.Logger)}
+	if cfg.Plugins == nil {
+		cfg.Plugins = noPlugins{}
+	}
+	return &Manager{cfg: cfg, images: cfg.Images, pods: cfg.Pods, rt: cfg.Runtime, log: cfg.Logger, events: newBus(cfg.Logger), plugins: cfg.Plugins}
 }
 
 // bundle is the OCI bundle directory of a container (or a pod's infra).

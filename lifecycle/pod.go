@@ -45,8 +45,15 @@ func (m *Manager) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	complete := func(p *sandbox.Pod) error {
 		p.CgroupDir = cgDir
+		// Plugins see the pod with its network, before it is listed.
+		if err := m.plugins.RunPod(ctx, p); err != nil {
+			return fmt.Errorf("run pod sandbox: %w", err)
+		}
 		if needsInfra(cfg) {
-			return m.startInfra(ctx, p)
+			if err := m.startInfra(ctx, p); err != nil {
+				m.plugins.RemovePod(context.WithoutCancel(ctx), p)
+				return err
+			}
 		}
 		return nil
 	}
@@ -64,6 +71,9 @@ func needsInfra(cfg *runtimeapi.PodSandboxConfig) bool {
 func (m *Manager) StopPod(ctx context.Context, pod *sandbox.Pod) error {
 	if err := m.stopPodProcesses(ctx, pod); err != nil {
 		return err
+	}
+	if pod.State == sandbox.Ready {
+		m.plugins.StopPod(ctx, pod) // once: a second stop finds it NotReady
 	}
 	return m.pods.Stop(ctx, pod.ID)
 }
@@ -108,5 +118,9 @@ func (m *Manager) RemovePod(ctx context.Context, pod *sandbox.Pod) error {
 	if err := m.removeInfra(ctx, pod.ID); err != nil {
 		return fmt.Errorf("remove pod sandbox %s: %w", pod.ID, err)
 	}
+	if pod.State == sandbox.Ready {
+		m.plugins.StopPod(ctx, pod)
+	}
+	m.plugins.RemovePod(ctx, pod)
 	return m.pods.Remove(ctx, pod.ID)
 }

@@ -36,6 +36,7 @@ type Metrics struct {
 	pullSeconds     *prometheus.HistogramVec
 
 	namespaces namespaces
+	nri        *nriMetrics
 }
 
 // MaxNamespaces is how many distinct namespaces the decisions counter
@@ -124,6 +125,8 @@ func New() *Metrics {
 			Buckets: pullBuckets,
 		}, []string{"outcome"}),
 	}
+	m.nri = newNRIMetrics()
+	m.reg.MustRegister(m.nri.collectors()...)
 	m.reg.MustRegister(m.decisions, m.decisionSeconds, m.admitCache, m.policyLoads, m.criRequests, m.criSeconds,
 		m.pullBytes, m.pullSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

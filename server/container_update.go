@@ -25,6 +25,11 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 		// the interceptor, as at CreateContainer.
 		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
+	if s.resPlug != nil {
+		if lr, err = s.resPlug.AdjustResources(ctx, c, lr); err != nil {
+			return nil, fmt.Errorf("update container %s: %w", c.ID, err)
+		}
+	}
 	if err := s.rt.Update(ctx, c.ID, lr); err != nil {
 		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
 	}
@@ -44,6 +49,9 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 		rec.Config = cfg
 	}); err != nil {
 		return nil, fmt.Errorf("update container %s: %w", c.ID, err)
+	}
+	if s.resPlug != nil {
+		s.resPlug.ResourcesUpdated(ctx, c)
 	}
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }

@@ -57,6 +57,13 @@ type containers interface {
 	Subscribe() (<-chan lifecycle.Event, func())
 }
 
+// resourcePlugins lets plugins (NRI) change a resource update before runc
+// applies it and tells them after (lifecycle.Manager); nil = none.
+type resourcePlugins interface {
+	AdjustResources(ctx context.Context, c *sandbox.Container, res *specs.LinuxResources) (*specs.LinuxResources, error)
+	ResourcesUpdated(ctx context.Context, c *sandbox.Container)
+}
+
 // Observer is told of each CRI request when it ends: the RPC's name
 // ("PullImage"), the gRPC code it was answered with, and how long it took
 // (a stream: how long it was open). The metrics package implements it.

@@ -128,6 +128,11 @@ func (s *Server) statusInfo() map[string]string {
 			info["runtimeHandlerDetails"] = string(b)
 		}
 	}
+	if s.info.Plugins != nil {
+		if b, err := json.Marshal(s.info.Plugins()); err == nil {
+			info["nri"] = string(b)
+		}
+	}
 	h, err := spec.CurrentHost()
 	if err != nil {
 		info["host"] = err.Error()

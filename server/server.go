@@ -32,6 +32,9 @@ type Info struct {
 	// Handlers lists the runtime handlers with what each can do (Status);
 	// nil reports the default handler with no features.
 	Handlers func() []runtime.HandlerInfo
+	// Plugins lists the connected NRI plugins for crictl info; nil when
+	// NRI is off.
+	Plugins func() any
 	// UserNamespaces: crivet itself runs pods with hostUsers: false.
 	// Status advertises user namespaces on a handler only when this and
 	// the handler's id-mapped mounts are both true.
@@ -66,6 +69,7 @@ type Server struct {
 	images  images
 	pods    pods
 	lc      containers
+	resPlug resourcePlugins
 	rt      processes
 	streams streaming.Server
 	httpSrv *http.Server
@@ -92,6 +96,7 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Lifecycle != nil {
 		s.lc = o.Lifecycle
+		s.resPlug = o.Lifecycle
 	}
 	if o.Runtime != nil {
 		s.rt = o.Runtime

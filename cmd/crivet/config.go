@@ -19,6 +19,7 @@ import (
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/metrics"
+	"github.com/crivet/crivet/nri"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/policy"
@@ -97,6 +98,27 @@ type Config struct {
 	// Runtimes are the RuntimeClass handlers besides the default one (named
 	// "runc", run by the runtime key): [runtimes.NAME] tables.
 	Runtimes map[string]RuntimeHandler `toml:"runtimes"`
+	// NRI is the [nri] table: NRI plugins (off by default).
+	NRI NRIConfig `toml:"nri"`
+}
+
+// NRIConfig is the [nri] table. With enable = false (the default) crivet
+// opens no socket and starts no plugin, and every step runs as without
+// NRI.
+type NRIConfig struct {
+	Enable bool `toml:"enable" json:"enable"`
+	// SocketPath is where external plugins connect ("" = none connect;
+	// only pre-registered plugins run).
+	SocketPath string `toml:"socket_path" json:"socket_path"`
+	// PluginPath holds pre-registered plugins (executables named
+	// NN-name) that crivet starts; PluginConfigPath their configuration.
+	PluginPath       string `toml:"plugin_path" json:"plugin_path"`
+	PluginConfigPath string `toml:"plugin_config_path" json:"plugin_config_path"`
+	// RegistrationTimeout bounds a plugin's registration; RequestTimeout
+	// bounds each call to a plugin (a plugin that takes longer is dropped
+	// and the step goes on without it).
+	RegistrationTimeout duration `toml:"registration_timeout" json:"registration_timeout"`
+	RequestTimeout      duration `toml:"request_timeout" json:"request_timeout"`
 }
 
 // RuntimeHandler is one [runtimes.NAME] table: a named runc configuration
@@ -149,6 +171,10 @@ func defaultConfig() Config {
 		MaxLayers:           image.DefaultMaxLayers,
 		StorageReserve:      reserve.DefaultSize,
 		AuditLogMaxSize:     100 << 20,
+		NRI: NRIConfig{
+			SocketPath: nri.DefaultSocketPath, PluginPath: nri.DefaultPluginPath, PluginConfigPath: nri.DefaultPluginConfigPath,
+			RegistrationTimeout: duration(nri.DefaultRegistrationTimeout), RequestTimeout: duration(nri.DefaultRequestTimeout),
+		},
 	}
 }
 
@@ -310,6 +336,9 @@ func (c Config) validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	if c.NRI.Enable && (c.NRI.RegistrationTimeout <= 0 || c.NRI.RequestTimeout <= 0) {
+		return errors.New("config: [nri] registration_timeout and request_timeout must be positive")
 	}
 	if err := c.validateRuntimes(); err != nil {
 		return err

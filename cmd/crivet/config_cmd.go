@@ -85,7 +85,7 @@ func formatConfig(cfg Config, src Sources) []byte {
 	var b bytes.Buffer
 	v := reflect.ValueOf(cfg)
 	for i, key := range configKeys() {
-		if key == "signature_policy_modes" || key == "runtimes" {
+		if key == "signature_policy_modes" || key == "runtimes" || key == "nri" {
 			continue
 		}
 		var line bytes.Buffer
@@ -101,6 +101,9 @@ func formatConfig(cfg Config, src Sources) []byte {
 	for _, ns := range namespaces {
 		fmt.Fprintf(&b, "%q = %q  # %s\n", ns, cfg.SignaturePolicyModes[ns], sourceOf(src, "signature_policy_modes."+ns))
 	}
+	n := cfg.NRI
+	fmt.Fprintf(&b, "\n[nri]  # %s\nenable = %t\nsocket_path = %q\nplugin_path = %q\nplugin_config_path = %q\nregistration_timeout = %q\nrequest_timeout = %q\n",
+		sourceOf(src, "nri"), n.Enable, n.SocketPath, n.PluginPath, n.PluginConfigPath, n.RegistrationTimeout, n.RequestTimeout)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Runtimes)) {
 		h := cfg.Runtimes[name]
 		fmt.Fprintf(&b, "\n[runtimes.%s]  # %s\nruntime_path = %q\nruntime_root = %q\n", name, sourceOf(src, "runtimes."+name), h.RuntimePath, h.RuntimeRoot)

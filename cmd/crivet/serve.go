@@ -22,6 +22,7 @@ import (
 	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/metrics"
+	"github.com/crivet/crivet/nri"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
@@ -143,10 +144,25 @@ func serve(flags *pflag.FlagSet) error {
 		log.Warn("no pause binary: pods that share a PID namespace cannot start", "pause_binary", pause)
 		pause = ""
 	}
-	lc := lifecycle.New(lifecycle.Config{
+	lcCfg := lifecycle.Config{
 		Images: images, Pods: pods, Runtime: rt,
 		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, CgroupDriver: cgDriver, Logger: log,
-	})
+	}
+	var plugins *nri.NRI
+	var pluginInfo func() any
+	if cfg.NRI.Enable {
+		n := cfg.NRI
+		if plugins, err = nri.New(nri.Config{
+			SocketPath: n.SocketPath, PluginPath: n.PluginPath, PluginConfigPath: n.PluginConfigPath,
+			RegistrationTimeout: time.Duration(n.RegistrationTimeout), RequestTimeout: time.Duration(n.RequestTimeout),
+			RuntimeName: "crivet", RuntimeVersion: version,
+			Pods: pods, Runtime: rt, Observer: met, Logger: log,
+		}); err != nil {
+			return err
+		}
+		lcCfg.Plugins, pluginInfo = plugins, plugins.Info
+	}
+	lc := lifecycle.New(lcCfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// What crictl info shows: the configuration in force, updated by SIGHUP.
@@ -159,13 +175,21 @@ func serve(flags *pflag.FlagSet) error {
 	if err := lc.Run(ctx); err != nil {
 		return err
 	}
+	// Plugins start once the records are reconciled: their
+	// synchronization is the node as it is.
+	if plugins != nil {
+		if err := plugins.Start(); err != nil {
+			return err
+		}
+		defer plugins.Stop()
+	}
 	srv, err := server.New(server.Options{
 		Info: server.Info{Version: version, CgroupDriver: cgDriver,
 			Config: func() any { return shown.Load() }, Policies: policies, Handlers: rt.Handlers,
 			// crivet builds user-namespaced pods (hostUsers: false); a
 			// handler advertises them where its runc and the kernel
 			// make id-mapped mounts.
-			UserNamespaces: spec.UserNamespaces},
+			UserNamespaces: spec.UserNamespaces, Plugins: pluginInfo},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
 		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met, Space: space,
 	})

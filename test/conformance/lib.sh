@@ -43,6 +43,10 @@ RUNTIME_DIR=${RUNTIME_DIR:-$WORK}
 CRIVET_DIR=$RUNTIME_DIR/crivet
 CRIVET_SOCK=$CRIVET_DIR/crivet.sock
 CRIVET_CONF=$CRIVET_DIR/etc
+# NRI: crivet.toml enables it on this socket and critest's 13 NRI specs
+# connect their plugins there (-nri-socket). CRIVET_NRI=0 leaves it off.
+CRIVET_NRI=${CRIVET_NRI:-1}
+CRIVET_NRI_SOCK=$CRIVET_DIR/nri.sock
 CRIVET_LOG_LEVEL=${CRIVET_LOG_LEVEL:-info}
 
 CONTAINERD=${CONTAINERD:-/usr/bin/containerd}
@@ -601,6 +605,12 @@ write_crivet_config() {
 		if [ -n "$TEST_HANDLER" ]; then
 			printf '\n# A second RuntimeClass handler: its own runc root.\n[runtimes.%s]\nruntime_path = "%s"\n' \
 				"$TEST_HANDLER" "${TEST_HANDLER_RUNC:-$(crivet_runc)}"
+		fi
+		if [ "$CRIVET_NRI" = 1 ]; then
+			# critest's synchronization specs hold a plugin's Synchronize
+			# for 2 s; NRI's default request timeout (2 s) would drop it.
+			printf '\n# NRI plugins (critest -nri-socket).\n[nri]\nenable = true\nsocket_path = "%s"\nplugin_path = "%s"\nplugin_config_path = "%s"\nrequest_timeout = "10s"\n' \
+				"$CRIVET_NRI_SOCK" "$CRIVET_DIR/nri/plugins" "$CRIVET_DIR/nri/conf.d"
 		fi
 	} >"$CRIVET_CONF/crivet.toml"
 	{

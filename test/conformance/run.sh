@@ -65,6 +65,9 @@ run_critest() {
 	# Every pod on the named handler: handler selection and the
 	# handler's own runc carry the whole suite.
 	[ -z "$CRITEST_HANDLER" ] || args+=(-runtime-handler "$CRITEST_HANDLER")
+	if [ "$RUNTIME" = crivet ] && [ -z "${ENDPOINT:-}" ] && [ "$CRIVET_NRI" = 1 ]; then
+		args+=(-nri-socket "$CRIVET_NRI_SOCK")
+	fi
 	[ -z "${FOCUS:-}" ] || args+=(-ginkgo.focus "$FOCUS")
 	[ -z "${SKIP:-}" ] || args+=(-ginkgo.skip "$SKIP")
 	# shellcheck disable=SC2206
