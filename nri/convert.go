@@ -90,14 +90,15 @@ func container(c *sandbox.Container, sp *specs.Spec, st *runtime.Status) *api.Co
 	}
 	if l := sp.Linux; l != nil {
 		lc := &api.LinuxContainer{
-			Namespaces:     api.FromOCILinuxNamespaces(l.Namespaces),
-			Devices:        api.FromOCILinuxDevices(l.Devices),
-			Resources:      api.FromOCILinuxResources(l.Resources, sp.Annotations),
-			CgroupsPath:    l.CgroupsPath,
-			SeccompPolicy:  api.FromOCILinuxSeccomp(l.Seccomp),
-			Sysctl:         l.Sysctl,
-			NetDevices:     api.FromOCILinuxNetDevices(l.NetDevices),
-			SeccompProfile: nil,
+			Namespaces:  api.FromOCILinuxNamespaces(l.Namespaces),
+			Devices:     api.FromOCILinuxDevices(l.Devices),
+			Resources:   api.FromOCILinuxResources(l.Resources, sp.Annotations),
+			CgroupsPath: l.CgroupsPath,
+			Sysctl:      l.Sysctl,
+			NetDevices:  api.FromOCILinuxNetDevices(l.NetDevices),
+		}
+		if l.Seccomp != nil { // the library's conversion wants one
+			lc.SeccompPolicy = api.FromOCILinuxSeccomp(l.Seccomp)
 		}
 		if sp.Process != nil {
 			if sp.Process.OOMScoreAdj != nil {

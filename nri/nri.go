@@ -269,7 +269,14 @@ func (n *NRI) RemovePod(ctx context.Context, pod *sandbox.Pod) {
 // CreateContainer asks the plugins for their adjustments and applies them
 // to sp, within the boundary (boundary.go); a refused adjustment fails
 // the create.
-func (n *NRI) CreateContainer(ctx context.Context, pod *sandbox.Pod, c *sandbox.Container, sp *specs.Spec) error {
+func (n *NRI) CreateContainer(ctx context.Context, pod *sandbox.Pod, c *sandbox.Container, sp *specs.Spec) (err error) {
+	// The library's conversion and adjustment code runs on what plugins
+	// sent; a panic there fails this create (and undoes it), no more.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("NRI CreateContainer: internal error: %v", r)
+		}
+	}()
 	n.forget(c.ID) // an ID is never reused, but be exact
 	resp, err := n.nri.CreateContainer(ctx, &api.CreateContainerRequest{Pod: podSandbox(pod), Container: container(c, sp, nil)})
 	if err != nil {

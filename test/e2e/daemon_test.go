@@ -136,6 +136,8 @@ type node struct {
 	extraArgs []string
 	// env is added to the daemon's environment.
 	env []string
+	// toml is the daemon's crivet.toml ("" = defaults).
+	toml string
 }
 
 func newNode(t *testing.T) *node {
@@ -202,7 +204,7 @@ func (n *node) setNamespace(ns, js string) { writeFile(n.t, filepath.Join(n.nsDi
 func (n *node) start() {
 	n.t.Helper()
 	// The explicit --config file must exist; an empty one means defaults.
-	writeFile(n.t, filepath.Join(n.dir, "none.toml"), "")
+	writeFile(n.t, filepath.Join(n.dir, "none.toml"), n.toml)
 	n.log = &logBuffer{}
 	n.cmd = exec.Command(crivetBin, n.args()...)
 	n.cmd.Env = append(os.Environ(), n.env...)

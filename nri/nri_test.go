@@ -1,0 +1,257 @@
+package nri
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	nrigen "github.com/containerd/nri/pkg/runtime-tools/generate"
+	"github.com/containerd/nri/pkg/stub"
+	"github.com/crivet/crivet/oci/runtime"
+	"github.com/crivet/crivet/sandbox"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestCheckAdjustmentRefusesWhatWouldReplaceTheImage(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		adj  func(a *api.ContainerAdjustment)
+		want string // "" = allowed
+	}{
+		{"env, mounts, devices, resources", func(a *api.ContainerAdjustment) {
+			a.AddEnv("A", "b")
+			a.AddMount(&api.Mount{Destination: "/data", Source: "/srv", Type: "bind"})
+			a.AddDevice(&api.LinuxDevice{Path: "/dev/x", Type: "c", Major: 1, Minor: 3})
+			a.SetLinuxMemoryLimit(1 << 20)
+			a.AddAnnotation("example.com/x", "y")
+			a.AddOrReplaceNamespace(&api.LinuxNamespace{Type: "network", Path: "/proc/1/ns/net"})
+		}, ""},
+		{"removing a mount", func(a *api.ContainerAdjustment) { a.RemoveMount("/etc/hosts") }, ""},
+		{"mount at /", func(a *api.ContainerAdjustment) {
+			a.AddMount(&api.Mount{Destination: "/", Source: "/other", Type: "bind"})
+		}, "replace the root filesystem"},
+		{"mount at /.", func(a *api.ContainerAdjustment) {
+			a.AddMount(&api.Mount{Destination: "/usr/..", Source: "/other", Type: "bind"})
+		}, "replace the root filesystem"},
+		{"relative mount", func(a *api.ContainerAdjustment) {
+			a.AddMount(&api.Mount{Destination: ".", Source: "/other", Type: "bind"})
+		}, "replace the root filesystem"},
+		{"mount namespace", func(a *api.ContainerAdjustment) {
+			a.AddOrReplaceNamespace(&api.LinuxNamespace{Type: "mount", Path: "/proc/1/ns/mnt"})
+		}, "mount namespace"},
+		{"no mount namespace", func(a *api.ContainerAdjustment) {
+			a.RemoveNamespace(&api.LinuxNamespace{Type: "mount"})
+		}, "mount namespace"},
+		{"user namespace", func(a *api.ContainerAdjustment) {
+			a.AddOrReplaceNamespace(&api.LinuxNamespace{Type: "user", Path: "/proc/1/ns/user"})
+		}, "user namespace"},
+		{"crivet's annotation", func(a *api.ContainerAdjustment) { a.AddAnnotation("io.crivet.decision", "allowed") }, "crivet's own"},
+		{"removing crivet's annotation", func(a *api.ContainerAdjustment) { a.RemoveAnnotation("io.crivet.decision") }, "crivet's own"},
+		{"CDI", func(a *api.ContainerAdjustment) { a.AddCDIDevice(&api.CDIDevice{Name: "vendor.com/gpu=0"}) }, "CDI"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := &api.ContainerAdjustment{}
+			c.adj(a)
+			err := checkAdjustment(a)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want a refusal naming %q", err, c.want)
+			}
+		})
+	}
+}
+
+func baseSpec() *specs.Spec {
+	return &specs.Spec{
+		Root:    &specs.Root{Path: "/rootfs", Readonly: false},
+		Process: &specs.Process{Args: []string{"sleep", "1"}, Env: []string{"PATH=/bin", "KEEP=1", "DROP=1"}},
+		Mounts:  []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}, {Destination: "/etc/hosts", Type: "bind", Source: "/h"}},
+		Linux:   &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace, Path: "/n"}}},
+	}
+}
+
+// The adjustment code NRI ships, run over crivet's spec editor.
+func TestAdjustmentIsAppliedToCrivetsSpec(t *testing.T) {
+	sp := baseSpec()
+	a := &api.ContainerAdjustment{}
+	a.AddEnv("NEW", "v")
+	a.AddEnv("KEEP", "2")
+	a.RemoveEnv("DROP")
+	a.AddMount(&api.Mount{Destination: "/data", Source: "/srv", Type: "bind", Options: []string{"rbind", "ro"}})
+	a.RemoveMount("/etc/hosts")
+	a.AddDevice(&api.LinuxDevice{Path: "/dev/x", Type: "c", Major: 1, Minor: 3})
+	a.SetLinuxMemoryLimit(64 << 20)
+	a.SetLinuxCPUShares(512)
+	a.SetLinuxCPUSetCPUs("0")
+	a.AddRlimit("RLIMIT_NOFILE", 10, 5)
+	a.AddAnnotation("example.com/a", "b")
+	a.AddHooks(&api.Hooks{Poststart: []*api.Hook{{Path: "/bin/true"}}})
+	if err := checkAdjustment(a); err != nil {
+		t.Fatal(err)
+	}
+	root := *sp.Root
+	if err := nrigen.SpecGenerator(specEdit{sp: sp}).Adjust(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkRootKept(&root, sp); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sp.Process.Env, []string{"PATH=/bin", "KEEP=2", "NEW=v"}; !slices.Equal(got, want) {
+		t.Errorf("env %v, want %v", got, want)
+	}
+	var dests []string
+	for _, m := range sp.Mounts {
+		dests = append(dests, m.Destination)
+	}
+	if want := []string{"/data", "/proc"}; !slices.Equal(dests, want) {
+		t.Errorf("mounts %v, want %v", dests, want)
+	}
+	if len(sp.Linux.Devices) != 1 || sp.Linux.Devices[0].Path != "/dev/x" || sp.Linux.Devices[0].Major != 1 {
+		t.Errorf("devices %+v", sp.Linux.Devices)
+	}
+	if r := sp.Linux.Resources; r == nil || *r.Memory.Limit != 64<<20 || *r.CPU.Shares != 512 || r.CPU.Cpus != "0" || len(r.Devices) != 1 || !r.Devices[0].Allow {
+		t.Errorf("resources %+v", r)
+	}
+	if len(sp.Process.Rlimits) != 1 || sp.Process.Rlimits[0].Hard != 10 {
+		t.Errorf("rlimits %+v", sp.Process.Rlimits)
+	}
+	if sp.Annotations["example.com/a"] != "b" || len(sp.Hooks.Poststart) != 1 {
+		t.Errorf("annotations %v hooks %+v", sp.Annotations, sp.Hooks)
+	}
+}
+
+func TestRootMustBeKept(t *testing.T) {
+	sp := baseSpec()
+	root := *sp.Root
+	sp.Root.Path = "/elsewhere"
+	if err := checkRootKept(&root, sp); !errors.Is(err, ErrRefused) {
+		t.Errorf("changed root: %v", err)
+	}
+	sp = baseSpec()
+	sp.Mounts = append(sp.Mounts, specs.Mount{Destination: "//", Source: "/x", Type: "bind"})
+	if err := checkRootKept(&root, sp); !errors.Is(err, ErrRefused) {
+		t.Errorf("mount over /: %v", err)
+	}
+}
+
+type fakePods struct {
+	pods []*sandbox.Pod
+	ctrs []*sandbox.Container
+}
+
+func (f *fakePods) Get(id string) (*sandbox.Pod, error) {
+	for _, p := range f.pods {
+		if p.ID == id {
+			return p, nil
+		}
+	}
+	return nil, sandbox.ErrNotFound
+}
+func (f *fakePods) List() []*sandbox.Pod { return f.pods }
+func (f *fakePods) Containers(podID string) []*sandbox.Container {
+	var out []*sandbox.Container
+	for _, c := range f.ctrs {
+		if c.PodID == podID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+func (f *fakePods) GetContainer(id string) (*sandbox.Container, error) {
+	for _, c := range f.ctrs {
+		if c.ID == id {
+			return c, nil
+		}
+	}
+	return nil, sandbox.ErrContainerNotFound
+}
+
+type fakeRuntime struct{}
+
+func (fakeRuntime) Status(context.Context, string) (runtime.Status, error) {
+	return runtime.Status{State: runtime.StateRunning, Pid: 42}, nil
+}
+func (fakeRuntime) Update(context.Context, string, *specs.LinuxResources) error { return nil }
+
+type syncPlugin struct{ synced chan []string }
+
+func (p *syncPlugin) RunPodSandbox(context.Context, *api.PodSandbox) error { return nil }
+
+func (p *syncPlugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
+	var ids []string
+	for _, c := range ctrs {
+		ids = append(ids, c.GetId()+"/"+c.GetName()+"/"+c.GetState().String())
+	}
+	p.synced <- ids
+	return nil, nil
+}
+
+// A real plugin (NRI's stub) over the socket: synchronized with the
+// records, listed while connected, gone from the list once it goes. This
+// also holds the library's log wording the list relies on (track.go).
+func TestPluginIsListedWhileConnected(t *testing.T) {
+	dir := t.TempDir()
+	pods := &fakePods{
+		pods: []*sandbox.Pod{{ID: "pod1", Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}}}},
+		ctrs: []*sandbox.Container{{ID: "ctr1", PodID: "pod1", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}}},
+	}
+	n, err := New(Config{SocketPath: filepath.Join(dir, "nri.sock"), PluginPath: filepath.Join(dir, "plugins"), PluginConfigPath: filepath.Join(dir, "conf"),
+		RuntimeName: "crivet", RuntimeVersion: "test", Pods: pods, Runtime: fakeRuntime{}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	p := &syncPlugin{synced: make(chan []string, 1)}
+	s, err := stub.New(p, stub.WithSocketPath(filepath.Join(dir, "nri.sock")), stub.WithPluginName("lister"), stub.WithPluginIdx("20"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-p.synced; !slices.Equal(got, []string{"ctr1/c/CONTAINER_RUNNING"}) {
+		t.Errorf("synchronized with %v", got)
+	}
+	waitListed := func(want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			ps := n.Info().(Info).Plugins
+			if (len(ps) == 1 && ps[0].Name == "20-lister") == want && (want || len(ps) == 0) {
+				return
+			}
+		}
+		t.Fatalf("plugin listed: %+v, want listed=%v", n.Info(), want)
+	}
+	waitListed(true)
+	s.Stop()
+	waitListed(false)
+}
+
+// Every spec crivet makes converts, with or without its optional parts.
+func TestContainerConvertsSparseSpecs(t *testing.T) {
+	c := &sandbox.Container{ID: "c", PodID: "p", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "n"}}, ImageRef: "reg/img:1", ImageID: "sha256:x"}
+	for _, sp := range []*specs.Spec{{}, {Process: &specs.Process{}}, {Linux: &specs.Linux{}}, baseSpec()} {
+		got := container(c, sp, nil)
+		if got.GetName() != "n" || got.GetImage().GetName() != "reg/img:1" {
+			t.Errorf("%+v", got)
+		}
+	}
+	if got := container(c, nil, &runtime.Status{State: runtime.StateExited, ExitCode: 1}); got.GetState() != api.ContainerState_CONTAINER_STOPPED || got.GetExitCode() != 1 {
+		t.Errorf("%+v", got)
+	}
+}
