@@ -8,6 +8,8 @@ import (
 
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
+	"github.com/crivet/crivet/sandbox"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -141,5 +143,48 @@ func TestUpdateContainerResourcesRacingRemovalDoesNotResurrect(t *testing.T) {
 	wantCode(t, err, codes.NotFound)
 	if len(f.pods.containers) != 0 {
 		t.Fatalf("removed container came back: %+v", f.pods.containers[0])
+	}
+}
+
+// resPlugins stands in for NRI plugins (lifecycle.Manager with package
+// nri; the real path is test/e2e's TestNRIPluginAdjustsContainersAndSeesEveryStep).
+type resPlugins struct {
+	limit   int64
+	err     error
+	updated []string
+}
+
+func (p *resPlugins) AdjustResources(_ context.Context, c *sandbox.Container, res *specs.LinuxResources) (*specs.LinuxResources, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	out := *res
+	out.Memory = &specs.LinuxMemory{Limit: &p.limit}
+	return &out, nil
+}
+
+func (p *resPlugins) ResourcesUpdated(_ context.Context, c *sandbox.Container) {
+	p.updated = append(p.updated, c.ID)
+}
+
+func TestUpdateContainerResourcesAppliesWhatPluginsChanged(t *testing.T) {
+	f := newFixture(t)
+	f.addPod("p1", "ns", nil)
+	f.addContainer("abc123", "p1", runtime.StateRunning, nil)
+	plug := &resPlugins{limit: 96 << 20}
+	f.s.resPlug = plug
+	if err := update(t, f, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: "abc123", Linux: newLimits()}); err != nil {
+		t.Fatal(err)
+	}
+	if u := f.rt.updates[0]; *u.Memory.Limit != 96<<20 || *u.CPU.Quota != 50000 {
+		t.Errorf("runtime got %+v", u)
+	}
+	if len(plug.updated) != 1 {
+		t.Errorf("plugins told of %v", plug.updated)
+	}
+	// A plugin's refusal fails the update before runc changes anything.
+	plug.err = errors.New("plugin says no")
+	if err := update(t, f, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: "abc123", Linux: newLimits()}); err == nil || len(f.rt.updates) != 1 {
+		t.Errorf("refused update: %v, runtime updates %d", err, len(f.rt.updates))
 	}
 }

@@ -185,3 +185,23 @@ func TestStatusListsEveryHandlerWithItsFeatures(t *testing.T) {
 		}
 	}
 }
+
+// crictl info shows NRI (connected plugins) only when it is on.
+func TestVerboseStatusShowsNRIOnlyWhenOn(t *testing.T) {
+	s := &Server{}
+	resp, err := s.Status(context.Background(), &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := resp.Info["nri"]; ok {
+		t.Errorf("NRI off, yet info has %q", resp.Info["nri"])
+	}
+	s.info.Plugins = func() any { return map[string]any{"plugins": []string{"10-x"}} }
+	resp, err = s.Status(context.Background(), &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Info["nri"]; got != `{"plugins":["10-x"]}` {
+		t.Errorf("info nri = %q", got)
+	}
+}

@@ -82,6 +82,18 @@ names NAME runs every container with that runc; an unknown handler is
 refused. The cgroup driver is the node's for every handler. Changes need a
 restart. **crictl info** shows each handler's runc, version and features.
 
+**[nri]** (table)
+: NRI plugins, off by default. **enable** (default false); **socket_path**
+where plugins connect (default /var/run/nri/nri.sock; "" = none may
+connect); **plugin_path** (default /opt/nri/plugins), executables named
+NN-name that crivet starts, with **plugin_config_path** (default
+/etc/nri/conf.d) holding their NN-name.conf; **registration_timeout**
+(default 5s) and **request_timeout** (default 2s): a plugin that takes longer
+is dropped and the step goes on. Plugins may adjust a container's OCI spec
+but never its root filesystem (a mount at /, the mount or user namespace,
+io.crivet.* annotations, CDI devices are refused and the create fails).
+Changes need a restart. **crictl info** lists the connected plugins.
+
 # EXAMPLE
     # /etc/crivet/crivet.toml.d/50-rollout.toml
     log_level = "debug"
