@@ -352,9 +352,8 @@ func (n *NRI) UpdateContainer(ctx context.Context, c *sandbox.Container, res *sp
 	var others []*api.ContainerUpdate
 	for _, u := range resp.GetUpdate() {
 		if u.GetContainerId() == c.ID {
-			if r := u.GetLinux().GetResources().ToOCI(); r != nil {
-				res = r
-			}
+			// Only what plugins set is in it: laid over the request.
+			res = overlay(res, u.GetLinux().GetResources().ToOCI())
 			continue
 		}
 		others = append(others, u)
@@ -450,4 +449,78 @@ func (n *NRI) call(ctx context.Context, c *sandbox.Container, event string, f fu
 	if err := f(pod, ctr); err != nil {
 		n.log.Warn("NRI "+event+" failed; going on", "container", c.ID, "error", err)
 	}
+}
+
+// overlay is res with every field plugins set in p replacing its own.
+func overlay(res, p *specs.LinuxResources) *specs.LinuxResources {
+	if p == nil {
+		return res
+	}
+	out := &specs.LinuxResources{}
+	if res != nil {
+		*out = *res
+	}
+	if m := p.Memory; m != nil {
+		mem := &specs.LinuxMemory{}
+		if out.Memory != nil {
+			*mem = *out.Memory
+		}
+		for _, f := range []struct{ from, to **int64 }{{&m.Limit, &mem.Limit}, {&m.Reservation, &mem.Reservation}, {&m.Swap, &mem.Swap}, {&m.Kernel, &mem.Kernel}, {&m.KernelTCP, &mem.KernelTCP}} {
+			if *f.from != nil {
+				*f.to = *f.from
+			}
+		}
+		if m.Swappiness != nil {
+			mem.Swappiness = m.Swappiness
+		}
+		out.Memory = mem
+	}
+	if c := p.CPU; c != nil {
+		cpu := &specs.LinuxCPU{}
+		if out.CPU != nil {
+			*cpu = *out.CPU
+		}
+		if c.Shares != nil {
+			cpu.Shares = c.Shares
+		}
+		if c.Quota != nil {
+			cpu.Quota = c.Quota
+		}
+		if c.Period != nil {
+			cpu.Period = c.Period
+		}
+		if c.RealtimeRuntime != nil {
+			cpu.RealtimeRuntime = c.RealtimeRuntime
+		}
+		if c.RealtimePeriod != nil {
+			cpu.RealtimePeriod = c.RealtimePeriod
+		}
+		if c.Cpus != "" {
+			cpu.Cpus = c.Cpus
+		}
+		if c.Mems != "" {
+			cpu.Mems = c.Mems
+		}
+		out.CPU = cpu
+	}
+	if p.Pids != nil {
+		out.Pids = p.Pids
+	}
+	if len(p.HugepageLimits) > 0 {
+		out.HugepageLimits = p.HugepageLimits
+	}
+	if len(p.Unified) > 0 {
+		u := map[string]string{}
+		for k, v := range out.Unified {
+			u[k] = v
+		}
+		for k, v := range p.Unified {
+			u[k] = v
+		}
+		out.Unified = u
+	}
+	if p.BlockIO != nil {
+		out.BlockIO = p.BlockIO
+	}
+	return out
 }

@@ -255,3 +255,18 @@ func TestContainerConvertsSparseSpecs(t *testing.T) {
 		t.Errorf("%+v", got)
 	}
 }
+
+// A plugin's update changes only what it set.
+func TestOverlayKeepsWhatPluginsDidNotSet(t *testing.T) {
+	quota, period, limit, plug := int64(50000), uint64(100000), int64(256<<20), int64(96<<20)
+	res := &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}, Memory: &specs.LinuxMemory{Limit: &limit}}
+	u := &api.ContainerUpdate{}
+	u.SetLinuxMemoryLimit(plug)
+	got := overlay(res, u.GetLinux().GetResources().ToOCI())
+	if *got.Memory.Limit != plug || *got.CPU.Quota != quota || *got.CPU.Period != period {
+		t.Errorf("overlay: memory %d cpu %+v", *got.Memory.Limit, got.CPU)
+	}
+	if *res.Memory.Limit != limit {
+		t.Error("overlay changed the request")
+	}
+}
