@@ -59,6 +59,8 @@ host) ;;
 	exit 2
 	;;
 esac
+# The benchmark measures crivet as deployed by default: NRI off.
+CRIVET_NRI=${CRIVET_NRI:-0}
 . "$BENCH_DIR/../conformance/lib.sh"
 
 RUNTIMES=${RUNTIMES:-"crivet containerd"}
