@@ -270,3 +270,115 @@ func TestOverlayKeepsWhatPluginsDidNotSet(t *testing.T) {
 		t.Error("overlay changed the request")
 	}
 }
+
+// recorder is a real plugin (NRI's stub) recording container events.
+type recorder struct {
+	syncGate chan struct{} // closed to let Synchronize answer (nil: at once)
+	synced   chan struct{}
+	events   chan string
+}
+
+func (r *recorder) Synchronize(context.Context, []*api.PodSandbox, []*api.Container) ([]*api.ContainerUpdate, error) {
+	close(r.synced)
+	if r.syncGate != nil {
+		<-r.syncGate
+	}
+	return nil, nil
+}
+func (r *recorder) CreateContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	r.events <- "CreateContainer " + c.GetId()
+	return nil, nil, nil
+}
+func (r *recorder) StopContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
+	r.events <- "StopContainer " + c.GetId()
+	return nil, nil
+}
+func (r *recorder) RemoveContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
+	r.events <- "RemoveContainer " + c.GetId()
+	return nil
+}
+
+func startNRI(t *testing.T, pods *fakePods) (*NRI, string) {
+	t.Helper()
+	dir := t.TempDir()
+	n, err := New(Config{SocketPath: filepath.Join(dir, "nri.sock"), PluginPath: filepath.Join(dir, "plugins"), PluginConfigPath: filepath.Join(dir, "conf"),
+		RuntimeName: "crivet", RuntimeVersion: "test", Pods: pods, Runtime: fakeRuntime{}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	return n, filepath.Join(dir, "nri.sock")
+}
+
+// A container created while a plugin is being synchronized is not lost:
+// the create waits, and the plugin hears of it once it is registered.
+func TestCreateDuringSynchronizationReachesThePlugin(t *testing.T) {
+	pod := &sandbox.Pod{ID: "pod1", Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}}}
+	n, sock := startNRI(t, &fakePods{pods: []*sandbox.Pod{pod}})
+	r := &recorder{syncGate: make(chan struct{}), synced: make(chan struct{}), events: make(chan string, 10)}
+	s, err := stub.New(r, stub.WithSocketPath(sock), stub.WithPluginName("late"), stub.WithPluginIdx("10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() { started <- s.Start(context.Background()) }()
+	defer s.Stop()
+	<-r.synced // the plugin is inside Synchronize now
+	created := make(chan error, 1)
+	go func() {
+		release := n.HoldSync()
+		defer release()
+		c := &sandbox.Container{ID: "ctr1", PodID: "pod1", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}}
+		created <- n.CreateContainer(context.Background(), pod, c, baseSpec())
+	}()
+	select {
+	case err := <-created:
+		t.Fatalf("create went ahead while the plugin was synchronizing: %v", err)
+	case <-time.After(200 * time.Millisecond): // not a timing assertion: it must not have finished by now, whatever the speed
+	}
+	close(r.syncGate)
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	if got := <-r.events; got != "CreateContainer ctr1" {
+		t.Errorf("plugin got %q", got)
+	}
+}
+
+// A container's stop is told once, however many times it is seen, and
+// never after its removal.
+func TestStopIsToldOnceAndNeverAfterRemove(t *testing.T) {
+	pod := &sandbox.Pod{ID: "pod1", Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}}}
+	c := &sandbox.Container{ID: "ctr1", PodID: "pod1", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}}
+	n, sock := startNRI(t, &fakePods{pods: []*sandbox.Pod{pod}, ctrs: []*sandbox.Container{c}})
+	r := &recorder{synced: make(chan struct{}), events: make(chan string, 10)}
+	s, err := stub.New(r, stub.WithSocketPath(sock), stub.WithPluginName("rec"), stub.WithPluginIdx("10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	<-r.synced
+	n.HoldSync()() // registered once its synchronization is over
+	ctx := context.Background()
+	n.StopContainer(ctx, c) // the request
+	n.StopContainer(ctx, c) // the exit watcher
+	n.RemoveContainer(ctx, c)
+	n.StopContainer(ctx, c) // a late exit report
+	n.RemoveContainer(ctx, c)
+	var got []string
+	for len(r.events) > 0 || len(got) < 2 {
+		got = append(got, <-r.events)
+	}
+	if want := []string{"StopContainer ctr1", "RemoveContainer ctr1"}; !slices.Equal(got, want) {
+		t.Errorf("plugin got %v, want %v", got, want)
+	}
+}
