@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/nri/pkg/adaptation"
@@ -117,12 +118,38 @@ type logger struct {
 	track *tracker
 }
 
+// libLogger is the one logger the library has (its logger is process
+// wide): it forwards to the NRI instance made last, which in the daemon
+// is the only one.
+var (
+	libLogger  atomic.Pointer[logger]
+	libLogOnce sync.Once
+)
+
+type forward struct{}
+
+func (forward) Debugf(ctx context.Context, format string, args ...any) {
+	libLogger.Load().Debugf(ctx, format, args...)
+}
+func (forward) Infof(ctx context.Context, format string, args ...any) {
+	libLogger.Load().Infof(ctx, format, args...)
+}
+func (forward) Warnf(ctx context.Context, format string, args ...any) {
+	libLogger.Load().Warnf(ctx, format, args...)
+}
+func (forward) Errorf(ctx context.Context, format string, args ...any) {
+	libLogger.Load().Errorf(ctx, format, args...)
+}
+
 const (
 	fmtConnClosed = "connection to plugin %q closed"
 	fmtClosing    = "closing plugin %s, failed to handle %s request: %v"
 )
 
-func setLogger(log *slog.Logger, t *tracker) { nrilog.Set(&logger{log: log, track: t}) }
+func setLogger(log *slog.Logger, t *tracker) {
+	libLogger.Store(&logger{log: log, track: t})
+	libLogOnce.Do(func() { nrilog.Set(forward{}) })
+}
 
 func (l *logger) watch(format string, args []any) {
 	if len(args) == 0 {

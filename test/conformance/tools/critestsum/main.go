@@ -140,6 +140,7 @@ func main() {
 	junit := flag.String("junit", "", "JUnit XML report written by critest -ginkgo.junit-report")
 	expectedPath := flag.String("expected", "", "expected-failures file")
 	failuresOut := flag.String("failures-out", "", "also write the failed spec names here, one a line")
+	minPassed := flag.Int("min-passed", 0, "fail when fewer specs pass (specs that should run were skipped)")
 	conds := condFlags{}
 	flag.Var(conds, "cond", "key=value condition for @key=value entries (repeatable)")
 	flag.Parse()
@@ -240,6 +241,9 @@ func main() {
 		os.Exit(2)
 	case unexpected > 0:
 		fmt.Printf("critest: %d unexpected failure(s)\n", unexpected)
+		os.Exit(1)
+	case passed < *minPassed:
+		fmt.Printf("critest: %d passed, fewer than the %d expected: specs that should run were skipped\n", passed, *minPassed)
 		os.Exit(1)
 	}
 }
