@@ -22,7 +22,7 @@ import (
 	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/metrics"
-	"github.com/crivet/crivet/nri"
+	"github.com/crivet/crivet/lifecycle/nri"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
