@@ -9,6 +9,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/storage"
+	"go.podman.io/storage/pkg/directory"
 	"go.podman.io/storage/pkg/idtools"
 	storagetypes "go.podman.io/storage/types"
 	"golang.org/x/sys/unix"
@@ -243,17 +244,38 @@ func (s *Service) ReconcileImageMounts(want map[string]int) ([]string, error) {
 	return fixed, errors.Join(errs...)
 }
 
-// RootfsUsage is the bytes a container's writable layer holds.
-func (s *Service) RootfsUsage(containerID string) (uint64, error) {
+// LayerUsage is what a container's writable layer holds.
+type LayerUsage struct {
+	Bytes uint64
+	// Inodes is 0 when the graph driver has no directory of the layer's
+	// own files to count (vfs keeps a full copy of the root filesystem).
+	Inodes uint64
+}
+
+// RootfsUsage measures a container's writable layer. With overlay it
+// walks the layer's upper directory once for both bytes and inodes (the
+// bytes are what the store's DiffSize counts there; kubelet's Summary API
+// reports both, as containerd's and CRI-O's walks of the upper directory
+// give them). Other drivers only tell the size of the diff.
+func (s *Service) RootfsUsage(containerID string) (LayerUsage, error) {
 	c, err := s.store.Container(containerID)
 	if err != nil {
-		return 0, fmt.Errorf("rootfs of %s: %w", containerID, err)
+		return LayerUsage{}, fmt.Errorf("rootfs of %s: %w", containerID, err)
+	}
+	if d, err := s.store.GraphDriver(); err == nil {
+		if md, err := d.Metadata(c.LayerID); err == nil && md["UpperDir"] != "" {
+			du, err := directory.Usage(md["UpperDir"])
+			if err != nil {
+				return LayerUsage{}, fmt.Errorf("rootfs of %s: %w", containerID, err)
+			}
+			return LayerUsage{Bytes: uint64(du.Size), Inodes: uint64(du.InodeCount)}, nil
+		}
 	}
 	n, err := s.store.DiffSize("", c.LayerID)
 	if err != nil {
-		return 0, fmt.Errorf("rootfs of %s: %w", containerID, err)
+		return LayerUsage{}, fmt.Errorf("rootfs of %s: %w", containerID, err)
 	}
-	return uint64(n), nil
+	return LayerUsage{Bytes: uint64(n)}, nil
 }
 
 // MountImage mounts an image read-only for use as a volume (KEP-4639);

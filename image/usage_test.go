@@ -1,6 +1,9 @@
 package image
 
 import (
+	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,5 +89,43 @@ func TestFsUsageIsMeasuredAtOpen(t *testing.T) {
 		if !u.Timestamp.Equal(got[0].Timestamp) || u.Timestamp.IsZero() {
 			t.Fatalf("concurrent first calls got different measurements: %v", got)
 		}
+	}
+}
+
+// A container's writable layer counts what the container wrote: each new
+// file and directory one inode, each file its bytes; the bytes are the
+// store's own DiffSize of the layer. Writes go to new top-level entries so
+// overlay copies nothing up.
+func TestRootfsUsageCountsTheWritableLayersInodes(t *testing.T) {
+	e := newEnv(t)
+	img := e.mustPull(fixtures.PushImage(t, e.ref("usage/rootfs:1"), 64<<10).Ref, "")
+	root, err := e.svc.CreateRootfs("usage-c", img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.svc.RemoveRootfs("usage-c") })
+	before, err := e.svc.RootfsUsage("usage-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Inodes == 0 {
+		t.Fatalf("usage %+v: no inodes counted for an overlay layer", before)
+	}
+	for i := range 5 {
+		writeFile(t, filepath.Join(root, "written", fmt.Sprintf("f%d", i)), strings.Repeat("x", 1000))
+	}
+	after, err := e.svc.RootfsUsage("usage-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Inodes != before.Inodes+6 || after.Bytes != before.Bytes+5000 {
+		t.Errorf("after writing a directory of 5 files of 1000 bytes: %+v, before %+v; want 6 inodes and 5000 bytes more", after, before)
+	}
+	c, err := e.svc.store.Container("usage-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.svc.store.DiffSize("", c.LayerID); err != nil || uint64(n) != after.Bytes {
+		t.Errorf("DiffSize %d (%v), RootfsUsage %d bytes", n, err, after.Bytes)
 	}
 }

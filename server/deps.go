@@ -27,7 +27,7 @@ type images interface {
 	Remove(ref string) error
 	AdmitFor(ctx context.Context, req image.AdmitRequest) (image.Admission, error)
 	FsUsage() (image.Usage, error)
-	RootfsUsage(containerID string) (uint64, error)
+	RootfsUsage(containerID string) (image.LayerUsage, error)
 	GraphRoot() string
 }
 

@@ -78,7 +78,7 @@ type fakeImages struct {
 	removeErr error
 	usage     image.Usage
 	usageErr  error
-	rootfs    map[string]uint64 // by container ID; absent = error
+	rootfs    map[string]image.LayerUsage // by container ID; absent = error
 	graphRoot string
 }
 
@@ -149,11 +149,11 @@ func (f *fakeImages) AdmitFor(ctx context.Context, req image.AdmitRequest) (imag
 
 func (f *fakeImages) FsUsage() (image.Usage, error) { return f.usage, f.usageErr }
 
-func (f *fakeImages) RootfsUsage(id string) (uint64, error) {
+func (f *fakeImages) RootfsUsage(id string) (image.LayerUsage, error) {
 	if v, ok := f.rootfs[id]; ok {
 		return v, nil
 	}
-	return 0, fmt.Errorf("rootfs of %s: %w", id, image.ErrNotFound)
+	return image.LayerUsage{}, fmt.Errorf("rootfs of %s: %w", id, image.ErrNotFound)
 }
 
 func (f *fakeImages) GraphRoot() string { return f.graphRoot }
@@ -406,7 +406,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{
-		img:  &fakeImages{graphRoot: t.TempDir(), rootfs: map[string]uint64{}},
+		img:  &fakeImages{graphRoot: t.TempDir(), rootfs: map[string]image.LayerUsage{}},
 		pods: &fakePods{},
 		lc:   &fakeLifecycle{createdID: "ctr-new"},
 		rt:   &fakeProcesses{status: map[string]runtime.Status{}},

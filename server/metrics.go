@@ -132,7 +132,7 @@ func (s *Server) containerMetrics(c *sandbox.Container, pod *sandbox.Pod, now ti
 		m.add("container_fs_limit_bytes", fs.Blocks*uint64(fs.Bsize), root)
 	}
 	if used, err := s.images.RootfsUsage(c.ID); err == nil {
-		m.add("container_fs_usage_bytes", used, root)
+		m.add("container_fs_usage_bytes", used.Bytes, root)
 	}
 	return m.out
 }

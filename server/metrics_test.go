@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -42,7 +43,7 @@ func metricsFixture(t *testing.T) *fixture {
 	f.rt.status["run"] = runtime.Status{State: runtime.StateRunning, Pid: 7, StartedAt: at(50)}
 	f.addContainer("done", "ready", runtime.StateExited, nil)
 	f.addContainer("old", "stopped", runtime.StateRunning, nil)
-	f.img.rootfs["run"] = 8192
+	f.img.rootfs["run"] = image.LayerUsage{Bytes: 8192, Inodes: 3}
 	return f
 }
 

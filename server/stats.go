@@ -34,7 +34,12 @@ func (s *Server) containerStats(ctx context.Context, c *sandbox.Container) (*run
 	}
 	if used, err := s.images.RootfsUsage(c.ID); err == nil {
 		st.WritableLayer = &runtimeapi.FilesystemUsage{Timestamp: now,
-			FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: s.images.GraphRoot()}, UsedBytes: &runtimeapi.UInt64Value{Value: used}}
+			FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: s.images.GraphRoot()}, UsedBytes: &runtimeapi.UInt64Value{Value: used.Bytes}}
+		// kubelet's Summary API shows inodes_used as the container's
+		// rootfs inodesUsed; nil when the driver cannot count them.
+		if used.Inodes > 0 {
+			st.WritableLayer.InodesUsed = &runtimeapi.UInt64Value{Value: used.Inodes}
+		}
 	}
 	return st, cg
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/oci/runtime"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -24,7 +25,8 @@ func statsFixture(t *testing.T) *fixture {
 	f.addContainer("ca3", "pa2", runtime.StateRunning, map[string]string{"app": "web", "tier": "x"})
 	f.addContainer("cb1", "pb1", runtime.StateRunning, map[string]string{"app": "db"})
 	f.addContainer("cb2", "pb1", "", nil)
-	f.img.rootfs["ca1"] = 4096
+	f.img.rootfs["ca1"] = image.LayerUsage{Bytes: 4096, Inodes: 7}
+	f.img.rootfs["ca3"] = image.LayerUsage{Bytes: 512} // a driver that cannot count inodes
 	return f
 }
 
@@ -36,9 +38,12 @@ func TestContainerStatsOfMissingIDIsNotFound(t *testing.T) {
 	wantCode(t, err, codes.NotFound)
 }
 
+// The writable layer's bytes and inodes are what the image service
+// measured; inodes_used stays unset when the driver could not count them
+// (kubelet then shows no rootfs inodes rather than a false 0).
 func TestContainerStatsReportsTheWritableLayerWhenKnown(t *testing.T) {
 	f := statsFixture(t)
-	for id, used := range map[string]uint64{"ca1": 4096, "cb1": 0} {
+	for id, want := range map[string]image.LayerUsage{"ca1": {Bytes: 4096, Inodes: 7}, "ca3": {Bytes: 512}, "cb1": {}} {
 		resp, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.ContainerStatsResponse, error) {
 			return f.s.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: id})
 		})
@@ -49,14 +54,21 @@ func TestContainerStatsReportsTheWritableLayerWhenKnown(t *testing.T) {
 		if st.Attributes.GetId() != id || st.Attributes.GetMetadata().GetName() != "c-"+id || st.Cpu == nil || st.Memory == nil {
 			t.Fatalf("%s: stats %v", id, st)
 		}
-		if used == 0 {
+		if want.Bytes == 0 {
 			if st.WritableLayer != nil {
 				t.Fatalf("%s: writable layer %v with no usage known", id, st.WritableLayer)
 			}
 			continue
 		}
-		if st.WritableLayer.GetUsedBytes().GetValue() != used || st.WritableLayer.GetFsId().GetMountpoint() != f.img.graphRoot {
-			t.Fatalf("%s: writable layer %v", id, st.WritableLayer)
+		wl := st.WritableLayer
+		if wl.GetUsedBytes().GetValue() != want.Bytes || wl.GetFsId().GetMountpoint() != f.img.graphRoot {
+			t.Fatalf("%s: writable layer %v", id, wl)
+		}
+		if want.Inodes == 0 && wl.InodesUsed != nil {
+			t.Errorf("%s: inodes_used %v, want unset", id, wl.InodesUsed)
+		}
+		if want.Inodes != 0 && wl.GetInodesUsed().GetValue() != want.Inodes {
+			t.Errorf("%s: inodes_used %v, want %d", id, wl.InodesUsed, want.Inodes)
 		}
 	}
 }
