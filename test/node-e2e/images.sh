@@ -109,6 +109,13 @@ build_test_images() {
 
 	# busybox: the tags the suite names (1.36.1-1 is hard-coded in some specs).
 	base_rootfs "$r"
+	# Their sh is the host's bash: Debian's busybox 1.35 ash drops every
+	# environment variable whose name is not a shell identifier (data-1),
+	# and the ConfigMap and Secret "consumable via the environment" specs
+	# print such variables with `sh -c env`, as the upstream image's sh
+	# keeps them.
+	copy_with_libs "$r" /bin/bash
+	ln -sfn bash "$r/bin/sh"
 	for t in 1.37.0-2 1.36.1-1; do
 		mkimage "$E2E/busybox:$t" "$r" '{"Cmd": ["sh"]}'
 	done

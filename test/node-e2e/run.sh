@@ -12,6 +12,11 @@
 #   run.sh up       registry, images, runtime and pre-pull only, left running
 #   run.sh down     stop whatever a run left and restore the host
 #   run.sh summary DIR   summarize a results directory again
+#   run.sh smoke    the run, on SMOKE_FOCUS only (a few minutes once built;
+#                   CI's check that the harness still works): POLICY=signed
+#                   and NODES=4 unless given, results only under $WORK
+#
+# A run exits non-zero when a spec failed.
 #
 # Environment:
 #   POLICY=accept|signed   crivet's global signature policy: accept anything
@@ -42,6 +47,23 @@ export PATH=/usr/local/go/bin:$PATH
 TOOLS=${TOOLS:-$(go env GOCACHE)/../crivet-test-tools/node-e2e-$K8S_VERSION}
 TOOLS=$(mkdir -p "$TOOLS" && cd "$TOOLS" && pwd)
 TOOLS_BIN=$TOOLS/bin
+# The smoke subset: one or two specs of each kind of thing the suite
+# checks (pod lifecycle, termination message, logs, hooks, probes, read-only
+# rootfs, sysctls, a ConfigMap volume, pod networking, an image change of a
+# running pod), none slow; ~2 min of specs on 4 processes.
+SMOKE_FOCUS='\] Pods should be submitted and removed'
+SMOKE_FOCUS+='|Container Runtime blackbox test on terminated container should report termination message if TerminationMessagePath is set as non-root user'
+SMOKE_FOCUS+='|Kubelet when scheduling a busybox command in a pod should print the output to logs'
+SMOKE_FOCUS+='|\] Container Lifecycle Hook when create a pod with lifecycle hook should execute poststart exec hook properly'
+SMOKE_FOCUS+='|Probing container should be restarted with a exec "cat /tmp/health" liveness probe'
+SMOKE_FOCUS+='|should run the container with readonly rootfs when readOnlyRootFilesystem=true'
+SMOKE_FOCUS+='|Sysctls \[LinuxOnly\] should support sysctls \['
+SMOKE_FOCUS+='|\] ConfigMap should be consumable from pods in volume \[Conformance\]'
+SMOKE_FOCUS+='|Networking Granular Checks: Pods should function for intra-pod communication: http'
+SMOKE_FOCUS+='|the regular container has its image updated should successfully restart when the image is updated, restartPolicy=Always'
+if [ "${1:-}" = smoke ]; then
+	FOCUS=$SMOKE_FOCUS POLICY=${POLICY:-signed} NODES=${NODES:-4} RESULTS=${RESULTS:-${WORK:-/var/tmp/crivet-node-e2e}/smoke-results}
+fi
 RESULTS=${RESULTS:-$NODE_E2E_DIR/results}
 POLICY=${POLICY:-accept}
 NODES=${NODES:-8}
@@ -353,6 +375,23 @@ prepull() {
 		n=$((n + 1))
 	done <"$IMG/pushed.txt"
 	log "pre-pulled $n images through CRI PullImage (no sandbox config; global policy $POLICY)"
+	[ "$POLICY" = signed ] && [ "$RUNTIME" = crivet ] && check_unsigned_rejected
+	return 0
+}
+
+# check_unsigned_rejected: proof that the signed run's policy is in force:
+# the same busybox, copied without its signature to a repository of its
+# own, must be refused by PullImage, with crivet saying why.
+check_unsigned_rejected() {
+	local ep ref=$REGISTRY/crivet-unsigned/busybox:1 out
+	ep=$(runtime_endpoint "$RUNTIME")
+	skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
+		"docker://$REGISTRY/$E2E/busybox:1.37.0-2" "docker://$ref" || die "copying an unsigned busybox failed"
+	if out=$(cri "$ep" pull "$ref" 2>&1); then
+		die "policy signed: crivet pulled the unsigned $ref"
+	fi
+	grep -qi 'signature' <<<"$out" || die "policy signed: the pull of $ref failed for another reason: $out"
+	log "policy signed: the unsigned $ref was refused: $(tail -1 <<<"$out")"
 }
 
 run_suite() {
@@ -395,6 +434,7 @@ run_suite() {
 	cp "$LOGS/$RUNTIME.log" "$out/" 2>/dev/null || true
 	ln -sfn "$out" "$WORK/results/latest"
 	summarize "$out"
+	return "$rc"
 }
 
 # summarize DIR: junit -> summary.txt (counts, then every spec with its
@@ -436,7 +476,7 @@ main() {
 		;;
 	down) down ;;
 	summary) summarize "$2" ;;
-	run)
+	run | smoke)
 		build_tools
 		[ "$RUNTIME" = crivet ] && [ "$CRIVET" = "$WORK/bin/crivet" ] && build_crivet
 		trap 'down' EXIT
