@@ -139,9 +139,10 @@ build_tools() {
 		(cd "$d" && nice -n 10 go build -o "$TOOLS_BIN/ginkgo" github.com/onsi/ginkgo/v2/ginkgo) || die "ginkgo build failed"
 	fi
 	if ! "$TOOLS_BIN/kubelet" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
-		# The kubeadm harness builds the same kubelet; reuse it when it is there.
-		if /var/tmp/crivet-cluster/bin/kubelet --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"; then
-			cp /var/tmp/crivet-cluster/bin/kubelet "$TOOLS_BIN/kubelet"
+		# Another harness (cgroupv2, kubelet lab, cluster) may have built
+		# the same kubelet: test/lib/kubelet.sh finds it.
+		if k=$(KUBELET_VERSION=$K8S_VERSION; . "$REPO/test/lib/kubelet.sh"; kubelet_find); then
+			cp "$k" "$TOOLS_BIN/kubelet"
 		else
 			log "building kubelet $K8S_VERSION (6-12 min the first time)"
 			t0=$(date +%s)
