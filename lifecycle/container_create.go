@@ -135,6 +135,11 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: spec: %w", id, err)
 	}
+	// CDI edits go over the spec crivet built, as the device driver's
+	// spec file says, before plugins see it (as containerd orders them).
+	if _, err := m.cfg.CDI.Inject(sp, cfg); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+	}
 	// Plugins (NRI) see the spec crivet built from the admitted image and
 	// may adjust it (never its root filesystem) before runc is given it.
 	// A plugin connecting meanwhile is synchronized after the record.

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
@@ -44,7 +45,9 @@ type Config struct {
 	CgroupDriver cgroup.Driver
 	// Plugins see and adjust each step (NRI); nil = none.
 	Plugins Plugins
-	Logger  *slog.Logger
+	// CDI resolves the CDI devices a container asks for (nil: CDI off).
+	CDI    *cdi.Registry
+	Logger *slog.Logger
 }
 
 // Manager runs the lifecycle. It is the only writer of bundles and the

@@ -9,6 +9,7 @@ import (
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
@@ -50,7 +51,8 @@ func toStatus(err error) error {
 	// one shape): whatever failed, freeing space is what fixes it.
 	case errors.Is(err, reserve.ErrNoSpace), errors.Is(err, syscall.ENOSPC):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, policy.ErrInvalidNamespace), errors.Is(err, image.ErrInvalidReference), errors.Is(err, spec.ErrInvalid), errors.Is(err, spec.ErrUserNotFound):
+	case errors.Is(err, policy.ErrInvalidNamespace), errors.Is(err, image.ErrInvalidReference), errors.Is(err, spec.ErrInvalid), errors.Is(err, spec.ErrUserNotFound),
+		errors.Is(err, cdi.ErrUnknownDevice), errors.Is(err, cdi.ErrInvalidName), errors.Is(err, cdi.ErrDisabled):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, spec.ErrUnsupported):
 		return status.Error(codes.Unimplemented, err.Error())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/internal/reserve"
+	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"
@@ -54,6 +55,9 @@ func TestErrorShapes(t *testing.T) {
 		{"bad reference", fmt.Errorf("pull: %w", image.ErrInvalidReference), codes.InvalidArgument, "", ""},
 		{"ambiguous image ID", image.ErrAmbiguous, codes.InvalidArgument, "", ""},
 		{"image not found", image.ErrNotFound, codes.NotFound, "", ""},
+		{"unknown CDI device", fmt.Errorf("create container c: %w: vendor.test/gpu=9 (not in any CDI spec file in /etc/cdi)", cdi.ErrUnknownDevice), codes.InvalidArgument, "", "vendor.test/gpu=9"},
+		{"unqualified CDI device", fmt.Errorf("create container c: %w: cdi_devices: %q", cdi.ErrInvalidName, "gpu0"), codes.InvalidArgument, "", "gpu0"},
+		{"CDI disabled", fmt.Errorf("create container c: %w", cdi.ErrDisabled), codes.InvalidArgument, "", "cdi_spec_dirs"},
 		{"image in use", image.ErrInUse, codes.FailedPrecondition, "", ""},
 		{"pod not found", sandbox.ErrNotFound, codes.NotFound, "", ""},
 		{"container not found", sandbox.ErrContainerNotFound, codes.NotFound, "", ""},

@@ -133,6 +133,11 @@ func (s *Server) statusInfo() map[string]string {
 			info["nri"] = string(b)
 		}
 	}
+	if s.info.CDI != nil {
+		if b, err := json.Marshal(s.info.CDI()); err == nil {
+			info["cdi"] = string(b)
+		}
+	}
 	h, err := spec.CurrentHost()
 	if err != nil {
 		info["host"] = err.Error()

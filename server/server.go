@@ -11,6 +11,7 @@ import (
 
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/policy"
@@ -39,6 +40,9 @@ type Info struct {
 	// Status advertises user namespaces on a handler only when this and
 	// the handler's id-mapped mounts are both true.
 	UserNamespaces bool
+	// CDI reports the CDI spec directories and devices for crictl info
+	// (nil: not reported).
+	CDI func() cdi.State
 }
 
 // Options wires the server to the domain packages.

@@ -18,8 +18,9 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/internal/reserve"
-	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/lifecycle/nri"
+	"github.com/crivet/crivet/metrics"
+	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/policy"
@@ -98,6 +99,10 @@ type Config struct {
 	// Runtimes are the RuntimeClass handlers besides the default one (named
 	// "runc", run by the runtime key): [runtimes.NAME] tables.
 	Runtimes map[string]RuntimeHandler `toml:"runtimes"`
+	// CDISpecDirs are the directories of CDI spec files, in increasing
+	// priority; empty disables CDI (a container asking for a CDI device
+	// is then refused).
+	CDISpecDirs []string `toml:"cdi_spec_dirs"`
 	// NRI is the [nri] table: NRI plugins (off by default).
 	NRI NRIConfig `toml:"nri"`
 }
@@ -175,6 +180,7 @@ func defaultConfig() Config {
 			SocketPath: nri.DefaultSocketPath, PluginPath: nri.DefaultPluginPath, PluginConfigPath: nri.DefaultPluginConfigPath,
 			RegistrationTimeout: duration(nri.DefaultRegistrationTimeout), RequestTimeout: duration(nri.DefaultRequestTimeout),
 		},
+		CDISpecDirs: slices.Clone(cdi.DefaultSpecDirs),
 	}
 }
 
@@ -203,6 +209,7 @@ func bindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, `one JSON line per signature decision: a file (locked through <file>.lock beside it), "stdout", or "" for none`)
 	fs.Int64Var(&c.AuditLogMaxSize, "audit-log-max-size", c.AuditLogMaxSize, "rotate the audit file to <file>.1 past this many bytes (0 = never)")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, `host:port serving Prometheus metrics at /metrics ("" = off; ":9090" = 127.0.0.1:9090)`)
+	fs.StringSliceVar(&c.CDISpecDirs, "cdi-spec-dir", c.CDISpecDirs, `CDI spec file directories, comma-separated, in increasing priority ("" disables CDI)`)
 	fs.StringVar(&c.CgroupManager, "cgroup-manager", c.CgroupManager, `cgroup driver, "systemd" or "cgroupfs", as kubelet's cgroupDriver (default: systemd when systemd is PID 1)`)
 }
 

@@ -21,8 +21,9 @@ import (
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/lifecycle"
-	"github.com/crivet/crivet/metrics"
 	"github.com/crivet/crivet/lifecycle/nri"
+	"github.com/crivet/crivet/metrics"
+	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
@@ -144,9 +145,10 @@ func serve(flags *pflag.FlagSet) error {
 		log.Warn("no pause binary: pods that share a PID namespace cannot start", "pause_binary", pause)
 		pause = ""
 	}
+	devices := cdi.New(cfg.CDISpecDirs)
 	lcCfg := lifecycle.Config{
 		Images: images, Pods: pods, Runtime: rt,
-		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, CgroupDriver: cgDriver, Logger: log,
+		RunRoot: cfg.RunRoot, PauseBinary: pause, SeccompProfileRoot: cfg.SeccompProfileRoot, CgroupDriver: cgDriver, CDI: devices, Logger: log,
 	}
 	var plugins *nri.NRI
 	var pluginInfo func() any
@@ -189,7 +191,7 @@ func serve(flags *pflag.FlagSet) error {
 			// crivet builds user-namespaced pods (hostUsers: false); a
 			// handler advertises them where its runc and the kernel
 			// make id-mapped mounts.
-			UserNamespaces: spec.UserNamespaces, Plugins: pluginInfo},
+			UserNamespaces: spec.UserNamespaces, Plugins: pluginInfo, CDI: devices.State},
 		Images: images, Pods: pods, Lifecycle: lc, Runtime: rt,
 		StreamAddress: cfg.StreamAddress, Logger: log, Observer: met, Space: space,
 	})
