@@ -3,12 +3,15 @@ package image
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/storage"
+	"go.podman.io/storage/pkg/archive"
 	"go.podman.io/storage/pkg/directory"
 	"go.podman.io/storage/pkg/idtools"
 	storagetypes "go.podman.io/storage/types"
@@ -292,6 +295,47 @@ func (s *Service) MountImage(img *Image) (string, error) {
 func (s *Service) UnmountImage(id string) error {
 	if _, err := s.store.UnmountImage(strings.TrimPrefix(id, "sha256:"), false); err != nil && !errors.Is(err, storage.ErrImageUnknown) && !alreadyGone(err) {
 		return fmt.Errorf("unmount image %s: %w", id, err)
+	}
+	return nil
+}
+
+// RootfsDiff is a container's changes to its image as an uncompressed
+// layer tar (deletions as whiteouts): what a checkpoint carries besides
+// the processes.
+func (s *Service) RootfsDiff(containerID string) (io.ReadCloser, error) {
+	c, err := s.store.Container(containerID)
+	if err != nil {
+		return nil, fmt.Errorf("rootfs diff of %s: %w", containerID, err)
+	}
+	none := archive.Uncompressed
+	rc, err := s.store.Diff("", c.LayerID, &storage.DiffOptions{Compression: &none})
+	if err != nil {
+		return nil, fmt.Errorf("rootfs diff of %s: %w", containerID, err)
+	}
+	return rc, nil
+}
+
+// ApplyRootfsDiff applies a layer tar (a checkpoint's rootfs-diff.tar) to
+// a container's mounted root filesystem, whiteouts included, then removes
+// the paths another runtime's archive lists as deleted. Every path is
+// resolved inside rootfs.
+func (s *Service) ApplyRootfsDiff(rootfs string, diff io.Reader, deleted []string) error {
+	if diff != nil {
+		if _, err := archive.ApplyUncompressedLayer(rootfs, diff, nil); err != nil {
+			return fmt.Errorf("apply rootfs diff to %s: %w", rootfs, err)
+		}
+	}
+	for _, p := range deleted {
+		target, err := securejoin.SecureJoin(rootfs, p)
+		if err != nil {
+			return fmt.Errorf("apply rootfs diff to %s: deleted file %q: %w", rootfs, p, err)
+		}
+		if target == filepath.Clean(rootfs) {
+			continue
+		}
+		if err := os.RemoveAll(target); err != nil {
+			return fmt.Errorf("apply rootfs diff to %s: %w", rootfs, err)
+		}
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/crivet/crivet/checkpoint"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/monitor"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/sandbox"
@@ -27,6 +29,9 @@ type CreateRequest struct {
 	Volumes []*image.Image
 	// SignatureWarnings are refusals warn mode admitted; kept in the record.
 	SignatureWarnings []string
+	// Restore, when set, is the checkpoint archive the container is
+	// restored from; Image is then the image it records, admitted as any.
+	Restore *checkpoint.Archive
 }
 
 // CreateContainer reserves the container's name in its pod, creates it
@@ -101,6 +106,19 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}
 	tRootfs = time.Since(start)
+	var restore *monitor.Restore
+	if req.Restore != nil {
+		// The checkpoint's CRIU images are needed until runc restore is
+		// done with them; its file changes go on the new root first.
+		var work string
+		restore, work, err = m.prepareRestore(id, req.Restore, rootfs)
+		if work != "" {
+			defer os.RemoveAll(work)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create container %s: restore from %s: %w", id, req.Restore.Path, err)
+		}
+	}
 	// Image volumes become read-only bind mounts of the mounted images.
 	specCfg, imageMounts, err := m.mountImageVolumes(cfg, volumes)
 	cleanup = append(cleanup, func() error {
@@ -169,7 +187,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	if err := m.rt.Create(ctx, runtime.CreateOptions{
 		ID: id, Bundle: bundle, LogPath: logPath, LogDir: logDir,
 		Tty: cfg.GetTty(), Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
-		Handler: pod.RuntimeHandler,
+		Handler: pod.RuntimeHandler, Restore: restore,
 	}); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", id, err)
 	}

@@ -55,6 +55,7 @@ type containers interface {
 	StopPod(ctx context.Context, pod *sandbox.Pod) error
 	RemovePod(ctx context.Context, pod *sandbox.Pod) error
 	Subscribe() (<-chan lifecycle.Event, func())
+	CheckpointContainer(ctx context.Context, c *sandbox.Container, location string) error
 }
 
 // resourcePlugins lets plugins (NRI) change a resource update before runc

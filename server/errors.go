@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/crivet/crivet/checkpoint"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/lifecycle"
@@ -52,8 +53,11 @@ func toStatus(err error) error {
 	case errors.Is(err, reserve.ErrNoSpace), errors.Is(err, syscall.ENOSPC):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, policy.ErrInvalidNamespace), errors.Is(err, image.ErrInvalidReference), errors.Is(err, spec.ErrInvalid), errors.Is(err, spec.ErrUserNotFound),
-		errors.Is(err, cdi.ErrUnknownDevice), errors.Is(err, cdi.ErrInvalidName), errors.Is(err, cdi.ErrDisabled):
+		errors.Is(err, cdi.ErrUnknownDevice), errors.Is(err, cdi.ErrInvalidName), errors.Is(err, cdi.ErrDisabled),
+		errors.Is(err, checkpoint.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, checkpoint.ErrOtherImage):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, spec.ErrUnsupported):
 		return status.Error(codes.Unimplemented, err.Error())
 	case errors.Is(err, image.ErrNotFound), errors.Is(err, sandbox.ErrNotFound), errors.Is(err, sandbox.ErrContainerNotFound), errors.Is(err, runtime.ErrNotFound):

@@ -294,6 +294,11 @@ func (f *fakeLifecycle) RemoveContainer(ctx context.Context, c *sandbox.Containe
 	return f.err
 }
 
+func (f *fakeLifecycle) CheckpointContainer(ctx context.Context, c *sandbox.Container, location string) error {
+	f.record("CheckpointContainer %s %s", c.ID, location)
+	return f.err
+}
+
 func (f *fakeLifecycle) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (*sandbox.Pod, error) {
 	f.record("RunPod %s", cfg.GetMetadata().GetName())
 	f.runCfgs = append(f.runCfgs, cfg)

@@ -100,11 +100,11 @@ func TestRequestsAreObservedWithMethodAndCode(t *testing.T) {
 	// No image service: PullImage panics and is answered Internal.
 	_, _ = runtimeapi.NewImageServiceClient(conn).PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "reg/x:1"}})
 	// Not implemented by crivet: Unimplemented.
-	_, _ = rt.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
+	_, _ = rt.CheckpointPod(ctx, &runtimeapi.CheckpointPodRequest{})
 	g.GracefulStop()
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
-	want := []string{"Version OK", "PullImage Internal", "CheckpointContainer Unimplemented"}
+	want := []string{"Version OK", "PullImage Internal", "CheckpointPod Unimplemented"}
 	if !slices.Equal(obs.seen, want) {
 		t.Fatalf("observed %q, want %q", obs.seen, want)
 	}

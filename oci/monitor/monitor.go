@@ -158,9 +158,16 @@ func (m *monitor) create() error {
 		return err
 	}
 	defer null.Close()
-	cmd := exec.Command(m.cfg.Runc, append(m.cfg.runcArgs(),
-		"--log", filepath.Join(m.dir, runcLogFile), "--log-format", "json",
-		"create", "--bundle", m.cfg.Bundle, "--pid-file", filepath.Join(m.dir, initPidFile))...)
+	verb := []string{"create"}
+	if r := m.cfg.Restore; r != nil {
+		// CRIU brings the checkpointed process tree back; runc matches
+		// its stdio pipes, recorded at the dump, to runc's own stdio
+		// (ours, below), so the monitor reads it as a created one's.
+		verb = []string{"restore", "--detach", "--image-path", r.ImagePath, "--work-path", r.WorkPath}
+	}
+	cmd := exec.Command(m.cfg.Runc, append(append(m.cfg.runcArgs(),
+		"--log", filepath.Join(m.dir, runcLogFile), "--log-format", "json"), append(verb,
+		"--bundle", m.cfg.Bundle, "--pid-file", filepath.Join(m.dir, initPidFile))...)...)
 	cmd.Env = withoutNotifySocket(os.Environ())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
 
@@ -210,9 +217,9 @@ func (m *monitor) create() error {
 
 	if err := cmd.Run(); err != nil {
 		if msg := lastRuncError(filepath.Join(m.dir, runcLogFile)); msg != "" {
-			return fmt.Errorf("runc create: %s", msg)
+			return fmt.Errorf("runc %s: %s", verb[0], msg)
 		}
-		return fmt.Errorf("runc create: %w", err)
+		return fmt.Errorf("runc %s: %w", verb[0], err)
 	}
 	m.initPid = InitPid(m.dir)
 	if m.initPid == 0 {

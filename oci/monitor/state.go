@@ -57,6 +57,15 @@ type Config struct {
 	// cgroup (package cgroup computes it, for stats too), where the
 	// kernel counts OOM kills; "" means OOM kills are not detected.
 	MemoryCgroup string `json:"memory_cgroup,omitempty"`
+	// Restore, when set, makes the container with `runc restore` from a
+	// checkpoint instead of `runc create`: it is running once made.
+	Restore *Restore `json:"restore,omitempty"`
+}
+
+// Restore is where a checkpoint's CRIU images are and CRIU may work.
+type Restore struct {
+	ImagePath string `json:"image_path"`
+	WorkPath  string `json:"work_path"`
 }
 
 // runcArgs is the start of every runc command line the monitor runs.

@@ -27,6 +27,10 @@ type CreateOptions struct {
 	// Handler names the runtime handler whose runc creates and then runs
 	// the container; "" is the default.
 	Handler string
+	// Restore, when set, restores the container from a checkpoint's CRIU
+	// images (`runc restore`) instead of creating it: it is running when
+	// Create returns, and Start only records that it started.
+	Restore *monitor.Restore
 }
 
 // Create starts the container's monitor, which runs `runc create`. It
@@ -80,6 +84,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 
 		SystemdCgroup: r.cfg.CgroupDriver == cgroup.Systemd,
 		MemoryCgroup:  memcg,
+		Restore:       o.Restore,
 	})
 	if err == nil {
 		r.byID.Store(o.ID, h)
@@ -93,7 +98,18 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 		r.byID.Delete(o.ID)
 		return fmt.Errorf("create container %s: %w", o.ID, err)
 	}
+	if o.Restore != nil {
+		// Running already: Start must not run runc start, and finds this.
+		if err := os.WriteFile(filepath.Join(dir, restoredFile), nil, 0o600); err != nil {
+			return fmt.Errorf("create container %s: %w", o.ID, err)
+		}
+	}
 	return nil
+}
+
+func isRestored(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, restoredFile))
+	return err == nil
 }
 
 // Start runs the created container's process (`runc start`).
@@ -121,12 +137,16 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if err := writeMarker(mark, time.Now()); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)
 	}
-	if err := r.handlerOf(id).runc.Start(ctx, id); err != nil {
-		os.Remove(starting)
-		return fmt.Errorf("start container %s: %w", id, runcErr(err))
-	}
-	if r.afterRuncStart != nil {
-		r.afterRuncStart(id)
+	// A restored container runs since Create (runc start would fail):
+	// Start only marks it started, so the CRI states follow as usual.
+	if !isRestored(dir) {
+		if err := r.handlerOf(id).runc.Start(ctx, id); err != nil {
+			os.Remove(starting)
+			return fmt.Errorf("start container %s: %w", id, runcErr(err))
+		}
+		if r.afterRuncStart != nil {
+			r.afterRuncStart(id)
+		}
 	}
 	if err := os.Rename(starting, filepath.Join(dir, startedFile)); err != nil {
 		return fmt.Errorf("start container %s: %w", id, err)

@@ -195,6 +195,9 @@ func (r *Runtime) existing(id string) (string, error) {
 const (
 	startedFile  = "started"
 	startingFile = "starting" // a start in flight, or cut short by a crash
+	// restoredFile marks a container made by runc restore (running since
+	// Create).
+	restoredFile = "restored"
 )
 
 func readStarted(dir string) time.Time { return readTime(filepath.Join(dir, startedFile)) }
