@@ -7,7 +7,7 @@ BIN       := $(CURDIR)/bin
 CRIVET    := $(BIN)/crivet
 CRICTL    := $(BIN)/crictl
 CRI_TOOLS := v1.37.0
-APT_PKGS  := runc libseccomp-dev conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
+APT_PKGS  := runc criu libseccomp-dev conmon containernetworking-plugins iproute2 iptables docker-registry skopeo busybox-static containerd gnupg jq curl bc util-linux
 # Semantic (kubelet parses the runtime version as semver): release + commit.
 VERSION   := 0.2.0+$(shell git describe --always --dirty 2>/dev/null || echo unknown)
 

@@ -60,7 +60,7 @@ func TestWriteOpenExtractRoundTrip(t *testing.T) {
 	path := filepath.Join(dir, "checkpoint.tar")
 	err := Write(path, Contents{
 		Config: Config{ID: "c1", Name: "counter", RootfsImage: "sha256:abc", RootfsImageRef: "sha256:abc", RootfsImageName: "reg/busybox:1", CheckpointedAt: at},
-		Spec: &specs.Spec{Version: "1.2.0", Annotations: map[string]string{AnnotationImageUser: "reg/busybox:1", AnnotationImageID: "sha256:abc"}},
+		Spec:   &specs.Spec{Version: "1.2.0", Annotations: map[string]string{AnnotationImageUser: "reg/busybox:1", AnnotationImageID: "sha256:abc"}},
 		Images: images, RootfsDiff: bytes.NewReader(layerTar(t)), DumpLog: filepath.Join(dir, "dump.log"),
 	})
 	if err != nil {

@@ -67,7 +67,9 @@ func (m *Manager) CheckpointContainer(ctx context.Context, c *sandbox.Container,
 	images := filepath.Join(work, checkpoint.ImagesDir)
 	start := time.Now()
 	if err := m.rt.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{ImagePath: images, WorkPath: work}); err != nil {
-		return fmt.Errorf("checkpoint container %s: %w (CRIU log: %s)", c.ID, err, lastLines(filepath.Join(work, checkpoint.DumpLog), 5))
+		// The work directory and its dump.log go with this call: the
+		// error carries CRIU's own words.
+		return fmt.Errorf("checkpoint container %s: %w; CRIU says: %s", c.ID, err, criuErrors(filepath.Join(work, checkpoint.DumpLog), 5))
 	}
 	dumped := time.Since(start)
 	diff, err := m.images.RootfsDiff(c.ID)
@@ -152,15 +154,25 @@ func (m *Manager) prepareRestore(id string, a *checkpoint.Archive, rootfs string
 	return &monitor.Restore{ImagePath: filepath.Join(work, checkpoint.ImagesDir), WorkPath: work}, work, nil
 }
 
-// lastLines is the end of a log file, for an error message.
-func lastLines(path string, n int) string {
+// criuErrors is a CRIU log's error lines (its last lines if none), at
+// most n, for an error message.
+func criuErrors(path string, n int) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "none"
+		return "no log"
 	}
 	lines := strings.FieldsFunc(string(data), func(r rune) bool { return r == '\n' })
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+	var errs []string
+	for _, l := range lines {
+		if strings.Contains(l, "Error") {
+			errs = append(errs, l)
+		}
 	}
-	return strings.Join(lines, " | ")
+	if len(errs) == 0 {
+		errs = lines
+	}
+	if len(errs) > n {
+		errs = errs[len(errs)-n:]
+	}
+	return strings.Join(errs, " | ")
 }

@@ -25,7 +25,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, o CheckpointOptions
 	}
 	h := r.handlerOf(id)
 	if err := h.runc.Checkpoint(ctx, id, &runc.CheckpointOpts{ImagePath: o.ImagePath, WorkDir: o.WorkPath}, runc.LeaveRunning); err != nil {
-		return fmt.Errorf("checkpoint container %s (runc %s): %w", id, h.Runc, runcErr(err))
+		return fmt.Errorf("runc checkpoint (%s): %w", h.Runc, runcErr(err))
 	}
 	return nil
 }
