@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/storage"
 	"go.podman.io/storage/pkg/archive"
+	"go.podman.io/storage/pkg/chrootarchive"
 	"go.podman.io/storage/pkg/directory"
 	"go.podman.io/storage/pkg/idtools"
 	storagetypes "go.podman.io/storage/types"
@@ -318,10 +319,11 @@ func (s *Service) RootfsDiff(containerID string) (io.ReadCloser, error) {
 // ApplyRootfsDiff applies a layer tar (a checkpoint's rootfs-diff.tar) to
 // a container's mounted root filesystem, whiteouts included, then removes
 // the paths another runtime's archive lists as deleted. Every path is
-// resolved inside rootfs.
+// resolved inside rootfs: the tar is unpacked chrooted there (the
+// archive, and the links it makes, may come from another node).
 func (s *Service) ApplyRootfsDiff(rootfs string, diff io.Reader, deleted []string) error {
 	if diff != nil {
-		if _, err := archive.ApplyUncompressedLayer(rootfs, diff, nil); err != nil {
+		if _, err := chrootarchive.ApplyUncompressedLayer(rootfs, diff, nil); err != nil {
 			return fmt.Errorf("apply rootfs diff to %s: %w", rootfs, err)
 		}
 	}

@@ -22,7 +22,8 @@ import (
 //     of its attachment and its infra container if one was started;
 //   - parts without any record (runc state or monitor directory, storage
 //     container, bundle, pod directory with namespace pins): removed;
-//   - image volume mounts counted by storage but by no record: released.
+//   - image volume mounts counted by storage but by no record: released;
+//   - checkpoint or restore work directories: removed.
 func (m *Manager) Recover(ctx context.Context) {
 	defer m.pods.EndRecovery()
 	for _, c := range m.pods.Containers("") {
@@ -130,6 +131,17 @@ func (m *Manager) Recover(ctx context.Context) {
 			continue
 		}
 		m.log.Warn("recovery: removed a bundle no record owns", "id", e.Name())
+	}
+	// Checkpoint and restore work directories live only as long as the
+	// call that made them; none is in flight before serving.
+	work := filepath.Join(m.cfg.RunRoot, "checkpoints")
+	ents, _ = os.ReadDir(work)
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(work, e.Name())); err != nil {
+			m.log.Error("recovery: remove a checkpoint work directory", "dir", e.Name(), "error", err)
+			continue
+		}
+		m.log.Warn("recovery: removed the work directory of an interrupted checkpoint or restore", "dir", e.Name())
 	}
 	removed, err := m.pods.RemoveOrphanDirs(ctx)
 	for _, id := range removed {
