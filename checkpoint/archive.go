@@ -220,12 +220,67 @@ func addTree(tw *tar.Writer, dir, prefix string) error {
 	})
 }
 
-// Archive is a checkpoint archive read from a file: its metadata, and
-// where the file is for Extract.
+// Archive is a checkpoint archive read from a file (Path, for Extract)
+// or from a directory holding its entries (Dir: a mounted checkpoint
+// image): its metadata.
 type Archive struct {
 	Path   string
+	Dir    string
 	Config Config
 	Spec   specs.Spec
+}
+
+// Source names the archive's file or directory, for messages.
+func (a *Archive) Source() string {
+	if a.Dir != "" {
+		return a.Dir
+	}
+	return a.Path
+}
+
+// ImageAnnotations mark an OCI image built from a checkpoint archive (its
+// entries at the image's root): checkpointctl build's, CRI-O's and
+// Podman's keys.
+var ImageAnnotations = []string{AnnotationName, "io.kubernetes.cri-o.annotations.checkpoint.name", "io.podman.annotations.checkpoint.name"}
+
+// IsImage says whether manifest annotations mark a checkpoint image.
+func IsImage(annotations map[string]string) bool {
+	for _, k := range ImageAnnotations {
+		if annotations[k] != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenDir reads the metadata of the checkpoint whose entries are in dir
+// (a checkpoint image's root): config.dump and spec.dump must be regular
+// files there, and checkpoint/ a directory.
+func OpenDir(dir string) (*Archive, error) {
+	a := &Archive{Dir: dir}
+	for _, j := range []struct {
+		name string
+		v    any
+	}{{ConfigFile, &a.Config}, {SpecFile, &a.Spec}} {
+		p := filepath.Join(dir, j.name)
+		st, err := os.Lstat(p)
+		if err != nil || !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("%w: %s: no regular file %s", ErrInvalid, dir, j.name)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, p, err)
+		}
+		err = readJSON(f, &tar.Header{Size: st.Size()}, j.v)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, p, err)
+		}
+	}
+	if st, err := os.Lstat(filepath.Join(dir, ImagesDir)); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("%w: %s: no %s directory", ErrInvalid, dir, ImagesDir)
+	}
+	return a, nil
 }
 
 // ImageName is the image reference the checkpointed container was created
@@ -394,5 +449,5 @@ func SameImage(a *Archive, id string) error {
 	if want == "" || want == strings.TrimPrefix(id, "sha256:") {
 		return nil
 	}
-	return fmt.Errorf("%w: %s records image %s (%s), the node's is %s", ErrOtherImage, a.Path, want, a.ImageName(), id)
+	return fmt.Errorf("%w: %s records image %s (%s), the node's is %s", ErrOtherImage, a.Source(), want, a.ImageName(), id)
 }

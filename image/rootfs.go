@@ -1,6 +1,7 @@
 package image
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/crivet/crivet/checkpoint"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/storage"
@@ -340,4 +342,43 @@ func (s *Service) ApplyRootfsDiff(rootfs string, diff io.Reader, deleted []strin
 		}
 	}
 	return nil
+}
+
+// OpenCheckpoint returns the checkpoint held by an image built from a
+// checkpoint archive (its manifest carries a checkpoint annotation, see
+// checkpoint.ImageAnnotations), with the image mounted read only until
+// release is called; for any other image, nil. The image itself is
+// admitted by the caller like any image; this only reads it.
+func (s *Service) OpenCheckpoint(img *Image) (_ *checkpoint.Archive, release func() error, err error) {
+	var m struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	key := storage.ImageDigestBigDataKey
+	if img.Record != nil && img.Record.ManifestDigest != "" {
+		key = storage.ImageDigestManifestBigDataNamePrefix + "-" + img.Record.ManifestDigest.String()
+	}
+	data, err := s.store.ImageBigData(img.StorageID(), key)
+	if err != nil && key != storage.ImageDigestBigDataKey {
+		data, err = s.store.ImageBigData(img.StorageID(), storage.ImageDigestBigDataKey)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: manifest: %w", img.ID, err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, nil, fmt.Errorf("image %s: manifest: %w", img.ID, err)
+	}
+	if !checkpoint.IsImage(m.Annotations) {
+		return nil, nil, nil
+	}
+	root, err := s.MountImage(img)
+	if err != nil {
+		return nil, nil, err
+	}
+	release = func() error { return s.UnmountImage(img.ID) }
+	a, err := checkpoint.OpenDir(root)
+	if err != nil {
+		_ = release()
+		return nil, nil, fmt.Errorf("checkpoint image %s: %w", img.ID, err)
+	}
+	return a, release, nil
 }

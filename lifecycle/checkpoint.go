@@ -133,16 +133,22 @@ func (m *Manager) prepareRestore(id string, a *checkpoint.Archive, rootfs string
 	if err != nil {
 		return nil, "", err
 	}
-	if err := a.Extract(work); err != nil {
-		return nil, work, err
+	// A checkpoint image is mounted (read only) for the whole create:
+	// CRIU reads its images in place. An archive file is unpacked.
+	src := a.Dir
+	if src == "" {
+		if err := a.Extract(work); err != nil {
+			return nil, work, err
+		}
+		src = work
 	}
-	deleted, err := checkpoint.ReadDeletedFiles(work)
+	deleted, err := checkpoint.ReadDeletedFiles(src)
 	if err != nil {
 		return nil, work, err
 	}
 	// An archive without a rootfs-diff.tar: the container changed nothing.
 	var diff io.Reader
-	if f, err := os.Open(filepath.Join(work, checkpoint.RootfsDiff)); err == nil {
+	if f, err := os.Open(filepath.Join(src, checkpoint.RootfsDiff)); err == nil {
 		defer f.Close()
 		diff = f
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -151,7 +157,7 @@ func (m *Manager) prepareRestore(id string, a *checkpoint.Archive, rootfs string
 	if err := m.images.ApplyRootfsDiff(rootfs, diff, deleted); err != nil {
 		return nil, work, err
 	}
-	return &monitor.Restore{ImagePath: filepath.Join(work, checkpoint.ImagesDir), WorkPath: work}, work, nil
+	return &monitor.Restore{ImagePath: filepath.Join(src, checkpoint.ImagesDir), WorkPath: work}, work, nil
 }
 
 // criuErrors is a CRIU log's error lines (its last lines if none), at

@@ -116,7 +116,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 			defer os.RemoveAll(work)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("create container %s: restore from %s: %w", id, req.Restore.Path, err)
+			return nil, fmt.Errorf("create container %s: restore from %s: %w", id, req.Restore.Source(), err)
 		}
 	}
 	// Image volumes become read-only bind mounts of the mounted images.

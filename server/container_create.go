@@ -31,26 +31,42 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	// it holds (KEP-2008), from the image the archive records: that image
 	// must be on the node and is admitted under this pod's namespace
 	// exactly as if the request had named it.
-	restore, cfg, err := s.restoreFrom(cfg)
+	restore, err := openArchive(cfg)
 	if err != nil {
 		return nil, err
 	}
-	img, err := s.images.Get(cfg.GetImage().GetImage())
-	if err != nil {
-		return nil, fmt.Errorf("create container %s: image %q: %w", cfg.GetMetadata().GetName(), cfg.GetImage().GetImage(), err)
-	}
-	if restore != nil {
-		if err := checkpoint.SameImage(restore, img.ID); err != nil {
+	var (
+		img      *image.Image
+		adm      image.Admission
+		warnings []string
+	)
+	if restore == nil {
+		if img, err = s.images.Get(cfg.GetImage().GetImage()); err != nil {
+			return nil, fmt.Errorf("create container %s: image %q: %w", cfg.GetMetadata().GetName(), cfg.GetImage().GetImage(), err)
+		}
+		if adm, err = s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName(), false); err != nil {
+			return nil, err
+		}
+		if adm.Warning != "" {
+			warnings = append(warnings, adm.Warning)
+		}
+		// An image built from a checkpoint archive, admitted just now
+		// like any image, restores the container it holds the same way.
+		var release func() error
+		if restore, release, err = s.images.OpenCheckpoint(img); err != nil {
 			return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
 		}
+		if release != nil {
+			defer release()
+		}
 	}
-	adm, err := s.admit(ctx, pod, img, cfg.GetImage().GetUserSpecifiedImage(), cfg.GetMetadata().GetName(), false)
-	if err != nil {
-		return nil, err
-	}
-	var warnings []string
-	if adm.Warning != "" {
-		warnings = append(warnings, adm.Warning)
+	if restore != nil {
+		if cfg, img, adm, err = s.admitRestore(ctx, pod, cfg, restore); err != nil {
+			return nil, err
+		}
+		if adm.Warning != "" {
+			warnings = append(warnings, "checkpoint's image "+img.ID+": "+adm.Warning)
+		}
 	}
 	// Image volumes (KEP-4639) put code from the same node store into the
 	// container: the same namespace policy applies to each.
@@ -80,24 +96,43 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
 }
 
-// restoreFrom opens the checkpoint archive cfg's image names, if it
-// names one, and returns it with a copy of cfg naming the image the
-// archive records instead (as the image, and as what the user specified).
-func (s *Server) restoreFrom(cfg *runtimeapi.ContainerConfig) (*checkpoint.Archive, *runtimeapi.ContainerConfig, error) {
+// openArchive opens the checkpoint archive cfg's image names, if it
+// names one (nil otherwise).
+func openArchive(cfg *runtimeapi.ContainerConfig) (*checkpoint.Archive, error) {
 	a, err := checkpoint.Open(cfg.GetImage().GetImage())
 	if errors.Is(err, checkpoint.ErrNotArchive) {
-		return nil, cfg, nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
+		return nil, fmt.Errorf("create container %s: %w", cfg.GetMetadata().GetName(), err)
 	}
+	return a, nil
+}
+
+// admitRestore finds the image checkpoint a records, checks it is the one
+// the checkpoint was made from, and admits it under the pod's namespace
+// with the recorded name as user_specified_image. It returns a copy of
+// cfg naming that image, the image and its admission.
+func (s *Server) admitRestore(ctx context.Context, pod *sandbox.Pod, cfg *runtimeapi.ContainerConfig, a *checkpoint.Archive) (*runtimeapi.ContainerConfig, *image.Image, image.Admission, error) {
 	name := a.ImageName()
+	what := cfg.GetMetadata().GetName()
 	if name == "" {
-		return nil, nil, fmt.Errorf("create container %s: %w: %s records no image", cfg.GetMetadata().GetName(), checkpoint.ErrInvalid, a.Path)
+		return nil, nil, image.Admission{}, fmt.Errorf("create container %s: %w: %s records no image", what, checkpoint.ErrInvalid, a.Source())
+	}
+	img, err := s.images.Get(name)
+	if err != nil {
+		return nil, nil, image.Admission{}, fmt.Errorf("create container %s: restore from %s: its image %q: %w", what, a.Source(), name, err)
+	}
+	if err := checkpoint.SameImage(a, img.ID); err != nil {
+		return nil, nil, image.Admission{}, fmt.Errorf("create container %s: %w", what, err)
+	}
+	adm, err := s.admit(ctx, pod, img, name, what, false)
+	if err != nil {
+		return nil, nil, image.Admission{}, err
 	}
 	out := proto.Clone(cfg).(*runtimeapi.ContainerConfig)
 	out.Image = &runtimeapi.ImageSpec{Image: name, UserSpecifiedImage: name}
-	return a, out, nil
+	return out, img, adm, nil
 }
 
 // admit asks the image service for the create-time decision under the

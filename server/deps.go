@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/crivet/crivet/checkpoint"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/runtime"
@@ -29,6 +30,9 @@ type images interface {
 	FsUsage() (image.Usage, error)
 	RootfsUsage(containerID string) (image.LayerUsage, error)
 	GraphRoot() string
+	// OpenCheckpoint: the checkpoint an image built from one holds,
+	// mounted until release (nil, nil for any other image).
+	OpenCheckpoint(img *image.Image) (*checkpoint.Archive, func() error, error)
 }
 
 // pods reads the pod and container records (sandbox.Manager).

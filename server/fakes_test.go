@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crivet/crivet/checkpoint"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/runtime"
@@ -132,6 +133,10 @@ func (f *fakeImages) Remove(ref string) error {
 	}
 	f.images = slices.DeleteFunc(f.images, func(i *image.Image) bool { return i == img })
 	return nil
+}
+
+func (f *fakeImages) OpenCheckpoint(img *image.Image) (*checkpoint.Archive, func() error, error) {
+	return nil, nil, nil
 }
 
 func (f *fakeImages) AdmitFor(ctx context.Context, req image.AdmitRequest) (image.Admission, error) {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/crivet/crivet/checkpoint"
+	"github.com/crivet/crivet/test/fixtures"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -218,5 +220,57 @@ func TestCheckpointRunningCounterAndRestoreInNewPod(t *testing.T) {
 	rs, err := rc.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: r.ContainerId})
 	if err != nil || rs.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("restored container status: %v %v", err, rs.GetStatus())
+	}
+}
+
+// An OCI image built from a checkpoint archive (checkpointctl build: the
+// archive's entries at the root, a checkpoint annotation on the manifest)
+// restores the same way. Two images then put code in the pod, and the
+// namespace's policy must admit both: the checkpoint image as any image,
+// and the image the checkpoint records. A namespace that admits the
+// checkpoint image's repository but not the recorded image refuses the
+// restore with SignatureValidationFailed naming the recorded image; one
+// that admits both goes on to runc restore (which refuses these
+// hand-made CRIU images). Nothing is left either way.
+func TestRestoreFromCheckpointImageAdmitsBothImages(t *testing.T) {
+	n := newNode(t)
+	img, _, _ := n.startWithPod(t, "ckpt-img-src", 0)
+	rc, ic := n.clients()
+	st, err := ic.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: img.Ref}})
+	if err != nil || st.Image == nil {
+		t.Fatalf("image status: %v %v", err, st)
+	}
+	cfgDump := fmt.Sprintf(`{"id":"0123","name":"counter","rootfsImageName":%q,"rootfsImageRef":%q}`, img.Ref, st.Image.Id)
+	ckptRef := n.reg.Ref("ckpt/counter:1")
+	fixtures.PushCheckpointImage(t, ckptRef, map[string]string{
+		"config.dump": cfgDump, "spec.dump": `{"ociVersion":"1.2.0"}`, "checkpoint/inventory.img": "not a CRIU image",
+	}, map[string]string{checkpoint.AnnotationName: "counter"})
+	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ckptRef}}); err != nil {
+		t.Fatal(err)
+	}
+	// "ckptonly" admits the checkpoint image's repository alone.
+	n.setNamespace("ckptonly", fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{%q:[{"type":"insecureAcceptAnything"}]}}}`, n.reg.Ref("ckpt/counter")))
+
+	lockedCfg, lockedPod := podIn(t, n, rc, "ckpt-img-locked", "ckptonly")
+	cfg := crashContainerConfig("counter", ckptRef)
+	_, err = rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: lockedPod, Config: cfg, SandboxConfig: lockedCfg})
+	msg := status.Convert(err).Message()
+	if err == nil || !strings.HasPrefix(msg, crierrors.ErrSignatureValidationFailed.Error()) || !strings.Contains(msg, img.Ref) {
+		t.Fatalf("restore of a checkpoint image whose recorded image %s the namespace refuses: %v, want SignatureValidationFailed naming it", img.Ref, err)
+	}
+
+	openCfg, openPod := podIn(t, n, rc, "ckpt-img-open", "default")
+	_, err = rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: openPod, Config: cfg, SandboxConfig: openCfg})
+	msg = status.Convert(err).Message()
+	if err == nil || strings.Contains(msg, crierrors.ErrSignatureValidationFailed.Error()) || !strings.Contains(msg, "runc restore") {
+		t.Fatalf("restore of a checkpoint image in an admitting namespace: %v, want it admitted and then refused by runc restore", err)
+	}
+	list, err := rc.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+	if err != nil || len(list.Containers) != 0 {
+		t.Fatalf("containers after the failed restores: %v %v", err, list.GetContainers())
+	}
+	// The checkpoint image was mounted only for the create: it can go.
+	if _, err := ic.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ckptRef}}); err != nil {
+		t.Errorf("remove the checkpoint image after the restores: %v", err)
 	}
 }
