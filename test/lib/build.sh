@@ -33,6 +33,13 @@ build_crictl() {
 	GOBIN=$LAB/bin go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS" || die "crictl install failed"
 }
 
+# build_cdiplugin: the kubelet lab's device plugin handing out a CDI
+# device (a module of its own, test/tools/cdiplugin).
+build_cdiplugin() {
+	(cd "$REPO/test/tools/cdiplugin" && nice go build -o "$LAB/bin/cdiplugin" .) \
+		>"$LAB/logs/cdiplugin-build.log" 2>&1 || die "cdiplugin build failed, see $LAB/logs/cdiplugin-build.log"
+}
+
 # build_sigtool: sigstore key pairs and signing with go.podman.io/image/v5,
 # the library crivet verifies with (Debian's skopeo 1.9.3 has sigstore
 # signing switched off).
