@@ -938,3 +938,31 @@ func TestStatusReadsDuringARemovalLeaveTheDirectoryEmpty(t *testing.T) {
 		t.Errorf("state directory left: %v", err)
 	}
 }
+
+// A restored container (runc restore, in the monitor) runs from Create
+// on: it reports created until StartContainer, which records the start
+// instead of running runc start (which would fail on a running
+// container). Without CRIU here, the restore is stood in for by runc
+// start behind the runtime's back, on a container marked restored.
+func TestStartOfARestoredContainerRecordsTheStart(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	c := create(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
+	dir := filepath.Join(rt.cfg.StateDir, c.id)
+	if err := os.WriteFile(filepath.Join(dir, restoredFile), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(rt.cfg.Runc, "--root", rt.cfg.Root, "start", c.id).CombinedOutput(); err != nil {
+		t.Fatalf("runc start: %v: %s", err, out)
+	}
+	if st, err := rt.Status(t.Context(), c.id); err != nil || st.State != StateCreated {
+		t.Fatalf("restored, before StartContainer: %v %v, want created", st.State, err)
+	}
+	if err := rt.Start(t.Context(), c.id); err != nil {
+		t.Fatalf("start of a restored container: %v", err)
+	}
+	st, err := rt.Status(t.Context(), c.id)
+	if err != nil || st.State != StateRunning || st.StartedAt.IsZero() {
+		t.Fatalf("after StartContainer: %+v %v, want running with a start time", st, err)
+	}
+}
