@@ -141,7 +141,7 @@ EOF
 	# kubelet has no RuntimeClass objects to choose it: the kubeadm harness
 	# runs a pod on it; here crictl info lists it with its features).
 	printf 'runtime = "%s"\n' "$RUNC" >>"$LAB/etc/crivet.toml"
-	# CDI (case 8): the lab's own spec directory; the device node is a
+	# CDI (case 9): the lab's own spec directory; the device node is a
 	# character device with /dev/null's numbers, made here.
 	printf 'cdi_spec_dirs = ["%s"]\n' "$LAB/etc/cdi" >>"$LAB/etc/crivet.toml"
 	mkdir -p "$LAB/etc/cdi"
@@ -590,57 +590,59 @@ case_features() {
 	for p in rro sgp-strict; do wait_for 120 gone pod_gone $p || fail "8 $p not removed"; done
 }
 
-# Case 8: a CDI device through kubelet's device manager. A device plugin
+# Case 9: a CDI device through kubelet's device manager. A device plugin
 # registers crivet.test/null and allocates CDI device crivet.test/dev=null0;
 # kubelet passes it in cdi_devices, crivet resolves it from the lab's spec
 # file: the node and the spec's env are in the container.
 case_cdi() {
-	log "case 8: CDI device from a device plugin"
-	local plugdir="$LAB/kubelet/root/device-plugins" cid out
+	log "case 9: CDI device from a device plugin"
+	# kubelet serves device-plugin registration at the fixed path, not
+	# under --root-dir.
+	local plugdir=/var/lib/kubelet/device-plugins cid out
 	setsid "$LAB/bin/cdiplugin" "$plugdir" crivet.test/null crivet.test/dev=null0 >>"$LAB/logs/cdiplugin.log" 2>&1 &
 	echo $! >"$LAB/cdiplugin.pid"
 	if ! wait_for 60 registered grep -q registered "$LAB/logs/cdiplugin.log"; then
-		fail "8 device plugin did not register: $(tail -3 "$LAB/logs/cdiplugin.log")"; stop_pid "$LAB/cdiplugin.pid" 5; return
+		fail "9 device plugin did not register: $(tail -3 "$LAB/logs/cdiplugin.log")"; stop_pid "$LAB/cdiplugin.pid" 5; return
 	fi
 	add_pod cdi
-	if wait_for 90 running pod_running cdi; then pass "8 pod with a crivet.test/null device Running"; else
-		fail "8 cdi pod not Running: $(show_pod cdi) $(kubelet_lines 'cdi' 2)"; del_pod cdi; stop_pid "$LAB/cdiplugin.pid" 5; return; fi
+	if wait_for 90 running pod_running cdi; then pass "9 pod with a crivet.test/null device Running"; else
+		fail "9 cdi pod not Running: $(show_pod cdi) $(kubelet_lines 'cdi' 2)"; del_pod cdi; stop_pid "$LAB/cdiplugin.pid" 5; return; fi
 	cid=$(CRICTL ps -q --name '^dev$' --label io.kubernetes.pod.name=cdi | head -1)
 	if out=$(CRICTL exec "$cid" sh -c 'ls -l /dev/crivet-null0 && echo written > /dev/crivet-null0 && echo "env=$CRIVET_CDI_NULL0"' 2>&1) &&
 		echo "$out" | grep -qE '^c.* 1, +3 .*/dev/crivet-null0$' && echo "$out" | grep -qx 'env=injected'; then
-		pass "8 CDI device node and env in the container: $(echo "$out" | tr '\n' ' ')"
-	else fail "8 CDI device in the container: $out"; fi
+		pass "9 CDI device node and env in the container: $(echo "$out" | tr '\n' ' ')"
+	else fail "9 CDI device in the container: $out"; fi
 	del_pod cdi
-	if wait_for 120 gone pod_gone cdi; then pass "8 cdi pod removed"; else fail "8 cdi pod still there: $(show_pod cdi)"; fi
+	if wait_for 120 gone pod_gone cdi; then pass "9 cdi pod removed"; else fail "9 cdi pod still there: $(show_pod cdi)"; fi
 	stop_pid "$LAB/cdiplugin.pid" 5
-	check_clean "8 after cdi"
+	check_clean "9 after cdi"
 }
 
-# Case 9: kubelet's checkpoint API (KEP-2008, POST /checkpoint on the
+# Case 10: kubelet's checkpoint API (KEP-2008, POST /checkpoint on the
 # authenticated port) reaches crivet's CheckpointContainer. Where CRIU
 # works, an archive appears in kubelet's checkpoints directory; where it
 # does not (Debian 12's criu on Linux >= 6.13), kubelet reports crivet's
 # error naming CRIU, the container keeps running, and no archive is left.
 case_checkpoint() {
-	log "case 9: kubelet checkpoint API"
+	log "case 10: kubelet checkpoint API"
 	local code body dir="$LAB/kubelet/root/checkpoints"
 	add_pod counter
-	if ! wait_for 90 running pod_running counter; then fail "9 counter not Running: $(show_pod counter)"; del_pod counter; return; fi
+	if ! wait_for 90 running pod_running counter; then fail "10 counter not Running: $(show_pod counter)"; del_pod counter; return; fi
 	body=$(mktemp)
 	code=$(curl -sk -o "$body" -w '%{http_code}' -X POST "https://127.0.0.1:10250/checkpoint/default/counter-$NODE/hello?timeout=60")
 	if criu check >/dev/null 2>&1; then
 		if [ "$code" = 200 ] && ls "$dir"/checkpoint-counter-"$NODE"_default-hello-*.tar >/dev/null 2>&1; then
-			pass "9 checkpoint archive written: $(head -c 300 "$body")"
-		else fail "9 checkpoint: HTTP $code $(head -c 400 "$body")"; fi
+			pass "10 checkpoint archive written: $(head -c 300 "$body")"
+		else fail "10 checkpoint: HTTP $code $(head -c 400 "$body")"; fi
 	else
 		if [ "$code" = 500 ] && grep -q 'CRIU' "$body" && ! ls "$dir"/*.tar >/dev/null 2>&1 && pod_running counter; then
-			pass "9 checkpoint through kubelet reached crivet; CRIU cannot run here ($(criu check 2>&1 | head -1)): HTTP $code, no archive, container running"
-		else fail "9 checkpoint without a working CRIU: HTTP $code $(head -c 400 "$body")"; fi
+			pass "10 checkpoint through kubelet reached crivet; CRIU cannot run here ($(criu check 2>&1 | head -1)): HTTP $code, no archive, container running"
+		else fail "10 checkpoint without a working CRIU: HTTP $code $(head -c 400 "$body")"; fi
 	fi
 	rm -f "$body"
 	del_pod counter
-	if ! wait_for 120 gone pod_gone counter; then fail "9 counter pod still there: $(show_pod counter)"; fi
-	check_clean "9 after checkpoint"
+	if ! wait_for 120 gone pod_gone counter; then fail "10 counter pod still there: $(show_pod counter)"; fi
+	check_clean "10 after checkpoint"
 }
 
 case_final() {
