@@ -15,10 +15,9 @@ type CheckpointOptions struct {
 
 // Checkpoint dumps the running container's processes with CRIU through
 // the runc that runs it, leaving them running (kubelet's checkpoint is a
-// copy, not a migration). The options are runc's defaults otherwise, as
-// the other CRI runtimes use them: established TCP connections,
-// external unix sockets and terminals make the dump fail rather than be
-// restored half-working.
+// copy, not a migration). The options are otherwise runc's defaults:
+// established TCP connections, external unix sockets and terminals make
+// the dump fail rather than be restored half-working.
 func (r *Runtime) Checkpoint(ctx context.Context, id string, o CheckpointOptions) error {
 	if _, err := r.existing(id); err != nil {
 		return err
