@@ -23,6 +23,10 @@ import (
 //	any state ── record kept, runc/monitor state gone (a reboot) ──▶ unknown
 //	any state ── RemoveContainer ──▶ (none)
 //
+// A container restored from a checkpoint (runc restore) runs its restored
+// processes from CreateContainer on, but reports created until
+// StartContainer records its start (oci/runtime).
+//
 // A container is created only once runc has created it; runc's own
 // "creating" and "stopped without a recorded exit" show as unknown until
 // they settle (oci/runtime).
