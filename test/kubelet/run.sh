@@ -51,8 +51,11 @@ build_kubelet() {
 }
 
 # kubelet_get: a kubelet of $KUBELET_VERSION, found or built once per machine
+# Set for the whole run: its functions read it when called, and a
+# prefix assignment before "." lasts only while the file is read.
+KUBELET_VERSION=$K8S_VERSION
 # shellcheck source=test/lib/kubelet.sh
-KUBELET_VERSION=$K8S_VERSION . "$REPO/test/lib/kubelet.sh"
+. "$REPO/test/lib/kubelet.sh"
 # build_crivet, build_crictl, build_sigtool
 # shellcheck source=test/lib/build.sh
 . "$REPO/test/lib/build.sh"
