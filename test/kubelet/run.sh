@@ -596,7 +596,8 @@ case_features() {
 # Case 9: a CDI device through kubelet's device manager. A device plugin
 # registers crivet.test/null and allocates CDI device crivet.test/dev=null0;
 # kubelet passes it in cdi_devices, crivet resolves it from the lab's spec
-# file: the node and the spec's env are in the container.
+# file: the node and the spec's env are in the container. (Case 8's pods
+# are still up: case 7 checks that nothing is left.)
 case_cdi() {
 	log "case 9: CDI device from a device plugin"
 	# kubelet serves device-plugin registration at the fixed path, not
@@ -610,7 +611,7 @@ case_cdi() {
 	add_pod cdi
 	if wait_for 90 running pod_running cdi; then pass "9 pod with a crivet.test/null device Running"; else
 		fail "9 cdi pod not Running: $(show_pod cdi) $(kubelet_lines 'cdi' 2)"; del_pod cdi; stop_pid "$LAB/cdiplugin.pid" 5; return; fi
-	cid=$(CRICTL ps -q --name '^dev$' --label io.kubernetes.pod.name=cdi | head -1)
+	cid=$(CRICTL ps -q --name '^dev$' --label io.kubernetes.pod.name=cdi-"$NODE" | head -1)
 	if out=$(CRICTL exec "$cid" sh -c 'ls -l /dev/crivet-null0 && echo written > /dev/crivet-null0 && echo "env=$CRIVET_CDI_NULL0"' 2>&1) &&
 		echo "$out" | grep -qE '^c.* 1, +3 .*/dev/crivet-null0$' && echo "$out" | grep -qx 'env=injected'; then
 		pass "9 CDI device node and env in the container: $(echo "$out" | tr '\n' ' ')"
@@ -618,7 +619,6 @@ case_cdi() {
 	del_pod cdi
 	if wait_for 120 gone pod_gone cdi; then pass "9 cdi pod removed"; else fail "9 cdi pod still there: $(show_pod cdi)"; fi
 	stop_pid "$LAB/cdiplugin.pid" 5
-	check_clean "9 after cdi"
 }
 
 # Case 10: kubelet's checkpoint API (KEP-2008, POST /checkpoint on the
@@ -645,7 +645,6 @@ case_checkpoint() {
 	rm -f "$body"
 	del_pod counter
 	if ! wait_for 120 gone pod_gone counter; then fail "10 counter pod still there: $(show_pod counter)"; fi
-	check_clean "10 after checkpoint"
 }
 
 case_final() {
