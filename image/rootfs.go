@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/crivet/crivet/checkpoint"
+	"github.com/crivet/crivet/oci/checkpoint"
 	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/storage"

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/crivet/crivet/checkpoint"
+	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/oci/monitor"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"

@@ -7,8 +7,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/crivet/crivet/checkpoint"
 	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/oci/monitor"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crivet/crivet/checkpoint"
+	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/policy"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/crivet/crivet/checkpoint"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/crivet/crivet/checkpoint"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/internal/reserve"
 	"github.com/crivet/crivet/lifecycle"
 	"github.com/crivet/crivet/oci/cdi"
+	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/policy"

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/crivet/crivet/checkpoint"
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
+	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
