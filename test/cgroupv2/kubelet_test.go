@@ -80,8 +80,8 @@ func TestKubeletOnCgroupV2(t *testing.T) {
 	if err := os.MkdirAll(manifests, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
-	writeFile(t, filepath.Join(dir, "config.yaml"), fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+	fixtures.WriteFile(t, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
+	fixtures.WriteFile(t, filepath.Join(dir, "config.yaml"), fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 staticPodPath: %s
 fileCheckFrequency: 2s
@@ -154,7 +154,7 @@ evictionHard:
 	)
 	// Guaranteed QoS (requests equal limits): kubelet puts the pod's
 	// slice right under kubepods.slice.
-	writeFile(t, filepath.Join(manifests, "v2.yaml"), fmt.Sprintf(`apiVersion: v1
+	fixtures.WriteFile(t, filepath.Join(manifests, "v2.yaml"), fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
   name: v2
@@ -349,11 +349,4 @@ func processCgroup(t *testing.T, d *daemon, id string) string {
 		t.Fatalf("/proc/%d/cgroup: %q is not a v2 entry", info.Pid, b)
 	}
 	return path
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }

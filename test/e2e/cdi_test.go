@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/crivet/crivet/test/fixtures"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -30,7 +31,7 @@ func TestCDIDeviceNodeAndEnvReachTheContainer(t *testing.T) {
 	if err := unix.Mknod(hostNode, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(specDir, "crivet-test.yaml"), fmt.Sprintf(`cdiVersion: "0.6.0"
+	fixtures.WriteFile(t, filepath.Join(specDir, "crivet-test.yaml"), fmt.Sprintf(`cdiVersion: "0.6.0"
 kind: crivet.test/dev
 devices:
 - name: null0

@@ -50,7 +50,7 @@ func handMadeArchive(t *testing.T, dir, name, id string) string {
 	if err := os.MkdirAll(images, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(images, "inventory.img"), "not a CRIU image")
+	fixtures.WriteFile(t, filepath.Join(images, "inventory.img"), "not a CRIU image")
 	path := filepath.Join(dir, "hand-made-checkpoint.tar")
 	err := checkpoint.Write(path, checkpoint.Contents{
 		Config: checkpoint.Config{ID: "0123", Name: "counter", RootfsImage: id, RootfsImageRef: id, RootfsImageName: name, CheckpointedAt: time.Now()},

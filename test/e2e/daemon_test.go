@@ -160,7 +160,7 @@ func newNode(t *testing.T) *node {
 	}
 	fixtures.WriteRegistriesConf(t, n.regConf, n.reg)
 	fixtures.WriteRegistriesD(t, n.regD, n.lookaside)
-	writeFile(t, filepath.Join(dir, "net.d", "10-crivet-e2e.conflist"), fmt.Sprintf(`{
+	fixtures.WriteFile(t, filepath.Join(dir, "net.d", "10-crivet-e2e.conflist"), fmt.Sprintf(`{
   "cniVersion": "1.0.0", "name": "crivet-e2e",
   "plugins": [
     {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
@@ -187,24 +187,16 @@ func (n *node) args() []string {
 	}, n.extraArgs...)
 }
 
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
+func (n *node) setGlobal(js string) { fixtures.WriteFile(n.t, n.global, js) }
+func (n *node) setNamespace(ns, js string) {
+	fixtures.WriteFile(n.t, filepath.Join(n.nsDir, ns+".json"), js)
 }
-
-func (n *node) setGlobal(js string)        { writeFile(n.t, n.global, js) }
-func (n *node) setNamespace(ns, js string) { writeFile(n.t, filepath.Join(n.nsDir, ns+".json"), js) }
 
 // start runs crivet and waits until it serves CRI.
 func (n *node) start() {
 	n.t.Helper()
 	// The explicit --config file must exist; an empty one means defaults.
-	writeFile(n.t, filepath.Join(n.dir, "none.toml"), n.toml)
+	fixtures.WriteFile(n.t, filepath.Join(n.dir, "none.toml"), n.toml)
 	n.log = &logBuffer{}
 	n.cmd = exec.Command(crivetBin, n.args()...)
 	n.cmd.Env = append(os.Environ(), n.env...)
@@ -330,7 +322,7 @@ func (n *node) kill9() {
 func (n *node) crictl(args ...string) (string, string, error) {
 	cfg := filepath.Join(n.dir, "crictl.yaml")
 	if _, err := os.Stat(cfg); err != nil {
-		writeFile(n.t, cfg, fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", n.sock, n.sock))
+		fixtures.WriteFile(n.t, cfg, fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", n.sock, n.sock))
 	}
 	cmd := exec.Command(crictlBin, append([]string{"--config", cfg}, args...)...)
 	var out, errb bytes.Buffer

@@ -44,7 +44,7 @@ func TestPodRunsOnItsRuntimeHandlerAcrossARestart(t *testing.T) {
 	n := newNode(t)
 	defRunc, handlerRunc := handlerRuncs(t)
 	conf := filepath.Join(n.dir, "handlers.toml")
-	writeFile(t, conf, fmt.Sprintf("runtime = %q\n\n[runtimes.test-handler]\nruntime_path = %q\n", defRunc, handlerRunc))
+	fixtures.WriteFile(t, conf, fmt.Sprintf("runtime = %q\n\n[runtimes.test-handler]\nruntime_path = %q\n", defRunc, handlerRunc))
 	n.extraArgs = append(n.extraArgs, "--config", conf) // the last --config wins
 	img := fixtures.PushBusybox(t, n.reg.Ref("busybox:1"), fixtures.BusyboxConfig{})
 	n.start()

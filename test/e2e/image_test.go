@@ -30,7 +30,7 @@ func keyPolicy(pub string) string {
 func podConfig(t *testing.T, dir, namespace string) string {
 	p := filepath.Join(dir, "pod-"+strings.NewReplacer("/", "_", ".", "_").Replace(namespace)+".json")
 	js, _ := json.Marshal(map[string]any{"metadata": map[string]any{"name": "p", "namespace": namespace, "uid": "u-" + namespace, "attempt": 0}})
-	writeFile(t, p, string(js))
+	fixtures.WriteFile(t, p, string(js))
 	return p
 }
 
@@ -287,7 +287,7 @@ func TestDaemonKilledMidPullLeavesNothingAfterRestart(t *testing.T) {
 	img := fixtures.PushImage(t, n.reg.Ref("team/big:1"), 4<<20, fixtures.WithLayerCount(2))
 	proxy, stalled := stallingProxy(t, n.reg.Addr, firstLayer(t, n.reg.Addr, "team/big", "1"))
 	proxyAddr := strings.TrimPrefix(proxy.URL, "http://")
-	writeFile(t, n.regConf, fmt.Sprintf("unqualified-search-registries = []\n[[registry]]\nlocation = %q\ninsecure = true\n", proxyAddr))
+	fixtures.WriteFile(t, n.regConf, fmt.Sprintf("unqualified-search-registries = []\n[[registry]]\nlocation = %q\ninsecure = true\n", proxyAddr))
 	n.start()
 	storage := func() []string {
 		var files []string

@@ -16,7 +16,7 @@ const archivesOnlyPolicy = `{"default":[{"type":"reject"}],"transports":{"docker
 
 // imageCLI runs `crivet image ...` with the node's configuration.
 func (n *node) imageCLI(args ...string) (string, error) {
-	writeFile(n.t, filepath.Join(n.dir, "none.toml"), "")
+	fixtures.WriteFile(n.t, filepath.Join(n.dir, "none.toml"), "")
 	out, err := exec.Command(crivetBin, append(append([]string{"image"}, args...), n.args()...)...).CombinedOutput()
 	return string(out), err
 }
@@ -107,7 +107,7 @@ func TestKilledImportLeavesNoHalfImage(t *testing.T) {
 	n.reg.Stop()
 	n.setGlobal(archivesOnlyPolicy)
 	n.start()
-	writeFile(t, filepath.Join(n.dir, "none.toml"), "")
+	fixtures.WriteFile(t, filepath.Join(n.dir, "none.toml"), "")
 
 	completed := 0
 	for i, d := range []time.Duration{5, 30, 80, 150, 250, 400, 600, 900} {

@@ -158,10 +158,10 @@ func TestNRIPluginAdjustsContainersAndSeesEveryStep(t *testing.T) {
 	n := nriNode(t, "10s")
 	img := fixtures.PushBusybox(t, n.reg.Ref("nri/busybox:1"), fixtures.BusyboxConfig{Cmd: []string{"sleep", "3600"}})
 	src := filepath.Join(n.dir, "nri-src")
-	writeFile(t, filepath.Join(src, "hello"), "hello from the plugin\n")
+	fixtures.WriteFile(t, filepath.Join(src, "hello"), "hello from the plugin\n")
 	events := filepath.Join(n.dir, "events-adjust.jsonl")
 	copyFile(t, nriPluginBin(t), filepath.Join(n.dir, "nri", "plugins", "10-adjust"), 0o755)
-	writeFile(t, filepath.Join(n.dir, "nri", "conf.d", "10-adjust.conf"), fmt.Sprintf("-events=%s\n-mount-src=%s\n", events, src))
+	fixtures.WriteFile(t, filepath.Join(n.dir, "nri", "conf.d", "10-adjust.conf"), fmt.Sprintf("-events=%s\n-mount-src=%s\n", events, src))
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	n.extraArgs = []string{"--metrics-address", addr}
 	n.start()
@@ -277,7 +277,7 @@ func TestNRIPluginCannotTakeTheVerifiedImagesPlace(t *testing.T) {
 	n.setNamespace("strict", keyPolicy(key.PublicKeyPath))
 	// What a hostile plugin would mount at /: another root filesystem.
 	other := filepath.Join(n.dir, "other-rootfs")
-	writeFile(t, filepath.Join(other, "bin", "sh"), "#!/not/verified\n")
+	fixtures.WriteFile(t, filepath.Join(other, "bin", "sh"), "#!/not/verified\n")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	n.extraArgs = []string{"--metrics-address", addr}
 	n.start()

@@ -56,10 +56,10 @@ func TestCLIConventions(t *testing.T) {
 func TestConfigDropInsAndSources(t *testing.T) {
 	dir := t.TempDir()
 	main := filepath.Join(dir, "crivet.toml")
-	writeFile(t, main, "log_level = \"warn\"\nmax_layers = 10\n[signature_policy_modes]\nteam-a = \"warn\"\n")
-	writeFile(t, filepath.Join(dir, "crivet.toml.d", "20-late.toml"), "max_layers = 30\n")
-	writeFile(t, filepath.Join(dir, "crivet.toml.d", "10-early.toml"), "max_layers = 20\nroot = \"/tmp/r\"\n[signature_policy_modes]\nstaging = \"warn\"\n")
-	writeFile(t, filepath.Join(dir, "crivet.toml.d", "ignored.conf"), "not toml at all")
+	fixtures.WriteFile(t, main, "log_level = \"warn\"\nmax_layers = 10\n[signature_policy_modes]\nteam-a = \"warn\"\n")
+	fixtures.WriteFile(t, filepath.Join(dir, "crivet.toml.d", "20-late.toml"), "max_layers = 30\n")
+	fixtures.WriteFile(t, filepath.Join(dir, "crivet.toml.d", "10-early.toml"), "max_layers = 20\nroot = \"/tmp/r\"\n[signature_policy_modes]\nstaging = \"warn\"\n")
+	fixtures.WriteFile(t, filepath.Join(dir, "crivet.toml.d", "ignored.conf"), "not toml at all")
 	out, err := exec.Command(crivetBin, "config", "--config", main, "--root", "/tmp/flag-root", "--json").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -91,11 +91,11 @@ func TestConfigDropInsAndSources(t *testing.T) {
 
 	// A typo in a drop-in is an error naming the file, not a silent default.
 	bad := filepath.Join(dir, "crivet.toml.d", "30-typo.toml")
-	writeFile(t, bad, "max_layer = 5\n")
+	fixtures.WriteFile(t, bad, "max_layer = 5\n")
 	if out, err := exec.Command(crivetBin, "config", "--config", main).CombinedOutput(); err == nil || !strings.Contains(string(out), bad) {
 		t.Errorf("unknown key in a drop-in: %v\n%s", err, out)
 	}
-	writeFile(t, bad, "[signature_policy_modes]\nstaging = \"audit\"\n")
+	fixtures.WriteFile(t, bad, "[signature_policy_modes]\nstaging = \"audit\"\n")
 	if out, err := exec.Command(crivetBin, "serve", "--config", main).CombinedOutput(); err == nil || !strings.Contains(string(out), "want enforce or warn") {
 		t.Errorf("bad mode: %v\n%s", err, out)
 	}
@@ -123,7 +123,7 @@ func TestWarnModeBySIGHUP(t *testing.T) {
 		t.Fatalf("enforced staging admitted the unsigned image: %v\n%s", err, out)
 	}
 
-	writeFile(t, filepath.Join(n.dir, "none.toml.d", "50-rollout.toml"), "[signature_policy_modes]\nstaging = \"warn\"\n")
+	fixtures.WriteFile(t, filepath.Join(n.dir, "none.toml.d", "50-rollout.toml"), "[signature_policy_modes]\nstaging = \"warn\"\n")
 	n.hup(`"reload: configuration applied"`)
 	if out, err := pull("staging"); err != nil {
 		t.Fatalf("warn-mode staging refused the pull: %v\n%s", err, out)
@@ -229,7 +229,7 @@ func TestSIGHUPReloadsWhatItCan(t *testing.T) {
 	n := newNode(t)
 	n.start()
 	dropIn := filepath.Join(n.dir, "none.toml.d", "50.toml")
-	writeFile(t, dropIn, "log_level = \"debug\"\nmax_layers = 3\n")
+	fixtures.WriteFile(t, dropIn, "log_level = \"debug\"\nmax_layers = 3\n")
 	// The restart warning follows "configuration applied": wait for it
 	// rather than look for it once the first line is there.
 	n.hup(`"reload: configuration applied"`, `"keys":["max_layers"]`)
@@ -248,7 +248,7 @@ func TestSIGHUPReloadsWhatItCan(t *testing.T) {
 	}
 	addr := lis.Addr().String()
 	lis.Close()
-	writeFile(t, dropIn, fmt.Sprintf("metrics_address = %q\n", addr))
+	fixtures.WriteFile(t, dropIn, fmt.Sprintf("metrics_address = %q\n", addr))
 	n.hup(`"reload: configuration applied"`)
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -259,12 +259,12 @@ func TestSIGHUPReloadsWhatItCan(t *testing.T) {
 	if !strings.Contains(string(body), "crivet_cri_requests_total") {
 		t.Errorf("metrics endpoint: %.300s", body)
 	}
-	writeFile(t, dropIn, "")
+	fixtures.WriteFile(t, dropIn, "")
 	n.hup(`"metrics endpoint stopped"`)
 	if _, err := http.Get("http://" + addr + "/metrics"); err == nil {
 		t.Error("metrics still served after metrics_address was removed")
 	}
-	writeFile(t, dropIn, "log_level = [\n")
+	fixtures.WriteFile(t, dropIn, "log_level = [\n")
 	n.hup(`"reload: configuration not applied"`)
 	if !n.answers() {
 		t.Fatal("daemon stopped answering after a bad reload")
@@ -313,7 +313,7 @@ func TestStatusIsCheckedLive(t *testing.T) {
 	if c := conditions(); !strings.HasPrefix(c["RuntimeReady"], "RuntimeBinaryNotReady") || !strings.Contains(c["RuntimeReady"], myRunc) {
 		t.Errorf("runtime binary removed: %v", c)
 	}
-	writeFile(t, myRunc, "#!/bin/sh\nexit 3\n")
+	fixtures.WriteFile(t, myRunc, "#!/bin/sh\nexit 3\n")
 	os.Chmod(myRunc, 0o755)
 	if c := conditions(); !strings.Contains(c["RuntimeReady"], "exit status 3") {
 		t.Errorf("broken runtime binary: %v", c)
@@ -332,11 +332,11 @@ func TestStatusIsCheckedLive(t *testing.T) {
 	if c := conditions(); !strings.HasPrefix(c["NetworkReady"], "NetworkPluginNotReady") {
 		t.Errorf("CNI config removed: %v", c)
 	}
-	writeFile(t, conf, strings.Replace(string(saved), `"portmap"`, `"no-such-plugin"`, 1))
+	fixtures.WriteFile(t, conf, strings.Replace(string(saved), `"portmap"`, `"no-such-plugin"`, 1))
 	if c := conditions(); !strings.Contains(c["NetworkReady"], "no-such-plugin") {
 		t.Errorf("CNI config naming a missing plugin: %v", c)
 	}
-	writeFile(t, conf, string(saved))
+	fixtures.WriteFile(t, conf, string(saved))
 	if c := conditions(); c["NetworkReady"] != "ready" {
 		t.Errorf("CNI config restored: %v", c)
 	}

@@ -50,7 +50,7 @@ func (n *node) policyCheck(t *testing.T, args ...string) (checkResult, int, stri
 // podYAML is a pod config as an operator writes it for crictl, in YAML.
 func podYAML(t *testing.T, dir, namespace string) string {
 	p := filepath.Join(dir, "pod-"+namespace+".yaml")
-	writeFile(t, p, fmt.Sprintf("metadata:\n  name: p\n  namespace: %s\n  uid: u-%s\n  attempt: 0\nlinux: {}\n", namespace, namespace))
+	fixtures.WriteFile(t, p, fmt.Sprintf("metadata:\n  name: p\n  namespace: %s\n  uid: u-%s\n  attempt: 0\nlinux: {}\n", namespace, namespace))
 	return p
 }
 

@@ -18,8 +18,8 @@ func TestPolicyLintFromTheBinary(t *testing.T) {
 	key := fixtures.NewSigstoreKey(t)
 	global := filepath.Join(dir, "policy.json")
 	nsDir := filepath.Join(dir, "policies.d")
-	writeFile(t, global, keyPolicy(key.PublicKeyPath))
-	writeFile(t, filepath.Join(nsDir, "strict.json"), keyPolicy(key.PublicKeyPath))
+	fixtures.WriteFile(t, global, keyPolicy(key.PublicKeyPath))
+	fixtures.WriteFile(t, filepath.Join(nsDir, "strict.json"), keyPolicy(key.PublicKeyPath))
 	lint := func(args ...string) (string, int) {
 		cmd := exec.Command(crivetBin, append([]string{"policy", "lint"}, args...)...)
 		out, err := cmd.CombinedOutput()
@@ -33,15 +33,15 @@ func TestPolicyLintFromTheBinary(t *testing.T) {
 		return string(out), 0
 	}
 	flags := []string{"--config", filepath.Join(dir, "absent.toml"), "--signature-policy", global, "--signature-policy-dir", nsDir}
-	writeFile(t, filepath.Join(dir, "absent.toml"), "")
+	fixtures.WriteFile(t, filepath.Join(dir, "absent.toml"), "")
 	if out, code := lint(flags...); code != 0 || !strings.Contains(out, "0 errors, 0 warnings") {
 		t.Fatalf("working setup: exit %d\n%s", code, out)
 	}
-	writeFile(t, filepath.Join(nsDir, "loose.json"), `{"default":[{"type":"insecureAcceptAnything"}]}`)
+	fixtures.WriteFile(t, filepath.Join(nsDir, "loose.json"), `{"default":[{"type":"insecureAcceptAnything"}]}`)
 	if out, code := lint(flags...); code != 0 || !strings.Contains(out, "warning: "+filepath.Join(nsDir, "loose.json")+": accepts unsigned images") {
 		t.Fatalf("looser namespace: exit %d\n%s", code, out)
 	}
-	writeFile(t, filepath.Join(nsDir, "strict.json"), keyPolicy(filepath.Join(dir, "rotated-away.pub")))
+	fixtures.WriteFile(t, filepath.Join(nsDir, "strict.json"), keyPolicy(filepath.Join(dir, "rotated-away.pub")))
 	out, code := lint(flags...)
 	if code != 1 || !strings.Contains(out, "error: "+filepath.Join(nsDir, "strict.json")+": keyPath "+filepath.Join(dir, "rotated-away.pub")) {
 		t.Fatalf("missing key: exit %d\n%s", code, out)

@@ -50,7 +50,7 @@ func (n *node) podJSON(name, namespace string, extra map[string]any) string {
 	}
 	js, _ := json.Marshal(cfg)
 	p := filepath.Join(n.dir, "pod-"+name+"-"+namespace+".json")
-	writeFile(n.t, p, string(js))
+	fixtures.WriteFile(n.t, p, string(js))
 	return p
 }
 
@@ -66,7 +66,7 @@ func (n *node) ctrJSON(name, image, userImage string, extra map[string]any) stri
 	}
 	js, _ := json.Marshal(cfg)
 	p := filepath.Join(n.dir, "ctr-"+name+".json")
-	writeFile(n.t, p, string(js))
+	fixtures.WriteFile(n.t, p, string(js))
 	return p
 }
 

@@ -67,7 +67,7 @@ func TestUserNamespacePod(t *testing.T) {
 
 	// A volume written by the host's root, id-mapped as kubelet asks.
 	vol := filepath.Join(n.dir, "vol")
-	writeFile(t, filepath.Join(vol, "from-host"), "hello\n")
+	fixtures.WriteFile(t, filepath.Join(vol, "from-host"), "hello\n")
 	mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: usernsHostID, Length: usernsLength}}
 
 	type started struct{ pod, ctr string }
