@@ -198,10 +198,15 @@ func TestRuntimeServiceAnswersHonestly(t *testing.T) {
 	if err != nil || cfg.Linux.CgroupDriver != runtimeapi.CgroupDriver_CGROUPFS {
 		t.Fatalf("RuntimeConfig: %v %v", cfg, err)
 	}
-	// What crivet does not do is said, not faked.
+	// A checkpoint with nowhere to write it is refused as such; one of a
+	// container that is not there is NotFound.
 	_, err = rc.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: "x"})
-	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("CheckpointContainer: %v, want Unimplemented", err)
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("CheckpointContainer without a location: %v, want InvalidArgument", err)
+	}
+	_, err = rc.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: "x", Location: filepath.Join(t.TempDir(), "x.tar")})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("CheckpointContainer of a missing container: %v, want NotFound", err)
 	}
 	// Idempotence: stopping and removing what is not there succeeds.
 	if _, err := rc.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: "missing"}); err != nil {
