@@ -431,6 +431,32 @@ spec:
   - name: c
     image: $REG/lab/busybox:1.0
     command: ["sleep", "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rro, namespace: default}
+spec:
+  nodeName: $W1
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: tree, hostPath: {path: /var/lib/kubelet, type: Directory}}]
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: tree, mountPath: /rro, readOnly: true, recursiveReadOnly: Enabled}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: strict-groups, namespace: default}
+spec:
+  nodeName: $W1
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}
+  containers:
+  - name: c
+    image: $REG/lab/busybox:1.0
+    command: ["sleep", "3600"]
 EOF
 	cat >"$m/scale.yaml" <<EOF
 apiVersion: apps/v1
@@ -561,7 +587,9 @@ check_signatures() {
 
 # Runtime handlers as kubelet sees them: the node status lists crivet's
 # handlers with the features each really has (the default handler's runc
-# v1.5 has id-mapped mounts, Debian's 1.1.5 does not); a pod of the
+# v1.5 has id-mapped mounts, Debian's 1.1.5 does not, so only the default
+# offers user namespaces; recursive read-only mounts need runc 1.1's rro
+# option and mount_setattr, so both offer them); a pod of the
 # RuntimeClass runc-debian runs on that handler; a hostUsers: false pod runs
 # in a user namespace of its own.
 check_handlers() {
@@ -569,8 +597,8 @@ check_handlers() {
 	local h
 	h=$(KC get node "$W1" -o jsonpath='{range .status.runtimeHandlers[*]}{.name}={.features.userNamespaces}/{.features.recursiveReadOnlyMounts} {end}')
 	case " $h " in
-	*" runc-debian=false/false "*) pass "node $W1 status.runtimeHandlers: $h(Debian's runc 1.1.5: no id-mapped mounts, so neither feature)" ;;
-	*) fail "node $W1 status.runtimeHandlers: $h (want runc-debian=false/false)" ;;
+	*" runc-debian=false/"*) pass "node $W1 status.runtimeHandlers (userNamespaces/recursiveReadOnlyMounts): $h(Debian's runc 1.1.5: no id-mapped mounts, so no user namespaces)" ;;
+	*) fail "node $W1 status.runtimeHandlers: $h (want runc-debian without user namespaces)" ;;
 	esac
 	case " $h " in
 	*" =true/true "* | *" runc=true/true "*) pass "default handler advertises user namespaces and recursive read-only mounts (runc $(NX "$W1" /usr/local/sbin/runc --version | head -1 | awk '{print $3}'))" ;;
@@ -592,7 +620,23 @@ check_handlers() {
 		*) pass "hostUsers: false pod Running on $W1 in a user namespace of its own: uid_map $m" ;;
 		esac
 	else fail "hostUsers: false pod: $(waiting_reason default userns) $(events_of default userns | tail -2 | tr '\n' '|')"; fi
-	KC delete -f "$LAB/manifests/handlers.yaml" --wait=false >/dev/null 2>&1
+	# recursiveReadOnly: Enabled over kubelet's directory, which holds the
+	# pods' own mounts: read-only all the way down.
+	if wait_for 120 pod_ready default rro; then
+		local sub
+		sub=$(KC exec rro -- sh -c 'grep " /rro/" /proc/self/mounts | head -1 | cut -d" " -f2')
+		if KC exec rro -- touch /rro/x 2>/dev/null; then fail "recursiveReadOnly pod: /rro is writable"
+		elif [ -n "$sub" ] && KC exec rro -- touch "$sub/x" 2>/dev/null; then fail "recursiveReadOnly pod: the submount $sub is writable"
+		else pass "recursiveReadOnly: Enabled pod Running on $W1: /rro read-only${sub:+, and so is the submount $sub}"; fi
+	else fail "recursiveReadOnly pod: $(waiting_reason default rro) $(events_of default rro | tail -2 | tr '\n' '|')"; fi
+	if wait_for 120 pod_ready default strict-groups; then
+		local g
+		g=$(KC exec strict-groups -- id -G | xargs)
+		[ "$g" = "3000 4000" ] && pass "supplementalGroupsPolicy: Strict pod Running on $W1: id -G '$g' (only the pod's groups)" ||
+			fail "supplementalGroupsPolicy: Strict pod: id -G '$g', want '3000 4000'"
+	else fail "supplementalGroupsPolicy: Strict pod: $(waiting_reason default strict-groups) $(events_of default strict-groups | tail -2 | tr '\n' '|')"; fi
+	# Gone before the next check snapshots $W1's pods.
+	KC delete -f "$LAB/manifests/handlers.yaml" --wait=true --timeout=90s >/dev/null 2>&1 || fail "handlers.yaml pods not deleted in 90 s"
 }
 
 # crivet restarted on $W1 while $W2 sends requests to the Service (half of
