@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/crivet/crivet/image"
-	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/oci/monitor"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
@@ -17,34 +16,36 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// CreateRequest is a container to create, after the CRI server has found
-// its pod and images and the image service has admitted them.
+// CreateRequest is a container to create: the CRI request as it came,
+// the pod named by ID.
 type CreateRequest struct {
-	Pod   *sandbox.Pod
-	Image *image.Image
-	// Identity is the reference the image was verified as.
-	Identity string
-	Config   *runtimeapi.ContainerConfig
-	// Volumes are the admitted images of the config's image mounts, in order.
-	Volumes []*image.Image
-	// SignatureWarnings are refusals warn mode admitted; kept in the record.
-	SignatureWarnings []string
-	// Restore, when set, is the checkpoint archive the container is
-	// restored from; Image is then the image it records, admitted as any.
-	Restore *checkpoint.Archive
+	PodID  string
+	Config *runtimeapi.ContainerConfig
 }
 
-// CreateContainer reserves the container's name in its pod, creates it
-// (see createContainer) and publishes CONTAINER_CREATED.
+// CreateContainer creates a container in this order: the stored pod (its
+// namespace, never the request's) must be ready; every image the
+// container would run is admitted by the image service (admit); the name
+// is reserved in the pod; the container is made (createContainer); and
+// CONTAINER_CREATED is published.
 func (m *Manager) CreateContainer(ctx context.Context, req CreateRequest) (*sandbox.Container, error) {
-	if req.Pod.State != sandbox.Ready {
-		return nil, fmt.Errorf("create container: pod sandbox %s is not ready: %w", req.Pod.ID, ErrState)
-	}
-	id, release, err := m.pods.ReserveContainer(req.Pod, req.Config)
+	pod, err := m.pods.Get(req.PodID)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
-	c, err := m.createContainer(ctx, id, req)
+	if pod.State != sandbox.Ready {
+		return nil, fmt.Errorf("create container: pod sandbox %s is not ready: %w", pod.ID, ErrState)
+	}
+	a, err := m.admit(ctx, pod, req.Config)
+	if err != nil {
+		return nil, err
+	}
+	defer a.done()
+	id, release, err := m.pods.ReserveContainer(pod, a.config)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	c, err := m.createContainer(ctx, id, pod, a)
 	if err != nil {
 		release()
 		return nil, err
@@ -59,8 +60,8 @@ func (m *Manager) CreateContainer(ctx context.Context, req CreateRequest) (*sand
 // monitor), so start-up recovery finds and removes whatever a kill left;
 // the record becomes Created only once runc has created the container.
 // A refused log_path makes nothing at all.
-func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequest) (_ *sandbox.Container, err error) {
-	pod, img, cfg, volumes := req.Pod, req.Image, req.Config, req.Volumes
+func (m *Manager) createContainer(ctx context.Context, id string, pod *sandbox.Pod, a *admitted) (_ *sandbox.Container, err error) {
+	img, cfg, volumes := a.image, a.config, a.volumes
 	bundle := m.bundle(id)
 	start := time.Now()
 	var tRootfs, tSpec, tCreate time.Duration
@@ -75,7 +76,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 		}
 	}
 	c := &sandbox.Container{
-		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: req.Identity, SignatureWarnings: req.SignatureWarnings,
+		ID: id, PodID: pod.ID, Config: cfg, CreatedAt: time.Now(), ImageID: img.ID, ImageRef: a.identity, SignatureWarnings: a.warnings,
 		LogPath: logPath, Bundle: bundle, Mounts: recordedMounts(cfg.GetMounts(), volumes),
 	}
 	if err := m.pods.BeginContainer(c); err != nil {
@@ -107,16 +108,16 @@ func (m *Manager) createContainer(ctx context.Context, id string, req CreateRequ
 	}
 	tRootfs = time.Since(start)
 	var restore *monitor.Restore
-	if req.Restore != nil {
+	if a.restore != nil {
 		// The checkpoint's CRIU images are needed until runc restore is
 		// done with them; its file changes go on the new root first.
 		var work string
-		restore, work, err = m.prepareRestore(id, req.Restore, rootfs)
+		restore, work, err = m.prepareRestore(id, a.restore, rootfs)
 		if work != "" {
 			defer os.RemoveAll(work)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("create container %s: restore from %s: %w", id, req.Restore.Source(), err)
+			return nil, fmt.Errorf("create container %s: restore from %s: %w", id, a.restore.Source(), err)
 		}
 	}
 	// Image volumes become read-only bind mounts of the mounted images.
@@ -233,7 +234,9 @@ func (m *Manager) containerNamespaces(pod *sandbox.Pod, cfg *runtimeapi.Containe
 
 // mountImageVolumes returns a copy of cfg whose image mounts are
 // read-only bind mounts of the images, mounted here, and the IDs mounted.
-func (m *Manager) mountImageVolumes(cfg *runtimeapi.ContainerConfig, volumes []*image.Image) (*runtimeapi.ContainerConfig, []string, error) {
+// volumes holds the admitted image of each image mount, by its index in
+// cfg.Mounts.
+func (m *Manager) mountImageVolumes(cfg *runtimeapi.ContainerConfig, volumes map[int]*image.Image) (*runtimeapi.ContainerConfig, []string, error) {
 	if len(volumes) == 0 {
 		return cfg, nil, nil
 	}
@@ -246,21 +249,23 @@ func (m *Manager) mountImageVolumes(cfg *runtimeapi.ContainerConfig, volumes []*
 		}
 	}
 	var mounted []string
-	i := 0
-	for _, mnt := range out.Mounts {
+	for i, mnt := range out.Mounts {
 		if mnt.GetImage() == nil {
 			continue
 		}
-		root, err := m.images.MountImage(volumes[i])
+		img := volumes[i]
+		if img == nil {
+			return nil, mounted, fmt.Errorf("image volume %s: image %q was not admitted", mnt.GetContainerPath(), mnt.GetImage().GetImage())
+		}
+		root, err := m.images.MountImage(img)
 		if err != nil {
 			return nil, mounted, err
 		}
-		mounted = append(mounted, volumes[i].ID)
-		path, err := imageVolumeSource(root, mnt, volumes[i])
+		mounted = append(mounted, img.ID)
+		path, err := imageVolumeSource(root, mnt, img)
 		if err != nil {
 			return nil, mounted, err
 		}
-		i++
 		mnt.HostPath, mnt.Readonly, mnt.Image, mnt.ImageSubPath = path, true, nil, ""
 	}
 	return out, mounted, nil

@@ -82,7 +82,20 @@ func (m *Manager) StopContainer(ctx context.Context, c *sandbox.Container, timeo
 // record last. Each step treats a part already gone as done, so the
 // removal can be repeated after a crash at any point, and start-up
 // recovery finishes a Removing record by running this again.
+//
+// It holds the container's lock (see UpdateContainer) and works on the
+// record as stored once it has it: a removal that finds it gone is done.
 func (m *Manager) RemoveContainer(ctx context.Context, c *sandbox.Container) error {
+	unlock := m.locks.Lock(c.ID)
+	defer unlock()
+	cur, err := m.pods.GetContainer(c.ID)
+	if errors.Is(err, sandbox.ErrContainerNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove container %s: %w", c.ID, err)
+	}
+	c = cur
 	if c.Phase != sandbox.Removing {
 		if err := m.pods.UpdateContainer(c.ID, func(c *sandbox.Container) { c.Phase = sandbox.Removing }); err != nil {
 			return fmt.Errorf("remove container %s: %w", c.ID, err)

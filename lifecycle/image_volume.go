@@ -64,17 +64,16 @@ func imageVolumeSource(root string, mnt *runtimeapi.Mount, img *image.Image) (st
 // recordedMounts is what ContainerStatus reports: the request's mounts,
 // with each image volume naming the image it resolved to (image_ref,
 // KEP-5365), so kubelet can show which image a volume really holds.
-func recordedMounts(mounts []*runtimeapi.Mount, volumes []*image.Image) []*runtimeapi.Mount {
+func recordedMounts(mounts []*runtimeapi.Mount, volumes map[int]*image.Image) []*runtimeapi.Mount {
 	out := make([]*runtimeapi.Mount, 0, len(mounts))
-	i := 0
-	for _, m := range mounts {
-		if m.GetImage() == nil || i >= len(volumes) {
+	for i, m := range mounts {
+		img := volumes[i]
+		if m.GetImage() == nil || img == nil {
 			out = append(out, m)
 			continue
 		}
 		c := proto.Clone(m).(*runtimeapi.Mount)
-		c.Image.ImageRef = volumes[i].ID
-		i++
+		c.Image.ImageRef = img.ID
 		out = append(out, c)
 	}
 	return out

@@ -5,7 +5,8 @@
 // a PID namespace; and the stream of CRI container events, including the
 // exits no request caused (a container ending on its own, an OOM kill).
 //
-// It composes the domain packages: image (root filesystems, image
+// It composes the domain packages through the small interfaces of
+// deps.go: image (create-time admission, root filesystems, image
 // volumes), sandbox (pod and container records, namespaces, CNI),
 // oci/spec (the OCI spec) and oci/runtime (runc and the monitors). The CRI
 // server decides nothing here; it translates requests into these calls.
@@ -19,11 +20,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/crivet/crivet/image"
+	"github.com/crivet/crivet/internal/keyed"
 	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/cgroup"
-	"github.com/crivet/crivet/oci/runtime"
-	"github.com/crivet/crivet/sandbox"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -32,9 +31,9 @@ var ErrState = errors.New("wrong container state")
 
 // Config wires the manager to the domain services.
 type Config struct {
-	Images  *image.Service
-	Pods    *sandbox.Manager
-	Runtime *runtime.Runtime
+	Images  Images
+	Pods    Records
+	Runtime Processes
 	// RunRoot holds container bundles (<RunRoot>/bundles/<id>).
 	RunRoot string
 	// PauseBinary is the static infra program for pods sharing a PID namespace.
@@ -54,12 +53,16 @@ type Config struct {
 // only publisher of container events.
 type Manager struct {
 	cfg     Config
-	images  *image.Service
-	pods    *sandbox.Manager
-	rt      *runtime.Runtime
+	images  Images
+	pods    Records
+	rt      Processes
 	log     *slog.Logger
 	events  *bus
 	plugins Plugins
+	// locks serialise the steps that change one container's record and
+	// process (update, removal) by its ID, so an update never runs on a
+	// container being removed nor saves over its removal.
+	locks keyed.Mutex
 }
 
 // New returns a manager; call Recover once before serving requests.

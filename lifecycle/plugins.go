@@ -73,14 +73,3 @@ func (noPlugins) HoldSync() func()                                         { ret
 func (noPlugins) UpdateContainer(_ context.Context, _ *sandbox.Container, res *specs.LinuxResources) (*specs.LinuxResources, error) {
 	return res, nil
 }
-
-// AdjustResources lets plugins change the resources of a CRI
-// UpdateContainerResources before runc applies them.
-func (m *Manager) AdjustResources(ctx context.Context, c *sandbox.Container, res *specs.LinuxResources) (*specs.LinuxResources, error) {
-	return m.plugins.UpdateContainer(ctx, c, res)
-}
-
-// ResourcesUpdated tells plugins runc applied a resource update.
-func (m *Manager) ResourcesUpdated(ctx context.Context, c *sandbox.Container) {
-	m.plugins.PostUpdateContainer(ctx, c)
-}

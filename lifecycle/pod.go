@@ -11,10 +11,14 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// RunPod creates a pod sandbox (sandbox.Manager.Run) and, for a pod that
-// shares one PID namespace, its infra process. The infra process starts
-// before the pod is recorded as created: a crash in between leaves a
-// Creating pod, which Recover removes with whatever of its infra exists.
+// RunPod creates a pod sandbox in this order: the request is checked
+// (handler, user namespace, cgroup parent) before anything is made; the
+// pod's namespaces, files, Creating record and network are made
+// (sandbox.BeginPod); plugins see it; a pod that shares one PID namespace
+// gets its infra process; and only then is it recorded as created and
+// listed. A failed step undoes the ones before it; a crash in between
+// leaves a Creating pod, which Recover removes with whatever of its infra
+// exists.
 func (m *Manager) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (*sandbox.Pod, error) {
 	// An unknown handler is refused before anything is made; the pod
 	// record keeps the name, and every container of the pod is created
@@ -43,21 +47,35 @@ func (m *Manager) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err != nil {
 		return nil, fmt.Errorf("run pod sandbox: %w: %w", spec.ErrInvalid, err)
 	}
-	complete := func(p *sandbox.Pod) error {
-		p.CgroupDir = cgDir
-		// Plugins see the pod with its network, before it is listed.
-		if err := m.plugins.RunPod(ctx, p); err != nil {
-			return fmt.Errorf("run pod sandbox: %w", err)
-		}
-		if needsInfra(cfg) {
-			if err := m.startInfra(ctx, p); err != nil {
-				m.plugins.RemovePod(context.WithoutCancel(ctx), p)
-				return err
-			}
-		}
-		return nil
+	// The pod's namespaces, files, record (Creating) and network first
+	// (sandbox), then what runs in it, then the record says Created.
+	p, err := m.pods.BeginPod(ctx, cfg, handler)
+	if err != nil {
+		return nil, err
 	}
-	return m.pods.Run(ctx, cfg, handler, complete)
+	p.CgroupDir = cgDir
+	// Plugins see the pod with its network, before it is listed.
+	if err := m.plugins.RunPod(ctx, p); err != nil {
+		m.pods.AbortPod(context.WithoutCancel(ctx), p)
+		return nil, fmt.Errorf("run pod sandbox: %w", err)
+	}
+	if needsInfra(cfg) {
+		if err := m.startInfra(ctx, p); err != nil {
+			m.plugins.RemovePod(context.WithoutCancel(ctx), p)
+			m.pods.AbortPod(context.WithoutCancel(ctx), p)
+			return nil, err
+		}
+	}
+	created, err := m.pods.CommitPod(p)
+	if err != nil {
+		if p.InfraID != "" {
+			_ = m.removeInfra(context.WithoutCancel(ctx), p.ID)
+		}
+		m.plugins.RemovePod(context.WithoutCancel(ctx), p)
+		m.pods.AbortPod(context.WithoutCancel(ctx), p)
+		return nil, err
+	}
+	return created, nil
 }
 
 // needsInfra: only a pod whose containers share one PID namespace needs a

@@ -20,7 +20,7 @@ func BenchmarkRunPod(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		p, err := m.Run(ctx, podConfig(fmt.Sprintf("bench-%d", i), 0), "", nil)
+		p, err := runPod(m, ctx, podConfig(fmt.Sprintf("bench-%d", i), 0), "", nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -37,7 +37,7 @@ func TestCgroupDriverSwitchIsRefusedWhilePodsExist(t *testing.T) {
 	pod := podConfig("web", 0)
 	pod.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE}}}
-	p, err := m.Run(context.Background(), pod, "", nil)
+	p, err := runPod(m, context.Background(), pod, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestPodsWithoutADriverRecordAreCgroupfs(t *testing.T) {
 	pod := podConfig("old", 0)
 	pod.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE}}}
-	p, err := m.Run(context.Background(), pod, "", nil)
+	p, err := runPod(m, context.Background(), pod, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 func leases(t *testing.T, root string) []string {
@@ -30,7 +31,7 @@ func TestRunUndoesAllWhenCompletionFails(t *testing.T) {
 	m := newManager(t, root)
 	boom := errors.New("infra failed")
 	var dir string
-	_, err := m.Run(context.Background(), podConfig("undo", 0), "", func(p *Pod) error {
+	_, err := runPod(m, context.Background(), podConfig("undo", 0), "", func(p *Pod) error {
 		dir = p.Dir
 		if len(leases(t, root)) != 1 {
 			t.Errorf("no IPAM lease while the pod runs: %v", leases(t, root))
@@ -53,7 +54,7 @@ func TestRunUndoesAllWhenCompletionFails(t *testing.T) {
 		t.Errorf("IPAM leases left: %v", l)
 	}
 	// The name is free again.
-	p, err := m.Run(context.Background(), podConfig("undo", 0), "", nil)
+	p, err := runPod(m, context.Background(), podConfig("undo", 0), "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestRemoveWithoutNetnsAndOrphanDirs(t *testing.T) {
 	root := t.TempDir()
 	m := newManager(t, root)
 	ctx := context.Background()
-	p, err := m.Run(ctx, podConfig("gone", 38097), "", nil)
+	p, err := runPod(m, ctx, podConfig("gone", 38097), "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,4 +107,20 @@ func TestRemoveWithoutNetnsAndOrphanDirs(t *testing.T) {
 	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
 		t.Errorf("orphan directory left: %v", err)
 	}
+}
+
+// runPod runs a pod as lifecycle does: BeginPod, then complete (if any),
+// then CommitPod, or AbortPod when complete fails.
+func runPod(m *Manager, ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string, complete func(*Pod) error) (*Pod, error) {
+	p, err := m.BeginPod(ctx, cfg, handler)
+	if err != nil {
+		return nil, err
+	}
+	if complete != nil {
+		if err := complete(p); err != nil {
+			m.AbortPod(ctx, p)
+			return nil, err
+		}
+	}
+	return m.CommitPod(p)
 }

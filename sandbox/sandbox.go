@@ -131,6 +131,8 @@ type Manager struct {
 	pods  map[string]*Pod
 	names map[string]string // reserved pod and container names → ID
 	locks map[string]*sync.Mutex
+	// pending: pods between BeginPod and CommitPod/AbortPod.
+	pending map[string]*beginning
 
 	containers map[string]*Container
 
@@ -150,7 +152,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Logger = slog.Default()
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, net: newNetwork(cfg.CNIConfDir, cfg.CNIPluginDirs),
-		pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{}, containers: map[string]*Container{}}
+		pods: map[string]*Pod{}, names: map[string]string{}, locks: map[string]*sync.Mutex{}, pending: map[string]*beginning{}, containers: map[string]*Container{}}
 	if err := os.MkdirAll(m.recordDir(), 0o700); err != nil {
 		return nil, err
 	}
@@ -254,18 +256,18 @@ func (m *Manager) lock(id string) func() {
 // NetworkReady reports whether pods can get a network.
 func (m *Manager) NetworkReady() error { return m.net.Ready() }
 
-// Run creates a pod: its namespaces, files and network, then calls
-// complete (if not nil), which may start more of the pod (its infra
-// process) and set fields of its record, before the pod is recorded as
-// created. On any failure everything done so far is undone; complete
-// undoes its own work when it fails.
+// BeginPod makes a pod's namespaces, files and network and returns it in
+// phase Creating, locked and not yet listed; the caller (lifecycle) may
+// start more of the pod (its infra process) and set fields of the record,
+// then calls CommitPod to record it as created, or AbortPod to undo
+// everything. On its own failure BeginPod has undone what it made.
 //
 // Ordering against a crash: the pins and files are made under the pod's
 // directory before any record exists (start-up recovery removes a pod
 // directory without a record); the record, in phase Creating, is written
 // before the CNI ADD (recovery runs the CNI DEL of a Creating pod and
 // removes it); the final record is Created.
-func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string, complete func(*Pod) error) (_ *Pod, err error) {
+func (m *Manager) BeginPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ *Pod, err error) {
 	md := cfg.GetMetadata()
 	if md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "" {
 		return nil, fmt.Errorf("run pod sandbox: metadata needs name, namespace and uid")
@@ -286,21 +288,16 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	m.locks[id] = &sync.Mutex{}
 	m.mu.Unlock()
 	unlock := m.lock(id)
-	defer unlock()
 
-	start := time.Now()
-	// Step times, logged with the result: where a pod start's time goes.
-	var cniTime, nsTime, filesTime, recordTime time.Duration
+	b := &beginning{start: time.Now(), unlock: unlock}
 	p := &Pod{ID: id, Config: cfg, RuntimeHandler: handler, CreatedAt: time.Now(), State: Ready,
 		Dir: filepath.Join(m.cfg.RunRoot, "sandboxes", id), Phase: Creating}
+	m.mu.Lock()
+	m.pending[id] = b
+	m.mu.Unlock()
 	defer func() {
 		if err != nil {
-			m.teardown(context.WithoutCancel(ctx), p, true)
-			_ = os.Remove(filepath.Join(m.recordDir(), p.ID+".json"))
-			m.mu.Lock()
-			delete(m.names, key)
-			delete(m.locks, id)
-			m.mu.Unlock()
+			m.AbortPod(context.WithoutCancel(ctx), p)
 		}
 	}()
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
@@ -325,7 +322,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		return nil, fmt.Errorf("run pod sandbox: %w", err)
 	}
 	p.NetNS, p.IPCNS, p.UTSNS, p.UserNS = pins[NetNS], pins[IPCNS], pins[UTSNS], pins[UserNS]
-	nsTime = time.Since(t)
+	b.ns = time.Since(t)
 
 	t = time.Now()
 	if err := m.writeFiles(p, nil); err != nil {
@@ -342,18 +339,18 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if err := writePodConfig(p); err != nil {
 		return nil, fmt.Errorf("run pod sandbox: %w", err)
 	}
-	filesTime = time.Since(t)
+	b.files = time.Since(t)
 	// Record before attaching the network: a crash from here on leaves a
 	// record whose Stop/Remove undoes the attachment.
 	t = time.Now()
 	if err := m.save(p, false); err != nil {
 		return nil, fmt.Errorf("run pod sandbox: save: %w", err)
 	}
-	recordTime = time.Since(t)
+	b.record = time.Since(t)
 	if p.NetNS != "" {
 		t := time.Now()
 		ips, err := m.net.Attach(ctx, id, p.NetNS, cfg)
-		cniTime = time.Since(t)
+		b.cni = time.Since(t)
 		if err != nil {
 			return nil, fmt.Errorf("run pod sandbox: %w", err)
 		}
@@ -362,23 +359,72 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 			return nil, err
 		}
 	}
-	if complete != nil {
-		if err := complete(p); err != nil {
-			return nil, err
-		}
+	return p, nil
+}
+
+// beginning is a pod between BeginPod and CommitPod or AbortPod: it holds
+// the pod's lock, and the step times logged with the result (where a pod
+// start's time goes).
+type beginning struct {
+	start                  time.Time
+	unlock                 func()
+	ns, files, record, cni time.Duration
+}
+
+// takePending ends p's beginning: nil when p was not begun or already
+// ended (a second Commit or Abort does nothing).
+func (m *Manager) takePending(id string) *beginning {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.pending[id]
+	delete(m.pending, id)
+	return b
+}
+
+// CommitPod records the pod BeginPod returned as created, with the fields
+// the caller set, and lists it.
+func (m *Manager) CommitPod(p *Pod) (*Pod, error) {
+	b := m.takePending(p.ID)
+	if b == nil {
+		return nil, fmt.Errorf("run pod sandbox %s: not being created: %w", p.ID, ErrNotFound)
 	}
 	p.Phase = Created
-	t = time.Now()
+	t := time.Now()
 	if err := m.save(p, true); err != nil {
+		// Still the caller's to abort, lock and all.
+		m.mu.Lock()
+		m.pending[p.ID] = b
+		m.mu.Unlock()
+		p.Phase = Creating
 		return nil, fmt.Errorf("run pod sandbox: save: %w", err)
 	}
-	recordTime += time.Since(t)
+	b.record += time.Since(t)
 	m.mu.Lock()
-	m.pods[id] = p
+	m.pods[p.ID] = p
 	m.mu.Unlock()
-	m.log.Info("pod sandbox ready", "id", id, "pod", md.GetName(), "namespace", md.GetNamespace(), "ips", p.IPs,
-		"duration", time.Since(start), "namespaces", nsTime, "files", filesTime, "records", recordTime, "cni", cniTime)
+	b.unlock()
+	md := p.Config.GetMetadata()
+	m.log.Info("pod sandbox ready", "id", p.ID, "pod", md.GetName(), "namespace", md.GetNamespace(), "ips", p.IPs,
+		"duration", time.Since(b.start), "namespaces", b.ns, "files", b.files, "records", b.record, "cni", b.cni)
 	return p.clone(), nil
+}
+
+// AbortPod undoes a pod BeginPod made: its network, pins, files and
+// record, and frees its name.
+func (m *Manager) AbortPod(ctx context.Context, p *Pod) {
+	b := m.takePending(p.ID)
+	if b == nil {
+		return
+	}
+	if err := m.teardown(ctx, p, true); err != nil {
+		m.log.Error("run pod sandbox: undo failed; start-up recovery will retry", "id", p.ID, "error", err)
+	}
+	_ = os.Remove(filepath.Join(m.recordDir(), p.ID+".json"))
+	m.mu.Lock()
+	delete(m.names, nameKey(p.Config.GetMetadata()))
+	delete(m.locks, p.ID)
+	m.mu.Unlock()
+	b.unlock()
 }
 
 func (m *Manager) writeFiles(p *Pod, ips []string) error {

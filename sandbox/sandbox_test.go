@@ -84,7 +84,7 @@ func TestPodLifecycleOnRealCNI(t *testing.T) {
 	root := t.TempDir()
 	m := newManager(t, root)
 	ctx := context.Background()
-	p, err := m.Run(ctx, podConfig("web", 38080), "", nil)
+	p, err := runPod(m, ctx, podConfig("web", 38080), "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestPodLifecycleOnRealCNI(t *testing.T) {
 	}
 
 	// A second pod with the same metadata is refused.
-	if _, err := m.Run(ctx, podConfig("web", 0), "", nil); err == nil {
+	if _, err := runPod(m, ctx, podConfig("web", 0), "", nil); err == nil {
 		t.Fatal("duplicate pod name accepted")
 	}
 
@@ -198,7 +198,7 @@ func TestHostNetworkPodHasNoNetns(t *testing.T) {
 	cfg.DnsConfig = nil
 	cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}}}
-	p, err := m.Run(context.Background(), cfg, "", nil)
+	p, err := runPod(m, context.Background(), cfg, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestHostNetworkPodHasNoNetns(t *testing.T) {
 	}
 	cfg.Metadata.Uid = "hostnet-dns"
 	cfg.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"192.0.2.53"}, Options: []string{"ndots:0"}}
-	p2, err := m.Run(context.Background(), cfg, "", nil)
+	p2, err := runPod(m, context.Background(), cfg, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

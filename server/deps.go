@@ -7,10 +7,8 @@ import (
 
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
-	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -26,13 +24,9 @@ type images interface {
 	Get(ref string) (*image.Image, error)
 	List() ([]*image.Image, error)
 	Remove(ref string) error
-	AdmitFor(ctx context.Context, req image.AdmitRequest) (image.Admission, error)
 	FsUsage() (image.Usage, error)
 	RootfsUsage(containerID string) (image.LayerUsage, error)
 	GraphRoot() string
-	// OpenCheckpoint: the checkpoint an image built from one holds,
-	// mounted until release (nil, nil for any other image).
-	OpenCheckpoint(img *image.Image) (*checkpoint.Archive, func() error, error)
 }
 
 // pods reads the pod and container records (sandbox.Manager).
@@ -43,15 +37,13 @@ type pods interface {
 	Containers(podID string) []*sandbox.Container
 	// ContainersView is Containers without copies: read only.
 	ContainersView(podID string) []*sandbox.Container
-	// UpdateContainer changes a stored record in place; a record that is
-	// gone stays gone (sandbox.ErrContainerNotFound).
-	UpdateContainer(id string, f func(*sandbox.Container)) error
 	NetworkReady() error
 }
 
 // containers runs the container and pod lifecycle (lifecycle.Manager).
 type containers interface {
 	CreateContainer(ctx context.Context, req lifecycle.CreateRequest) (*sandbox.Container, error)
+	UpdateContainer(ctx context.Context, id string, res *runtimeapi.LinuxContainerResources) error
 	StartContainer(ctx context.Context, c *sandbox.Container) error
 	StopContainer(ctx context.Context, c *sandbox.Container, timeout time.Duration) error
 	RemoveContainer(ctx context.Context, c *sandbox.Container) error
@@ -60,13 +52,6 @@ type containers interface {
 	RemovePod(ctx context.Context, pod *sandbox.Pod) error
 	Subscribe() (<-chan lifecycle.Event, func())
 	CheckpointContainer(ctx context.Context, c *sandbox.Container, location string) error
-}
-
-// resourcePlugins lets plugins (NRI) change a resource update before runc
-// applies it and tells them after (lifecycle.Manager); nil = none.
-type resourcePlugins interface {
-	AdjustResources(ctx context.Context, c *sandbox.Container, res *specs.LinuxResources) (*specs.LinuxResources, error)
-	ResourcesUpdated(ctx context.Context, c *sandbox.Container)
 }
 
 // Observer is told of each CRI request when it ends: the RPC's name
@@ -83,7 +68,6 @@ type processes interface {
 	Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
 	Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error
 	ReopenLog(ctx context.Context, id string) error
-	Update(ctx context.Context, id string, res *specs.LinuxResources) error
 	// Ready: the runtime binary can run containers, checked live.
 	Ready(ctx context.Context) error
 }

@@ -13,10 +13,8 @@ import (
 
 	"github.com/crivet/crivet/image"
 	"github.com/crivet/crivet/lifecycle"
-	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -74,8 +72,6 @@ type fakeImages struct {
 	getErr    map[string]error // by reference, before lookup
 	pullErr   error
 	pulled    []image.PullRequest
-	admitErr  map[string]error // by image ID
-	admitted  []image.AdmitRequest
 	removeErr error
 	usage     image.Usage
 	usageErr  error
@@ -135,23 +131,6 @@ func (f *fakeImages) Remove(ref string) error {
 	return nil
 }
 
-func (f *fakeImages) OpenCheckpoint(img *image.Image) (*checkpoint.Archive, func() error, error) {
-	return nil, nil, nil
-}
-
-func (f *fakeImages) AdmitFor(ctx context.Context, req image.AdmitRequest) (image.Admission, error) {
-	f.record("AdmitFor %s", req.Image.ID)
-	f.admitted = append(f.admitted, req)
-	if err := f.admitErr[req.Image.ID]; err != nil {
-		return image.Admission{}, err
-	}
-	identity := req.UserRef
-	if identity == "" && len(req.Image.RepoTags) > 0 {
-		identity = req.Image.RepoTags[0]
-	}
-	return image.Admission{Identity: identity}, nil
-}
-
 func (f *fakeImages) FsUsage() (image.Usage, error) { return f.usage, f.usageErr }
 
 func (f *fakeImages) RootfsUsage(id string) (image.LayerUsage, error) {
@@ -169,7 +148,6 @@ type fakePods struct {
 	callLog
 	pods       []*sandbox.Pod
 	containers []*sandbox.Container
-	addErr     error
 	netErr     error
 }
 
@@ -243,22 +221,6 @@ func (f *fakePods) Containers(podID string) []*sandbox.Container {
 
 func (f *fakePods) ContainersView(podID string) []*sandbox.Container { return f.Containers(podID) }
 
-func (f *fakePods) UpdateContainer(id string, fn func(*sandbox.Container)) error {
-	f.record("UpdateContainer %s", id)
-	if f.addErr != nil {
-		return f.addErr
-	}
-	for i, old := range f.containers {
-		if old.ID == id {
-			cc := *old
-			fn(&cc)
-			f.containers[i] = &cc
-			return nil
-		}
-	}
-	return fmt.Errorf("container %s: %w", id, sandbox.ErrContainerNotFound)
-}
-
 func (f *fakePods) NetworkReady() error { return f.netErr }
 
 // fakeLifecycle records every lifecycle call; Subscribe hands out events.
@@ -266,6 +228,7 @@ type fakeLifecycle struct {
 	callLog
 	err          error // returned by every call but Subscribe
 	created      []lifecycle.CreateRequest
+	updated      []*runtimeapi.LinuxContainerResources
 	createdID    string
 	stopTimeouts []time.Duration
 	runCfgs      []*runtimeapi.PodSandboxConfig
@@ -275,12 +238,18 @@ type fakeLifecycle struct {
 }
 
 func (f *fakeLifecycle) CreateContainer(ctx context.Context, req lifecycle.CreateRequest) (*sandbox.Container, error) {
-	f.record("CreateContainer %s", req.Pod.ID)
+	f.record("CreateContainer %s", req.PodID)
 	f.created = append(f.created, req)
 	if f.err != nil {
 		return nil, f.err
 	}
-	return &sandbox.Container{ID: f.createdID, PodID: req.Pod.ID, Config: req.Config}, nil
+	return &sandbox.Container{ID: f.createdID, PodID: req.PodID, Config: req.Config}, nil
+}
+
+func (f *fakeLifecycle) UpdateContainer(ctx context.Context, id string, res *runtimeapi.LinuxContainerResources) error {
+	f.record("UpdateContainer %s", id)
+	f.updated = append(f.updated, res)
+	return f.err
 }
 
 func (f *fakeLifecycle) StartContainer(ctx context.Context, c *sandbox.Container) error {
@@ -347,11 +316,8 @@ type fakeProcesses struct {
 	execErr   error
 	execCmds  [][]string
 	execTOs   []time.Duration
-	updates   []*specs.LinuxResources
 	readyErr  error
 	updateErr error
-	// onUpdate runs inside Update, e.g. to remove the container meanwhile.
-	onUpdate func(id string)
 }
 
 func (f *fakeProcesses) Status(ctx context.Context, id string) (runtime.Status, error) {
@@ -391,18 +357,6 @@ func (f *fakeProcesses) ReopenLog(ctx context.Context, id string) error {
 }
 
 func (f *fakeProcesses) Ready(ctx context.Context) error { return f.readyErr }
-
-func (f *fakeProcesses) Update(ctx context.Context, id string, res *specs.LinuxResources) error {
-	f.record("Update %s", id)
-	if f.onUpdate != nil {
-		f.onUpdate(id)
-	}
-	if f.updateErr != nil {
-		return f.updateErr
-	}
-	f.updates = append(f.updates, res)
-	return nil
-}
 
 // fixture is a Server over fresh fakes.
 type fixture struct {

@@ -16,6 +16,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
+// appImage is an image the fake store holds.
+var appImage = &image.Image{ID: "sha256:app", RepoTags: []string{"reg/app:1"}}
+
 func pull(t *testing.T, f *fixture, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	return call(t, f.s, func(ctx context.Context) (*runtimeapi.PullImageResponse, error) { return f.s.PullImage(ctx, req) })
 }

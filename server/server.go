@@ -73,7 +73,6 @@ type Server struct {
 	images  images
 	pods    pods
 	lc      containers
-	resPlug resourcePlugins
 	rt      processes
 	streams streaming.Server
 	httpSrv *http.Server
@@ -100,7 +99,6 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Lifecycle != nil {
 		s.lc = o.Lifecycle
-		s.resPlug = o.Lifecycle
 	}
 	if o.Runtime != nil {
 		s.rt = o.Runtime
