@@ -64,3 +64,14 @@ func (k *Mutex) held() int {
 	defer k.mu.Unlock()
 	return len(k.locks)
 }
+
+// Users is how many callers hold key or wait for it: 0 when it is free.
+// Tests use it to see that a caller is waiting, without a timed guess.
+func (k *Mutex) Users(key string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e := k.locks[key]; e != nil {
+		return e.refs
+	}
+	return 0
+}

@@ -1,6 +1,7 @@
 package keyed
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -54,5 +55,23 @@ func TestReadersShareAndKeysAreDropped(t *testing.T) {
 	}
 	if n := k.held(); n != 0 {
 		t.Fatalf("%d keys kept after every holder released", n)
+	}
+}
+
+func TestUsersCountsHoldersAndWaiters(t *testing.T) {
+	var k Mutex
+	if n := k.Users("a"); n != 0 {
+		t.Fatalf("free key: %d users", n)
+	}
+	unlock := k.Lock("a")
+	done := make(chan struct{})
+	go func() { k.Lock("a")(); close(done) }()
+	for k.Users("a") != 2 {
+		runtime.Gosched()
+	}
+	unlock()
+	<-done
+	if n := k.Users("a"); n != 0 {
+		t.Fatalf("after both: %d users", n)
 	}
 }
