@@ -501,6 +501,12 @@ func (f *fakePlugins) StopPod(ctx context.Context, p *sandbox.Pod) {
 func (f *fakePlugins) RemovePod(ctx context.Context, p *sandbox.Pod) {
 	_ = f.call("plugins.RemovePod", p.ID)
 }
+func (f *fakePlugins) UpdatePod(ctx context.Context, p *sandbox.Pod, overhead, res *specs.LinuxResources) error {
+	return f.call("plugins.UpdatePod", p.ID)
+}
+func (f *fakePlugins) PostUpdatePod(ctx context.Context, p *sandbox.Pod) {
+	_ = f.call("plugins.PostUpdatePod", p.ID)
+}
 func (f *fakePlugins) CreateContainer(ctx context.Context, p *sandbox.Pod, c *sandbox.Container, sp *specs.Spec) error {
 	return f.call("plugins.CreateContainer", c.ID)
 }

@@ -29,6 +29,11 @@ type Plugins interface {
 	StopPod(ctx context.Context, pod *sandbox.Pod)
 	// RemovePod is called before the pod's record is removed.
 	RemovePod(ctx context.Context, pod *sandbox.Pod)
+	// UpdatePod tells plugins kubelet changed the pod's resources
+	// (overhead and the sum of its containers'); an error fails the
+	// CRI update. PostUpdatePod follows a successful one.
+	UpdatePod(ctx context.Context, pod *sandbox.Pod, overhead, res *specs.LinuxResources) error
+	PostUpdatePod(ctx context.Context, pod *sandbox.Pod)
 
 	// CreateContainer may adjust sp in place; an error fails the create
 	// and undoes it. c is not listed yet.
@@ -60,6 +65,10 @@ type noPlugins struct{}
 func (noPlugins) RunPod(context.Context, *sandbox.Pod) error { return nil }
 func (noPlugins) StopPod(context.Context, *sandbox.Pod)      {}
 func (noPlugins) RemovePod(context.Context, *sandbox.Pod)    {}
+func (noPlugins) UpdatePod(context.Context, *sandbox.Pod, *specs.LinuxResources, *specs.LinuxResources) error {
+	return nil
+}
+func (noPlugins) PostUpdatePod(context.Context, *sandbox.Pod) {}
 func (noPlugins) CreateContainer(context.Context, *sandbox.Pod, *sandbox.Container, *specs.Spec) error {
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/crivet/crivet/oci/spec"
 	"github.com/crivet/crivet/sandbox"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -141,4 +142,34 @@ func (m *Manager) RemovePod(ctx context.Context, pod *sandbox.Pod) error {
 	}
 	m.plugins.RemovePod(ctx, pod)
 	return m.pods.Remove(ctx, pod.ID)
+}
+
+// UpdatePod is kubelet telling the runtime a pod's resources changed
+// (in-place pod resize). The pod-level cgroup is kubelet's: it is the
+// pod's cgroup_parent and kubelet resizes it itself, so crivet has
+// nothing of its own to change; plugins (NRI) are told, and may refuse.
+func (m *Manager) UpdatePod(ctx context.Context, id string, overhead, res *runtimeapi.LinuxContainerResources) error {
+	pod, err := m.pods.Get(id)
+	if err != nil {
+		return fmt.Errorf("update pod sandbox: %w", err)
+	}
+	convert := func(r *runtimeapi.LinuxContainerResources) (*specs.LinuxResources, error) {
+		if r == nil {
+			return nil, nil
+		}
+		return spec.Resources(r)
+	}
+	o, err := convert(overhead)
+	if err != nil {
+		return fmt.Errorf("update pod sandbox %s: overhead: %w", id, err)
+	}
+	r, err := convert(res)
+	if err != nil {
+		return fmt.Errorf("update pod sandbox %s: %w", id, err)
+	}
+	if err := m.plugins.UpdatePod(ctx, pod, o, r); err != nil {
+		return fmt.Errorf("update pod sandbox %s: %w", id, err)
+	}
+	m.plugins.PostUpdatePod(ctx, pod)
+	return nil
 }

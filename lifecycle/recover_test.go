@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -245,4 +246,27 @@ func TestStopAndRemovePod(t *testing.T) {
 	if _, ok := e.rt.states["pod1"]; ok {
 		t.Fatal("infra left")
 	}
+}
+
+// A pod resize is told to plugins, which may refuse it; a missing pod is
+// not found and tells no one.
+func TestUpdatePodTellsPlugins(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.readyPod("p1", "ns")
+	if err := e.m.UpdatePod(ctx, "p1", nil, &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 1 << 30}); err != nil {
+		t.Fatal(err)
+	}
+	wantLog(t, "plugins", e.got(), "plugins.UpdatePod p1", "plugins.PostUpdatePod p1")
+	e.calls.log = nil
+	e.failOn("plugins.UpdatePod", os.ErrPermission)
+	if err := e.m.UpdatePod(ctx, "p1", nil, nil); !errors.Is(err, os.ErrPermission) {
+		t.Fatalf("refused: %v", err)
+	}
+	wantLog(t, "after a refusal", e.got(), "plugins.UpdatePod p1")
+	e.calls.log = nil
+	if err := e.m.UpdatePod(ctx, "gone", nil, nil); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Fatalf("missing pod: %v", err)
+	}
+	wantLog(t, "for a missing pod", e.got())
 }

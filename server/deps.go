@@ -50,6 +50,7 @@ type containers interface {
 	RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (*sandbox.Pod, error)
 	StopPod(ctx context.Context, pod *sandbox.Pod) error
 	RemovePod(ctx context.Context, pod *sandbox.Pod) error
+	UpdatePod(ctx context.Context, id string, overhead, res *runtimeapi.LinuxContainerResources) error
 	Subscribe() (<-chan lifecycle.Event, func())
 	CheckpointContainer(ctx context.Context, c *sandbox.Container, location string) error
 }

@@ -288,6 +288,11 @@ func (f *fakeLifecycle) StopPod(ctx context.Context, pod *sandbox.Pod) error {
 	return f.err
 }
 
+func (f *fakeLifecycle) UpdatePod(ctx context.Context, id string, overhead, res *runtimeapi.LinuxContainerResources) error {
+	f.record("UpdatePod %s", id)
+	return f.err
+}
+
 func (f *fakeLifecycle) RemovePod(ctx context.Context, pod *sandbox.Pod) error {
 	f.record("RemovePod %s", pod.ID)
 	return f.err

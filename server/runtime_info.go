@@ -167,11 +167,9 @@ func (s *Server) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.Update
 	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
 }
 
-// UpdatePodSandboxResources: the pod-level cgroup is kubelet's (it is the
-// sandbox's cgroup_parent and kubelet resizes it itself); crivet has no
-// pod-level resources of its own to change.
+// UpdatePodSandboxResources: see lifecycle.Manager.UpdatePod.
 func (s *Server) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
-	if _, err := s.pods.Get(req.GetPodSandboxId()); err != nil {
+	if err := s.lc.UpdatePod(ctx, req.GetPodSandboxId(), req.GetOverhead(), req.GetResources()); err != nil {
 		return nil, err
 	}
 	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/oci/spec"
+	"github.com/crivet/crivet/sandbox"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -124,16 +126,19 @@ func TestRuntimeConfigReportsTheCgroupDriver(t *testing.T) {
 	}
 }
 
-func TestUpdatePodSandboxResourcesNeedsThePod(t *testing.T) {
+func TestUpdatePodSandboxResourcesIsTheLifecycles(t *testing.T) {
 	f := newFixture(t)
-	f.addPod("pod1", "ns", nil)
-	for id, code := range map[string]codes.Code{"pod1": codes.OK, "gone": codes.NotFound} {
-		_, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
-			return f.s.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: id})
-		})
-		wantCode(t, err, code)
+	if _, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+		return f.s.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: "pod1"})
+	}); err != nil {
+		t.Fatal(err)
 	}
-	wantCalls(t, "lifecycle", f.lc.got())
+	wantCalls(t, "lifecycle", f.lc.got(), "UpdatePod pod1")
+	f.lc.err = fmt.Errorf("update pod sandbox: %q: %w", "gone", sandbox.ErrNotFound)
+	_, err := call(t, f.s, func(ctx context.Context) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+		return f.s.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: "gone"})
+	})
+	wantCode(t, err, codes.NotFound)
 }
 
 // kubelet admits a pod that needs a feature only on a handler that says

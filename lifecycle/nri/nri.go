@@ -266,6 +266,28 @@ func (n *NRI) RemovePod(ctx context.Context, pod *sandbox.Pod) {
 	}
 }
 
+// UpdatePod: see lifecycle.Plugins; a plugin's error fails the update.
+func (n *NRI) UpdatePod(ctx context.Context, pod *sandbox.Pod, overhead, res *specs.LinuxResources) error {
+	req := &api.UpdatePodSandboxRequest{Pod: podSandbox(pod)}
+	if overhead != nil {
+		req.OverheadLinuxResources = api.FromOCILinuxResources(overhead, nil)
+	}
+	if res != nil {
+		req.LinuxResources = api.FromOCILinuxResources(res, nil)
+	}
+	if _, err := n.nri.UpdatePodSandbox(ctx, req); err != nil {
+		return fmt.Errorf("NRI UpdatePodSandbox: %w", err)
+	}
+	return nil
+}
+
+// PostUpdatePod: see lifecycle.Plugins. Failures are logged.
+func (n *NRI) PostUpdatePod(ctx context.Context, pod *sandbox.Pod) {
+	if err := n.nri.PostUpdatePodSandbox(ctx, &api.PostUpdatePodSandboxRequest{Pod: podSandbox(pod)}); err != nil {
+		n.log.Warn("NRI PostUpdatePodSandbox failed", "pod", pod.ID, "error", err)
+	}
+}
+
 // CreateContainer asks the plugins for their adjustments and applies them
 // to sp, within the boundary (boundary.go); a refused adjustment fails
 // the create.

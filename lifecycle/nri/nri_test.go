@@ -3,6 +3,7 @@ package nri
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -276,6 +277,17 @@ type recorder struct {
 	syncGate chan struct{} // closed to let Synchronize answer (nil: at once)
 	synced   chan struct{}
 	events   chan string
+	// updatePodErr is UpdatePodSandbox's answer.
+	updatePodErr error
+}
+
+func (r *recorder) UpdatePodSandbox(_ context.Context, pod *api.PodSandbox, overhead, res *api.LinuxResources) error {
+	r.events <- fmt.Sprintf("UpdatePodSandbox %s memory=%d overhead=%v", pod.GetId(), res.GetMemory().GetLimit().GetValue(), overhead != nil)
+	return r.updatePodErr
+}
+func (r *recorder) PostUpdatePodSandbox(_ context.Context, pod *api.PodSandbox) error {
+	r.events <- "PostUpdatePodSandbox " + pod.GetId()
+	return nil
 }
 
 func (r *recorder) Synchronize(context.Context, []*api.PodSandbox, []*api.Container) ([]*api.ContainerUpdate, error) {
@@ -380,5 +392,37 @@ func TestStopIsToldOnceAndNeverAfterRemove(t *testing.T) {
 	}
 	if want := []string{"StopContainer ctr1", "RemoveContainer ctr1"}; !slices.Equal(got, want) {
 		t.Errorf("plugin got %v, want %v", got, want)
+	}
+}
+
+// kubelet's pod resize reaches plugins with the pod's new resources, then
+// as done; a plugin's refusal is the update's error.
+func TestPodUpdateReachesPlugins(t *testing.T) {
+	pod := &sandbox.Pod{ID: "pod1", Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}}}
+	n, sock := startNRI(t, &fakePods{pods: []*sandbox.Pod{pod}})
+	r := &recorder{synced: make(chan struct{}), events: make(chan string, 10)}
+	s, err := stub.New(r, stub.WithSocketPath(sock), stub.WithPluginName("rec"), stub.WithPluginIdx("10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	<-r.synced
+	n.HoldSync()() // registered once its synchronization is over
+	limit := int64(512 << 20)
+	ctx := context.Background()
+	if err := n.UpdatePod(ctx, pod, nil, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); err != nil {
+		t.Fatal(err)
+	}
+	n.PostUpdatePod(ctx, pod)
+	got := []string{<-r.events, <-r.events}
+	if want := []string{fmt.Sprintf("UpdatePodSandbox pod1 memory=%d overhead=false", limit), "PostUpdatePodSandbox pod1"}; !slices.Equal(got, want) {
+		t.Fatalf("plugin got %q, want %q", got, want)
+	}
+	r.updatePodErr = errors.New("no resize for you")
+	if err := n.UpdatePod(ctx, pod, nil, nil); err == nil || !strings.Contains(err.Error(), "no resize for you") {
+		t.Fatalf("refused update: %v", err)
 	}
 }
