@@ -154,12 +154,16 @@ func serve(flags *pflag.FlagSet) error {
 	var pluginInfo func() any
 	if cfg.NRI.Enable {
 		n := cfg.NRI
-		if plugins, err = nri.New(nri.Config{
+		nc := nri.Config{
 			SocketPath: n.SocketPath, PluginPath: n.PluginPath, PluginConfigPath: n.PluginConfigPath,
 			RegistrationTimeout: time.Duration(n.RegistrationTimeout), RequestTimeout: time.Duration(n.RequestTimeout),
 			RuntimeName: "crivet", RuntimeVersion: version,
 			Pods: pods, Runtime: rt, Observer: met, Logger: log,
-		}); err != nil {
+		}
+		if devices != nil { // a nil *Registry in the interface would read as CDI on
+			nc.CDI = devices
+		}
+		if plugins, err = nri.New(nc); err != nil {
 			return err
 		}
 		lcCfg.Plugins, pluginInfo = plugins, plugins.Info

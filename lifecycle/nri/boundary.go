@@ -34,13 +34,16 @@ const ReservedAnnotationPrefix = "io.crivet."
 //     another mount table (another container's image, or the host's) or
 //     change whose IDs own the verified files;
 //   - crivet's own annotations (io.crivet.*) are not a plugin's to set;
-//   - CDI devices are refused: this crivet has no CDI resolver, and an
-//     adjustment that cannot be applied must not be silently dropped.
+//   - CDI devices are resolved from the node's CDI spec files (the same
+//     registry as a request's cdi_devices), and the spec they edit is held
+//     to the same root check (checkRootKept); with CDI off they are
+//     refused, since an adjustment that cannot be applied must not be
+//     silently dropped.
 //
 // The image reference, the image ID and the decision are in crivet's
 // container record, which no plugin call can reach; the request's
 // Container.Image only tells plugins what was verified.
-func checkAdjustment(adj *api.ContainerAdjustment) error {
+func checkAdjustment(adj *api.ContainerAdjustment, cdi bool) error {
 	if adj == nil {
 		return nil
 	}
@@ -66,8 +69,8 @@ func checkAdjustment(adj *api.ContainerAdjustment) error {
 			return fmt.Errorf("%w: annotation %q is crivet's own", ErrRefused, key)
 		}
 	}
-	if len(adj.GetCDIDevices()) > 0 {
-		return fmt.Errorf("%w: CDI device %q: this crivet does not resolve CDI devices", ErrRefused, adj.GetCDIDevices()[0].GetName())
+	if len(adj.GetCDIDevices()) > 0 && !cdi {
+		return fmt.Errorf("%w: CDI device %q: CDI is off on this node (cdi_spec_dirs)", ErrRefused, adj.GetCDIDevices()[0].GetName())
 	}
 	return nil
 }

@@ -55,6 +55,14 @@ type Config struct {
 	Runtime  Runtime
 	Observer Observer
 	Logger   *slog.Logger
+	// CDI resolves the CDI devices a plugin's adjustment asks for (the
+	// same registry as the CRI request's devices); nil refuses them.
+	CDI CDI
+}
+
+// CDI applies the edits of named CDI devices to a spec (oci/cdi.Registry).
+type CDI interface {
+	InjectDevices(sp *specs.Spec, names []string) error
 }
 
 // Pods reads the pod and container records (sandbox.Manager).
@@ -305,7 +313,7 @@ func (n *NRI) CreateContainer(ctx context.Context, pod *sandbox.Pod, c *sandbox.
 		return fmt.Errorf("NRI CreateContainer: %w", err)
 	}
 	adj := resp.GetAdjust()
-	if err := checkAdjustment(adj); err != nil {
+	if err := checkAdjustment(adj, n.cfg.CDI != nil); err != nil {
 		n.obs.NRIRefused("adjustment")
 		n.log.Warn("NRI: adjustment refused; the container is not created", "container", c.ID, "pod", pod.ID, "error", err)
 		return err
@@ -315,7 +323,15 @@ func (n *NRI) CreateContainer(ctx context.Context, pod *sandbox.Pod, c *sandbox.
 		r := *root
 		root = &r
 	}
-	g := nrigen.SpecGenerator(specEdit{sp: sp})
+	var opts []nrigen.GeneratorOption
+	if n.cfg.CDI != nil {
+		// Device edits come from the node's own CDI spec files, which the
+		// operator installed; checkRootKept below still holds over them.
+		opts = append(opts, nrigen.WithCDIDeviceInjector(func(sp *specs.Spec, names []string) error {
+			return n.cfg.CDI.InjectDevices(sp, names)
+		}))
+	}
+	g := nrigen.SpecGenerator(specEdit{sp: sp}, opts...)
 	if err := g.Adjust(adj); err != nil {
 		return fmt.Errorf("NRI CreateContainer: apply the plugins' adjustment: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	nrigen "github.com/containerd/nri/pkg/runtime-tools/generate"
 	"github.com/containerd/nri/pkg/stub"
+	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/sandbox"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -60,7 +62,7 @@ func TestCheckAdjustmentRefusesWhatWouldReplaceTheImage(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			a := &api.ContainerAdjustment{}
 			c.adj(a)
-			err := checkAdjustment(a)
+			err := checkAdjustment(a, false)
 			if c.want == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -99,7 +101,7 @@ func TestAdjustmentIsAppliedToCrivetsSpec(t *testing.T) {
 	a.AddRlimit("RLIMIT_NOFILE", 10, 5)
 	a.AddAnnotation("example.com/a", "b")
 	a.AddHooks(&api.Hooks{Poststart: []*api.Hook{{Path: "/bin/true"}}})
-	if err := checkAdjustment(a); err != nil {
+	if err := checkAdjustment(a, false); err != nil {
 		t.Fatal(err)
 	}
 	root := *sp.Root
@@ -310,11 +312,15 @@ func (r *recorder) RemoveContainer(_ context.Context, _ *api.PodSandbox, c *api.
 	return nil
 }
 
-func startNRI(t *testing.T, pods *fakePods) (*NRI, string) {
+func startNRI(t *testing.T, pods *fakePods, devices ...CDI) (*NRI, string) {
 	t.Helper()
 	dir := t.TempDir()
-	n, err := New(Config{SocketPath: filepath.Join(dir, "nri.sock"), PluginPath: filepath.Join(dir, "plugins"), PluginConfigPath: filepath.Join(dir, "conf"),
-		RuntimeName: "crivet", RuntimeVersion: "test", Pods: pods, Runtime: fakeRuntime{}, Logger: slog.New(slog.DiscardHandler)})
+	cfg := Config{SocketPath: filepath.Join(dir, "nri.sock"), PluginPath: filepath.Join(dir, "plugins"), PluginConfigPath: filepath.Join(dir, "conf"),
+		RuntimeName: "crivet", RuntimeVersion: "test", Pods: pods, Runtime: fakeRuntime{}, Logger: slog.New(slog.DiscardHandler)}
+	for _, d := range devices {
+		cfg.CDI = d
+	}
+	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,5 +430,105 @@ func TestPodUpdateReachesPlugins(t *testing.T) {
 	r.updatePodErr = errors.New("no resize for you")
 	if err := n.UpdatePod(ctx, pod, nil, nil); err == nil || !strings.Contains(err.Error(), "no resize for you") {
 		t.Fatalf("refused update: %v", err)
+	}
+}
+
+// cdiPlugin asks for CDI devices at every create (a DRA driver's or a
+// device plugin's NRI side does this).
+type cdiPlugin struct {
+	synced  chan struct{}
+	devices []string
+}
+
+func (p *cdiPlugin) Synchronize(context.Context, []*api.PodSandbox, []*api.Container) ([]*api.ContainerUpdate, error) {
+	close(p.synced)
+	return nil, nil
+}
+func (p *cdiPlugin) CreateContainer(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	a := &api.ContainerAdjustment{}
+	for _, d := range p.devices {
+		a.AddCDIDevice(&api.CDIDevice{Name: d})
+	}
+	return a, nil, nil
+}
+
+// CDI devices a plugin asks for are resolved from the node's CDI spec
+// files (the same registry as a request's cdi_devices) and applied to the
+// spec; an unknown one fails the create naming it; a device whose spec
+// would mount over the root is refused like any adjustment that does.
+func TestCDIDevicesFromAPluginAreInjected(t *testing.T) {
+	dir := t.TempDir()
+	spec := `cdiVersion: "0.6.0"
+kind: crivet.test/dev
+devices:
+- name: null0
+  containerEdits:
+    env: ["CRIVET_CDI_DEVICE=null0"]
+    deviceNodes:
+    - path: /dev/crivet-null0
+      hostPath: /dev/null
+- name: overroot
+  containerEdits:
+    mounts:
+    - hostPath: /srv
+      containerPath: /
+`
+	if err := os.WriteFile(filepath.Join(dir, "dev.yaml"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := cdi.New([]string{dir})
+	pod := &sandbox.Pod{ID: "pod1", Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}}}
+	for _, c := range []struct {
+		device, want string
+	}{
+		{"crivet.test/dev=null0", ""},
+		{"crivet.test/dev=none", "crivet.test/dev=none"},
+		{"crivet.test/dev=overroot", "root filesystem"},
+	} {
+		t.Run(c.device, func(t *testing.T) {
+			n, sock := startNRI(t, &fakePods{pods: []*sandbox.Pod{pod}}, reg)
+			p := &cdiPlugin{synced: make(chan struct{}), devices: []string{c.device}}
+			s, err := stub.New(p, stub.WithSocketPath(sock), stub.WithPluginName("cdi"), stub.WithPluginIdx("10"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Stop()
+			<-p.synced
+			n.HoldSync()()
+			sp := baseSpec()
+			ctr := &sandbox.Container{ID: "ctr1", PodID: "pod1", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}}
+			err = n.CreateContainer(context.Background(), pod, ctr, sp)
+			if c.want != "" {
+				if err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("create: %v, want an error naming %q", err, c.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(sp.Process.Env, "CRIVET_CDI_DEVICE=null0") {
+				t.Errorf("env %v lacks the device's", sp.Process.Env)
+			}
+			var paths []string
+			for _, d := range sp.Linux.Devices {
+				paths = append(paths, d.Path)
+			}
+			if !slices.Contains(paths, "/dev/crivet-null0") {
+				t.Errorf("devices %v lack /dev/crivet-null0", paths)
+			}
+		})
+	}
+	// With CDI off the same request is refused before anything is applied.
+	a := &api.ContainerAdjustment{}
+	a.AddCDIDevice(&api.CDIDevice{Name: "crivet.test/dev=null0"})
+	if err := checkAdjustment(a, false); !errors.Is(err, ErrRefused) {
+		t.Fatalf("CDI off: %v", err)
+	}
+	if err := checkAdjustment(a, true); err != nil {
+		t.Fatalf("CDI on: %v", err)
 	}
 }

@@ -112,17 +112,30 @@ func (r *Registry) Inject(sp *specs.Spec, cfg *runtimeapi.ContainerConfig) ([]st
 	if err != nil || len(devs) == 0 {
 		return nil, err
 	}
-	if r == nil {
-		return nil, fmt.Errorf("%w: asked for %s", ErrDisabled, strings.Join(devs, ", "))
-	}
-	unresolved, err := r.cache.InjectDevices(sp, devs...)
-	if len(unresolved) > 0 {
-		return nil, fmt.Errorf("%w: %s (not in any CDI spec file in %s)", ErrUnknownDevice, strings.Join(unresolved, ", "), strings.Join(r.dirs, ", "))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("CDI devices %s: %w", strings.Join(devs, ", "), err)
+	if err := r.InjectDevices(sp, devs); err != nil {
+		return nil, err
 	}
 	return devs, nil
+}
+
+// InjectDevices applies the edits of the named devices to sp: devices an
+// NRI plugin asks for. An unknown one is ErrUnknownDevice, naming each;
+// with CDI off (r nil) any is ErrDisabled.
+func (r *Registry) InjectDevices(sp *specs.Spec, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if r == nil {
+		return fmt.Errorf("%w: asked for %s", ErrDisabled, strings.Join(names, ", "))
+	}
+	unresolved, err := r.cache.InjectDevices(sp, names...)
+	if len(unresolved) > 0 {
+		return fmt.Errorf("%w: %s (not in any CDI spec file in %s)", ErrUnknownDevice, strings.Join(unresolved, ", "), strings.Join(r.dirs, ", "))
+	}
+	if err != nil {
+		return fmt.Errorf("CDI devices %s: %w", strings.Join(names, ", "), err)
+	}
+	return nil
 }
 
 // State is CDI as crictl info shows it.
