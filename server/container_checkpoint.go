@@ -12,7 +12,7 @@ import (
 // CheckpointContainer writes a checkpoint archive of a running container
 // where kubelet asks (KEP-2008); restoring is CreateContainer with the
 // archive's path as the image.
-func (s *Server) CheckpointContainer(ctx context.Context, req *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
+func (s *criServer) CheckpointContainer(ctx context.Context, req *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
 	if req.GetLocation() == "" {
 		return nil, status.Error(codes.InvalidArgument, "checkpoint container: location is required")
 	}

@@ -13,7 +13,7 @@ import (
 // stored pod (its namespace, never req.SandboxConfig, is what the images
 // are admitted under), admits every image the container would run and
 // creates it.
-func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+func (s *criServer) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
 	cfg := req.GetConfig()
 	if cfg.GetMetadata().GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "create container: config.metadata.name is required")

@@ -18,7 +18,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 )
 
-func (s *Server) runningContainer(ctx context.Context, id string) (string, error) {
+func (s *criServer) runningContainer(ctx context.Context, id string) (string, error) {
 	c, err := s.pods.GetContainer(id)
 	if err != nil {
 		return "", err
@@ -29,7 +29,7 @@ func (s *Server) runningContainer(ctx context.Context, id string) (string, error
 	return c.ID, nil
 }
 
-func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+func (s *criServer) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
 	id, err := s.runningContainer(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, err
@@ -44,7 +44,7 @@ func (s *Server) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) 
 	return &runtimeapi.ExecSyncResponse{Stdout: stdout, Stderr: stderr, ExitCode: code}, nil
 }
 
-func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+func (s *criServer) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
 	id, err := s.runningContainer(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func (s *Server) Exec(ctx context.Context, req *runtimeapi.ExecRequest) (*runtim
 	return s.streams.GetExec(req)
 }
 
-func (s *Server) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+func (s *criServer) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
 	id, err := s.runningContainer(ctx, req.GetContainerId())
 	if err != nil {
 		return nil, err
@@ -65,7 +65,7 @@ func (s *Server) Attach(ctx context.Context, req *runtimeapi.AttachRequest) (*ru
 	return s.streams.GetAttach(req)
 }
 
-func (s *Server) PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+func (s *criServer) PortForward(ctx context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
 	pod, err := s.pods.Get(req.GetPodSandboxId())
 	if err != nil {
 		return nil, err
@@ -75,7 +75,7 @@ func (s *Server) PortForward(ctx context.Context, req *runtimeapi.PortForwardReq
 }
 
 // streamRuntime is what the cri-streaming server calls back.
-type streamRuntime struct{ s *Server }
+type streamRuntime struct{ s *criServer }
 
 func (r streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
 	return r.s.rt.Exec(ctx, id, cmd, in, out, errw, tty, resize)
@@ -126,7 +126,7 @@ func (r streamRuntime) PortForward(ctx context.Context, podID string, port int32
 
 // newStreamServer serves exec, attach and port-forward on a loopback
 // address; kubelet proxies clients to the URLs the RPCs return.
-func newStreamServer(s *Server, addr string) (streaming.Server, *http.Server, error) {
+func newStreamServer(s *criServer, addr string) (streaming.Server, *http.Server, error) {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}

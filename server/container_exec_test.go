@@ -37,20 +37,20 @@ func TestExecSyncRunsInTheResolvedContainerWithTimeout(t *testing.T) {
 // Exec, ExecSync, Attach and ReopenContainerLog need a running container:
 // any other state is FailedPrecondition and nothing runs.
 func TestExecInANonRunningContainerIsFailedPrecondition(t *testing.T) {
-	rpcs := map[string]func(*Server, context.Context) error{
-		"ExecSync": func(s *Server, ctx context.Context) error {
+	rpcs := map[string]func(*criServer, context.Context) error{
+		"ExecSync": func(s *criServer, ctx context.Context) error {
 			_, err := s.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: "c1", Cmd: []string{"true"}})
 			return err
 		},
-		"Exec": func(s *Server, ctx context.Context) error {
+		"Exec": func(s *criServer, ctx context.Context) error {
 			_, err := s.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: "c1", Cmd: []string{"sh"}, Stdout: true})
 			return err
 		},
-		"Attach": func(s *Server, ctx context.Context) error {
+		"Attach": func(s *criServer, ctx context.Context) error {
 			_, err := s.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: "c1", Stdout: true})
 			return err
 		},
-		"ReopenContainerLog": func(s *Server, ctx context.Context) error {
+		"ReopenContainerLog": func(s *criServer, ctx context.Context) error {
 			_, err := s.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: "c1"})
 			return err
 		},

@@ -11,7 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-func (s *Server) containerStatus(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStatus, error) {
+func (s *criServer) containerStatus(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStatus, error) {
 	// Recorded, but its process state may be gone (the run root did not
 	// survive a reboot): lifecycle says unknown rather than hide it.
 	st, err := lifecycle.StateOf(s.rt.Status(ctx, c.ID))
@@ -50,7 +50,7 @@ func (s *Server) containerStatus(ctx context.Context, c *sandbox.Container) (*ru
 	return cs, nil
 }
 
-func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+func (s *criServer) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
 	c, err := s.pods.GetContainer(req.GetContainerId())
 	if err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	return resp, nil
 }
 
-func (s *Server) listContainers(ctx context.Context, f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
+func (s *criServer) listContainers(ctx context.Context, f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
 	var out []*runtimeapi.Container
 	for _, c := range s.pods.ContainersView(f.GetPodSandboxId()) { // read only
 		if f != nil {
@@ -106,11 +106,11 @@ func (s *Server) listContainers(ctx context.Context, f *runtimeapi.ContainerFilt
 	return out
 }
 
-func (s *Server) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+func (s *criServer) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	return &runtimeapi.ListContainersResponse{Containers: s.listContainers(ctx, req.GetFilter())}, nil
 }
 
-func (s *Server) StreamContainers(req *runtimeapi.StreamContainersRequest, stream runtimeapi.RuntimeService_StreamContainersServer) error {
+func (s *criServer) StreamContainers(req *runtimeapi.StreamContainersRequest, stream runtimeapi.RuntimeService_StreamContainersServer) error {
 	return sendBatches(s.listContainers(stream.Context(), req.GetFilter()), func(b []*runtimeapi.Container) error {
 		return stream.Send(&runtimeapi.StreamContainersResponse{Containers: b})
 	})

@@ -17,13 +17,13 @@ import (
 func TestStopAndRemoveContainerOfMissingIDSucceedAndTouchNothing(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		rpc  func(s *Server, ctx context.Context) error
+		rpc  func(s *criServer, ctx context.Context) error
 	}{
-		{"StopContainer", func(s *Server, ctx context.Context) error {
+		{"StopContainer", func(s *criServer, ctx context.Context) error {
 			_, err := s.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: "gone", Timeout: 10})
 			return err
 		}},
-		{"RemoveContainer", func(s *Server, ctx context.Context) error {
+		{"RemoveContainer", func(s *criServer, ctx context.Context) error {
 			_, err := s.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: "gone"})
 			return err
 		}},

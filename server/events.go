@@ -6,7 +6,7 @@ import (
 
 // GetContainerEvents streams the lifecycle's container events, each with
 // the pod's status as kubelet's evented PLEG wants it.
-func (s *Server) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
+func (s *criServer) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream runtimeapi.RuntimeService_GetContainerEventsServer) error {
 	ch, cancel := s.lc.Subscribe()
 	defer cancel()
 	for {

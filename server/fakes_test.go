@@ -363,9 +363,9 @@ func (f *fakeProcesses) ReopenLog(ctx context.Context, id string) error {
 
 func (f *fakeProcesses) Ready(ctx context.Context) error { return f.readyErr }
 
-// fixture is a Server over fresh fakes.
+// fixture is a criServer over fresh fakes.
 type fixture struct {
-	s    *Server
+	s    *criServer
 	img  *fakeImages
 	pods *fakePods
 	lc   *fakeLifecycle
@@ -380,7 +380,7 @@ func newFixture(t testing.TB) *fixture {
 		lc:   &fakeLifecycle{createdID: "ctr-new"},
 		rt:   &fakeProcesses{status: map[string]runtime.Status{}},
 	}
-	f.s = &Server{images: f.img, pods: f.pods, lc: f.lc, rt: f.rt, info: Info{Version: "test-1"}, log: slog.New(slog.DiscardHandler)}
+	f.s = &criServer{images: f.img, pods: f.pods, lc: f.lc, rt: f.rt, info: Info{Version: "test-1"}, log: slog.New(slog.DiscardHandler)}
 	return f
 }
 
@@ -415,7 +415,7 @@ func (f *fixture) addContainer(id, podID string, state runtime.State, labels map
 
 // call runs h behind the unary interceptor, so the error is what a CRI
 // client receives.
-func call[T any](t *testing.T, s *Server, h func(context.Context) (T, error)) (T, error) {
+func call[T any](t *testing.T, s *criServer, h func(context.Context) (T, error)) (T, error) {
 	t.Helper()
 	var zero T
 	resp, err := unaryGuard(s.log, s.obs)(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/test"},
@@ -466,7 +466,7 @@ func (f *fakeStream[T]) SendMsg(m any) error          { return f.Send(m.(*T)) }
 func (f *fakeStream[T]) RecvMsg(any) error            { return io.EOF }
 
 // callStream runs a streaming handler behind the stream interceptor.
-func callStream(t *testing.T, s *Server, ss grpc.ServerStream, h func() error) error {
+func callStream(t *testing.T, s *criServer, ss grpc.ServerStream, h func() error) error {
 	t.Helper()
 	return streamGuard(s.log, s.obs)(s, ss, &grpc.StreamServerInfo{FullMethod: "/test"},
 		func(any, grpc.ServerStream) error { return h() })

@@ -13,7 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
+func (s *criServer) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {
 		return nil, status.Error(codes.InvalidArgument, "pull: image reference is empty")
@@ -29,7 +29,7 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	return &runtimeapi.PullImageResponse{ImageRef: img.ID}, nil
 }
 
-func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
+func (s *criServer) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
 	imgs, err := s.listImages(req.GetFilter())
 	if err != nil {
 		return nil, err
@@ -39,7 +39,7 @@ func (s *Server) ListImages(ctx context.Context, req *runtimeapi.ListImagesReque
 
 // StreamImages sends the same list as ListImages in bounded batches, so a
 // node with many images never builds one huge message.
-func (s *Server) StreamImages(req *runtimeapi.StreamImagesRequest, stream runtimeapi.ImageService_StreamImagesServer) error {
+func (s *criServer) StreamImages(req *runtimeapi.StreamImagesRequest, stream runtimeapi.ImageService_StreamImagesServer) error {
 	imgs, err := s.listImages(req.GetFilter())
 	if err != nil {
 		return err
@@ -49,7 +49,7 @@ func (s *Server) StreamImages(req *runtimeapi.StreamImagesRequest, stream runtim
 	})
 }
 
-func (s *Server) listImages(filter *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
+func (s *criServer) listImages(filter *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
 	if ref := filter.GetImage().GetImage(); ref != "" {
 		img, err := s.images.Get(ref)
 		if errors.Is(err, image.ErrNotFound) {
@@ -71,7 +71,7 @@ func (s *Server) listImages(filter *runtimeapi.ImageFilter) ([]*runtimeapi.Image
 	return out, nil
 }
 
-func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
+func (s *criServer) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
 	img, err := s.images.Get(req.GetImage().GetImage())
 	if errors.Is(err, image.ErrNotFound) {
 		// CRI: a missing image is an empty answer, not an error.
@@ -91,7 +91,7 @@ func (s *Server) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusReq
 	return resp, nil
 }
 
-func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
+func (s *criServer) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	err := s.images.Remove(req.GetImage().GetImage())
 	if err != nil && !errors.Is(err, image.ErrNotFound) {
 		return nil, err
@@ -100,7 +100,7 @@ func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageReq
 	return &runtimeapi.RemoveImageResponse{}, nil
 }
 
-func (s *Server) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
+func (s *criServer) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
 	u, err := s.images.FsUsage()
 	if err != nil {
 		return nil, err

@@ -16,7 +16,7 @@ import (
 
 // serverOptions are the gRPC options every crivet CRI endpoint needs:
 // panics become errors, and every handler's error gets its CRI shape.
-func (s *Server) serverOptions() []grpc.ServerOption {
+func (s *criServer) serverOptions() []grpc.ServerOption {
 	unary := []grpc.UnaryServerInterceptor{unaryGuard(s.log, s.obs)}
 	if s.space != nil {
 		// Inside unaryGuard: its refusals are mapped and observed too.

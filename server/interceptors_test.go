@@ -24,8 +24,8 @@ import (
 // serving: here a real gRPC server on a unix socket, with a server that
 // has no image service, so PullImage dereferences nil.
 func TestPanicIsInternalAndServerKeepsServing(t *testing.T) {
-	s := &Server{log: slog.New(slog.DiscardHandler), info: Info{Version: "test"}}
-	g := s.GRPCServer()
+	s := &criServer{log: slog.New(slog.DiscardHandler), info: Info{Version: "test"}}
+	g := (&Endpoint{s: s}).GRPCServer()
 	sock := filepath.Join(t.TempDir(), "crivet.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
@@ -78,8 +78,8 @@ func (o *observed) CRIRequest(method string, code codes.Code, took time.Duration
 // when it ends, by its bare method name and the code the client got.
 func TestRequestsAreObservedWithMethodAndCode(t *testing.T) {
 	obs := &observed{}
-	s := &Server{log: slog.New(slog.DiscardHandler), info: Info{Version: "test"}, obs: obs}
-	g := s.GRPCServer()
+	s := &criServer{log: slog.New(slog.DiscardHandler), info: Info{Version: "test"}, obs: obs}
+	g := (&Endpoint{s: s}).GRPCServer()
 	sock := filepath.Join(t.TempDir(), "crivet.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {

@@ -90,7 +90,7 @@ var metricTypes = func() map[string]runtimeapi.MetricType {
 	return m
 }()
 
-func (s *Server) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
+func (s *criServer) ListMetricDescriptors(ctx context.Context, req *runtimeapi.ListMetricDescriptorsRequest) (*runtimeapi.ListMetricDescriptorsResponse, error) {
 	out := make([]*runtimeapi.MetricDescriptor, 0, len(metricDefs))
 	for _, d := range metricDefs {
 		out = append(out, &runtimeapi.MetricDescriptor{Name: d.name, Help: d.help, LabelKeys: d.labels})
@@ -110,7 +110,7 @@ func (m *metricSet) add(name string, v uint64, extra ...string) {
 		LabelValues: append(append([]string(nil), m.base...), extra...), Value: &runtimeapi.UInt64Value{Value: v}})
 }
 
-func (s *Server) containerMetrics(c *sandbox.Container, pod *sandbox.Pod, now time.Time) []*runtimeapi.Metric {
+func (s *criServer) containerMetrics(c *sandbox.Container, pod *sandbox.Pod, now time.Time) []*runtimeapi.Metric {
 	md := pod.Config.GetMetadata()
 	m := &metricSet{now: now.UnixNano(), base: []string{c.Config.GetMetadata().GetName(), md.GetName(), md.GetNamespace(), c.Config.GetImage().GetImage()}}
 	addCgroupMetrics(m, c.CgroupPath)
@@ -203,7 +203,7 @@ func networkMetrics(m *metricSet, netns string) {
 	}
 }
 
-func (s *Server) podMetrics(p *sandbox.Pod) *runtimeapi.PodSandboxMetrics {
+func (s *criServer) podMetrics(p *sandbox.Pod) *runtimeapi.PodSandboxMetrics {
 	now := time.Now()
 	md := p.Config.GetMetadata()
 	out := &runtimeapi.PodSandboxMetrics{PodSandboxId: p.ID}
@@ -222,7 +222,7 @@ func (s *Server) podMetrics(p *sandbox.Pod) *runtimeapi.PodSandboxMetrics {
 	return out
 }
 
-func (s *Server) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
+func (s *criServer) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.ListPodSandboxMetricsRequest) (*runtimeapi.ListPodSandboxMetricsResponse, error) {
 	resp := &runtimeapi.ListPodSandboxMetricsResponse{}
 	for _, p := range s.pods.List() {
 		if p.State == sandbox.Ready {
@@ -232,7 +232,7 @@ func (s *Server) ListPodSandboxMetrics(ctx context.Context, req *runtimeapi.List
 	return resp, nil
 }
 
-func (s *Server) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxMetricsServer) error {
+func (s *criServer) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxMetricsServer) error {
 	resp, _ := s.ListPodSandboxMetrics(stream.Context(), &runtimeapi.ListPodSandboxMetricsRequest{})
 	return sendBatches(resp.PodMetrics, func(b []*runtimeapi.PodSandboxMetrics) error {
 		return stream.Send(&runtimeapi.StreamPodSandboxMetricsResponse{PodSandboxMetrics: b})

@@ -14,7 +14,7 @@ import (
 
 func TestMetricDescriptorsAreUniqueAndCarryTheBaseLabels(t *testing.T) {
 	resp, err := call(t, newFixture(t).s, func(ctx context.Context) (*runtimeapi.ListMetricDescriptorsResponse, error) {
-		return (&Server{}).ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
+		return (&criServer{}).ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 
 const runtimeName = "crivet"
 
-func (s *Server) Version(ctx context.Context, req *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+func (s *criServer) Version(ctx context.Context, req *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
 	return &runtimeapi.VersionResponse{
 		Version:           "0.1.0",
 		RuntimeName:       runtimeName,
@@ -23,7 +23,7 @@ func (s *Server) Version(ctx context.Context, req *runtimeapi.VersionRequest) (*
 	}, nil
 }
 
-func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+func (s *criServer) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
 	runtimeReady := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
 	if s.rt != nil {
 		if err := s.rt.Ready(ctx); err != nil {
@@ -57,7 +57,7 @@ const defaultHandler = runtime.DefaultHandler
 // which admits a pod needing a feature only on a handler that has it: ""
 // first (a pod without a RuntimeClass) mirroring the default handler, then
 // the default by name, then the others.
-func (s *Server) runtimeHandlers() []*runtimeapi.RuntimeHandler {
+func (s *criServer) runtimeHandlers() []*runtimeapi.RuntimeHandler {
 	var hs []runtime.HandlerInfo
 	if s.info.Handlers != nil {
 		hs = s.info.Handlers()
@@ -97,7 +97,7 @@ type handlerInfo struct {
 // configuration, each policy file's state, and what the node's security
 // features do here (e.g. that RuntimeDefault AppArmor is not applied on a
 // kernel without AppArmor).
-func (s *Server) statusInfo() map[string]string {
+func (s *criServer) statusInfo() map[string]string {
 	info := map[string]string{}
 	if s.info.Config != nil {
 		if b, err := json.Marshal(s.info.Config()); err == nil {
@@ -151,7 +151,7 @@ func (s *Server) statusInfo() map[string]string {
 
 // RuntimeConfig tells kubelet which cgroup driver to use: kubelet takes it
 // from here when it asks (KubeletCgroupDriverFromCRI) and must match it.
-func (s *Server) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
+func (s *criServer) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
 	driver := runtimeapi.CgroupDriver_CGROUPFS
 	if s.info.CgroupDriver == cgroup.Systemd {
 		driver = runtimeapi.CgroupDriver_SYSTEMD
@@ -162,13 +162,13 @@ func (s *Server) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfi
 // UpdateRuntimeConfig: the pod CIDR kubelet sends is for CNI plugins that
 // template it; crivet's CNI configuration is the node's files, so there
 // is nothing to apply, and it is logged for the operator.
-func (s *Server) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
+func (s *criServer) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
 	s.log.Info("runtime config update", "pod_cidr", req.GetRuntimeConfig().GetNetworkConfig().GetPodCidr())
 	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
 }
 
 // UpdatePodSandboxResources: see lifecycle.Manager.UpdatePod.
-func (s *Server) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+func (s *criServer) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
 	if err := s.lc.UpdatePod(ctx, req.GetPodSandboxId(), req.GetOverhead(), req.GetResources()); err != nil {
 		return nil, err
 	}

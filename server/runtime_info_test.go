@@ -21,7 +21,7 @@ import (
 // crictl info shows what RuntimeDefault AppArmor does on this node; on a
 // kernel without AppArmor (this CI host) it says that no profile applies.
 func TestVerboseStatusReportsAppArmor(t *testing.T) {
-	s := &Server{}
+	s := &criServer{}
 	resp, err := s.Status(context.Background(), &runtimeapi.StatusRequest{Verbose: true})
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func TestStatusListsEveryHandlerWithItsFeatures(t *testing.T) {
 
 // crictl info shows NRI (connected plugins) only when it is on.
 func TestVerboseStatusShowsNRIOnlyWhenOn(t *testing.T) {
-	s := &Server{}
+	s := &criServer{}
 	resp, err := s.Status(context.Background(), &runtimeapi.StatusRequest{Verbose: true})
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ func podState(p *sandbox.Pod) runtimeapi.PodSandboxState {
 
 func nsMode(m runtimeapi.NamespaceMode) runtimeapi.NamespaceMode { return m }
 
-func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+func (s *criServer) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	p, err := s.pods.Get(req.GetPodSandboxId())
 	if err != nil {
 		return nil, err
@@ -59,7 +59,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandbo
 	return resp, nil
 }
 
-func (s *Server) listPods(filter *runtimeapi.PodSandboxFilter) []*runtimeapi.PodSandbox {
+func (s *criServer) listPods(filter *runtimeapi.PodSandboxFilter) []*runtimeapi.PodSandbox {
 	var out []*runtimeapi.PodSandbox
 	for _, p := range s.pods.List() {
 		if filter != nil {
@@ -91,11 +91,11 @@ func labelsMatch(labels, selector map[string]string) bool {
 	return true
 }
 
-func (s *Server) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+func (s *criServer) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
 	return &runtimeapi.ListPodSandboxResponse{Items: s.listPods(req.GetFilter())}, nil
 }
 
-func (s *Server) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream runtimeapi.RuntimeService_StreamPodSandboxesServer) error {
+func (s *criServer) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream runtimeapi.RuntimeService_StreamPodSandboxesServer) error {
 	return sendBatches(s.listPods(req.GetFilter()), func(b []*runtimeapi.PodSandbox) error {
 		return stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: b})
 	})

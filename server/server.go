@@ -63,10 +63,10 @@ type Options struct {
 	Space Space
 }
 
-// Server implements the CRI RuntimeService and ImageService. RPCs not
+// criServer implements the CRI RuntimeService and ImageService. RPCs not
 // implemented are answered by the embedded Unimplemented servers, i.e.
 // with codes.Unimplemented, never a faked success.
-type Server struct {
+type criServer struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	runtimeapi.UnimplementedImageServiceServer
 
@@ -82,13 +82,26 @@ type Server struct {
 	space   Space
 }
 
-// New returns a server over the given services and starts its streaming
-// endpoint.
-func New(o Options) (*Server, error) {
+// Endpoint is crivet's CRI endpoint: the CRI services, which it serves
+// only through GRPCServer, and the streaming server of exec, attach and
+// port-forward.
+type Endpoint struct{ s *criServer }
+
+// New returns the endpoint over the given services and starts its
+// streaming server.
+func New(o Options) (*Endpoint, error) {
+	s, err := newCRIServer(o)
+	if err != nil {
+		return nil, err
+	}
+	return &Endpoint{s: s}, nil
+}
+
+func newCRIServer(o Options) (*criServer, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{info: o.Info, log: o.Logger, obs: o.Observer, space: o.Space}
+	s := &criServer{info: o.Info, log: o.Logger, obs: o.Observer, space: o.Space}
 	// A nil service stays a nil interface (a server without a runtime
 	// answers the image service only).
 	if o.Images != nil {
@@ -114,19 +127,22 @@ func New(o Options) (*Server, error) {
 }
 
 // GRPCServer is the gRPC server that serves both CRI services. It is the
-// only way to serve them: every request then goes through the
-// interceptors (panic guard, one error-to-status mapping, the failed
-// request's log line, metrics), which a caller could otherwise forget.
-// opts add transport options (message sizes) after them.
-func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	g := grpc.NewServer(append(s.serverOptions(), opts...)...)
-	runtimeapi.RegisterRuntimeServiceServer(g, s)
-	runtimeapi.RegisterImageServiceServer(g, s)
+// only way to serve them (the services' type is not exported): every
+// request then goes through the interceptors (panic guard, one
+// error-to-status mapping, the failed request's log line, metrics),
+// which a caller could otherwise forget. opts add transport options
+// (message sizes) after them.
+func (e *Endpoint) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	g := grpc.NewServer(append(e.s.serverOptions(), opts...)...)
+	runtimeapi.RegisterRuntimeServiceServer(g, e.s)
+	runtimeapi.RegisterImageServiceServer(g, e.s)
 	return g
 }
 
-// Close stops the streaming endpoint.
-func (s *Server) Close() error {
+// Close stops the streaming server.
+func (e *Endpoint) Close() error { return e.s.close() }
+
+func (s *criServer) close() error {
 	if s.httpSrv != nil {
 		return s.httpSrv.Close()
 	}

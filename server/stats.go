@@ -13,7 +13,7 @@ import (
 
 // containerStats maps one read of the container's cgroup (nil when it has
 // none: a stopped container) and its writable layer.
-func (s *Server) containerStats(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStats, *stats.Cgroup) {
+func (s *criServer) containerStats(ctx context.Context, c *sandbox.Container) (*runtimeapi.ContainerStats, *stats.Cgroup) {
 	now := time.Now().UnixNano()
 	st := &runtimeapi.ContainerStats{
 		Attributes: &runtimeapi.ContainerAttributes{Id: c.ID, Metadata: c.Config.GetMetadata(), Labels: c.Config.GetLabels(), Annotations: c.Config.GetAnnotations()},
@@ -44,7 +44,7 @@ func (s *Server) containerStats(ctx context.Context, c *sandbox.Container) (*run
 	return st, cg
 }
 
-func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
+func (s *criServer) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
 	c, err := s.pods.GetContainer(req.GetContainerId())
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ func (s *Server) ContainerStats(ctx context.Context, req *runtimeapi.ContainerSt
 	return &runtimeapi.ContainerStatsResponse{Stats: st}, nil
 }
 
-func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.ContainerStatsFilter) []*runtimeapi.ContainerStats {
+func (s *criServer) listContainerStats(ctx context.Context, f *runtimeapi.ContainerStatsFilter) []*runtimeapi.ContainerStats {
 	var out []*runtimeapi.ContainerStats
 	for _, c := range s.pods.Containers(f.GetPodSandboxId()) {
 		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
@@ -71,17 +71,17 @@ func (s *Server) listContainerStats(ctx context.Context, f *runtimeapi.Container
 	return out
 }
 
-func (s *Server) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
+func (s *criServer) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
 	return &runtimeapi.ListContainerStatsResponse{Stats: s.listContainerStats(ctx, req.GetFilter())}, nil
 }
 
-func (s *Server) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream runtimeapi.RuntimeService_StreamContainerStatsServer) error {
+func (s *criServer) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream runtimeapi.RuntimeService_StreamContainerStatsServer) error {
 	return sendBatches(s.listContainerStats(stream.Context(), req.GetFilter()), func(b []*runtimeapi.ContainerStats) error {
 		return stream.Send(&runtimeapi.StreamContainerStatsResponse{ContainerStats: b})
 	})
 }
 
-func (s *Server) podStats(ctx context.Context, p *sandbox.Pod) *runtimeapi.PodSandboxStats {
+func (s *criServer) podStats(ctx context.Context, p *sandbox.Pod) *runtimeapi.PodSandboxStats {
 	now := time.Now().UnixNano()
 	ls := &runtimeapi.LinuxPodSandboxStats{Cpu: &runtimeapi.CpuUsage{Timestamp: now}, Memory: &runtimeapi.MemoryUsage{Timestamp: now}}
 	var cpu, mem, ws, procs uint64
@@ -124,7 +124,7 @@ func (s *Server) podStats(ctx context.Context, p *sandbox.Pod) *runtimeapi.PodSa
 	}
 }
 
-func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
+func (s *criServer) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
 	p, err := s.pods.Get(req.GetPodSandboxId())
 	if err != nil {
 		return nil, err
@@ -132,7 +132,7 @@ func (s *Server) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandbox
 	return &runtimeapi.PodSandboxStatsResponse{Stats: s.podStats(ctx, p)}, nil
 }
 
-func (s *Server) listPodStats(ctx context.Context, f *runtimeapi.PodSandboxStatsFilter) []*runtimeapi.PodSandboxStats {
+func (s *criServer) listPodStats(ctx context.Context, f *runtimeapi.PodSandboxStatsFilter) []*runtimeapi.PodSandboxStats {
 	var out []*runtimeapi.PodSandboxStats
 	for _, p := range s.pods.List() {
 		if f.GetId() != "" && !strings.HasPrefix(p.ID, f.GetId()) {
@@ -146,11 +146,11 @@ func (s *Server) listPodStats(ctx context.Context, f *runtimeapi.PodSandboxStats
 	return out
 }
 
-func (s *Server) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
+func (s *criServer) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	return &runtimeapi.ListPodSandboxStatsResponse{Stats: s.listPodStats(ctx, req.GetFilter())}, nil
 }
 
-func (s *Server) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxStatsServer) error {
+func (s *criServer) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxStatsServer) error {
 	return sendBatches(s.listPodStats(stream.Context(), req.GetFilter()), func(b []*runtimeapi.PodSandboxStats) error {
 		return stream.Send(&runtimeapi.StreamPodSandboxStatsResponse{PodSandboxStats: b})
 	})
