@@ -6,17 +6,19 @@ import (
 	"net"
 	"net/url"
 	"syscall"
+
+	"github.com/crivet/crivet/internal/errclass"
 )
 
 var (
 	// ErrNotFound: no image matches the reference.
-	ErrNotFound = errors.New("image not found")
+	ErrNotFound = errclass.New(errclass.NotFound, "image not found")
 	// ErrInvalidReference: the reference cannot be parsed.
-	ErrInvalidReference = errors.New("invalid image reference")
+	ErrInvalidReference = errclass.New(errclass.InvalidArgument, "invalid image reference")
 	// ErrRegistryUnavailable: the registry could not be reached at all.
-	ErrRegistryUnavailable = errors.New("registry unavailable")
+	ErrRegistryUnavailable = errclass.New(errclass.Unavailable, "registry unavailable")
 	// ErrInUse: a container still uses the image.
-	ErrInUse = errors.New("image in use")
+	ErrInUse = errclass.New(errclass.FailedPrecondition, "image in use")
 	// ErrPullStalled: the registry sent nothing for the pull progress timeout.
 	ErrPullStalled = errors.New("registry stalled")
 	// ErrImageLimit: the image exceeds max_image_size or max_layers.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/crivet/crivet/internal/errclass"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/storage"
 )
@@ -113,7 +114,7 @@ func (s *Service) find(ref string) (*storage.Image, error) {
 }
 
 // ErrAmbiguous: an ID prefix matches more than one image.
-var ErrAmbiguous = errors.New("image ID prefix is ambiguous")
+var ErrAmbiguous = errclass.New(errclass.InvalidArgument, "image ID prefix is ambiguous")
 
 // byIDPrefix finds the one image whose ID is or starts with hex.
 func (s *Service) byIDPrefix(hex string) (*storage.Image, error) {

@@ -15,11 +15,11 @@ package lifecycle
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 
+	"github.com/crivet/crivet/internal/errclass"
 	"github.com/crivet/crivet/internal/keyed"
 	"github.com/crivet/crivet/oci/cdi"
 	"github.com/crivet/crivet/oci/cgroup"
@@ -27,7 +27,7 @@ import (
 )
 
 // ErrState: the container is not in a state the operation applies to.
-var ErrState = errors.New("wrong container state")
+var ErrState = errclass.New(errclass.FailedPrecondition, "wrong container state")
 
 // Config wires the manager to the domain services.
 type Config struct {

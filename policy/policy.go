@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/crivet/crivet/internal/errclass"
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
@@ -25,7 +26,7 @@ import (
 
 // ErrInvalidNamespace is returned for a namespace that is not a Kubernetes
 // namespace name; such a name is never used to build a path.
-var ErrInvalidNamespace = errors.New("invalid namespace")
+var ErrInvalidNamespace = errclass.New(errclass.InvalidArgument, "invalid namespace")
 
 // A namespace is a DNS-1123 label (k8s.io/apimachinery validation.IsDNS1123Label).
 // Checking the shape, rather than cleaning the path, is what keeps "..",
@@ -44,7 +45,7 @@ func ValidateNamespace(ns string) error {
 // being the library's own decision: an image that cannot be verified
 // (nothing recorded to verify), or a reference that does not name the
 // image it claims to. Callers show it like a Rejection.
-var ErrRefused = errors.New("refused by signature policy")
+var ErrRefused = errclass.New(errclass.PolicyRefusal, "refused by signature policy")
 
 // FileError is a policy file that exists but cannot be used: unreadable,
 // not a regular file, or not a valid containers-policy.json(5). Nothing is
@@ -57,6 +58,11 @@ type FileError struct {
 
 func (e *FileError) Error() string { return "policy file " + e.Path + ": " + e.Err.Error() }
 func (e *FileError) Unwrap() error { return e.Err }
+
+// Class and Is make an unusable policy file a policy refusal (internal/errclass)
+// wherever it is wrapped: nothing is admitted under it.
+func (e *FileError) Class() errclass.Class { return errclass.PolicyRefusal }
+func (e *FileError) Is(target error) bool  { return target == errclass.PolicyRefusal }
 
 // Policy is one parsed policy file, immutable once loaded.
 type Policy struct {
@@ -88,6 +94,11 @@ type Rejection struct {
 
 func (r *Rejection) Error() string { return "Source image rejected: " + r.Reason.Error() }
 func (r *Rejection) Unwrap() error { return r.Reason }
+
+// Class and Is make a rejection a policy refusal (internal/errclass)
+// wherever it is wrapped.
+func (r *Rejection) Class() errclass.Class { return errclass.PolicyRefusal }
+func (r *Rejection) Is(target error) bool  { return target == errclass.PolicyRefusal }
 
 // Check evaluates img against the policy. Any outcome other than an explicit
 // allow is a *Rejection, whatever error type the library produced: a

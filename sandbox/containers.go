@@ -10,15 +10,16 @@ import (
 	"time"
 
 	"github.com/crivet/crivet/internal/atomicfile"
+	"github.com/crivet/crivet/internal/errclass"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 var (
 	// ErrContainerNotFound: no container has that ID (or prefix).
-	ErrContainerNotFound = errors.New("container not found")
+	ErrContainerNotFound = errclass.New(errclass.NotFound, "container not found")
 	// ErrContainerNameReserved: a container of the pod has the same metadata.
-	ErrContainerNameReserved = errors.New("name is reserved")
+	ErrContainerNameReserved = errclass.New(errclass.AlreadyExists, "name is reserved")
 )
 
 // Phase orders a record against the work it describes, so start-up

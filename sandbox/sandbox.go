@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/crivet/crivet/internal/atomicfile"
+	"github.com/crivet/crivet/internal/errclass"
 	"github.com/crivet/crivet/oci/spec"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -33,11 +34,11 @@ import (
 
 var (
 	// ErrNotFound: no pod has that ID (or prefix).
-	ErrNotFound = errors.New("pod sandbox not found")
+	ErrNotFound = errclass.New(errclass.NotFound, "pod sandbox not found")
 	// ErrNameReserved: a pod with the same metadata exists.
-	ErrNameReserved = errors.New("pod sandbox name is reserved")
+	ErrNameReserved = errclass.New(errclass.AlreadyExists, "pod sandbox name is reserved")
 	// ErrAmbiguous: a prefix matches several pods.
-	ErrAmbiguous = errors.New("pod sandbox ID prefix is ambiguous")
+	ErrAmbiguous = errclass.New(errclass.InvalidArgument, "pod sandbox ID prefix is ambiguous")
 )
 
 // State of a pod, as CRI knows it.

@@ -25,12 +25,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/crivet/crivet/internal/errclass"
 	"golang.org/x/sys/unix"
 )
 
 // ErrNoSpace: crivet's root file system has too little free space for an
 // operation that consumes space (gRPC ResourceExhausted).
-var ErrNoSpace = errors.New("no space left on crivet's root file system")
+var ErrNoSpace = errclass.New(errclass.ResourceExhausted, "no space left on crivet's root file system")
 
 // FileName is the ballast's name in the root.
 const FileName = "space-reserve"

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/crivet/crivet/internal/errclass"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
@@ -34,13 +35,13 @@ var DefaultSpecDirs = []string{cdi.DefaultStaticDir, cdi.DefaultDynamicDir}
 var (
 	// ErrUnknownDevice: a requested device is in no spec file. The server
 	// maps it to InvalidArgument; the message names the devices.
-	ErrUnknownDevice = errors.New("unknown CDI device")
+	ErrUnknownDevice = errclass.New(errclass.InvalidArgument, "unknown CDI device")
 	// ErrInvalidName: a requested device name is not a fully qualified
 	// CDI name (InvalidArgument).
-	ErrInvalidName = errors.New("invalid CDI device name")
+	ErrInvalidName = errclass.New(errclass.InvalidArgument, "invalid CDI device name")
 	// ErrDisabled: a container asks for CDI devices on a node configured
 	// without CDI spec directories (InvalidArgument).
-	ErrDisabled = errors.New("CDI is disabled on this node (cdi_spec_dirs is empty)")
+	ErrDisabled = errclass.New(errclass.InvalidArgument, "CDI is disabled on this node (cdi_spec_dirs is empty)")
 )
 
 // Registry is the node's CDI devices. A nil *Registry is CDI disabled.

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	metadata "github.com/checkpoint-restore/checkpointctl/lib"
+	"github.com/crivet/crivet/internal/errclass"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -76,7 +77,7 @@ var ErrNotArchive = errors.New("not a container checkpoint archive")
 
 // ErrInvalid: a checkpoint archive that cannot be restored (a path that
 // leaves the archive, a missing config.dump, ...).
-var ErrInvalid = errors.New("invalid checkpoint archive")
+var ErrInvalid = errclass.New(errclass.InvalidArgument, "invalid checkpoint archive")
 
 // Contents is what Write puts in an archive.
 type Contents struct {
@@ -440,7 +441,7 @@ func ReadDeletedFiles(dir string) ([]string, error) {
 // ErrOtherImage: the node's image under the name a checkpoint records is
 // not the image the checkpoint was made from (the name moved), so its
 // root filesystem changes and processes would run on other files.
-var ErrOtherImage = errors.New("checkpoint was made from another image")
+var ErrOtherImage = errclass.New(errclass.FailedPrecondition, "checkpoint was made from another image")
 
 // SameImage checks that id is the image the archive was made from, when
 // the archive records one (IDs compare with or without "sha256:").

@@ -22,18 +22,20 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/crivet/crivet/internal/errclass"
 	"github.com/crivet/crivet/internal/keyed"
 	"github.com/crivet/crivet/oci/cgroup"
 	"github.com/crivet/crivet/oci/monitor"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// Sentinel errors; the CRI server maps them to gRPC codes.
+// Sentinel errors, each of a class (internal/errclass) the CRI server
+// maps to a gRPC code.
 var (
-	ErrNotFound        = errors.New("not found")
-	ErrAlreadyExists   = errors.New("already exists")
-	ErrNotRunning      = errors.New("container is not running")
-	ErrInvalidArgument = errors.New("invalid argument")
+	ErrNotFound        = errclass.New(errclass.NotFound, "not found")
+	ErrAlreadyExists   = errclass.New(errclass.AlreadyExists, "already exists")
+	ErrNotRunning      = errclass.New(errclass.FailedPrecondition, "container is not running")
+	ErrInvalidArgument = errclass.New(errclass.InvalidArgument, "invalid argument")
 	// ErrTimeout is returned (together with context.DeadlineExceeded) when
 	// ExecSync's timeout fires; kubelet's exec probes want DeadlineExceeded.
 	ErrTimeout = errors.New("timed out")
