@@ -7,7 +7,7 @@
 // Cardinality stays bounded: labels are namespaces, CRI method names,
 // gRPC codes, decision stages, outcomes and reason classes, never image
 // names, references or IDs. Namespaces are client-chosen, so the
-// decisions counter keeps at most MaxNamespaces of them (see namespaces).
+// decisions counter keeps at most MaxNamespaces of them (see capped).
 package metrics
 
 import (
@@ -35,7 +35,7 @@ type Metrics struct {
 	pullBytes       prometheus.Counter
 	pullSeconds     *prometheus.HistogramVec
 
-	namespaces namespaces
+	namespaces capped
 	nri        *nriMetrics
 }
 
@@ -51,29 +51,31 @@ const MaxNamespaces = 100
 // is never mistaken for a real namespace's series.
 const OtherNamespace = "_other"
 
-// namespaces is the set of namespaces given a series of their own: the
-// first MaxNamespaces seen since the daemon started, kept until it stops
-// (a series that vanished would break rate() over it).
-type namespaces struct {
+// capped is a label whose values clients choose (namespaces, NRI plugin
+// names): the first max values seen since the daemon started get a series
+// of their own, kept until it stops (a series that vanished would break
+// rate() over it); any further value is counted under OtherNamespace.
+type capped struct {
+	max  int
 	mu   sync.Mutex
 	seen map[string]struct{}
 }
 
-// label is the namespace label value for ns.
-func (n *namespaces) label(ns string) string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, ok := n.seen[ns]; ok {
-		return ns
+// label is the label value for v.
+func (c *capped) label(v string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.seen[v]; ok {
+		return v
 	}
-	if len(n.seen) >= MaxNamespaces {
+	if len(c.seen) >= c.max {
 		return OtherNamespace
 	}
-	if n.seen == nil {
-		n.seen = map[string]struct{}{}
+	if c.seen == nil {
+		c.seen = map[string]struct{}{}
 	}
-	n.seen[ns] = struct{}{}
-	return ns
+	c.seen[v] = struct{}{}
+	return v
 }
 
 // Buckets: an offline admission from the cache takes microseconds, a cold
@@ -88,7 +90,8 @@ var (
 // and process collectors.
 func New() *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg:        prometheus.NewRegistry(),
+		namespaces: capped{max: MaxNamespaces},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "crivet_signature_decisions_total",
 			Help: fmt.Sprintf("Signature policy decisions, by pod namespace (the first %d seen since start; later ones count under %q), stage (pull, create, image-volume), outcome (allowed, rejected, warned, error) and reason class.", MaxNamespaces, OtherNamespace),

@@ -287,3 +287,22 @@ func TestDecisionNamespacesAreCapped(t *testing.T) {
 		t.Errorf("help %q does not say where further namespaces go", help)
 	}
 }
+
+// Plugin names past MaxNRIPlugins share one series like namespaces do: a
+// client connecting under endless names does not grow the calls counter.
+func TestNRIPluginNamesAreCapped(t *testing.T) {
+	m := New()
+	const extra = 5
+	for i := range MaxNRIPlugins + extra {
+		m.NRIPluginCall(fmt.Sprintf("%02d-plugin", i), "CreateContainer", false)
+	}
+	m.NRIPluginCall("00-plugin", "CreateContainer", true)
+	f := scrape(t, serve(t, m))
+	calls := "crivet_nri_plugin_calls_total"
+	if n := len(f[calls].GetMetric()); n != MaxNRIPlugins+2 {
+		t.Fatalf("%d series, want %d plugins' ok, one error and %q", n, MaxNRIPlugins, OtherNamespace)
+	}
+	mustValue(t, f, calls, map[string]string{"plugin": "00-plugin", "event": "CreateContainer", "result": "error"}, 1)
+	mustValue(t, f, calls, map[string]string{"plugin": fmt.Sprintf("%02d-plugin", MaxNRIPlugins-1), "event": "CreateContainer", "result": "ok"}, 1)
+	mustValue(t, f, calls, map[string]string{"plugin": OtherNamespace, "event": "CreateContainer", "result": "ok"}, extra)
+}

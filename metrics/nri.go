@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,8 +17,8 @@ type nriMetrics struct {
 	plugins prometheus.Gauge
 	refused *prometheus.CounterVec
 
-	mu    sync.Mutex
-	names map[string]struct{}
+	// plugins name themselves when they connect.
+	names capped
 }
 
 func newNRIMetrics() *nriMetrics {
@@ -36,25 +35,12 @@ func newNRIMetrics() *nriMetrics {
 			Name: "crivet_nri_refused_total",
 			Help: "What NRI plugins asked for and crivet refused, by kind (adjustment: it would change the verified root filesystem or crivet's annotations, the create failed; eviction: crivet does not evict for plugins).",
 		}, []string{"kind"}),
-		names: map[string]struct{}{},
+		names: capped{max: MaxNRIPlugins},
 	}
 }
 
 func (n *nriMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{n.calls, n.plugins, n.refused}
-}
-
-func (n *nriMetrics) label(plugin string) string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, ok := n.names[plugin]; ok {
-		return plugin
-	}
-	if len(n.names) >= MaxNRIPlugins {
-		return OtherNamespace
-	}
-	n.names[plugin] = struct{}{}
-	return plugin
 }
 
 // NRIPluginCall counts one call to a plugin (nri.Observer).
@@ -66,7 +52,7 @@ func (m *Metrics) NRIPluginCall(plugin, event string, failed bool) {
 	if failed {
 		result = "error"
 	}
-	m.nri.calls.WithLabelValues(m.nri.label(plugin), event, result).Inc()
+	m.nri.calls.WithLabelValues(m.nri.names.label(plugin), event, result).Inc()
 }
 
 // NRIPlugins sets how many plugins are connected (nri.Observer).
