@@ -696,44 +696,17 @@ func (f *Finder) logger() *slog.Logger {
 	return slog.Default()
 }
 
-func (f *Finder) maxReferrers() int {
-	if f.MaxReferrers > 0 {
-		return f.MaxReferrers
-	}
-	return 64
-}
+// The limits a zero (or negative) Finder field leaves at its default.
+func (f *Finder) maxReferrers() int       { return orDefault(f.MaxReferrers, 64) }
+func (f *Finder) maxIndexBytes() int64    { return orDefault(f.MaxIndexBytes, 4<<20) }
+func (f *Finder) maxManifestBytes() int64 { return orDefault(f.MaxManifestBytes, 4<<20) }
+func (f *Finder) maxBundleBytes() int64   { return orDefault(f.MaxBundleBytes, 1<<20) }
+func (f *Finder) maxPages() int           { return orDefault(f.MaxPages, 16) }
+func (f *Finder) timeout() time.Duration  { return orDefault(f.Timeout, 2*time.Minute) }
 
-func (f *Finder) maxIndexBytes() int64 {
-	if f.MaxIndexBytes > 0 {
-		return f.MaxIndexBytes
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	return 4 << 20
-}
-
-func (f *Finder) maxManifestBytes() int64 {
-	if f.MaxManifestBytes > 0 {
-		return f.MaxManifestBytes
-	}
-	return 4 << 20
-}
-
-func (f *Finder) maxBundleBytes() int64 {
-	if f.MaxBundleBytes > 0 {
-		return f.MaxBundleBytes
-	}
-	return 1 << 20
-}
-
-func (f *Finder) maxPages() int {
-	if f.MaxPages > 0 {
-		return f.MaxPages
-	}
-	return 16
-}
-
-func (f *Finder) timeout() time.Duration {
-	if f.Timeout > 0 {
-		return f.Timeout
-	}
-	return 2 * time.Minute
+	return def
 }
