@@ -71,16 +71,10 @@ func pinNamespaces(dir string, kinds []string, hostname string) (map[string]stri
 			paths := map[string]string{}
 			for _, k := range kinds {
 				target := filepath.Join(dir, k)
-				f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o400)
-				if err != nil {
-					return paths, fmt.Errorf("pin %s namespace: %w", k, err)
+				if err := pin(k, fmt.Sprintf("/proc/%d/task/%d/ns/%s", os.Getpid(), tid, k), target); err != nil {
+					return paths, err
 				}
-				f.Close()
 				paths[k] = target
-				src := fmt.Sprintf("/proc/%d/task/%d/ns/%s", os.Getpid(), tid, k)
-				if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
-					return paths, fmt.Errorf("pin %s namespace: bind %s: %w", k, src, err)
-				}
 			}
 			return paths, nil
 		}()
@@ -94,6 +88,22 @@ func pinNamespaces(dir string, kinds []string, hostname string) (map[string]stri
 		return nil, r.err
 	}
 	return r.paths, nil
+}
+
+// pin keeps the namespace of kind at src (a /proc/.../ns/<kind> file)
+// alive with a bind mount on target, a file it creates; on a failed mount
+// it removes that file again.
+func pin(kind, src, target string) error {
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o400)
+	if err != nil {
+		return fmt.Errorf("pin %s namespace: %w", kind, err)
+	}
+	f.Close()
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		_ = os.Remove(target)
+		return fmt.Errorf("pin %s namespace: bind %s: %w", kind, src, err)
+	}
+	return nil
 }
 
 // unpin releases a pinned namespace; a missing pin is not an error, so a

@@ -106,16 +106,10 @@ func pinUserns(dir string, kinds []string, hostname string, m *spec.IDMappings) 
 	}()
 	for _, k := range append([]string{UserNS}, kinds...) {
 		target := filepath.Join(dir, k)
-		f, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o400)
-		if err != nil {
-			return nil, fmt.Errorf("pin %s namespace: %w", k, err)
+		if err := pin(k, fmt.Sprintf("/proc/%d/ns/%s", cmd.Process.Pid, k), target); err != nil {
+			return nil, err
 		}
-		f.Close()
 		paths[k] = target
-		src := fmt.Sprintf("/proc/%d/ns/%s", cmd.Process.Pid, k)
-		if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
-			return nil, fmt.Errorf("pin %s namespace: bind %s: %w", k, src, err)
-		}
 	}
 	return paths, nil
 }
