@@ -90,9 +90,22 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // Container builds the OCI spec of a CRI container. Errors wrap ErrInvalid,
 // ErrUnsupported or ErrUserNotFound when the request is at fault.
 func Container(in ContainerInput) (*specs.Spec, error) {
-	s, err := container(in)
+	return build("container", in.ID, in.Host, func(h *Host) (*specs.Spec, error) { return container(in, h) })
+}
+
+// build runs a spec builder with the host's facts (host, or the current
+// host's when nil) and says which container or pod a failure is about.
+func build(kind, id string, host *Host, f func(*Host) (*specs.Spec, error)) (*specs.Spec, error) {
+	var err error
+	if host == nil {
+		host, err = CurrentHost()
+	}
+	var s *specs.Spec
+	if err == nil {
+		s, err = f(host)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("spec for container %s: %w", in.ID, err)
+		return nil, fmt.Errorf("spec for %s %s: %w", kind, id, err)
 	}
 	return s, nil
 }
@@ -100,11 +113,7 @@ func Container(in ContainerInput) (*specs.Spec, error) {
 // container assembles the spec from its parts: the process (what runs and
 // as whom), the mounts, the Linux settings (resources, devices,
 // namespaces, cgroup), and the confinement (masked paths, seccomp).
-func container(in ContainerInput) (*specs.Spec, error) {
-	h, err := hostOf(in.Host)
-	if err != nil {
-		return nil, err
-	}
+func container(in ContainerInput, h *Host) (*specs.Spec, error) {
 	if err := checkContainerInput(in); err != nil {
 		return nil, err
 	}
@@ -307,13 +316,6 @@ func pathsOr(given, def []string) []string {
 		return slices.Clone(given)
 	}
 	return slices.Clone(def)
-}
-
-func hostOf(h *Host) (*Host, error) {
-	if h != nil {
-		return h, nil
-	}
-	return CurrentHost()
 }
 
 // checkUsernsPath: a pod with its own user namespace runs its containers

@@ -53,18 +53,10 @@ const (
 // capabilities and no_new_privs, whatever the pod's privileges: it only
 // waits for signals and reaps children.
 func Sandbox(in SandboxInput) (*specs.Spec, error) {
-	s, err := sandbox(in)
-	if err != nil {
-		return nil, fmt.Errorf("spec for sandbox %s: %w", in.ID, err)
-	}
-	return s, nil
+	return build("sandbox", in.ID, in.Host, func(h *Host) (*specs.Spec, error) { return sandbox(in, h) })
 }
 
-func sandbox(in SandboxInput) (*specs.Spec, error) {
-	h, err := hostOf(in.Host)
-	if err != nil {
-		return nil, err
-	}
+func sandbox(in SandboxInput, h *Host) (*specs.Spec, error) {
 	args := slices.Clone(in.Args)
 	if len(args) == 0 && in.PauseBinary != "" {
 		args = []string{"/pause"}
