@@ -69,7 +69,9 @@ func (v *Verifier) verifyAs(ctx context.Context, img *record.Image, d digest.Dig
 				return fmt.Errorf("verify %s: %w", img.ID, err)
 			}
 		}
-		kerr := v.verifyKept(ctx, manifestBlob, set, ref, pol)
+		// The kept set instead of the library's, read by the library's
+		// own signature parser.
+		kerr := v.checkLaidOut(ctx, manifestBlob, set, "kept signatures", &AsIdentity{Ref: ref}, pol)
 		if kerr == nil {
 			return nil
 		}
@@ -108,27 +110,29 @@ func (a *AsIdentity) SigstoreBundles(ctx context.Context) ([][]byte, error) {
 
 func (a *AsIdentity) BundleSubjects() []digest.Digest { return a.Subjects }
 
-// verifyKept evaluates pol with the kept set instead of the library's:
-// the manifest and that set are laid out as a dir: image, which the
-// library reads with its own signature parser.
-func (v *Verifier) verifyKept(ctx context.Context, manifestBlob []byte, set *record.SignatureSet, identity types.ImageReference, pol *policy.Policy) error {
+// checkLaidOut evaluates pol for as with the manifest blob and set's
+// signatures (nil: none) laid out as a dir: image in a temporary
+// directory; what names the set in an error.
+func (v *Verifier) checkLaidOut(ctx context.Context, blob []byte, set *record.SignatureSet, what string, as *AsIdentity, pol *policy.Policy) error {
 	dir, err := os.MkdirTemp(v.cfg.TempDir, "verify-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), manifestBlob, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), blob, 0o600); err != nil {
 		return err
 	}
-	off := 0
-	for i, n := range set.Sizes {
-		if n < 0 || off+n > len(set.Blob) {
-			return fmt.Errorf("kept signatures of %s: corrupt sizes", set.Manifest)
+	if set != nil {
+		off := 0
+		for i, n := range set.Sizes {
+			if n < 0 || off+n > len(set.Blob) {
+				return fmt.Errorf("%s of %s: corrupt sizes", what, set.Manifest)
+			}
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("signature-%d", i+1)), set.Blob[off:off+n], 0o600); err != nil {
+				return err
+			}
+			off += n
 		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("signature-%d", i+1)), set.Blob[off:off+n], 0o600); err != nil {
-			return err
-		}
-		off += n
 	}
 	ref, err := directory.NewReference(dir)
 	if err != nil {
@@ -139,7 +143,9 @@ func (v *Verifier) verifyKept(ctx context.Context, manifestBlob []byte, set *rec
 		return err
 	}
 	defer src.Close()
-	return pol.Check(ctx, &AsIdentity{UnparsedImage: image.UnparsedInstance(src, nil), Ref: identity})
+	checked := *as
+	checked.UnparsedImage = image.UnparsedInstance(src, nil)
+	return pol.Check(ctx, &checked)
 }
 
 // ArchiveBundleRepository is KeptBundle.Repository for bundles that
@@ -174,35 +180,6 @@ func (v *Verifier) verifyArchiveBundles(ctx context.Context, img *record.Image, 
 // attachment's signatures set (nil: none) and the bundles: laid out as a
 // dir: image, which the library reads with its own signature parser.
 func (v *Verifier) CheckSignedManifest(ctx context.Context, blob []byte, set *record.SignatureSet, bundles [][]byte, subjects []digest.Digest, ref types.ImageReference, pol *policy.Policy) error {
-	dir, err := os.MkdirTemp(v.cfg.TempDir, "verify-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), blob, 0o600); err != nil {
-		return err
-	}
-	if set != nil {
-		off := 0
-		for i, n := range set.Sizes {
-			if n < 0 || off+n > len(set.Blob) {
-				return fmt.Errorf("signatures of %s: corrupt sizes", set.Manifest)
-			}
-			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("signature-%d", i+1)), set.Blob[off:off+n], 0o600); err != nil {
-				return err
-			}
-			off += n
-		}
-	}
-	dref, err := directory.NewReference(dir)
-	if err != nil {
-		return err
-	}
-	src, err := dref.NewImageSource(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	return pol.Check(ctx, &AsIdentity{UnparsedImage: image.UnparsedInstance(src, nil), Ref: ref, Subjects: subjects,
-		Bundles: func(context.Context) ([][]byte, error) { return bundles, nil }})
+	return v.checkLaidOut(ctx, blob, set, "signatures", &AsIdentity{Ref: ref, Subjects: subjects,
+		Bundles: func(context.Context) ([][]byte, error) { return bundles, nil }}, pol)
 }
