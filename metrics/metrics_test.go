@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,65 +14,14 @@ import (
 	"github.com/crivet/crivet/oci/runtime"
 	"github.com/crivet/crivet/policy"
 	"github.com/crivet/crivet/sandbox"
+	"github.com/crivet/crivet/test/fixtures"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
 )
 
-// scrape fetches url and parses it with Prometheus' own text parser, as
-// a Prometheus server would.
-func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse %s: %v", url, err)
-	}
-	return fams
-}
-
-// value is the value of the series of family name with exactly labels
-// (counter, gauge, or a histogram's sample count); ok false if absent.
-func value(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		if len(m.GetLabel()) != len(labels) {
-			continue
-		}
-		for _, l := range m.GetLabel() {
-			if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue(), true
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
-
 func mustValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels map[string]string, want float64) {
 	t.Helper()
-	got, ok := value(fams, name, labels)
+	got, ok := fixtures.MetricValue(fams, name, labels)
 	if !ok {
 		t.Fatalf("%s%v: no such series; family: %v", name, labels, fams[name])
 	}
@@ -136,11 +84,11 @@ func TestScrapeExposesEveryObservation(t *testing.T) {
 	m.Pull(24, time.Second, errors.New("stalled"))
 	ready := &sandbox.Pod{ID: "p1", State: sandbox.Ready}
 	m.Watch(Inventory{
-		Images:  images{3},
-		Pods:    pods{pods: []*sandbox.Pod{ready, {ID: "p2", State: sandbox.NotReady}, {ID: "p3", State: sandbox.Ready}}, ctrs: []*sandbox.Container{{ID: "c1"}, {ID: "c2"}, {ID: "c3"}, {ID: "gone"}}},
+		Images: images{3},
+		Pods:   pods{pods: []*sandbox.Pod{ready, {ID: "p2", State: sandbox.NotReady}, {ID: "p3", State: sandbox.Ready}}, ctrs: []*sandbox.Container{{ID: "c1"}, {ID: "c2"}, {ID: "c3"}, {ID: "gone"}}},
 		States: states{"c1": runtime.StateRunning, "c2": runtime.StateRunning, "c3": runtime.StateExited},
 	})
-	f := scrape(t, serve(t, m))
+	f := fixtures.ScrapeMetrics(t, serve(t, m))
 
 	dec := "crivet_signature_decisions_total"
 	mustValue(t, f, dec, map[string]string{"namespace": "team-a", "stage": "pull", "outcome": "allowed", "reason": "none"}, 1)
@@ -181,7 +129,7 @@ func TestScrapeExposesEveryObservation(t *testing.T) {
 
 	// A scrape reads the owners anew: a pod gone is gone from the gauges.
 	ready.State = sandbox.NotReady
-	f = scrape(t, serve(t, m))
+	f = fixtures.ScrapeMetrics(t, serve(t, m))
 	mustValue(t, f, "crivet_pods", map[string]string{"state": "notready"}, 2)
 }
 
@@ -231,7 +179,7 @@ func TestServeWithoutHostListensOnLoopbackOnly(t *testing.T) {
 	if host != "127.0.0.1" {
 		t.Fatalf("listening on %s, want 127.0.0.1", srv.Addr())
 	}
-	_ = scrape(t, "http://"+srv.Addr()+"/metrics")
+	_ = fixtures.ScrapeMetrics(t, "http://"+srv.Addr()+"/metrics")
 	if ip := nonLoopbackIP(); ip != "" {
 		c := http.Client{Timeout: 2 * time.Second}
 		if resp, err := c.Get(fmt.Sprintf("http://%s:%s/metrics", ip, port)); err == nil {
@@ -272,7 +220,7 @@ func TestDecisionNamespacesAreCapped(t *testing.T) {
 	}
 	// A namespace with its own series keeps it after the cap is reached.
 	m.Decision("pull", "ns-000", "allowed", policy.ReasonNone, time.Millisecond)
-	f := scrape(t, serve(t, m))
+	f := fixtures.ScrapeMetrics(t, serve(t, m))
 	dec := "crivet_signature_decisions_total"
 	if n := len(f[dec].GetMetric()); n != MaxNamespaces+1 {
 		t.Fatalf("%d series, want %d namespaces and %q", n, MaxNamespaces, OtherNamespace)
@@ -280,7 +228,7 @@ func TestDecisionNamespacesAreCapped(t *testing.T) {
 	mustValue(t, f, dec, map[string]string{"namespace": "ns-000", "stage": "pull", "outcome": "allowed", "reason": "none"}, 2)
 	mustValue(t, f, dec, map[string]string{"namespace": fmt.Sprintf("ns-%03d", MaxNamespaces-1), "stage": "pull", "outcome": "allowed", "reason": "none"}, 1)
 	mustValue(t, f, dec, map[string]string{"namespace": OtherNamespace, "stage": "pull", "outcome": "allowed", "reason": "none"}, extra)
-	if _, ok := value(f, dec, map[string]string{"namespace": fmt.Sprintf("ns-%03d", MaxNamespaces), "stage": "pull", "outcome": "allowed", "reason": "none"}); ok {
+	if _, ok := fixtures.MetricValue(f, dec, map[string]string{"namespace": fmt.Sprintf("ns-%03d", MaxNamespaces), "stage": "pull", "outcome": "allowed", "reason": "none"}); ok {
 		t.Fatal("a namespace past the cap has its own series")
 	}
 	if help := f[dec].GetHelp(); !strings.Contains(help, OtherNamespace) {
@@ -297,7 +245,7 @@ func TestNRIPluginNamesAreCapped(t *testing.T) {
 		m.NRIPluginCall(fmt.Sprintf("%02d-plugin", i), "CreateContainer", false)
 	}
 	m.NRIPluginCall("00-plugin", "CreateContainer", true)
-	f := scrape(t, serve(t, m))
+	f := fixtures.ScrapeMetrics(t, serve(t, m))
 	calls := "crivet_nri_plugin_calls_total"
 	if n := len(f[calls].GetMetric()); n != MaxNRIPlugins+2 {
 		t.Fatalf("%d series, want %d plugins' ok, one error and %q", n, MaxNRIPlugins, OtherNamespace)

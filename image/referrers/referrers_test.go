@@ -56,26 +56,8 @@ func named(t *testing.T, ref string) reference.Named {
 	return n
 }
 
-// logBuffer collects a Finder's logs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func finder() (*referrers.Finder, *logBuffer) {
-	logs := &logBuffer{}
+func finder() (*referrers.Finder, *fixtures.Buffer) {
+	logs := &fixtures.Buffer{}
 	return &referrers.Finder{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, logs
 }
 

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,12 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/crivet/crivet/oci/monitor"
+	"github.com/crivet/crivet/test/fixtures"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -167,29 +166,12 @@ func TestExecSyncTimeoutKillsTheProcess(t *testing.T) {
 	}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuf) Close() error { return nil }
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestExecWithoutTtyStreamsAndReportsExitCodeTheWayCRIStreamingReadsIt(t *testing.T) {
 	e := newEnv(t)
 	rt := e.runtime(t)
 	c := run(t, rt, e, []string{"sleep", "100"}, CreateOptions{}, bundleOpts{})
 
-	var out, errOut syncBuf
+	var out, errOut fixtures.Buffer
 	err := rt.Exec(t.Context(), c.id, []string{"sh", "-c", "cat; echo e >&2"}, strings.NewReader("hello\n"), &out, &errOut, false, nil)
 	if err != nil || out.String() != "hello\n" || errOut.String() != "e\n" {
 		t.Errorf("Exec = %v, stdout %q, stderr %q", err, out.String(), errOut.String())
@@ -209,7 +191,7 @@ func TestExecWithTtyRunsOnARealTerminal(t *testing.T) {
 
 	resize := make(chan remotecommand.TerminalSize, 1)
 	resize <- remotecommand.TerminalSize{Width: 100, Height: 40}
-	var out syncBuf
+	var out fixtures.Buffer
 	err := rt.Exec(t.Context(), c.id, []string{"sh", "-c", "tty; stty size; read l; echo got:$l"}, strings.NewReader("abc\n"), &out, nil, true, resize)
 	if err != nil {
 		t.Fatalf("Exec: %v (output %q)", err, out.String())
@@ -228,7 +210,7 @@ func TestExecWithTtyRunsOnARealTerminal(t *testing.T) {
 
 type attachment struct {
 	stdin       *io.PipeWriter
-	out, errOut syncBuf
+	out, errOut fixtures.Buffer
 	cancel      context.CancelFunc
 	done        chan error
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -128,7 +127,7 @@ type node struct {
 	regD      string
 	lookaside string
 	cmd       *exec.Cmd
-	log       *logBuffer
+	log       *fixtures.Buffer
 	exited    chan error
 	// ids are the pods and containers created through mustCrictl.
 	ids map[string]bool
@@ -197,7 +196,7 @@ func (n *node) start() {
 	n.t.Helper()
 	// The explicit --config file must exist; an empty one means defaults.
 	fixtures.WriteFile(n.t, filepath.Join(n.dir, "none.toml"), n.toml)
-	n.log = &logBuffer{}
+	n.log = &fixtures.Buffer{}
 	n.cmd = exec.Command(crivetBin, n.args()...)
 	n.cmd.Env = append(os.Environ(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
@@ -222,26 +221,6 @@ func (n *node) start() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	n.t.Fatalf("crivet did not serve within 30s:\n%s", n.log)
-}
-
-// logBuffer holds the daemon's output. exec copies the daemon's pipe into
-// it from a goroutine of its own while the test reads it: a plain
-// bytes.Buffer would be a data race.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // waitLog waits until the daemon's output holds more than before[i]

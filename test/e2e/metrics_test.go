@@ -9,8 +9,6 @@ import (
 
 	"github.com/crivet/crivet/test/fixtures"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -25,25 +23,6 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// scrapeMetrics reads /metrics as Prometheus would, with its text parser.
-func scrapeMetrics(t *testing.T, url string) map[string]*dto.MetricFamily {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse %s: %v", url, err)
-	}
-	return fams
-}
-
 // series is the value of the series of family name whose labels are
 // exactly labels ("k=v" pairs); -1 when there is none.
 func series(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
@@ -52,24 +31,8 @@ func series(fams map[string]*dto.MetricFamily, name string, labels ...string) fl
 		k, v, _ := strings.Cut(l, "=")
 		want[k] = v
 	}
-next:
-	for _, m := range fams[name].GetMetric() {
-		if len(m.GetLabel()) != len(want) {
-			continue
-		}
-		for _, l := range m.GetLabel() {
-			if v, ok := want[l.GetName()]; !ok || v != l.GetValue() {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
+	if v, ok := fixtures.MetricValue(fams, name, want); ok {
+		return v
 	}
 	return -1
 }
@@ -122,7 +85,7 @@ func TestMetricsCountWhatTheDaemonDid(t *testing.T) {
 		"mounts": []map[string]any{{"container_path": "/vol", "readonly": true, "image": map[string]any{"image": signed.Ref, "user_specified_image": signed.Ref}}}}), pod))
 	n.mustCrictl("start", ctrID)
 
-	f := scrapeMetrics(t, "http://"+addr+"/metrics")
+	f := fixtures.ScrapeMetrics(t, "http://"+addr+"/metrics")
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -175,7 +138,7 @@ func TestMetricsCountWhatTheDaemonDid(t *testing.T) {
 
 	// The pod stopped: the next scrape asks the owners again.
 	n.mustCrictl("stopp", podID)
-	f = scrapeMetrics(t, "http://"+addr+"/metrics")
+	f = fixtures.ScrapeMetrics(t, "http://"+addr+"/metrics")
 	if got := series(f, "crivet_pods", "state=notready"); got != 1 {
 		t.Errorf("after stopp: crivet_pods{state=notready} = %v, want 1", got)
 	}

@@ -60,7 +60,7 @@ func (n *node) nriSock() string { return filepath.Join(n.dir, "nri.sock") }
 func (n *node) runPlugin(name, mode, events, mountSrc string) *exec.Cmd {
 	n.t.Helper()
 	cmd := exec.Command(nriPluginBin(n.t), "-socket", n.nriSock(), "-name", name, "-idx", "50", "-mode", mode, "-events", events, "-mount-src", mountSrc)
-	var out logBuffer
+	var out fixtures.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		n.t.Fatal(err)
@@ -242,7 +242,7 @@ func TestNRIPluginAdjustsContainersAndSeesEveryStep(t *testing.T) {
 		}
 	}
 
-	f := scrapeMetrics(t, "http://"+addr+"/metrics")
+	f := fixtures.ScrapeMetrics(t, "http://"+addr+"/metrics")
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -350,7 +350,7 @@ func TestNRIPluginCannotTakeTheVerifiedImagesPlace(t *testing.T) {
 	if len(attacked) != 4 {
 		t.Errorf("attacks the plugin saw: %v", attacked)
 	}
-	f := scrapeMetrics(t, "http://"+addr+"/metrics")
+	f := fixtures.ScrapeMetrics(t, "http://"+addr+"/metrics")
 	if got := series(f, "crivet_nri_refused_total", "kind=adjustment"); got != 4 {
 		t.Errorf("crivet_nri_refused_total{kind=adjustment} = %v, want 4", got)
 	}
@@ -394,7 +394,7 @@ func TestNRIPluginThatHangsOrCrashesIsDropped(t *testing.T) {
 	n.mustCrictl("stopp", podID)
 	n.mustCrictl("rmp", podID)
 
-	f := scrapeMetrics(t, "http://"+addr+"/metrics")
+	f := fixtures.ScrapeMetrics(t, "http://"+addr+"/metrics")
 	for _, c := range []struct {
 		labels []string
 		want   float64

@@ -327,5 +327,5 @@ func (s *soak) fdTargets() string {
 }
 
 func (s *soak) goroutines() int {
-	return int(series(scrapeMetrics(s.t, s.metricsURL), "go_goroutines"))
+	return int(series(fixtures.ScrapeMetrics(s.t, s.metricsURL), "go_goroutines"))
 }
