@@ -289,11 +289,7 @@ func containerLinux(in ContainerInput, h *Host) (*specs.Linux, error) {
 	if err != nil {
 		return nil, err
 	}
-	parent := in.CgroupParent
-	if parent == "" {
-		parent = in.Sandbox.GetLinux().GetCgroupParent()
-	}
-	cgPath, err := cgroupsPath(in.CgroupDriver, parent, in.ID)
+	cgPath, err := cgroupsPath(in.CgroupDriver, in.CgroupParent, in.Sandbox, in.ID)
 	if err != nil {
 		return nil, err
 	}

@@ -8,10 +8,14 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// cgroupsPath is runc's linux.cgroupsPath under the node's driver; a
-// parent written for the other driver is the caller's mistake (kubelet's
+// cgroupsPath is runc's linux.cgroupsPath of id under the node's driver,
+// below parent or, when that is "", the pod's cgroup parent; a parent
+// written for the other driver is the caller's mistake (kubelet's
 // cgroupDriver differs from crivet's).
-func cgroupsPath(d cgroup.Driver, parent, id string) (string, error) {
+func cgroupsPath(d cgroup.Driver, parent string, pod *runtimeapi.PodSandboxConfig, id string) (string, error) {
+	if parent == "" {
+		parent = pod.GetLinux().GetCgroupParent()
+	}
 	p, err := d.ContainerPath(parent, id)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalid, err)

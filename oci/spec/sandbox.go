@@ -99,11 +99,7 @@ func sandbox(in SandboxInput, h *Host) (*specs.Spec, error) {
 	}
 	shares := uint64(sandboxCPUShares)
 	adj := oomScoreAdj(sandboxOOMScoreAdj, h)
-	parent := in.CgroupParent
-	if parent == "" {
-		parent = in.Sandbox.GetLinux().GetCgroupParent()
-	}
-	cgPath, err := cgroupsPath(in.CgroupDriver, parent, in.ID)
+	cgPath, err := cgroupsPath(in.CgroupDriver, in.CgroupParent, in.Sandbox, in.ID)
 	if err != nil {
 		return nil, err
 	}
