@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # images.sh: the images the [NodeConformance] specs of k8s.io/kubernetes
 # v1.37.2 run, built offline and pushed to $REGISTRY. Sourced by run.sh,
-# which defines WORK, TOOLS_BIN, REGISTRY, log and die.
+# which defines WORK, TOOLS_BIN, REGISTRY, log and die and sources
+# test/lib/oci.sh (oci_layout).
 #
 # Each image is one layer made here: Debian's busybox (the dynamic one, whose
 # ash execs /bin/<applet> as the busybox images do) with the host's libc,
@@ -66,31 +67,12 @@ base_rootfs() {
 # mkimage REF ROOT CONFIG: a one-layer image from ROOT with CONFIG (the
 # "config" object of the image config, JSON) pushed as $REGISTRY/REF.
 mkimage() {
-	local ref=$1 root=$2 cfgobj=$3 out=$IMG/dirs/${1//[\/:]/_} diffid layer lsize cfg csize
-	rm -rf "$out"
-	mkdir -p "$out"
+	local ref=$1 root=$2 cfgobj=$3 out=$IMG/dirs/${1//[\/:]/_}
 	# Every tag its own image ID, as upstream: kubelet reports a running
 	# container's image by the image's tags, and specs that switch between
 	# two tags (agnhost 2.55/2.66.1, busybox, nginx) check which one runs.
 	mkdir -p "$root/etc" && echo "$ref" >"$root/etc/e2e-image"
-	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$out/layer.tar" .
-	diffid=$(sha256sum <"$out/layer.tar" | cut -d' ' -f1)
-	gzip -n -c "$out/layer.tar" >"$out/layer.tar.gz"
-	rm -f "$out/layer.tar"
-	layer=$(sha256sum <"$out/layer.tar.gz" | cut -d' ' -f1)
-	lsize=$(stat -c %s "$out/layer.tar.gz")
-	mv "$out/layer.tar.gz" "$out/$layer"
-	jq -cn --arg d "sha256:$diffid" --argjson c "$cfgobj" '{architecture: "amd64", os: "linux",
-		config: ({Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]} + $c),
-		rootfs: {type: "layers", diff_ids: [$d]}}' >"$out/config.json"
-	cfg=$(sha256sum <"$out/config.json" | cut -d' ' -f1)
-	csize=$(stat -c %s "$out/config.json")
-	mv "$out/config.json" "$out/$cfg"
-	jq -cn --arg c "sha256:$cfg" --argjson cs "$csize" --arg l "sha256:$layer" --argjson ls "$lsize" '{schemaVersion: 2,
-		mediaType: "application/vnd.oci.image.manifest.v1+json",
-		config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
-		layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $l, size: $ls}]}' >"$out/manifest.json"
-	echo 'Directory Transport Version: 1.1' >"$out/version"
+	oci_layout "$root" "$out" "$cfgobj" || die "image $ref"
 	skopeo copy -q --dest-tls-verify=false "dir:$out" "docker://$REGISTRY/$ref" || die "push $REGISTRY/$ref"
 	echo "$REGISTRY/$ref" >>"$IMG/pushed.txt"
 }

@@ -92,6 +92,12 @@ mkdir -p "$WORK"
 # shellcheck source=test/lib/build.sh
 LAB=$WORK TAGS="containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper" CRI_TOOLS=$CRI_TOOLS_VERSION
 . "$REPO/test/lib/build.sh"
+# host_sysctls, host_chains
+# shellcheck source=test/lib/host.sh
+. "$REPO/test/lib/host.sh"
+# oci_layout, for images.sh
+# shellcheck source=test/lib/oci.sh
+. "$REPO/test/lib/oci.sh"
 K8S_SRC=$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION
 
 [ "$(id -u)" = 0 ] || die "run as root"
@@ -264,13 +270,9 @@ sign_images() {
 save_kubelet_host_state() {
 	[ -s "$STATE/kubelet-host" ] && return
 	{
-		for s in vm.overcommit_memory kernel.panic kernel.panic_on_oops; do echo "sysctl $s $(sysctl -n $s)"; done
+		host_sysctls vm.overcommit_memory kernel.panic kernel.panic_on_oops
 		for p in /var/lib/kubelet /var/log/pods /var/log/containers /sys/fs/cgroup/*/kubepods; do [ -e "$p" ] && echo "existed $p"; done
-		for ipt in iptables ip6tables; do
-			for t in filter nat mangle; do
-				$ipt -t $t -S 2>/dev/null | awk -v i=$ipt -v t=$t '$1=="-N"{print "chain", i, t, $2}'
-			done
-		done
+		host_chains
 	} >"$STATE/kubelet-host"
 }
 
