@@ -31,13 +31,10 @@ SOCK=$LAB/crivet.sock
 RO=http://127.0.0.1:10255
 CRICTL() { "$LAB/bin/crictl" -c "$LAB/etc/crictl.yaml" "$@"; }
 
-log() { printf '%s %s\n' "$(date +%T)" "$*"; }
-die() { log "FATAL: $*"; exit 1; }
 RESULTS=$LAB/results.txt
-pass() { log "PASS: $*"; echo "PASS: $*" >>"$RESULTS"; }
-fail() { log "FAIL: $*"; echo "FAIL: $*" >>"$RESULTS"; }
-gap() { log "GAP: $*"; echo "GAP: $*" >>"$RESULTS"; } # works, but something kubelet could use is missing
-note() { log "NOTE: $*"; echo "NOTE: $*" >>"$RESULTS"; } # what kubelet does by design, recorded
+# log, die, pass, fail, …: test/lib's libraries for crivet labs
+# shellcheck source=test/lib/lab.sh
+. "$REPO/test/lib/lab.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root"
 
@@ -56,18 +53,13 @@ build_kubelet() {
 KUBELET_VERSION=$K8S_VERSION
 # shellcheck source=test/lib/kubelet.sh
 . "$REPO/test/lib/kubelet.sh"
-# build_crivet, build_crictl, build_sigtool
-# shellcheck source=test/lib/build.sh
-. "$REPO/test/lib/build.sh"
-# shellcheck source=test/lib/proc.sh
-. "$REPO/test/lib/proc.sh"
 
 # mkimage NAME MARKER: a one-layer OCI image in a dir: layout, from Debian's
 # busybox-static; MARKER (written to /etc/image-name) makes each image distinct.
 mkimage() {
-	local name=$1 marker=$2 root=$LAB/images/$1.rootfs out=$LAB/images/$1.dir a
-	rm -rf "$root" "$out"
-	mkdir -p "$root"/{bin,etc,tmp,root} "$out"
+	local name=$1 marker=$2 root=$LAB/images/$1.rootfs a
+	rm -rf "$root"
+	mkdir -p "$root"/{bin,etc,tmp,root}
 	chmod 1777 "$root/tmp"
 	cp /bin/busybox "$root/bin/busybox"
 	for a in sh cat echo sleep mkdir httpd id hostname ip ls ps true kill wget touch stat grep; do ln -s busybox "$root/bin/$a"; done
@@ -76,30 +68,8 @@ mkimage() {
 	printf 'root:x:0:0:root:/root:/bin/sh\nlab:x:1000:1000:lab:/tmp:/bin/sh\n' >"$root/etc/passwd"
 	printf 'root:x:0:\nlabgroup:x:5000:lab\n' >"$root/etc/group"
 	echo "$marker" >"$root/etc/image-name"
-	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$LAB/images/$name.tar" .
-	local diffid layer lsize cfg csize man
-	diffid=$(sha256sum <"$LAB/images/$name.tar" | cut -d' ' -f1)
-	gzip -n -c "$LAB/images/$name.tar" >"$LAB/images/$name.tar.gz"
-	layer=$(sha256sum <"$LAB/images/$name.tar.gz" | cut -d' ' -f1)
-	lsize=$(stat -c %s "$LAB/images/$name.tar.gz")
-	mv "$LAB/images/$name.tar.gz" "$out/$layer"
-	rm -f "$LAB/images/$name.tar"
-	jq -cn --arg d "sha256:$diffid" '{architecture: "amd64", os: "linux",
-		config: {Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], Cmd: ["sh"]},
-		rootfs: {type: "layers", diff_ids: [$d]}}' >"$out/config.json"
-	cfg=$(sha256sum <"$out/config.json" | cut -d' ' -f1)
-	csize=$(stat -c %s "$out/config.json")
-	mv "$out/config.json" "$out/$cfg"
-	jq -cn --arg c "sha256:$cfg" --argjson cs "$csize" --arg l "sha256:$layer" --argjson ls "$lsize" '{schemaVersion: 2,
-		mediaType: "application/vnd.oci.image.manifest.v1+json",
-		config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
-		layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $l, size: $ls}]}' >"$out/manifest.json"
-	echo 'Directory Transport Version: 1.1' >"$out/version"
+	oci_layout "$root" "$LAB/images/$name.dir" '{"Cmd": ["sh"]}' || die "image $name"
 	rm -rf "$root"
-}
-
-push() { # dir-name repo:tag
-	skopeo --registries.d "$LAB/etc/registries.d" copy -q --dest-tls-verify=false "dir:$LAB/images/$1.dir" "docker://$REG/$2" || die "push $2"
 }
 
 # ---------------------------------------------------------------- host state
@@ -108,14 +78,10 @@ push() { # dir-name repo:tag
 save_host_state() {
 	[ -s "$LAB/host-state" ] && return # a KEEP=1 run already recorded it
 	{
-		for s in vm.overcommit_memory kernel.panic kernel.panic_on_oops; do echo "sysctl $s $(sysctl -n $s)"; done
+		host_sysctls vm.overcommit_memory kernel.panic kernel.panic_on_oops
 		for p in /var/lib/kubelet /var/log/pods /var/log/containers /usr/libexec/kubernetes; do [ -e "$p" ] && echo "existed $p"; done
 		for c in /sys/fs/cgroup/*/kubepods; do [ -d "$c" ] && echo "existed $c"; done
-		for ipt in iptables ip6tables; do
-			for t in filter nat mangle; do
-				$ipt -t $t -S 2>/dev/null | awk -v i=$ipt -v t=$t '$1=="-N"{print "chain", i, t, $2}'
-			done
-		done
+		host_chains
 	} >"$LAB/host-state"
 }
 existed() { grep -qxF "existed $1" "$LAB/host-state"; }
@@ -124,20 +90,6 @@ had_chain() { grep -qxF "chain $1 $2 $3" "$LAB/host-state"; }
 # ---------------------------------------------------------------- daemons
 write_config() {
 	mkdir -p "$LAB"/{etc/policies,etc/registries.d,etc/net.d,keys,kubelet/manifests,kubelet/root,kubelet/certs,pods,registry/data,crivet,cni-data}
-	cat >"$LAB/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $LAB/registry/data
-  delete:
-    enabled: true
-http:
-  addr: $REG
-EOF
 	: >"$LAB/etc/crivet.toml"
 	# The default handler's runc ($RUNC: user namespaces need >= 1.2), and
 	# a second handler on Debian's runc with its own state root (standalone
@@ -161,33 +113,12 @@ devices:
       hostPath: $LAB/cdi-null
 EOF
 	if [ -x /usr/bin/runc ] && [ "$RUNC" != /usr/bin/runc ]; then
-		printf '\n[runtimes.debian]\nruntime_path = "/usr/bin/runc"\nruntime_root = "%s/runc-debian"\n' "$RUNROOT" >>"$LAB/etc/crivet.toml"
+		debian_handler_toml >>"$LAB/etc/crivet.toml"
 	fi
-	printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"$LAB/etc/policy.json"
-	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
-	printf 'unqualified-search-registries = []\n\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$REG" "$REG" >"$LAB/etc/registries.conf"
-	cat >"$LAB/etc/net.d/10-kllab.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "kllab",
-  "plugins": [
-    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$SUBNET"}]], "dataDir": "$LAB/cni-data"}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-EOF
+	write_image_config
+	cni_bridge_conflist kllab "$BRIDGE" "$SUBNET" ", \"dataDir\": \"$LAB/cni-data\"" >"$LAB/etc/net.d/10-kllab.conflist"
 	# The per-namespace policy for kllab-strict (installed by case 2).
-	cat >"$LAB/etc/strict-policy.json" <<EOF
-{
-  "default": [{"type": "reject"}],
-  "transports": {
-    "docker": {
-      "$REG": [{"type": "sigstoreSigned", "keyPath": "$LAB/keys/cosign.pub", "signedIdentity": {"type": "matchRepository"}}]
-    }
-  }
-}
-EOF
+	signed_only_policy >"$LAB/etc/strict-policy.json"
 	printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$SOCK" "$SOCK" >"$LAB/etc/crictl.yaml"
 	# Pull in another namespace (no policy file: the global one applies).
 	printf '{"metadata": {"name": "prepull", "namespace": "kllab-loose", "uid": "kllab-prepull", "attempt": 0}, "log_directory": "/tmp", "linux": {}}\n' >"$LAB/etc/prepull-pod.json"
@@ -231,141 +162,47 @@ EOF
 	# A pod asking for one crivet.test/null device, which the lab's device
 	# plugin (test/tools/cdiplugin) allocates as CDI device
 	# crivet.test/dev=null0: kubelet sends it in cdi_devices.
-	cat >"$LAB/pods/cdi.yaml" <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: cdi
-  namespace: default
-spec:
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: dev
-    image: $REG/lab/busybox:1.0
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "while true; do sleep 1; done"]
-    resources:
-      limits: {crivet.test/null: "1"}
-EOF
+	POD_CONTAINER=dev pod cdi default "$REG/lab/busybox:1.0" '["sh", "-c", "while true; do sleep 1; done"]' "" \
+		"$PULL"$'\n    resources:\n      limits: {crivet.test/null: "1"}' >"$LAB/pods/cdi.yaml"
 	write_feature_pods
 	mkpod strict-pull kllab-strict "$REG/lab/unsigned:1.0"
 	mkpod strict-create kllab-strict "$REG/lab/unsigned:1.0"
 	mkpod strict-signed kllab-strict "$REG/lab/signed:1.0"
 	mkpod strict-alias kllab-strict "$REG/lab/busybox:1.0"
-	cat >"$LAB/pods/probe.yaml" <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: probe
-  namespace: default
-spec:
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: web
-    image: $REG/lab/busybox:1.0
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "echo ok > /tmp/ready; mkdir -p /www; echo hi > /www/index.html; exec httpd -f -p 8080 -h /www"]
+	POD_CONTAINER=web pod probe default "$REG/lab/busybox:1.0" '["sh", "-c", "echo ok > /tmp/ready; mkdir -p /www; echo hi > /www/index.html; exec httpd -f -p 8080 -h /www"]' "" "$PULL
     ports:
     - {containerPort: 8080, hostPort: 18080, hostIP: 127.0.0.1}
     readinessProbe:
-      exec: {command: ["cat", "/tmp/ready"]}
+      exec: {command: [\"cat\", \"/tmp/ready\"]}
       periodSeconds: 3
     livenessProbe:
       httpGet: {path: /index.html, port: 8080}
-      periodSeconds: 5
-EOF
+      periodSeconds: 5" >"$LAB/pods/probe.yaml"
 }
+
+# Static pods: kubelet's manifests ($LAB/pods, copied into its
+# staticPodPath by add_pod), 5 s to stop, images pulled only when missing.
+POD_GRACE=5
+PULL="    imagePullPolicy: IfNotPresent"
 
 # Pods that need a runtime feature kubelet admits only when the runtime's
 # Status says the handler has it.
 write_feature_pods() {
-	cat >"$LAB/pods/userns.yaml" <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: userns
-  namespace: default
-spec:
-  hostUsers: false
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "touch /scratch/written-in-userns && exec sleep 3600"]
-    volumeMounts: [{name: scratch, mountPath: /scratch}]
-  volumes: [{name: scratch, emptyDir: {}}]
-EOF
-	cat >"$LAB/pods/rro.yaml" <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: rro
-  namespace: default
-spec:
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "exec sleep 3600"]
-    volumeMounts: [{name: tree, mountPath: /tree, readOnly: true, recursiveReadOnly: Enabled}]
-  volumes: [{name: tree, hostPath: {path: $LAB/rro-tree, type: Directory}}]
-EOF
-	cat >"$LAB/pods/sgp-strict.yaml" <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: sgp-strict
-  namespace: default
-spec:
-  terminationGracePeriodSeconds: 5
-  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "exec sleep 3600"]
-EOF
+	local bb=$REG/lab/busybox:1.0 sleep='["sh", "-c", "exec sleep 3600"]'
+	pod userns default "$bb" '["sh", "-c", "touch /scratch/written-in-userns && exec sleep 3600"]' \
+		$'  hostUsers: false\n  volumes: [{name: scratch, emptyDir: {}}]' \
+		"$PULL"$'\n    volumeMounts: [{name: scratch, mountPath: /scratch}]' >"$LAB/pods/userns.yaml"
+	pod rro default "$bb" "$sleep" "  volumes: [{name: tree, hostPath: {path: $LAB/rro-tree, type: Directory}}]" \
+		"$PULL"$'\n    volumeMounts: [{name: tree, mountPath: /tree, readOnly: true, recursiveReadOnly: Enabled}]' >"$LAB/pods/rro.yaml"
+	pod sgp-strict default "$bb" "$sleep" \
+		"  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}" \
+		"$PULL" >"$LAB/pods/sgp-strict.yaml"
 }
 
-mkpod() { # name namespace image
-	cat >"$LAB/pods/$1.yaml" <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $1
-  namespace: $2
-spec:
-  terminationGracePeriodSeconds: 5
-  containers:
-  - name: hello
-    image: $3
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "while true; do echo hello; sleep 1; done"]
-EOF
-}
-
-port_free() { ! ss -ltn "sport = :$1" | grep -q LISTEN; }
-
-start_registry() {
-	port_free 5001 || die "something already listens on $REG"
-	setsid docker-registry serve "$LAB/registry/config.yml" >"$LAB/logs/registry.log" 2>&1 &
-	echo $! >"$LAB/registry/pid"
-	for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && return; sleep 0.2; done
-	die "registry did not start"
-}
-
-start_crivet() {
-	setsid "$LAB/bin/crivet" --config "$LAB/etc/crivet.toml" --listen "$SOCK" \
-		--root "$LAB/crivet/root" --runroot "$RUNROOT" \
-		--signature-policy "$LAB/etc/policy.json" --signature-policy-dir "$LAB/etc/policies" \
-		--registries-conf "$LAB/etc/registries.conf" --registries-d "$LAB/etc/registries.d" \
-		--cni-config-dir "$LAB/etc/net.d" --cni-plugin-dir /usr/lib/cni \
-		>>"$LAB/logs/crivet.log" 2>&1 &
-	echo $! >"$LAB/crivet/pid"
-	for _ in $(seq 100); do CRICTL version >/dev/null 2>&1 && return; sleep 0.2; done
-	die "crivet did not start, see $LAB/logs/crivet.log"
+# mkpod NAME NAMESPACE IMAGE: a pod whose container "hello" says hello
+# every second.
+mkpod() {
+	POD_CONTAINER=hello pod "$1" "$2" "$3" '["sh", "-c", "while true; do echo hello; sleep 1; done"]' "" "$PULL" >"$LAB/pods/$1.yaml"
 }
 
 start_kubelet() {
@@ -530,7 +367,7 @@ case_restarts() {
 	before=$(pods_json | jq -c '[.items[] | {n: .metadata.name, c: .status.containerStatuses[0].containerID, r: .status.containerStatuses[0].restartCount}] | sort_by(.n)')
 	stop_pid "$LAB/crivet/pid" 30
 	sleep 3
-	start_crivet
+	crivet_start
 	sleep 15
 	after=$(pods_json | jq -c '[.items[] | {n: .metadata.name, c: .status.containerStatuses[0].containerID, r: .status.containerStatuses[0].restartCount}] | sort_by(.n)')
 	if [ "$before" = "$after" ] && pod_running strict-signed && pod_running probe; then pass "6 crivet restart: same containers, no restarts"; else fail "6 crivet restart: before $before after $after"; fi
@@ -663,9 +500,7 @@ cleanup() {
 		CRICTL rmp --force --all >/dev/null 2>&1
 	fi
 	stop_pid "$LAB/crivet/pid" 30
-	local p
-	for p in $(pgrep -f "^$LAB/bin/crivet-monitor"); do log "leftover monitor pid $p"; kill -KILL "$p"; done
-	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do "$RUNC" --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
+	crivet_kill_leftovers
 	awk -v r="$RUNROOT" -v l="$LAB/" '$5 ~ "^"r || index($5, l)==1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
 		log "unmounting leftover $m"
 		umount "$m" 2>/dev/null || umount -l "$m"
@@ -728,17 +563,17 @@ save_host_state
 [ "${KEEP:-0}" = 1 ] || trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_registry
+registry_start
 mkimage busybox lab-busybox
 mkimage unsigned lab-unsigned
 push busybox lab/busybox:1.0
 push unsigned lab/unsigned:1.0
 push busybox lab/signed:1.0
 rm -f "$LAB"/keys/cosign.*
-"$LAB/bin/sigtool" keygen "$LAB/keys" kllab-pass || die "keygen"
-"$LAB/bin/sigtool" sign "$LAB/keys/cosign.key" kllab-pass "$LAB/etc/registries.d" "$REG/lab/signed:1.0" || die "sign"
+sigtool_keygen kllab-pass
+sigtool_sign kllab-pass "$REG/lab/signed:1.0"
 rm -f "$LAB"/etc/policies/*.json
-start_crivet
+crivet_start
 log "crivet $(CRICTL version | awk '/RuntimeVersion/{print $2}') on $SOCK"
 start_kubelet
 log "kubelet $("$LAB/bin/kubelet" --version) healthy"
@@ -761,8 +596,4 @@ grep -E '^E' "$LAB/logs/kubelet.log" | grep -vE 'SignatureValidationFailed|Image
 log "crivet warnings/errors:"
 grep -v '^time="' "$LAB/logs/crivet.log" | grep -E 'level=(WARN|ERROR)' | grep -v 'outcome=rejected' | cut -c1-300 | tail -10
 echo
-log "results ($RESULTS):"
-grep -c '^PASS' "$RESULTS" | sed 's/^/  passed: /'
-grep -c '^FAIL' "$RESULTS" | sed 's/^/  failed: /'
-grep -E '^(FAIL|GAP)' "$RESULTS"
-! grep -q '^FAIL' "$RESULTS"
+results_summary
