@@ -54,15 +54,13 @@ esac
 CRICTL() { "$LAB/bin/crictl" --config /dev/null --runtime-endpoint "unix://$CRI_SOCK" --image-endpoint "unix://$CRI_SOCK" --timeout 60s "$@"; }
 KC() { "$LAB/bin/kubectl" "$@"; }
 
-log() { printf '%s %s\n' "$(date +%T)" "$*"; }
-die() { log "FATAL: $*"; exit 1; }
 RESULTS=$LAB/results-$RUNTIME.txt
-pass() { log "PASS: $*"; echo "PASS: $*" >>"$RESULTS"; }
-fail() { log "FAIL: $*"; echo "FAIL: $*" >>"$RESULTS"; }
-note() { log "NOTE: $*"; echo "NOTE: $*" >>"$RESULTS"; }
-gap() { log "GAP: $*"; echo "GAP: $*" >>"$RESULTS"; } # works, but something is missing
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc | xargs printf '%.1f'; }
+# log, die, pass, fail, …: test/lib's libraries for crivet labs
+# shellcheck source=test/lib/lab.sh
+. "$REPO/test/lib/lab.sh"
+# wait_for, pod and event queries, check_logs_exec, check_job, check_scale
+# shellcheck source=test/lib/checks.sh
+. "$REPO/test/lib/checks.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root"
 
@@ -175,11 +173,6 @@ cosign_sign() {
 		>>"$LAB/logs/cosign.log" 2>&1 || die "cosign sign $ref, see $LAB/logs/cosign.log"
 }
 
-# build_crivet, build_crictl, build_sigtool
-# shellcheck source=test/lib/build.sh
-. "$REPO/test/lib/build.sh"
-# shellcheck source=test/lib/proc.sh
-. "$REPO/test/lib/proc.sh"
 
 # ---------------------------------------------------------------- images
 # rootfs_base DIR: what every image has besides its program.
@@ -198,27 +191,7 @@ oci_image() {
 	local name=$1 root=$2 config=$3 out=$LAB/images/$1.dir sum
 	sum=$( (cd "$root" && find . -printf '%p %m %l\n' | sort && find . -type f -print0 | sort -z | xargs -0 cat; echo "$config") | sha256sum | cut -d' ' -f1)
 	if [ -s "$out/manifest.json" ] && [ "$(cat "$out/.source" 2>/dev/null)" = "$sum" ]; then rm -rf "$root"; return; fi
-	rm -rf "$out"
-	mkdir -p "$out"
-	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$root" -cf "$LAB/images/$name.tar" .
-	local diffid layer lsize cfg csize
-	diffid=$(sha256sum <"$LAB/images/$name.tar" | cut -d' ' -f1)
-	gzip -n -c "$LAB/images/$name.tar" >"$LAB/images/$name.tar.gz"
-	layer=$(sha256sum <"$LAB/images/$name.tar.gz" | cut -d' ' -f1)
-	lsize=$(stat -c %s "$LAB/images/$name.tar.gz")
-	mv "$LAB/images/$name.tar.gz" "$out/$layer"
-	rm -f "$LAB/images/$name.tar"
-	jq -cn --arg d "sha256:$diffid" --argjson c "$config" '{architecture: "amd64", os: "linux",
-		config: ({Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]} + $c),
-		rootfs: {type: "layers", diff_ids: [$d]}}' >"$out/config.json"
-	cfg=$(sha256sum <"$out/config.json" | cut -d' ' -f1)
-	csize=$(stat -c %s "$out/config.json")
-	mv "$out/config.json" "$out/$cfg"
-	jq -cn --arg c "sha256:$cfg" --argjson cs "$csize" --arg l "sha256:$layer" --argjson ls "$lsize" '{schemaVersion: 2,
-		mediaType: "application/vnd.oci.image.manifest.v1+json",
-		config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
-		layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $l, size: $ls}]}' >"$out/manifest.json"
-	echo 'Directory Transport Version: 1.1' >"$out/version"
+	oci_layout "$root" "$out" "$config" || die "image $name"
 	echo "$sum" >"$out/.source"
 	rm -rf "$root"
 }
@@ -277,10 +250,6 @@ build_images() {
 	done
 }
 
-push() { # dir-name repo:tag
-	skopeo --registries.d "$LAB/etc/registries.d" copy -q --dest-tls-verify=false "dir:$LAB/images/$1.dir" "docker://$REG/$2" || die "push $2"
-}
-
 CP_IMAGES=
 push_images() {
 	local b
@@ -292,9 +261,9 @@ push_images() {
 	push busybox lab/busybox:1.0
 	push unsigned lab/unsigned:1.0
 	push busybox lab/signed:1.0
-	[ -s "$LAB/keys/cosign.key" ] || "$LAB/bin/sigtool" keygen "$LAB/keys" cluster-pass || die keygen
+	sigtool_keygen cluster-pass
 	# shellcheck disable=SC2086
-	"$LAB/bin/sigtool" sign "$LAB/keys/cosign.key" cluster-pass "$LAB/etc/registries.d" $CP_IMAGES "$REG/lab/signed:1.0" || die "sign"
+	sigtool_sign cluster-pass $CP_IMAGES "$REG/lab/signed:1.0"
 	[ "$RUNTIME" = crivet ] || return 0
 	# The same image twice, each copy signed by cosign v3 with another key:
 	# namespace "bundle" trusts only bundle-a's.
@@ -308,18 +277,14 @@ push_images() {
 # ---------------------------------------------------------------- host state
 save_host_state() {
 	[ -s "$LAB/host-state" ] && return # a KEEP=1 run already recorded it
-	local p ipt t
+	local p
 	mkdir -p "$LAB/backup"
 	{
-		for s in vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.all.route_localnet; do echo "sysctl $s $(sysctl -n $s)"; done
+		host_sysctls vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.all.route_localnet
 		for p in /var/log/pods /var/log/containers /usr/libexec/kubernetes /run/xtables.lock /etc/cni /opt/cni; do [ -e "$p" ] && echo "existed $p"; done
 		for p in /var/log/pods /var/log/containers; do [ -d "$p" ] && ls -A "$p" | sed "s#^#entry $p/#"; done
 		for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do [ -d "$c" ] && find "$c" -type d | sed 's/^/cgroup /'; done
-		for ipt in iptables ip6tables; do
-			for t in filter nat mangle; do
-				$ipt -t $t -S 2>/dev/null | awk -v i=$ipt -v t=$t '$1=="-N"{print "chain", i, t, $2}'
-			done
-		done
+		host_chains
 	} >"$LAB/host-state"
 	# kubeadm's own paths: moved aside, put back by down.
 	for p in $HOST_PATHS; do
@@ -361,53 +326,16 @@ my_chain() {
 # ---------------------------------------------------------------- config
 write_config() {
 	mkdir -p "$LAB"/{etc/policies,etc/registries.d,etc/net.d,keys,registry/data,crivet,cni-data,manifests}
-	cat >"$LAB/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $LAB/registry/data
-  delete:
-    enabled: true
-http:
-  addr: $REG
-EOF
 	# Namespace "staging" rolls the strict policy out in warn mode.
 	# Default handler on $RUNC; "debian" on Debian's runc with its own root.
 	printf 'runtime = "%s"\n\n[signature_policy_modes]\nstaging = "warn"\n' "$RUNC" >"$LAB/etc/crivet.toml"
-	[ -x /usr/bin/runc ] && printf '\n[runtimes.debian]\nruntime_path = "/usr/bin/runc"\nruntime_root = "%s/runc-debian"\n' "$RUNROOT" >>"$LAB/etc/crivet.toml"
-	printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"$LAB/etc/policy.json"
-	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
-	printf 'unqualified-search-registries = []\n\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$REG" "$REG" >"$LAB/etc/registries.conf"
-	cat >"$LAB/etc/net.d/10-cluster.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "cluster",
-  "plugins": [
-    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$NODE_POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$LAB/cni-data"}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-EOF
+	[ -x /usr/bin/runc ] && debian_handler_toml >>"$LAB/etc/crivet.toml"
+	write_image_config
+	cni_bridge_conflist cluster "$BRIDGE" "$NODE_POD_CIDR" ", \"routes\": [{\"dst\": \"0.0.0.0/0\"}], \"dataDir\": \"$LAB/cni-data\"" >"$LAB/etc/net.d/10-cluster.conflist"
 	# Signed-only namespaces: the control plane's own (kube-system, whose
 	# images are all signed) and "strict".
 	local ns
-	for ns in kube-system strict staging; do
-		cat >"$LAB/etc/policies/$ns.json" <<EOF
-{
-  "default": [{"type": "reject"}],
-  "transports": {
-    "docker": {
-      "$REG": [{"type": "sigstoreSigned", "keyPath": "$LAB/keys/cosign.pub", "signedIdentity": {"type": "matchRepository"}}]
-    }
-  }
-}
-EOF
-	done
+	for ns in kube-system strict staging; do signed_only_policy >"$LAB/etc/policies/$ns.json"; done
 	# Namespace "bundle": only cosign v3 bundles by key bundle-a.
 	cat >"$LAB/etc/policies/bundle.json" <<EOF
 {
@@ -481,28 +409,7 @@ else
 fi
 
 # ---------------------------------------------------------------- daemons
-port_free() { ! ss -ltn "sport = :$1" | grep -q LISTEN; }
-
-start_registry() {
-	port_free 5002 || die "something already listens on $REG"
-	setsid docker-registry serve "$LAB/registry/config.yml" >"$LAB/logs/registry.log" 2>&1 9>&- &
-	echo $! >"$LAB/registry/pid"
-	for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && return; sleep 0.2; done
-	die "registry did not start"
-}
-
-start_crivet() {
-	setsid "$LAB/bin/crivet" --config "$LAB/etc/crivet.toml" --listen "$SOCK" \
-		--root "$LAB/crivet/root" --runroot "$RUNROOT" \
-		--signature-policy "$LAB/etc/policy.json" --signature-policy-dir "$LAB/etc/policies" \
-		--registries-conf "$LAB/etc/registries.conf" --registries-d "$LAB/etc/registries.d" \
-		--cni-config-dir "$LAB/etc/net.d" --cni-plugin-dir /usr/lib/cni \
-		--audit-log "$LAB/logs/audit.jsonl" --cgroup-manager "$CGROUP_DRIVER" \
-		>>"$LAB/logs/crivet.log" 2>&1 9>&- &
-	echo $! >"$LAB/crivet/pid"
-	for _ in $(seq 100); do CRICTL version >/dev/null 2>&1 && return; sleep 0.2; done
-	die "crivet did not start, see $LAB/logs/crivet.log"
-}
+start_crivet() { crivet_start --audit-log "$LAB/logs/audit.jsonl" --cgroup-manager "$CGROUP_DRIVER"; }
 
 start_runtime() {
 	case $RUNTIME in
@@ -557,7 +464,7 @@ up() {
 	write_config
 	save_host_state
 
-	start_registry
+	registry_start
 	push_images
 	echo "$RUNTIME" >"$LAB/runtime"
 	start_runtime
@@ -622,119 +529,22 @@ up() {
 # ---------------------------------------------------------------- checks
 write_manifests() {
 	local m=$LAB/manifests
-	cat >"$m/web.yaml" <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: default}
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: httpd
-        image: $REG/lab/busybox:1.0
-        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
-        ports: [{containerPort: 8080}]
-        readinessProbe:
-          httpGet: {path: /index.html, port: 8080}
-          periodSeconds: 2
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-EOF
-	cat >"$m/client.yaml" <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: default}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: client
-    image: $REG/lab/busybox:1.0
-    command: ["sh", "-c", "echo client-log-marker; exec sleep 3600"]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: talker, namespace: default}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: talker
-    image: $REG/lab/busybox:1.0
-    stdin: true
-    command: ["sh", "-c", "while read line; do echo \"got:\$line\"; done; sleep 3600"]
-EOF
-	cat >"$m/job.yaml" <<EOF
-apiVersion: batch/v1
-kind: Job
-metadata: {name: once, namespace: default}
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: once
-        image: $REG/lab/busybox:1.0
-        command: ["sh", "-c", "nslookup web.default.svc.cluster.local $DNS_IP && wget -qO- http://web/index.html"]
-EOF
-	cat >"$m/namespaces.yaml" <<EOF
-apiVersion: v1
-kind: Namespace
-metadata: {name: strict}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: loose}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: staging}
-EOF
-	mkpod() { # name namespace image
-		cat <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: $1, namespace: $2}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $3
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "exec sleep 3600"]
-EOF
-	}
-	mkpod strict-pull strict "$REG/lab/unsigned:1.0" >"$m/strict-pull.yaml"
-	mkpod loose-pull loose "$REG/lab/unsigned:1.0" >"$m/loose-pull.yaml"
-	mkpod strict-reuse strict "$REG/lab/unsigned:1.0" >"$m/strict-reuse.yaml"
-	mkpod strict-signed strict "$REG/lab/signed:1.0" >"$m/strict-signed.yaml"
-	mkpod staging-unsigned staging "$REG/lab/unsigned:1.0" >"$m/staging-unsigned.yaml"
-	mkpod system-unsigned kube-system "$REG/lab/busybox:1.0" >"$m/system-unsigned.yaml"
+	web_manifest >"$m/web.yaml"
+	{
+		client_pod
+		echo ---
+		POD_CONTAINER=talker pod talker default "$REG/lab/busybox:1.0" '["sh", "-c", "while read line; do echo \"got:$line\"; done; sleep 3600"]' "" "    stdin: true"
+	} >"$m/client.yaml"
+	job_manifest "$DNS_IP" >"$m/job.yaml"
+	namespaces strict loose staging >"$m/namespaces.yaml"
+	sleep_pod strict-pull strict "$REG/lab/unsigned:1.0" >"$m/strict-pull.yaml"
+	sleep_pod loose-pull loose "$REG/lab/unsigned:1.0" >"$m/loose-pull.yaml"
+	sleep_pod strict-reuse strict "$REG/lab/unsigned:1.0" >"$m/strict-reuse.yaml"
+	sleep_pod strict-signed strict "$REG/lab/signed:1.0" >"$m/strict-signed.yaml"
+	sleep_pod staging-unsigned staging "$REG/lab/unsigned:1.0" >"$m/staging-unsigned.yaml"
+	sleep_pod system-unsigned kube-system "$REG/lab/busybox:1.0" >"$m/system-unsigned.yaml"
 	write_feature_manifests
-	cat >"$m/scale.yaml" <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: scale, namespace: default}
-spec:
-  replicas: 30
-  selector: {matchLabels: {app: scale}}
-  template:
-    metadata: {labels: {app: scale}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: sleep
-        image: $REG/lab/busybox:1.0
-        command: ["sleep", "3600"]
-EOF
+	scale_manifest >"$m/scale.yaml"
 }
 
 # Pods that kubelet admits only where the runtime's Status advertises the
@@ -742,128 +552,41 @@ EOF
 # runtime: supplementalGroupsPolicy), a RuntimeClass on crivet's second
 # handler, and the "bundle" namespace's two cosign-signed copies.
 write_feature_manifests() {
-	local m=$LAB/manifests
-	cat >"$m/features.yaml" <<EOF
-apiVersion: v1
-kind: Namespace
-metadata: {name: features}
----
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata: {name: debian}
-handler: debian
----
-apiVersion: v1
-kind: Pod
-metadata: {name: userns, namespace: features}
-spec:
-  hostUsers: false
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sh", "-c", "touch /scratch/written-in-userns && exec sleep 3600"]
-    volumeMounts: [{name: scratch, mountPath: /scratch}]
-  volumes: [{name: scratch, emptyDir: {}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: rro, namespace: features}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sh", "-c", "exec sleep 3600"]
-    volumeMounts:
-    - {name: tree, mountPath: /rro, readOnly: true, recursiveReadOnly: Enabled}
-    - {name: tree, mountPath: /ro, readOnly: true}
-  volumes: [{name: tree, hostPath: {path: $LAB/rro-tree, type: Directory}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: sgp-strict, namespace: features}
-spec:
-  terminationGracePeriodSeconds: 1
-  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sh", "-c", "exec sleep 3600"]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: sgp-merge, namespace: features}
-spec:
-  terminationGracePeriodSeconds: 1
-  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Merge}
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sh", "-c", "exec sleep 3600"]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: on-debian, namespace: features}
-spec:
-  runtimeClassName: debian
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sh", "-c", "exec sleep 3600"]
-EOF
-	cat >"$m/bundle.yaml" <<EOF
-apiVersion: v1
-kind: Namespace
-metadata: {name: bundle}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: v3-other, namespace: bundle}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $REG/lab/v3-other:1.0
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "exec sleep 3600"]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: v3-good, namespace: bundle}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $REG/lab/v3-good:1.0
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "exec sleep 3600"]
-EOF
+	local m=$LAB/manifests bb=$REG/lab/busybox:1.0 sleep='["sh", "-c", "exec sleep 3600"]'
+	local sgp='  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy:'
+	{
+		namespaces features
+		echo ---
+		runtime_class debian
+		echo ---
+		pod userns features "$bb" '["sh", "-c", "touch /scratch/written-in-userns && exec sleep 3600"]' \
+			$'  hostUsers: false\n  volumes: [{name: scratch, emptyDir: {}}]' "    volumeMounts: [{name: scratch, mountPath: /scratch}]"
+		echo ---
+		pod rro features "$bb" "$sleep" "  volumes: [{name: tree, hostPath: {path: $LAB/rro-tree, type: Directory}}]" \
+			$'    volumeMounts:\n    - {name: tree, mountPath: /rro, readOnly: true, recursiveReadOnly: Enabled}\n    - {name: tree, mountPath: /ro, readOnly: true}'
+		echo ---
+		pod sgp-strict features "$bb" "$sleep" "$sgp Strict}"
+		echo ---
+		pod sgp-merge features "$bb" "$sleep" "$sgp Merge}"
+		echo ---
+		pod on-debian features "$bb" "$sleep" "  runtimeClassName: debian"
+	} >"$m/features.yaml"
+	{
+		namespaces bundle
+		echo ---
+		sleep_pod v3-other bundle "$REG/lab/v3-other:1.0"
+		echo ---
+		sleep_pod v3-good bundle "$REG/lab/v3-good:1.0"
+	} >"$m/bundle.yaml"
 }
-
-wait_for() { # seconds command...
-	local t=$1
-	shift
-	for _ in $(seq "$t"); do "$@" && return 0; sleep 1; done
-	return 1
-}
-waiting_reason() { KC get pod -n "$1" "$2" -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}' 2>/dev/null; }
-has_reason() { case " $3 " in *" $(waiting_reason "$1" "$2") "*) [ -n "$(waiting_reason "$1" "$2")" ] ;; *) return 1 ;; esac; }
-events_of() { KC get events -n "$1" --field-selector "involvedObject.name=$2" -o custom-columns=REASON:.reason,MESSAGE:.message --no-headers 2>/dev/null; }
-event_has() { events_of "$1" "$2" | grep "$3" >/dev/null; }
-pod_phase() { KC get pod -n "$1" "$2" -o jsonpath='{.status.phase}' 2>/dev/null; }
-ready_replicas() { KC get deploy -n default "$1" -o jsonpath='{.status.readyReplicas}' 2>/dev/null; }
-deploy_ready() { [ "$(ready_replicas "$1")" = "$2" ]; }
-pod_ready() { KC wait --for=condition=Ready --timeout=2s pod -n "$1" "$2" >/dev/null 2>&1; }
 
 check_control_plane() {
 	log "check: control plane and CoreDNS"
-	if wait_for 180 sh -c "[ \$($LAB/bin/kubectl get pods -n kube-system -l k8s-app=kube-dns -o jsonpath='{.items[*].status.containerStatuses[0].ready}' | grep -o true | wc -l) = 2 ]"; then
+	if wait_for 180 coredns_ready; then
 		since "$(cat "$LAB/t0")" >"$LAB/dns-ready-$RUNTIME"
 		pass "CoreDNS Running and Ready ($(cat "$LAB/dns-ready-$RUNTIME") s after kubeadm init started): $(KC get pods -n kube-system -l k8s-app=kube-dns --no-headers | awk '{print $1, $3}' | tr '\n' ' ')"
 	else fail "CoreDNS not Ready: $(KC get pods -n kube-system -l k8s-app=kube-dns --no-headers 2>&1 | tr '\n' ' ')"; fi
-	if wait_for 120 sh -c "! $LAB/bin/kubectl get pods -n kube-system --no-headers | grep -v ' Running '"; then
+	if wait_for 120 kube_system_running; then
 		pass "kube-system: every pod Running: $(KC get pods -n kube-system --no-headers | awk '{print $1}' | sed "s/-$NODE\$//" | tr '\n' ' ')"
 	else fail "kube-system pods not Running: $(KC get pods -n kube-system --no-headers | grep -v ' Running ' | tr '\n' ';')"; fi
 }
@@ -906,12 +629,8 @@ check_service() {
 
 check_kubectl_streams() {
 	log "check: kubectl logs / exec / port-forward / attach"
-	local out
-	out=$(KC logs client 2>&1)
-	if [ "$out" = client-log-marker ]; then pass "kubectl logs: $out"; else fail "kubectl logs: $out"; fi
-	out=$(KC exec client -- sh -c 'echo exec-ok $(cat /etc/image-name) $(id -u)' 2>&1)
-	if [ "$out" = "exec-ok lab-busybox 0" ]; then pass "kubectl exec: $out"; else fail "kubectl exec: $out"; fi
-	local pod
+	check_logs_exec
+	local out pod
 	pod=$(KC get pods -l app=web -o jsonpath='{.items[0].metadata.name}')
 	"$LAB/bin/kubectl" port-forward "pod/$pod" 18092:8080 >"$LAB/logs/port-forward.log" 2>&1 9>&- &
 	local pf=$!
@@ -934,14 +653,6 @@ check_kubectl_streams() {
 			gap "kubectl attach -i with piped stdin did not return when stdin ended at 2 s (killed by timeout at $took s): the runtime keeps the attach session until the container exits"
 		fi
 	else fail "kubectl attach -i: $(echo "$out" | tr '\n' ' ')"; fi
-}
-
-check_job() {
-	log "check: a Job completing"
-	KC apply -f "$LAB/manifests/job.yaml" >/dev/null || { fail "apply job"; return; }
-	if KC wait --for=condition=Complete --timeout=120s job/once >/dev/null 2>&1; then
-		pass "Job once Complete (nslookup + wget of the Service): $(KC logs job/once 2>&1 | tail -1)"
-	else fail "Job once: $(KC get job once -o jsonpath='{.status}' 2>&1) $(KC logs job/once 2>&1 | tail -3 | tr '\n' ' ')"; fi
 }
 
 # crivet restarted under a running cluster: containers (control plane
@@ -1093,23 +804,6 @@ check_bundles() {
 	KC delete ns bundle --timeout=120s >/dev/null || fail "namespace bundle not deleted in 120 s"
 }
 
-check_scale() {
-	log "check: 30 pods"
-	local t0
-	t0=$(now)
-	KC apply -f "$LAB/manifests/scale.yaml" >/dev/null || { fail "apply scale"; return; }
-	if wait_for 300 deploy_ready scale 30; then
-		since "$t0" >"$LAB/scale-ready-$RUNTIME"
-		pass "Deployment scale: 30 pods Ready $(cat "$LAB/scale-ready-$RUNTIME") s after kubectl apply"
-	else fail "Deployment scale: $(ready_replicas scale)/30 Ready after 300 s"; fi
-	check_all_on_runtime "with 30 more pods"
-	t0=$(now)
-	KC delete -f "$LAB/manifests/scale.yaml" --wait=false >/dev/null
-	if wait_for 300 sh -c "[ -z \"\$($LAB/bin/kubectl get pods -l app=scale --no-headers 2>/dev/null)\" ]"; then
-		pass "Deployment scale deleted: 30 pods gone in $(since "$t0") s"
-	else fail "scale pods left: $(KC get pods -l app=scale --no-headers | wc -l)"; fi
-}
-
 check() {
 	[ -s "$LAB/t0" ] || die "no cluster up: $0 up"
 	check_control_plane
@@ -1121,18 +815,14 @@ check() {
 	check_signatures
 	check_bundles
 	check_features
-	check_scale
+	check_scale "$LAB/scale-ready-$RUNTIME"
 	check_all_on_runtime "end of checks"
 	echo
 	log "node Ready: $(cat "$LAB/node-ready-$RUNTIME" 2>/dev/null || echo -) s after kubeadm init; kubeadm init: $(cat "$LAB/kubeadm-done-$RUNTIME" 2>/dev/null || echo -) s; CoreDNS Ready: $(cat "$LAB/dns-ready-$RUNTIME" 2>/dev/null || echo -) s; 30 pods Ready: $(cat "$LAB/scale-ready-$RUNTIME" 2>/dev/null || echo -) s ($RUNTIME)"
 	# one line per run, for side-by-side tables
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$RUNTIME" "$(cat "$LAB/node-ready-$RUNTIME" 2>/dev/null)" "$(cat "$LAB/kubeadm-done-$RUNTIME" 2>/dev/null)" \
 		"$(cat "$LAB/dns-ready-$RUNTIME" 2>/dev/null)" "$(cat "$LAB/scale-ready-$RUNTIME" 2>/dev/null)" "$(grep -c '^FAIL' "$RESULTS")" >>"$LAB/timings.tsv"
-	log "results ($RESULTS):"
-	grep -c '^PASS' "$RESULTS" | sed 's/^/  passed: /'
-	grep -c '^FAIL' "$RESULTS" | sed 's/^/  failed: /'
-	grep -E '^(FAIL|GAP)' "$RESULTS"
-	! grep -q '^FAIL' "$RESULTS"
+	results_summary
 }
 
 # ---------------------------------------------------------------- down
@@ -1162,9 +852,8 @@ down() {
 	fi
 	stop_pid "$LAB/crivet/pid" 30
 	stop_containerd
+	crivet_kill_leftovers
 	local p
-	for p in $(pgrep -f "^$LAB/bin/crivet-monitor"); do log "leftover monitor pid $p"; kill -KILL "$p"; done
-	for p in $(ls "$RUNROOT/runc" 2>/dev/null); do log "leftover runc container $p"; "$RUNC" --root "$RUNROOT/runc" delete -f "$p" 2>/dev/null; done
 	for p in $(ls "$RUNROOT/runc-debian" 2>/dev/null); do log "leftover runc container $p (handler debian)"; /usr/bin/runc --root "$RUNROOT/runc-debian" delete -f "$p" 2>/dev/null; done
 	# Any process still in one of this cluster's pod cgroups is a container
 	# process the runtime lost: named in the log, then killed.
