@@ -36,14 +36,10 @@ export DOCKER_HOST=unix://$LAB/docker.sock
 export KUBECONFIG=$LAB/kubeconfig
 export PATH=$LAB/bin:$PATH
 
-log() { printf '%s %s\n' "$(date +%T)" "$*"; }
-die() { log "FATAL: $*"; exit 1; }
 RESULTS=$LAB/results.txt
-pass() { log "PASS: $*"; echo "PASS: $*" >>"$RESULTS"; }
-fail() { log "FAIL: $*"; echo "FAIL: $*" >>"$RESULTS"; }
-gap() { log "GAP: $*"; echo "GAP: $*" >>"$RESULTS"; }
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc | xargs printf '%.1f'; }
+# log, die, pass, fail, gap, now, since, results_summary
+# shellcheck source=test/lib/log.sh
+. "$REPO/test/lib/log.sh"
 KC() { "$LAB/bin/kubectl" "$@"; }
 NX() { docker exec "$@"; } # NX node command...: in a node
 
@@ -91,7 +87,7 @@ inputs() {
 			[ -s "$LAB/images/$b.dir/manifest.json" ] || cp -a "$SOURCE_IMAGES/$b.dir" "$LAB/images/" || die "$b image not built"
 		done
 	fi
-	[ -s "$LAB/keys/cosign.key" ] || "$LAB/bin/sigtool" keygen "$LAB/keys" kind-pass || die "sigtool keygen"
+	sigtool_keygen kind-pass
 }
 
 # ---------------------------------------------------------------- host
@@ -151,40 +147,29 @@ missing_caps() {
 
 # shellcheck source=test/lib/proc.sh
 . "$REPO/test/lib/proc.sh"
+# port_free, registry_running, registry_start, push
+# shellcheck source=test/lib/registry.sh
+. "$REPO/test/lib/registry.sh"
+# write_registries_d, sigtool_keygen, sigtool_sign
+# shellcheck source=test/lib/sign.sh
+. "$REPO/test/lib/sign.sh"
+# pod, sleep_pod, namespaces, runtime_class, web_manifest, client_pod, job_manifest, scale_manifest
+# shellcheck source=test/lib/manifests.sh
+. "$REPO/test/lib/manifests.sh"
+# wait_for, pod and event queries, check_logs_exec, check_job, check_scale
+# shellcheck source=test/lib/checks.sh
+. "$REPO/test/lib/checks.sh"
 
 # The lab registry on the nodes' bridge (never 127.0.0.1:5000-5002, which
 # other harnesses own): workloads, one of them sigstore-signed.
 start_registry() {
-	if [ -s "$LAB/registry/pid" ] && kill -0 "$(cat "$LAB/registry/pid")" 2>/dev/null; then return; fi
-	! ss -ltn "sport = :${REG##*:}" | grep -q LISTEN || die "something already listens on port ${REG##*:}"
-	mkdir -p "$LAB/registry/data" "$LAB/etc/registries.d"
-	cat >"$LAB/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $LAB/registry/data
-  delete:
-    enabled: true
-http:
-  addr: $REG
-EOF
-	(cd / && setsid docker-registry serve "$LAB/registry/config.yml" >"$LAB/logs/registry.log" 2>&1 9>&- </dev/null &)
-	for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && break; sleep 0.2; done
-	# setsid may fork: the pid is the server's, found by its own config path
-	pgrep -f -x "docker-registry serve $LAB/registry/config.yml" | head -1 >"$LAB/registry/pid"
-	curl -fs "http://$REG/v2/" >/dev/null || die "registry did not start on $REG, see $LAB/logs/registry.log"
-	printf 'default-docker:\n  use-sigstore-attachments: true\n' >"$LAB/etc/registries.d/default.yaml"
-	local p
-	for p in "busybox lab/busybox:1.0" "unsigned lab/unsigned:1.0" "busybox lab/signed:1.0"; do
-		# shellcheck disable=SC2086
-		set -- $p
-		skopeo --registries.d "$LAB/etc/registries.d" copy -q --dest-tls-verify=false "dir:$LAB/images/$1.dir" "docker://$REG/$2" || die "push $2"
-	done
-	"$LAB/bin/sigtool" sign "$LAB/keys/cosign.key" kind-pass "$LAB/etc/registries.d" "$REG/lab/signed:1.0" || die "sign lab/signed:1.0"
+	registry_running && return
+	registry_start
+	write_registries_d
+	push busybox lab/busybox:1.0
+	push unsigned lab/unsigned:1.0
+	push busybox lab/signed:1.0
+	sigtool_sign kind-pass "$REG/lab/signed:1.0"
 }
 
 # ---------------------------------------------------------------- image
@@ -271,80 +256,15 @@ EOF
 }
 
 # ---------------------------------------------------------------- checks
-wait_for() { # seconds command...
-	local t=$1
-	shift
-	for _ in $(seq "$t"); do "$@" && return 0; sleep 1; done
-	return 1
-}
 nodes_ready() { [ "$(KC get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c True)" = 3 ]; }
-waiting_reason() { KC get pod -n "$1" "$2" -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}' 2>/dev/null; }
-has_reason() { case " $3 " in *" $(waiting_reason "$1" "$2") "*) [ -n "$(waiting_reason "$1" "$2")" ] ;; *) return 1 ;; esac; }
-events_of() { KC get events -n "$1" --field-selector "involvedObject.name=$2" -o custom-columns=REASON:.reason,MESSAGE:.message --no-headers 2>/dev/null; }
-event_has() { events_of "$1" "$2" | grep "$3" >/dev/null; }
-ready_replicas() { KC get deploy -n default "$1" -o jsonpath='{.status.readyReplicas}' 2>/dev/null; }
-deploy_ready() { [ "$(ready_replicas "$1")" = "$2" ]; }
-pod_ready() { KC wait --for=condition=Ready --timeout=2s pod -n "$1" "$2" >/dev/null 2>&1; }
-pods_on() { KC get pods -A -o wide --no-headers --field-selector "spec.nodeName=$1" 2>/dev/null; }
 
 write_manifests() {
-	local m=$LAB/manifests
+	local m=$LAB/manifests bb=$REG/lab/busybox:1.0 sleep='["sleep", "3600"]'
 	mkdir -p "$m"
-	cat >"$m/web.yaml" <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: default}
-spec:
-  replicas: 4
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      topologySpreadConstraints:
-      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, nodeTaintsPolicy: Honor, labelSelector: {matchLabels: {app: web}}}
-      containers:
-      - name: httpd
-        image: $REG/lab/busybox:1.0
-        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
-        ports: [{containerPort: 8080}]
-        readinessProbe:
-          httpGet: {path: /index.html, port: 8080}
-          periodSeconds: 2
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-EOF
-	cat >"$m/client.yaml" <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: default}
-spec:
-  nodeName: $W1
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: client
-    image: $REG/lab/busybox:1.0
-    command: ["sh", "-c", "echo client-log-marker; exec sleep 3600"]
-EOF
-	cat >"$m/job.yaml" <<EOF
-apiVersion: batch/v1
-kind: Job
-metadata: {name: once, namespace: default}
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: once
-        image: $REG/lab/busybox:1.0
-        command: ["sh", "-c", "nslookup web.default.svc.cluster.local && wget -qO- http://web/index.html"]
-EOF
+	web_manifest '      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, nodeTaintsPolicy: Honor, labelSelector: {matchLabels: {app: web}}}' >"$m/web.yaml"
+	client_pod "$W1" >"$m/client.yaml"
+	job_manifest >"$m/job.yaml"
 	# The load during a crivet restart on $W1: from $W2 (whose crivet
 	# stays up), requests to the Service every 50 ms for LOAD_SECONDS,
 	# each with a 2 s timeout (busybox's wget -T crashes); the summary is its last log line.
@@ -372,117 +292,35 @@ spec:
       echo "load: ok=\$ok failed=\$bad"
     env: [{name: LOAD_SECONDS, value: "${LOAD_SECONDS:-30}"}]
 EOF
-	cat >"$m/namespaces.yaml" <<EOF
-apiVersion: v1
-kind: Namespace
-metadata: {name: strict}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: loose}
-EOF
-	mkpod() { # name namespace image
-		cat <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: $1, namespace: $2}
-spec:
-  nodeName: $W2
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $3
-    imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "exec sleep 3600"]
-EOF
-	}
-	mkpod strict-pull strict "$REG/lab/unsigned:1.0" >"$m/strict-pull.yaml"
-	mkpod loose-pull loose "$REG/lab/unsigned:1.0" >"$m/loose-pull.yaml"
-	mkpod strict-reuse strict "$REG/lab/unsigned:1.0" >"$m/strict-reuse.yaml"
-	mkpod strict-signed strict "$REG/lab/signed:1.0" >"$m/strict-signed.yaml"
+	namespaces strict loose >"$m/namespaces.yaml"
+	sleep_pod strict-pull strict "$REG/lab/unsigned:1.0" "$W2" >"$m/strict-pull.yaml"
+	sleep_pod loose-pull loose "$REG/lab/unsigned:1.0" "$W2" >"$m/loose-pull.yaml"
+	sleep_pod strict-reuse strict "$REG/lab/unsigned:1.0" "$W2" >"$m/strict-reuse.yaml"
+	sleep_pod strict-signed strict "$REG/lab/signed:1.0" "$W2" >"$m/strict-signed.yaml"
 	# A RuntimeClass for crivet's second handler (Debian's runc), a pod on
 	# it, and a pod in its own user namespace on the default handler.
-	cat >"$m/handlers.yaml" <<EOF
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata: {name: runc-debian}
-handler: runc-debian
----
-apiVersion: v1
-kind: Pod
-metadata: {name: on-debian-runc, namespace: default}
-spec:
-  runtimeClassName: runc-debian
-  nodeName: $W1
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sleep", "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: userns, namespace: default}
-spec:
-  hostUsers: false
-  nodeName: $W1
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sleep", "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: rro, namespace: default}
-spec:
-  nodeName: $W1
-  terminationGracePeriodSeconds: 1
-  volumes: [{name: tree, hostPath: {path: /var/lib/kubelet, type: Directory}}]
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sleep", "3600"]
-    volumeMounts:
-    - {name: tree, mountPath: /rro, readOnly: true, recursiveReadOnly: Enabled}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: strict-groups, namespace: default}
-spec:
-  nodeName: $W1
-  terminationGracePeriodSeconds: 1
-  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}
-  containers:
-  - name: c
-    image: $REG/lab/busybox:1.0
-    command: ["sleep", "3600"]
-EOF
-	cat >"$m/scale.yaml" <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: scale, namespace: default}
-spec:
-  replicas: 30
-  selector: {matchLabels: {app: scale}}
-  template:
-    metadata: {labels: {app: scale}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: sleep
-        image: $REG/lab/busybox:1.0
-        command: ["sleep", "3600"]
-EOF
+	{
+		runtime_class runc-debian
+		echo ---
+		pod on-debian-runc default "$bb" "$sleep" $'  runtimeClassName: runc-debian\n'"$(node_name "$W1")"
+		echo ---
+		pod userns default "$bb" "$sleep" $'  hostUsers: false\n'"$(node_name "$W1")"
+		echo ---
+		pod rro default "$bb" "$sleep" "$(node_name "$W1")"$'\n  volumes: [{name: tree, hostPath: {path: /var/lib/kubelet, type: Directory}}]' \
+			$'    volumeMounts:\n    - {name: tree, mountPath: /rro, readOnly: true, recursiveReadOnly: Enabled}'
+		echo ---
+		pod strict-groups default "$bb" "$sleep" "$(node_name "$W1")"$'\n  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}'
+	} >"$m/handlers.yaml"
+	scale_manifest >"$m/scale.yaml"
 }
 
 check_control_plane() {
 	log "check: nodes, control plane, CoreDNS"
 	if nodes_ready; then pass "nodes Ready: $(KC get nodes -o wide --no-headers | awk '{print $1 "(" $6 ", " $NF ")"}' | xargs)"; else fail "nodes: $(KC get nodes --no-headers | xargs)"; fi
-	if wait_for 120 sh -c "[ \$($LAB/bin/kubectl get pods -n kube-system -l k8s-app=kube-dns -o jsonpath='{.items[*].status.containerStatuses[0].ready}' | grep -o true | wc -l) = 2 ]"; then
+	if wait_for 120 coredns_ready; then
 		pass "CoreDNS Running and Ready: $(KC get pods -n kube-system -l k8s-app=kube-dns -o wide --no-headers | awk '{print $1, $3, $7}' | xargs)"
 	else fail "CoreDNS not Ready: $(KC get pods -n kube-system -l k8s-app=kube-dns --no-headers 2>&1 | xargs)"; fi
-	if wait_for 60 sh -c "! $LAB/bin/kubectl get pods -n kube-system --no-headers | grep -v ' Running '"; then
+	if wait_for 60 kube_system_running; then
 		pass "kube-system: every pod Running ($(KC get pods -n kube-system --no-headers | wc -l) pods)"
 	else fail "kube-system pods not Running: $(KC get pods -n kube-system --no-headers | grep -v ' Running ' | tr '\n' ';')"; fi
 	local rv
@@ -504,7 +342,7 @@ check_control_plane() {
 
 # Every container the API server places on a node is one that node's
 # crivet reports.
-check_all_on_crivet() {
+check_all_on_runtime() {
 	local n api rt missing total=0 bad=
 	for n in $NODES; do
 		api=$(KC get pods -A --field-selector "spec.nodeName=$n" -o jsonpath='{range .items[*]}{range .status.containerStatuses[*]}{.containerID}{"\n"}{end}{end}' | sed -n 's#^crivet://##p' | sort -u)
@@ -523,7 +361,7 @@ check_service() {
 	KC apply -f "$LAB/manifests/web.yaml" -f "$LAB/manifests/client.yaml" >/dev/null || { fail "apply web/client"; return; }
 	if wait_for 120 deploy_ready web 4; then pass "Deployment web: 4/4 Ready"; else fail "Deployment web: $(ready_replicas web)/4 Ready"; fi
 	local spread
-	spread=$(KC get pods -l app=web -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort | uniq -c | awk '{print $2 "=" $1}' | xargs)
+	spread=$(nodes_of app=web)
 	if [ "$spread" = "$W1=2 $W2=2" ]; then pass "replicas spread over both workers: $spread"; else fail "replicas spread: $spread"; fi
 	wait_for 60 pod_ready default client || fail "client pod not Ready"
 	local out names target tip
@@ -547,19 +385,7 @@ check_service() {
 
 check_streams() {
 	log "check: kubectl logs / exec"
-	local out
-	out=$(KC logs client 2>&1)
-	if [ "$out" = client-log-marker ]; then pass "kubectl logs (pod on $W1): $out"; else fail "kubectl logs: $out"; fi
-	out=$(KC exec client -- sh -c 'echo exec-ok $(cat /etc/image-name) $(id -u)' 2>&1)
-	if [ "$out" = "exec-ok lab-busybox 0" ]; then pass "kubectl exec: $out"; else fail "kubectl exec: $out"; fi
-}
-
-check_job() {
-	log "check: a Job completing"
-	KC apply -f "$LAB/manifests/job.yaml" >/dev/null || { fail "apply job"; return; }
-	if KC wait --for=condition=Complete --timeout=120s job/once >/dev/null 2>&1; then
-		pass "Job once Complete on $(KC get pods -l job-name=once -o jsonpath='{.items[0].spec.nodeName}') (nslookup + wget of the Service): $(KC logs job/once 2>&1 | tail -1)"
-	else fail "Job once: $(KC get job once -o jsonpath='{.status}' 2>&1) $(KC logs job/once 2>&1 | tail -3 | tr '\n' ' ')"; fi
+	check_logs_exec "pod on $W1"
 }
 
 check_signatures() {
@@ -679,44 +505,23 @@ check_restart_under_load() {
 	KC delete pod load --wait=false >/dev/null
 }
 
-check_scale() {
-	log "check: 30 pods"
-	local t0
-	t0=$(now)
-	KC apply -f "$LAB/manifests/scale.yaml" >/dev/null || { fail "apply scale"; return; }
-	if wait_for 300 deploy_ready scale 30; then
-		since "$t0" >"$LAB/scale-ready-s"
-		pass "Deployment scale: 30 pods Ready $(cat "$LAB/scale-ready-s") s after kubectl apply ($(KC get pods -l app=scale -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort | uniq -c | awk '{print $2 "=" $1}' | xargs))"
-	else fail "Deployment scale: $(ready_replicas scale)/30 Ready after 300 s"; fi
-	check_all_on_crivet "with 30 more pods"
-	t0=$(now)
-	KC delete -f "$LAB/manifests/scale.yaml" --wait=false >/dev/null
-	if wait_for 300 sh -c "[ -z \"\$($LAB/bin/kubectl get pods -l app=scale --no-headers 2>/dev/null)\" ]"; then
-		pass "Deployment scale deleted: 30 pods gone in $(since "$t0") s"
-	else fail "scale pods left: $(KC get pods -l app=scale --no-headers | wc -l)"; fi
-}
-
 check() {
 	[ -s "$LAB/t0" ] || die "no cluster up: $0 up"
 	write_manifests
 	check_control_plane
-	check_all_on_crivet "control plane"
+	check_all_on_runtime "control plane"
 	check_service
 	check_streams
-	check_job
+	check_job on-node
 	check_signatures
 	check_handlers
 	check_restart_under_load
-	check_scale
-	check_all_on_crivet "end of checks"
+	check_scale "$LAB/scale-ready-s" spread
+	check_all_on_runtime "end of checks"
 	echo
 	log "kind create: $(cat "$LAB/kind-create-s" 2>/dev/null || echo -) s; 3 nodes Ready: $(cat "$LAB/node-ready-s" 2>/dev/null || echo -) s after kind create started; 30 pods Ready: $(cat "$LAB/scale-ready-s" 2>/dev/null || echo -) s"
 	printf '%s\t%s\t%s\t%s\n' "$(date -Is)" "$(cat "$LAB/kind-create-s" 2>/dev/null)" "$(cat "$LAB/node-ready-s" 2>/dev/null)" "$(cat "$LAB/scale-ready-s" 2>/dev/null)" >>"$LAB/timings.tsv"
-	log "results ($RESULTS):"
-	grep -c '^PASS' "$RESULTS" | sed 's/^/  passed: /'
-	grep -c '^FAIL' "$RESULTS" | sed 's/^/  failed: /'
-	grep -E '^(FAIL|GAP)' "$RESULTS"
-	! grep -q '^FAIL' "$RESULTS"
+	results_summary
 }
 
 # ---------------------------------------------------------------- down
