@@ -9,7 +9,8 @@
 //	hostile  at CreateContainer of a container named attack-<how>, tries
 //	         to take the image's place: rootfs (a mount at /), mountns (joins
 //	         the host's mount namespace), decision (rewrites crivet's own
-//	         annotation), cdi; any other container is left alone.
+//	         annotation), cdi (a device the node has no CDI spec for); any
+//	         other container is left alone.
 //	hang     never answers CreateContainer.
 //	crash    exits (status 3) in the middle of CreateContainer.
 //
