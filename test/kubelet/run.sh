@@ -53,6 +53,8 @@ build_kubelet() {
 KUBELET_VERSION=$K8S_VERSION
 # shellcheck source=test/lib/kubelet.sh
 . "$REPO/test/lib/kubelet.sh"
+# shellcheck source=test/kubelet/nri.sh
+. "$REPO/test/kubelet/nri.sh" # case 12
 
 # mkimage NAME MARKER: a one-layer OCI image in a dir: layout, from Debian's
 # busybox-static; MARKER (written to /etc/image-name) makes each image distinct.
@@ -558,7 +560,9 @@ build_crivet
 build_crictl
 build_sigtool
 build_cdiplugin
+build_nriplugin
 write_config
+nri_config
 save_host_state
 [ "${KEEP:-0}" = 1 ] || trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -587,6 +591,7 @@ case_restarts
 case_features
 case_cdi
 case_checkpoint
+case_nri
 case_final
 
 echo
