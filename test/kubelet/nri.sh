@@ -44,7 +44,7 @@ case_nri() {
 	setsid "$LAB/bin/nriplugin" -socket "$LAB/nri.sock" -name adjust -idx 10 -mount-src "$LAB/nri-src" \
 		-events "$LAB/nri-events.jsonl" >>"$LAB/logs/nriplugin.log" 2>&1 &
 	echo $! >"$LAB/nriplugin.pid"
-	if wait_for 30 connected sh -c "\"$LAB/bin/crictl\" -c \"$LAB/etc/crictl.yaml\" info | jq -e '.. | objects | select(.name? == \"adjust\")' >/dev/null"; then
+	if wait_for 30 connected sh -c "\"$LAB/bin/crictl\" -c \"$LAB/etc/crictl.yaml\" info | jq -e '.. | objects | select(.name? == \"10-adjust\")' >/dev/null"; then
 		pass "12 crictl info lists the connected NRI plugin"
 	else fail "12 plugin not listed by crictl info: $(tail -3 "$LAB/logs/nriplugin.log")"; stop_pid "$LAB/nriplugin.pid" 5; return; fi
 	add_pod nri
