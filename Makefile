@@ -11,7 +11,7 @@ APT_PKGS  := runc criu libseccomp-dev conmon containernetworking-plugins iproute
 # Semantic (kubelet parses the runtime version as semver): release + commit.
 VERSION   := 0.2.0+$(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
-.PHONY: all build deps tools runc install-runc cosign run install test unit e2e vet fuzz conformance bench bench-smoke kubelet node-e2e node-e2e-smoke cluster cluster-down up check down systemd-test cgroupv2-test kind-deps kind-image kind kind-down clean
+.PHONY: all build deps tools runc install-runc cosign criu install-criu run install test unit e2e vet fuzz conformance bench bench-smoke kubelet node-e2e node-e2e-smoke cluster cluster-down up check down systemd-test cgroupv2-test kind-deps kind-image kind kind-down clean
 
 all: build
 
@@ -44,6 +44,38 @@ cosign:
 	@dir="$$(dirname "$$($(GO) env GOCACHE)")/crivet-test-tools/cosign-$(COSIGN_VERSION)"; \
 	if "$$dir/cosign" version 2>/dev/null | grep -q "$(COSIGN_VERSION:v%=%)"; then echo "cosign $(COSIGN_VERSION): $$dir/cosign"; \
 	else mkdir -p "$$dir" && cd "$$dir" && GOBIN="$$dir" GOFLAGS= GOWORK=off flock .lock $(GO) install github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN_VERSION); fi
+
+# CRIU for checkpoint/restore (KEP-2008). Debian 12's criu 3.17.1 fails
+# `criu check` on kernels >= 6.13 ("Unexpected rt vDSO area bounds": the
+# kernel split the vDSO data mapping into [vvar] and [vvar_vclock]);
+# CRIU 4.1.1, from Debian trixie's source on the apt mirror (pinned by
+# sha256), handles it. Built once per machine (~30 s on 2 cores plus its
+# build packages from apt) into the cache the other test tools use;
+# `make install-criu` puts it in /usr/local/sbin, ahead of Debian's
+# /usr/sbin/criu on PATH, where both runc 1.1.5 and runc 1.5.x look.
+# Without a working criu the checkpoint tests say so and skip.
+CRIU_VERSION := 4.1.1
+CRIU_SHA256  := f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
+CRIU_URL     := https://deb.debian.org/debian/pool/main/c/criu/criu_$(CRIU_VERSION).orig.tar.xz
+CRIU_BUILD_PKGS := gcc make pkg-config curl xz-utils libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev \
+	protobuf-compiler libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev uuid-dev
+CRIU_DIR = $$(dirname "$$($(GO) env GOCACHE)")/crivet-test-tools/criu-$(CRIU_VERSION)
+criu:
+	@dir="$(CRIU_DIR)"; \
+	if "$$dir/criu" --version 2>/dev/null | grep -qx "Version: $(CRIU_VERSION)"; then echo "criu $(CRIU_VERSION): $$dir/criu"; exit 0; fi; \
+	$(MAKE) --no-print-directory deps APT_PKGS="$(CRIU_BUILD_PKGS)" && \
+	mkdir -p "$$dir" && cd "$$dir" && flock .lock sh -euc ' \
+		./criu --version 2>/dev/null | grep -qx "Version: $(CRIU_VERSION)" && exit 0; rm -rf src && mkdir src; \
+		curl -fsSL -o src.tar.xz "$(CRIU_URL)"; \
+		echo "$(CRIU_SHA256)  src.tar.xz" | sha256sum -c --quiet; \
+		tar -xJf src.tar.xz -C src --strip-components=1; \
+		start=$$(date +%s); \
+		$(MAKE) -C src -j"$$(nproc)" criu >build.log 2>&1 || { tail -20 build.log; exit 1; }; \
+		install -m 0755 src/criu/criu criu.new && mv criu.new criu && rm -rf src src.tar.xz; \
+		echo "criu $(CRIU_VERSION) built in $$(( $$(date +%s) - start ))s: $$PWD/criu"'
+install-criu: criu
+	install -D -m 0755 "$(CRIU_DIR)/criu" /usr/local/sbin/criu
+	@/usr/local/sbin/criu check || echo "install-criu: criu check fails on this host; the checkpoint tests will say so and skip"
 
 # Host packages: installed only when one is missing, so repeated runs are quick.
 deps:
