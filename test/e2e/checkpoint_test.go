@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"archive/tar"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,11 +118,12 @@ func TestRestoreIsAdmittedUnderTheTargetNamespacesPolicy(t *testing.T) {
 	n.ids[c.ContainerId] = true
 }
 
-// counterConfig counts once a second into /count, from its own memory:
-// a restored process goes on from where it was, a new one from 1.
+// counterConfig counts once a second into /count and onto stdout, from
+// its own memory: a restored process goes on from where it was, a new
+// one from 1.
 func counterConfig(name, image string) *runtimeapi.ContainerConfig {
 	cfg := crashContainerConfig(name, image)
-	cfg.Command = []string{"sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 1; done"}
+	cfg.Command = []string{"sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /count; echo count $i; sleep 1; done"}
 	return cfg
 }
 
@@ -149,13 +152,41 @@ func waitCount(t *testing.T, rc runtimeapi.RuntimeServiceClient, id string, min 
 	}
 }
 
-// The issue's case: checkpoint a running counter with real runc and CRIU,
-// restore it into a new pod, see the counter continue. Without a CRIU
-// that works on this kernel, CheckpointContainer must fail, say why,
-// leave the container running and write no archive.
-func TestCheckpointRunningCounterAndRestoreInNewPod(t *testing.T) {
-	n := newNode(t)
-	img, podCfg, podID := n.startWithPod(t, "ckpt", 0)
+// loggedCounts are the counts a counter printed into its CRI log file.
+func loggedCounts(t *testing.T, path string) []int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, line := range strings.Split(string(data), "\n") {
+		// <time> stdout F count <n>
+		f := strings.Fields(line)
+		if len(f) == 5 && f[1] == "stdout" && f[3] == "count" {
+			if v, err := strconv.Atoi(f[4]); err == nil {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// needCRIU skips a test that needs a working CRIU where there is none.
+func needCRIU(t *testing.T) {
+	t.Helper()
+	if why := criuCheck(); why != "" {
+		t.Skipf("needs a CRIU that works on this host (make install-criu): %s", why)
+	}
+}
+
+// checkpointedCounter starts a counter in the pod podID on n,
+// checkpoints it to location with real runc and CRIU, then stops it, so
+// that nothing but the checkpoint carries its count on. It returns the
+// count the checkpoint holds at the least. Where criu check fails it
+// asserts that CheckpointContainer failed as it must and skips.
+func checkpointedCounter(t *testing.T, n *node, img fixtures.Image, podCfg *runtimeapi.PodSandboxConfig, podID, location string) int {
+	t.Helper()
 	rc, _ := n.clients()
 	c, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: counterConfig("counter", img.Ref), SandboxConfig: podCfg})
 	if err != nil {
@@ -165,8 +196,7 @@ func TestCheckpointRunningCounterAndRestoreInNewPod(t *testing.T) {
 	if _, err := rc.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
-	waitCount(t, rc, c.ContainerId, 3)
-	location := filepath.Join(n.dir, "counter-checkpoint.tar")
+	at := waitCount(t, rc, c.ContainerId, 3)
 	_, err = rc.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: c.ContainerId, Location: location})
 	if why := criuCheck(); why != "" {
 		if err == nil {
@@ -180,47 +210,150 @@ func TestCheckpointRunningCounterAndRestoreInNewPod(t *testing.T) {
 		}
 		before := readCount(t, rc, c.ContainerId)
 		waitCount(t, rc, c.ContainerId, before+1)
-		t.Skipf("CRIU cannot checkpoint on this host (%s); CheckpointContainer failed as it must: %v", why, err)
+		t.Skipf("CRIU cannot checkpoint on this host (%s; make install-criu); CheckpointContainer failed as it must: %v", why, err)
 	}
 	if err != nil {
 		t.Fatalf("checkpoint: %v\n%s", err, n.log)
 	}
-	a, err := checkpoint.Open(location)
-	if err != nil {
-		t.Fatalf("the archive written: %v", err)
-	}
-	if a.ImageName() != img.Ref {
-		t.Errorf("archive records image %q, want %q", a.ImageName(), img.Ref)
-	}
-	at := readCount(t, rc, c.ContainerId)
-	// A new pod; the old container goes first, so nothing but the
-	// checkpoint carries the count.
-	if _, err := rc.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: c.ContainerId}); err != nil {
+	// Left running: a checkpoint is a copy.
+	waitCount(t, rc, c.ContainerId, readCount(t, rc, c.ContainerId)+1)
+	if _, err := rc.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: c.ContainerId, Timeout: 1}); err != nil {
 		t.Fatal(err)
 	}
-	newCfg, newPod := podIn(t, n, rc, "ckpt-restored", "default")
-	r, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: newPod, Config: crashContainerConfig("counter", location), SandboxConfig: newCfg})
+	if left, _ := os.ReadDir(filepath.Join(n.dir, "run", "checkpoints")); len(left) != 0 {
+		t.Errorf("checkpoint work directories left: %v", left)
+	}
+	return at
+}
+
+// restoredCounter creates (restores) a container from image (an archive
+// path or a checkpoint image) in a new pod, starts it and checks that
+// the counter goes on from the checkpoint, in the file and on stdout
+// (CRIU gives the restored process the new container's stdio): it must
+// pass at+1 without ever counting 1, 2, 3 again. The restored container's
+// own command is `sleep`: only the restored process can count.
+func restoredCounter(t *testing.T, n *node, pod, image string, at int) string {
+	t.Helper()
+	rc, _ := n.clients()
+	newCfg, newPod := podIn(t, n, rc, pod, "default")
+	r, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: newPod, Config: crashContainerConfig("counter", image), SandboxConfig: newCfg})
 	if err != nil {
-		t.Fatalf("restore: %v\n%s", err, n.log)
+		t.Fatalf("restore from %s: %v\n%s", image, err, n.log)
 	}
 	n.ids[r.ContainerId] = true
 	if _, err := rc.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: r.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
 	first := readCount(t, rc, r.ContainerId)
-	if first < at-1 || first == 0 {
-		t.Fatalf("restored counter reads %d, checkpointed at about %d: it did not continue", first, at)
+	if first < at {
+		t.Fatalf("restored counter reads %d, checkpointed at %d or later: it did not continue", first, at)
 	}
-	// The restored container's own command is `sleep`: only the
-	// restored counter process can move the count on, and from where the
-	// checkpoint left it, not from 1.
-	if next := waitCount(t, rc, r.ContainerId, first+1); next <= at {
-		t.Fatalf("restored counter at %d, not past %d", next, at)
-	}
+	next := waitCount(t, rc, r.ContainerId, first+2)
 	rs, err := rc.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: r.ContainerId})
 	if err != nil || rs.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("restored container status: %v %v", err, rs.GetStatus())
 	}
+	// The log lags the file (the monitor copies it): wait for next-1.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		logged := loggedCounts(t, rs.Status.LogPath)
+		if len(logged) > 0 && logged[0] < at {
+			t.Fatalf("restored container's log %s starts at %d, before the checkpoint's %d: %v", rs.Status.LogPath, logged[0], at, logged)
+		}
+		if len(logged) > 0 && logged[len(logged)-1] >= next-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restored container's log %s holds counts %v, want them to reach %d", rs.Status.LogPath, logged, next-1)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return r.ContainerId
+}
+
+// restoreRuncs are the runcs a checkpoint is made and restored with:
+// runc on PATH (Debian's 1.1.5) and bin/runc (v1.5.3, `make runc`)
+// where it was built. Both find criu on PATH.
+func restoreRuncs(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{"path": "runc"}
+	if p, err := filepath.Abs("../../bin/runc"); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			out["bin"] = p
+		} else {
+			t.Logf("no %s (make runc): only runc on PATH is tried", p)
+		}
+	}
+	return out
+}
+
+// The issue's case: checkpoint a running counter with real runc and CRIU,
+// restore it from the archive into a new pod, see the counter continue,
+// on each runc. Without a CRIU that works on this kernel,
+// CheckpointContainer must fail, say why, leave the container running and
+// write no archive.
+func TestCheckpointRunningCounterAndRestoreInNewPod(t *testing.T) {
+	for name, runc := range restoreRuncs(t) {
+		t.Run(name, func(t *testing.T) {
+			n := newNode(t)
+			n.toml = fmt.Sprintf("runtime = %q\n", runc)
+			img, podCfg, podID := n.startWithPod(t, "ckpt", 0)
+			location := filepath.Join(n.dir, "counter-checkpoint.tar")
+			at := checkpointedCounter(t, n, img, podCfg, podID, location)
+			a, err := checkpoint.Open(location)
+			if err != nil {
+				t.Fatalf("the archive written: %v", err)
+			}
+			if a.ImageName() != img.Ref {
+				t.Errorf("archive records image %q, want %q", a.ImageName(), img.Ref)
+			}
+			restoredCounter(t, n, "ckpt-restored", location, at)
+			// The archive is a copy to restore from again, elsewhere.
+			restoredCounter(t, n, "ckpt-restored-again", location, at)
+		})
+	}
+}
+
+// A checkpoint archive made into an OCI image (as checkpointctl build
+// does: the archive's entries at the image's root, a checkpoint
+// annotation on the manifest), pushed and pulled like any image, restores
+// the counter in a new pod, and it goes on counting.
+func TestCheckpointImageRestoresTheCounter(t *testing.T) {
+	needCRIU(t)
+	n := newNode(t)
+	img, podCfg, podID := n.startWithPod(t, "ckpt", 0)
+	location := filepath.Join(n.dir, "counter-checkpoint.tar")
+	at := checkpointedCounter(t, n, img, podCfg, podID, location)
+	files := map[string]string{}
+	f, err := os.Open(location)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[h.Name] = string(data)
+		}
+	}
+	ckptRef := n.reg.Ref("ckpt/counter:real")
+	fixtures.PushCheckpointImage(t, ckptRef, files, map[string]string{checkpoint.AnnotationName: "counter"})
+	_, ic := n.clients()
+	if _, err := ic.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ckptRef}}); err != nil {
+		t.Fatal(err)
+	}
+	restoredCounter(t, n, "ckpt-img-restored", ckptRef, at)
 }
 
 // An OCI image built from a checkpoint archive (checkpointctl build: the
