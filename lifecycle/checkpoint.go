@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/crivet/crivet/oci/checkpoint"
@@ -67,9 +66,7 @@ func (m *Manager) CheckpointContainer(ctx context.Context, c *sandbox.Container,
 	images := filepath.Join(work, checkpoint.ImagesDir)
 	start := time.Now()
 	if err := m.rt.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{ImagePath: images, WorkPath: work}); err != nil {
-		// The work directory and its dump.log go with this call: the
-		// error carries CRIU's own words.
-		return fmt.Errorf("checkpoint container %s: %w; CRIU says: %s", c.ID, err, criuErrors(filepath.Join(work, checkpoint.DumpLog), 5))
+		return fmt.Errorf("checkpoint container %s: %w", c.ID, err)
 	}
 	dumped := time.Since(start)
 	diff, err := m.images.RootfsDiff(c.ID)
@@ -158,27 +155,4 @@ func (m *Manager) prepareRestore(id string, a *checkpoint.Archive, rootfs string
 		return nil, work, err
 	}
 	return &monitor.Restore{ImagePath: filepath.Join(src, checkpoint.ImagesDir), WorkPath: work}, work, nil
-}
-
-// criuErrors is a CRIU log's error lines (its last lines if none), at
-// most n, for an error message.
-func criuErrors(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "no log"
-	}
-	lines := strings.FieldsFunc(string(data), func(r rune) bool { return r == '\n' })
-	var errs []string
-	for _, l := range lines {
-		if strings.Contains(l, "Error") {
-			errs = append(errs, l)
-		}
-	}
-	if len(errs) == 0 {
-		errs = lines
-	}
-	if len(errs) > n {
-		errs = errs[len(errs)-n:]
-	}
-	return strings.Join(errs, " | ")
 }

@@ -96,6 +96,11 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) error {
 		h.runc.Delete(context.WithoutCancel(ctx), o.ID, &runc.DeleteOpts{Force: true})
 		os.RemoveAll(dir)
 		r.byID.Delete(o.ID)
+		if o.Restore != nil {
+			// The restore's work directory goes with this call: the
+			// error carries CRIU's own words.
+			return fmt.Errorf("restore container %s: %w; CRIU says: %s", o.ID, err, criuErrors(filepath.Join(o.Restore.WorkPath, restoreLog), 5))
+		}
 		return fmt.Errorf("create container %s: %w", o.ID, err)
 	}
 	if o.Restore != nil {

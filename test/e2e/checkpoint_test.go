@@ -15,6 +15,7 @@ import (
 	"github.com/crivet/crivet/oci/checkpoint"
 	"github.com/crivet/crivet/test/fixtures"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	crierrors "k8s.io/cri-api/pkg/errors"
@@ -405,5 +406,155 @@ func TestRestoreFromCheckpointImageAdmitsBothImages(t *testing.T) {
 	// The checkpoint image was mounted only for the create: it can go.
 	if _, err := ic.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ckptRef}}); err != nil {
 		t.Errorf("remove the checkpoint image after the restores: %v", err)
+	}
+}
+
+// Real CRIU refusing a restore (an archive whose process tree image is
+// garbage): CreateContainer fails with runc's and CRIU's own words (the
+// work directory holding restore.log is gone by then), and leaves no
+// container, runc state or work directory; the name is free, and the
+// intact archive restores under it. A container that is not running
+// cannot be checkpointed (FailedPrecondition) and gets no archive.
+func TestRestoreFromCorruptCheckpointFailsWithCRIUsWords(t *testing.T) {
+	needCRIU(t)
+	n := newNode(t)
+	img, podCfg, podID := n.startWithPod(t, "ckpt", 0)
+	location := filepath.Join(n.dir, "counter-checkpoint.tar")
+	at := checkpointedCounter(t, n, img, podCfg, podID, location)
+	rc, _ := n.clients()
+
+	list, err := rc.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+	if err != nil || len(list.Containers) != 1 || list.Containers[0].State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		t.Fatalf("the stopped counter: %v %v", err, list.GetContainers())
+	}
+	stopped := filepath.Join(n.dir, "stopped.tar")
+	_, err = rc.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: list.Containers[0].Id, Location: stopped})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("checkpoint of an exited container: %v, want FailedPrecondition", err)
+	}
+	if _, err := os.Stat(stopped); !os.IsNotExist(err) {
+		t.Errorf("archive of an exited container: %v", err)
+	}
+
+	// The same archive with its pstree.img replaced.
+	dir := filepath.Join(n.dir, "unpacked")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("tar", "-xf", location, "-C", dir).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	fixtures.WriteFile(t, filepath.Join(dir, checkpoint.ImagesDir, "pstree.img"), "not a process tree")
+	bad := filepath.Join(n.dir, "corrupt-checkpoint.tar")
+	if out, err := exec.Command("tar", "-cf", bad, "-C", dir, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	newCfg, newPod := podIn(t, n, rc, "ckpt-corrupt", "default")
+	_, err = rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: newPod, Config: crashContainerConfig("counter", bad), SandboxConfig: newCfg})
+	msg := status.Convert(err).Message()
+	if err == nil || !strings.Contains(msg, "runc restore") || !strings.Contains(msg, "CRIU says:") || !strings.Contains(msg, "Error (criu/") {
+		t.Fatalf("restore of a corrupt checkpoint: %v, want runc's and CRIU's errors", err)
+	}
+	t.Logf("restore of a corrupt checkpoint: %s", msg)
+	list, err = rc.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: newPod}})
+	if err != nil || len(list.Containers) != 0 {
+		t.Fatalf("containers after the failed restore: %v %v", err, list.GetContainers())
+	}
+	if left, _ := os.ReadDir(filepath.Join(n.dir, "run", "checkpoints")); len(left) != 0 {
+		t.Errorf("restore work directories left: %v", left)
+	}
+	// runc holds no container crivet does not know.
+	known := map[string]bool{}
+	all, err := rc.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range all.Containers {
+		known[c.Id] = true
+	}
+	pods, err := rc.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		known[p.Id] = true
+	}
+	out, err := exec.Command("runc", "--root", filepath.Join(n.runRoot(), "runc"), "list", "-q").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range strings.Fields(string(out)) {
+		if !known[id] {
+			t.Errorf("runc still has %s after the failed restore", id)
+		}
+	}
+	r, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: newPod, Config: crashContainerConfig("counter", location), SandboxConfig: newCfg})
+	if err != nil {
+		t.Fatalf("restore of the intact archive under the freed name: %v", err)
+	}
+	n.ids[r.ContainerId] = true
+	if _, err := rc.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: r.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	if v := waitCount(t, rc, r.ContainerId, at+1); v < at {
+		t.Fatalf("restored counter at %d, before %d", v, at)
+	}
+}
+
+// A container with a terminal (the monitor holds its console) is
+// checkpointed and restored too: runc hands CRIU the console, and the
+// restored counter goes on in the new container's terminal and log.
+func TestCheckpointAndRestoreTTYCounter(t *testing.T) {
+	needCRIU(t)
+	n := newNode(t)
+	img, podCfg, podID := n.startWithPod(t, "ckpt", 0)
+	rc, _ := n.clients()
+	cfg := counterConfig("counter", img.Ref)
+	cfg.Tty = true
+	c, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.ids[c.ContainerId] = true
+	if _, err := rc.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	at := waitCount(t, rc, c.ContainerId, 3)
+	location := filepath.Join(n.dir, "tty-checkpoint.tar")
+	if _, err := rc.CheckpointContainer(ctx(t), &runtimeapi.CheckpointContainerRequest{ContainerId: c.ContainerId, Location: location}); err != nil {
+		t.Fatalf("checkpoint: %v", err)
+	}
+	if _, err := rc.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: c.ContainerId, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	restored := crashContainerConfig("counter", location)
+	restored.Tty = true
+	newCfg, newPod := podIn(t, n, rc, "ckpt-tty-restored", "default")
+	r, err := rc.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: newPod, Config: restored, SandboxConfig: newCfg})
+	if err != nil {
+		t.Fatalf("restore: %v\n%s", err, n.log)
+	}
+	n.ids[r.ContainerId] = true
+	if _, err := rc.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: r.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	next := waitCount(t, rc, r.ContainerId, at+2)
+	rs, err := rc.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: r.ContainerId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		logged := loggedCounts(t, rs.Status.LogPath)
+		if len(logged) > 0 && logged[0] < at {
+			t.Fatalf("restored terminal's log starts at %d, before %d: %v", logged[0], at, logged)
+		}
+		if len(logged) > 0 && logged[len(logged)-1] >= next-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restored terminal's log holds %v, want counts up to %d", logged, next-1)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
