@@ -55,6 +55,7 @@ KUBELET_VERSION=$K8S_VERSION
 . "$REPO/test/lib/kubelet.sh"
 # shellcheck source=test/kubelet/nri.sh
 . "$REPO/test/kubelet/nri.sh" # case 12
+. "$REPO/test/kubelet/checkpoint.sh" # case 11
 
 # mkimage NAME MARKER: a one-layer OCI image in a dir: layout, from Debian's
 # busybox-static; MARKER (written to /etc/image-name) makes each image distinct.
@@ -591,6 +592,7 @@ case_restarts
 case_features
 case_cdi
 case_checkpoint
+case_checkpoint_restore
 case_nri
 case_final
 
