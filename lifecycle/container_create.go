@@ -190,7 +190,7 @@ func (m *Manager) createContainer(ctx context.Context, id string, pod *sandbox.P
 		Tty: cfg.GetTty(), Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(),
 		Handler: pod.RuntimeHandler, Restore: restore,
 	}); err != nil {
-		return nil, fmt.Errorf("create container %s: %w", id, err)
+		return nil, err // oci/runtime's errors name the container already
 	}
 	tCreate = time.Since(start)
 	if err := m.pods.AddContainer(c); err != nil {
