@@ -331,6 +331,22 @@ func startNRI(t *testing.T, pods *fakePods, devices ...CDI) (*NRI, string) {
 	return n, filepath.Join(dir, "nri.sock")
 }
 
+// connect starts plugin p on n's socket as 10-name and returns once n has
+// registered it (its synchronization, which closes synced, is over).
+func connect(t *testing.T, n *NRI, sock string, p any, name string, synced <-chan struct{}) {
+	t.Helper()
+	s, err := stub.New(p, stub.WithSocketPath(sock), stub.WithPluginName(name), stub.WithPluginIdx("10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	<-synced
+	n.HoldSync()()
+}
+
 // A container created while a plugin is being synchronized is not lost:
 // the create waits, and the plugin hears of it once it is registered.
 func TestCreateDuringSynchronizationReachesThePlugin(t *testing.T) {
@@ -376,16 +392,7 @@ func TestStopIsToldOnceAndNeverAfterRemove(t *testing.T) {
 	c := &sandbox.Container{ID: "ctr1", PodID: "pod1", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}}
 	n, sock := startNRI(t, &fakePods{pods: []*sandbox.Pod{pod}, ctrs: []*sandbox.Container{c}})
 	r := &recorder{synced: make(chan struct{}), events: make(chan string, 10)}
-	s, err := stub.New(r, stub.WithSocketPath(sock), stub.WithPluginName("rec"), stub.WithPluginIdx("10"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	<-r.synced
-	n.HoldSync()() // registered once its synchronization is over
+	connect(t, n, sock, r, "rec", r.synced)
 	ctx := context.Background()
 	n.StopContainer(ctx, c) // the request
 	n.StopContainer(ctx, c) // the exit watcher
@@ -407,16 +414,7 @@ func TestPodUpdateReachesPlugins(t *testing.T) {
 	pod := &sandbox.Pod{ID: "pod1", Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}}}
 	n, sock := startNRI(t, &fakePods{pods: []*sandbox.Pod{pod}})
 	r := &recorder{synced: make(chan struct{}), events: make(chan string, 10)}
-	s, err := stub.New(r, stub.WithSocketPath(sock), stub.WithPluginName("rec"), stub.WithPluginIdx("10"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	<-r.synced
-	n.HoldSync()() // registered once its synchronization is over
+	connect(t, n, sock, r, "rec", r.synced)
 	limit := int64(512 << 20)
 	ctx := context.Background()
 	if err := n.UpdatePod(ctx, pod, nil, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); err != nil {
@@ -488,19 +486,10 @@ devices:
 		t.Run(c.device, func(t *testing.T) {
 			n, sock := startNRI(t, &fakePods{pods: []*sandbox.Pod{pod}}, reg)
 			p := &cdiPlugin{synced: make(chan struct{}), devices: []string{c.device}}
-			s, err := stub.New(p, stub.WithSocketPath(sock), stub.WithPluginName("cdi"), stub.WithPluginIdx("10"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			defer s.Stop()
-			<-p.synced
-			n.HoldSync()()
+			connect(t, n, sock, p, "cdi", p.synced)
 			sp := baseSpec()
 			ctr := &sandbox.Container{ID: "ctr1", PodID: "pod1", Config: &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}}}
-			err = n.CreateContainer(context.Background(), pod, ctr, sp)
+			err := n.CreateContainer(context.Background(), pod, ctr, sp)
 			if c.want != "" {
 				if err == nil || !strings.Contains(err.Error(), c.want) {
 					t.Fatalf("create: %v, want an error naming %q", err, c.want)
